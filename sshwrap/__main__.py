@@ -1,0 +1,5 @@
+"""Entry point for ``python -m sshwrap``."""
+
+from sshwrap.cli.app import main
+
+main()

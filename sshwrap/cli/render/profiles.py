@@ -1,0 +1,34 @@
+"""Text rendering of profile listings, validation reports and compiled output."""
+
+from __future__ import annotations
+
+from sshwrap.cli.render import table, to_text
+from sshwrap.usecases.profiles import Compiled, ProfileList, ValidationReport
+
+
+@to_text.register
+def _profile_list(value: ProfileList) -> str:
+    if not value.entries:
+        return "no profiles found in: " + ", ".join(value.dirs)
+    rows = []
+    for e in value.entries:
+        if e.problems:
+            rows.append([e.name, "INVALID", "", e.problems[0]])
+            continue
+        via = f"{e.host} via {','.join(e.jump)}" if e.jump else e.host
+        rows.append([e.name, via, ",".join(e.tags), "; ".join(e.forwards)])
+    return table(["NAME", "HOST", "TAGS", "FORWARDS"], rows)
+
+
+@to_text.register
+def _validation(value: ValidationReport) -> str:
+    lines = []
+    for result in value.results:
+        lines.append(f"ok       {result.target}" if result.ok else f"invalid  {result.target}")
+        lines.extend(f"  {p}" for p in result.problems)
+    return "\n".join(lines)
+
+
+@to_text.register
+def _compiled(value: Compiled) -> str:
+    return value.text

@@ -1,0 +1,106 @@
+"""Compile a Profile to a PuTTY ``plink`` argv, refusing what plink cannot express."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from sshwrap.core.binds import HostFacts, expanded_forwards
+from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
+from sshwrap.core.model import HostKeyMode, Profile, UnixAddress
+
+TARGET = "plink"
+
+
+def _refuse(key: str, message: str) -> NotExpressible:
+    return NotExpressible(TARGET, key, message)
+
+
+def _check_expressible(profile: Profile) -> None:
+    if profile.ssh_config_file:
+        raise _refuse("ssh_config_file", "plink reads no OpenSSH config file")
+    if profile.options:
+        name = profile.options[0][0]
+        raise _refuse(f"options.{name}", "plink takes no OpenSSH options")
+    if profile.keepalive:
+        raise _refuse("keepalive", "plink has no command-line keep-alive setting; "
+                      "sshwrap's own checks notice a dead plink")
+    if profile.host_key.mode is HostKeyMode.ACCEPT_NEW:
+        raise _refuse("host_key", "plink in batch mode cannot trust a new key on first use; "
+                      "pin the key's SHA256 fingerprint instead")
+    if profile.identity_file and not profile.identity_file.endswith(".ppk"):
+        raise _refuse(
+            "identity_file",
+            f"plink needs a PuTTY .ppk key; convert it with: "
+            f"puttygen {profile.identity_file} -O private -o {profile.identity_file}.ppk",
+        )
+    if profile.share_connection:
+        raise _refuse("share_connection", "plink does not share OpenSSH control connections")
+    for i, forward in enumerate(profile.forwards):
+        if isinstance(forward.listen, UnixAddress) or isinstance(forward.to, UnixAddress):
+            raise _refuse(f"forward[{i}]", "plink forwards only TCP ports, not unix sockets")
+
+
+def _identity_args(profile: Profile) -> list[str]:
+    return ["-i", profile.identity_file] if profile.identity_file else []
+
+
+def _proxy_command(profile: Profile, program: str) -> str | None:
+    """A ``-proxycmd`` chain through the jump hosts, innermost hop first.
+
+    Every hop gets explicit host and port values instead of %host/%port tokens, so no
+    level of nesting needs %-escaping; values are already free of shell metacharacters
+    and shlex.quote handles the nesting.
+    """
+    if not profile.jump:
+        return None
+    proxy: str | None = None
+    hops = list(profile.jump)
+    destinations = [(hop.host, hop.port or 22) for hop in hops[1:]]
+    destinations.append((profile.host, profile.port or 22))
+    for hop, (dest_host, dest_port) in zip(hops, destinations, strict=True):
+        inner = [program, "-ssh", "-batch"]
+        if hop.port is not None:
+            inner += ["-P", str(hop.port)]
+        if hop.user:
+            inner += ["-l", hop.user]
+        inner += _identity_args(profile)
+        if proxy is not None:
+            inner += ["-proxycmd", proxy]
+        dest = f"[{dest_host}]" if ":" in dest_host else dest_host
+        inner += ["-nc", f"{dest}:{dest_port}", hop.host]
+        proxy = shlex.join(inner)
+    return proxy
+
+
+def compile_plink(
+    profile: Profile,
+    facts: HostFacts | None = None,
+    *,
+    program: str = "plink",
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """``plink -ssh -N -batch ... HOST``; raises NotExpressible for what plink lacks.
+
+    A password never goes in argv: the runtime adds ``-pwfile`` for password profiles.
+    """
+    facts = facts or HostFacts()
+    _check_expressible(profile)
+    argv = [program, "-ssh", "-N", "-batch"]
+    if profile.port is not None:
+        argv += ["-P", str(profile.port)]
+    if profile.user:
+        argv += ["-l", profile.user]
+    argv += _identity_args(profile)
+    if profile.compression:
+        argv.append("-C")
+    if profile.host_key.mode is HostKeyMode.PINNED and profile.host_key.fingerprint:
+        argv += ["-hostkey", profile.host_key.fingerprint]
+    proxy = _proxy_command(profile, program)
+    if proxy is not None:
+        argv += ["-proxycmd", proxy]
+    for forward in expanded_forwards(profile, facts):
+        argv += [FORWARD_FLAG[forward.type], forward_spec(forward)]
+    argv += list(extra_args)
+    argv.append(profile.host)
+    return argv

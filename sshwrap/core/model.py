@@ -1,0 +1,165 @@
+"""The validated, typed profile model: frozen dataclasses built only by ``core.parse``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ForwardType(StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+    DYNAMIC = "dynamic"
+
+
+class Probe(StrEnum):
+    """How the far end of a forward is checked through the tunnel."""
+
+    TCP = "tcp"
+    BANNER = "banner"
+    HTTP = "http"
+    SOCKS = "socks"
+
+
+class Client(StrEnum):
+    SSH = "ssh"
+    PLINK = "plink"
+
+
+class RestartPolicy(StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+class HostKeyMode(StrEnum):
+    STRICT = "strict"
+    ACCEPT_NEW = "accept-new"
+    PINNED = "pinned"
+
+
+class AuthMethod(StrEnum):
+    KEY = "key"
+    PASSWORD = "password"
+
+
+#: ServerAliveInterval when the profile does not say; with DEFAULT_ALIVE_COUNT_MAX a dead
+#: path is noticed within (count + 1) * interval = 9 s, inside the 10 s promise.
+DEFAULT_KEEPALIVE = 3
+DEFAULT_ALIVE_COUNT_MAX = 2
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
+
+@dataclass(frozen=True)
+class TcpAddress:
+    """``host:port``; host None means "no address given" (a bare port)."""
+
+    host: str | None
+    port: int
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.host is not None and ":" in self.host
+
+    def render(self) -> str:
+        """The address as ssh writes it: ``host:port``, ``[v6]:port`` or a bare port."""
+        if self.host is None:
+            return str(self.port)
+        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UnixAddress:
+    """A unix-domain socket path."""
+
+    path: str
+
+    def render(self) -> str:
+        return self.path
+
+
+Address = TcpAddress | UnixAddress
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for no host (ssh's default is loopback) and for loopback names and addresses."""
+    if host is None:
+        return True
+    return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One ``[[forward]]``: where it listens, where it goes, and how its far end is probed."""
+
+    type: ForwardType
+    listen: Address
+    to: Address | None = None
+    probe: Probe | None = None
+    public: bool = False
+
+    def describe(self) -> str:
+        """A short human form: ``local 3307 -> db:3306``."""
+        target = self.to.render() if self.to is not None else "SOCKS"
+        return f"{self.type.value} {self.listen.render()} -> {target}"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One jump host, ``[user@]host[:port]``."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def render(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and self.port is not None else self.host
+        text = f"{self.user}@{host}" if self.user else host
+        return f"{text}:{self.port}" if self.port is not None else text
+
+
+@dataclass(frozen=True)
+class HostKeyPolicy:
+    mode: HostKeyMode = HostKeyMode.STRICT
+    fingerprint: str | None = None  # set only for PINNED: "SHA256:..."
+
+    def render(self) -> str:
+        return self.fingerprint if self.mode is HostKeyMode.PINNED and self.fingerprint else self.mode.value
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated tunnel profile. ``source`` is the file it came from, if any."""
+
+    name: str
+    host: str
+    forwards: tuple[Forward, ...] = ()
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    jump: tuple[Hop, ...] = ()
+    ssh_config_file: str | None = None
+    client: Client = Client.SSH
+    compression: bool = False
+    keepalive: int | None = None  # None: DEFAULT_KEEPALIVE; 0: off
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    host_key: HostKeyPolicy = field(default_factory=HostKeyPolicy)
+    auth: AuthMethod = AuthMethod.KEY
+    password_env: str | None = None
+    share_connection: bool = False
+    options: tuple[tuple[str, str], ...] = ()
+    source: str | None = None
+
+    @property
+    def effective_keepalive(self) -> int:
+        return DEFAULT_KEEPALIVE if self.keepalive is None else self.keepalive
+
+    def option(self, name: str) -> str | None:
+        """The value of an extra ssh option, matched case-insensitively as ssh does."""
+        for key, value in self.options:
+            if key.lower() == name.lower():
+                return value
+        return None

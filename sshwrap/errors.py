@@ -1,0 +1,109 @@
+"""The error hierarchy: every failure sshwrap reports has a kind, and every kind an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Stable exit codes, the same for every command (documented in the README)."""
+
+    OK = 0
+    INTERNAL = 1
+    BAD_INPUT = 2
+    MISSING_BINARY = 3
+    AUTH = 4
+    FORWARDING = 5
+    CONNECTION = 6
+    NOT_READY = 7
+    UNHEALTHY = 8
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where it is (file, key path) and what is wrong."""
+
+    message: str
+    key: str = ""
+    file: str = ""
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.file, self.key) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class SshwrapError(Exception):
+    """Base class of every error the CLI turns into a message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def lines(self) -> list[str]:
+        """The error as the lines the CLI prints after ``sshwrap: error: ``."""
+        return [self.message]
+
+
+class InvalidInput(SshwrapError):
+    """A profile, a flag or a file is invalid; every problem found is carried at once."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, problems: list[Problem] | Problem | str, *, hint: str = "") -> None:
+        if isinstance(problems, str):
+            problems = Problem(problems)
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems), hint=hint)
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+class ProfileNotFound(InvalidInput):
+    """No profile of that name exists in the profile directories."""
+
+
+class MissingBinary(SshwrapError):
+    """A program sshwrap drives (ssh, plink, sshd, systemctl) is not installed."""
+
+    exit_code = ExitCode.MISSING_BINARY
+
+
+class AuthFailed(SshwrapError):
+    """Authentication failed, or a host key is unknown or changed."""
+
+    exit_code = ExitCode.AUTH
+
+
+class ForwardingFailed(SshwrapError):
+    """A forward could not be set up: a port is taken locally or refused by the server."""
+
+    exit_code = ExitCode.FORWARDING
+
+
+class ConnectionFailed(SshwrapError):
+    """A hop could not be reached: name does not resolve, refused, timed out, unreachable."""
+
+    exit_code = ExitCode.CONNECTION
+
+
+class NotReady(SshwrapError):
+    """The tunnel did not pass verification before the deadline."""
+
+    exit_code = ExitCode.NOT_READY
+
+
+class Unhealthy(SshwrapError):
+    """status/check found something down or unhealthy."""
+
+    exit_code = ExitCode.UNHEALTHY
+
+
+class StateConflict(SshwrapError):
+    """A file changed under us, or another sshwrap holds the lock for too long."""
+
+    exit_code = ExitCode.INTERNAL

@@ -1,0 +1,172 @@
+"""Use cases over profile files: list, validate, compile."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile import NotExpressible
+from sshwrap.core.model import Profile
+from sshwrap.errors import InvalidInput, Problem
+from sshwrap.store import ProfileStore, load_profile_file
+
+
+class Target(StrEnum):
+    SSH = "ssh"
+    PLINK = "plink"
+    CONFIG = "config"
+    SYSTEMD = "systemd"
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    name: str
+    path: str
+    host: str
+    jump: tuple[str, ...]
+    client: str
+    forwards: tuple[str, ...]
+    tags: tuple[str, ...]
+    description: str
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProfileList:
+    dirs: tuple[str, ...]
+    entries: tuple[ProfileEntry, ...]
+
+    def to_json(self) -> object:
+        from sshwrap.cli.render import to_jsonable
+
+        return to_jsonable(list(self.entries))
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    target: str
+    ok: bool
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    results: tuple[ValidationResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def to_json(self) -> object:
+        from sshwrap.cli.render import to_jsonable
+
+        return to_jsonable(list(self.results))
+
+
+@dataclass(frozen=True)
+class Compiled:
+    name: str
+    target: Target
+    argv: tuple[str, ...] | None  # for ssh and plink
+    text: str  # what a person copies: the shell command, or the config block / unit
+
+    def to_json(self) -> object:
+        return {"name": self.name, "target": self.target.value,
+                "argv": list(self.argv) if self.argv is not None else None, "text": self.text}
+
+
+def host_facts() -> HostFacts:
+    """Facts about this machine that change how forwards are compiled."""
+    return HostFacts(ipv6_loopback=has_ipv6_loopback())
+
+
+def has_ipv6_loopback() -> bool:
+    """True when [::1] can be bound here (not when IPv6 is disabled or absent)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _entry(profile: Profile, path: Path) -> ProfileEntry:
+    return ProfileEntry(
+        name=profile.name, path=str(path), host=profile.host,
+        jump=tuple(h.render() for h in profile.jump), client=profile.client.value,
+        forwards=tuple(f.describe() for f in profile.forwards), tags=profile.tags,
+        description=profile.description,
+    )
+
+
+def list_profiles(store: ProfileStore) -> ProfileList:
+    entries = []
+    for name, path in store.paths().items():
+        try:
+            entries.append(_entry(load_profile_file(path), path))
+        except InvalidInput as exc:
+            entries.append(ProfileEntry(
+                name=name, path=str(path), host="", jump=(), client="", forwards=(), tags=(),
+                description="", problems=tuple(exc.lines()),
+            ))
+    return ProfileList(dirs=tuple(str(d) for d in store.dirs), entries=tuple(entries))
+
+
+def validate(store: ProfileStore, targets: list[str]) -> ValidationReport:
+    """Validate the named profiles or files (all profiles when none is named)."""
+    paths = [store.find(t) for t in targets] if targets else list(store.paths().values())
+    results = []
+    for path in paths:
+        try:
+            profile = load_profile_file(path)
+            problems = [str(Problem(p, file=str(path))) for p in compile_problems(profile)]
+        except InvalidInput as exc:
+            problems = exc.lines()
+        results.append(ValidationResult(str(path), not problems, tuple(problems)))
+    return ValidationReport(tuple(results))
+
+
+def compile_problems(profile: Profile) -> list[str]:
+    """Problems that only show when compiling for the profile's own client."""
+    from sshwrap.core.compile.plink import compile_plink
+
+    if profile.client.value == "plink":
+        try:
+            compile_plink(profile, HostFacts())
+        except NotExpressible as exc:
+            return [str(exc)]
+    return []
+
+
+def compile_profile(store: ProfileStore, name: str, target: Target) -> Compiled:
+    profile = store.load(name)
+    facts = host_facts()
+    try:
+        if target is Target.SSH:
+            from sshwrap.core.compile.ssh import compile_ssh
+
+            argv = compile_ssh(profile, facts)
+            return Compiled(profile.name, target, tuple(argv), shlex.join(argv))
+        if target is Target.PLINK:
+            from sshwrap.core.compile.plink import compile_plink
+
+            argv = compile_plink(profile, facts)
+            return Compiled(profile.name, target, tuple(argv), shlex.join(argv))
+        if target is Target.CONFIG:
+            from sshwrap.core.compile.config import compile_config
+
+            return Compiled(profile.name, target, None, compile_config(profile, facts))
+        from sshwrap.core.compile.systemd import compile_systemd
+
+        return Compiled(profile.name, target, None, compile_systemd(profile))
+    except NotExpressible as exc:
+        raise InvalidInput(
+            Problem(exc.message + f" ({exc.target} cannot express it)", key=exc.key,
+                    file=profile.source or profile.name)
+        ) from None

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real OpenSSH sshd on loopback, its client identity, and a clean state dir."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _require(binary: str, package: str) -> None:
+    if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+        pytest.skip(f"{binary} is not installed (apt-get install {package})")
+
+
+@pytest.fixture(scope="session")
+def client_identity(tmp_path_factory: pytest.TempPathFactory) -> ClientIdentity:
+    _require("ssh", "openssh-client")
+    return ClientIdentity(tmp_path_factory.mktemp("client"))
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory, client_identity: ClientIdentity) -> Iterator[Sshd]:
+    """One real sshd on 127.0.0.1 for the whole session, checked with ``sshd -t`` first."""
+    _require("sshd", "openssh-server")
+    server = Sshd(tmp_path_factory.mktemp("sshd"), client_identity)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def banner_server() -> Iterator[BannerServer]:
+    """A TCP service on loopback that greets and echoes: the far end of a forward."""
+    with BannerServer() as server:
+        yield server
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private sshwrap state directory for one test."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("SSHWRAP_STATE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def profiles_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty profile directory, the only one searched."""
+    path = tmp_path / "profiles"
+    path.mkdir()
+    monkeypatch.setenv("SSHWRAP_PROFILES", str(path))
+    return path
