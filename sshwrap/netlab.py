@@ -1,0 +1,316 @@
+"""The guides' networks for real: hosts as network namespaces joined by bridged segments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sshwrap.errors import MissingBinary, SshwrapError
+from sshwrap.sandbox import ClientIdentity, Sshd
+
+
+@dataclass(frozen=True)
+class Service:
+    """A small TCP service a host runs: ``banner`` (greets, then echoes) or ``http``."""
+
+    port: int
+    kind: str = "banner"
+    banner: str = ""
+    bind: str = "0.0.0.0"  # noqa: S104 - inside a lab namespace: only the lab's segments
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    segments: tuple[str, ...]
+    sshd: bool = False
+    services: tuple[Service, ...] = ()
+
+
+#: The hosts of the two classic guides. Segments have no routing between them: a host reaches
+#: only hosts that share a segment with it, and resolves only their names.
+GUIDE_HOSTS: tuple[HostSpec, ...] = (
+    HostSpec("you", ("internet",), services=(Service(8888, "http", bind="127.0.0.1"),)),
+    HostSpec("bastion-host", ("internet", "vlan2"), sshd=True),
+    HostSpec("bridge-host", ("internet", "beta-lan"), sshd=True),
+    HostSpec("web-server", ("vlan2",), services=(Service(80, "http"), Service(443, "http"))),
+    HostSpec("db-server", ("vlan2",), services=(Service(3306, "banner", "5.7.42-mysql-like"),)),
+    HostSpec("intranet", ("vlan2",), services=(Service(80, "http"),)),
+    HostSpec("test-server", ("vlan2", "vlan3"), sshd=True),
+    HostSpec("git-server", ("vlan3",), services=(Service(7999, "banner", "SSH-2.0-git-like"),)),
+    HostSpec("beta-server", ("beta-lan",), sshd=True),
+)
+
+IP = "ip"
+# Inside a lab namespace "every address" means only the lab's own segments.
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check)
+
+
+def can_run() -> str | None:
+    """None when namespaces can be made here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which(IP) is None:
+        return "iproute2 ('ip') is not installed"
+    probe = f"swprobe{secrets.token_hex(3)}"
+    made = _run(IP, "netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    _run(IP, "netns", "del", probe, check=False)
+    return None
+
+
+@dataclass
+class Host:
+    spec: HostSpec
+    netns: str
+    addresses: dict[str, str] = field(default_factory=dict)  # segment -> IPv4 address
+    sshd: Sshd | None = None
+    services: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class NetLab:
+    """Namespaces, bridges, /etc/hosts per host, one sshd per ssh host, and the services.
+
+    Names carry a random tag so that several labs can exist at once; ``down()`` removes
+    everything, and is safe to call twice or after a partial ``up()``.
+    """
+
+    root: Path
+    hosts: Sequence[HostSpec] = GUIDE_HOSTS
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    client: ClientIdentity = field(init=False)
+    by_name: dict[str, Host] = field(default_factory=dict, init=False)
+    switch: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.switch = f"sw{self.tag}-switch"
+        self.client = ClientIdentity(self.root / "client")
+
+    # -- building -------------------------------------------------------------------------
+    def up(self) -> NetLab:
+        if shutil.which(IP) is None:
+            raise MissingBinary("ip (iproute2) is not installed", hint="apt-get install iproute2")
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build(self) -> None:
+        _run(IP, "netns", "add", self.switch)
+        segments = sorted({seg for spec in self.hosts for seg in spec.segments})
+        for index in range(1, len(segments) + 1):
+            _run(IP, "-n", self.switch, "link", "add", f"br{index}", "type", "bridge")
+            _run(IP, "-n", self.switch, "link", "set", f"br{index}", "up")
+        seg_index = {seg: i for i, seg in enumerate(segments, start=1)}
+        for host_index, spec in enumerate(self.hosts, start=1):
+            netns = f"sw{self.tag}-{spec.name}"[:48]
+            host = Host(spec, netns)
+            self.by_name[spec.name] = host
+            _run(IP, "netns", "add", netns)
+            _run(IP, "-n", netns, "link", "set", "lo", "up")
+            for nic, segment in enumerate(spec.segments):
+                peer = f"h{host_index}s{seg_index[segment]}"
+                _run(IP, "-n", self.switch, "link", "add", peer, "type", "veth",
+                     "peer", "name", f"eth{nic}", "netns", netns)
+                bridge = f"br{seg_index[segment]}"
+                _run(IP, "-n", self.switch, "link", "set", peer, "master", bridge)
+                _run(IP, "-n", self.switch, "link", "set", peer, "up")
+                address = f"10.231.{seg_index[segment]}.{host_index}"
+                host.addresses[segment] = address
+                _run(IP, "-n", netns, "addr", "add", f"{address}/24", "dev", f"eth{nic}")
+                _run(IP, "-n", netns, "link", "set", f"eth{nic}", "up")
+        for host in self.by_name.values():
+            self._write_etc(host)
+        for host in self.by_name.values():
+            self._start_host(host)
+
+    def neighbours(self, host: Host) -> dict[str, str]:
+        """Names this host can reach, with the address it reaches them on."""
+        found: dict[str, str] = {}
+        for other in self.by_name.values():
+            if other is host:
+                continue
+            shared = [seg for seg in host.spec.segments if seg in other.addresses]
+            if shared:
+                found[other.name] = other.addresses[shared[0]]
+        return found
+
+    def _write_etc(self, host: Host) -> None:
+        # `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc, so each host resolves only
+        # its neighbours, and an empty resolv.conf makes other names fail at once.
+        etc = Path("/etc/netns") / host.netns
+        etc.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost",
+                 f"127.0.1.1\t{host.name}"]
+        lines += [f"{addr}\t{name}" for name, addr in self.neighbours(host).items()]
+        (etc / "hosts").write_text("\n".join(lines) + "\n")
+        (etc / "resolv.conf").write_text("options timeout:1 attempts:1\n")
+        if not host.spec.sshd:
+            # Client hosts get a global ssh_config (it replaces /etc/ssh inside the namespace)
+            # naming the lab's key and known_hosts, so plain profiles work unchanged there.
+            (etc / "ssh").mkdir(exist_ok=True)
+            (etc / "ssh" / "ssh_config").write_text(self.client.ssh_config.read_text())
+
+    def _start_host(self, host: Host) -> None:
+        if host.spec.sshd:
+            host.sshd = Sshd(self.root / host.name, self.client, host=ANY_ADDRESS, port=22,
+                             netns=host.netns, trust_client=False)
+            host.sshd.start()
+            self.client.trust(host.name, 22, host.sshd.host_public_key)
+        for service in host.spec.services:
+            command = [sys.executable, "-m", "sshwrap.netlab", "serve", service.kind,
+                       service.bind, str(service.port), service.banner or host.name]
+            log = (self.root / f"{host.name}-{service.port}.log").open("ab")
+            host.services.append(subprocess.Popen(
+                self.exec_argv(host.name, command), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=log, start_new_session=True, env=_python_env()))
+            log.close()
+        for service in host.spec.services:
+            self._wait_listening(host, service.port)
+
+    def _wait_listening(self, host: Host, port: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listening = _run(IP, "netns", "exec", host.netns, "ss", "-Htln", f"sport = :{port}",
+                             check=False)
+            if listening.stdout.strip():
+                return
+            time.sleep(0.05)
+        raise SshwrapError(f"{host.name}: service on port {port} did not start")
+
+    # -- using ------------------------------------------------------------------------------
+    def exec_argv(self, host: str, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run on ``host``."""
+        return [IP, "netns", "exec", self.by_name[host].netns, *argv]
+
+    def run(self, host: str, argv: Sequence[str], *, timeout: float = 60,
+            env: dict[str, str] | None = None, check: bool = False,
+            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.exec_argv(host, argv), capture_output=True, text=True,
+                              timeout=timeout, env=env, check=check, input=input_text)
+
+    def set_link(self, host: str, segment: str, up: bool) -> None:
+        """Cut or restore ``host``'s link to ``segment`` (its cable, as it were)."""
+        spec = self.by_name[host].spec
+        nic = f"eth{spec.segments.index(segment)}"
+        _run(IP, "-n", self.by_name[host].netns, "link", "set", nic, "up" if up else "down")
+
+    def sshd(self, host: str) -> Sshd:
+        server = self.by_name[host].sshd
+        if server is None:
+            raise KeyError(f"{host} runs no sshd")
+        return server
+
+    # -- tearing down -------------------------------------------------------------------
+    def down(self) -> None:
+        for host in self.by_name.values():
+            if host.sshd is not None:
+                host.sshd.stop()
+            for proc in host.services:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            host.services.clear()
+        for netns in [h.netns for h in self.by_name.values()] + [self.switch]:
+            self._kill_namespace_processes(netns)
+            _run(IP, "netns", "del", netns, check=False)
+            shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+        self.by_name.clear()
+
+    @staticmethod
+    def _kill_namespace_processes(netns: str) -> None:
+        pids = _run(IP, "netns", "pids", netns, check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    def __enter__(self) -> NetLab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
+def remove_leftovers() -> list[str]:
+    """Remove the namespaces (and their processes) of labs that crashed; return their names."""
+    listing = _run(IP, "netns", "list", check=False).stdout.split("\n")
+    names = [line.split()[0] for line in listing if line.strip()]
+    removed = [n for n in names if n.startswith("sw") and "-" in n]
+    for netns in removed:
+        NetLab._kill_namespace_processes(netns)
+        _run(IP, "netns", "del", netns, check=False)
+        shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+    return removed
+
+
+def _serve(kind: str, bind: str, port: int, banner: str) -> None:
+    """Run one service in the foreground (inside a namespace)."""
+    if kind == "http":
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = f"hello from {banner} port {port}, you asked for {self.path}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        ThreadingHTTPServer((bind, port), Handler).serve_forever()
+        return
+    from sshwrap.sandbox import BannerServer
+
+    server = BannerServer(banner.encode() + b"\r\n", host=bind, port=port).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+    server.stop()
+
+
+@contextlib.contextmanager
+def guide_lab(root: Path) -> Iterator[NetLab]:
+    with NetLab(root) as lab:
+        yield lab
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "serve":
+        _serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    else:
+        sys.exit("usage: python -m sshwrap.netlab serve KIND BIND PORT BANNER")
