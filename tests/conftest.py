@@ -13,6 +13,13 @@ from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", default=False,
+        help="Rewrite tests/golden/* from the current compiler output instead of comparing.",
+    )
+
+
 def _require(binary: str, package: str) -> None:
     if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
         pytest.skip(f"{binary} is not installed (apt-get install {package})")
@@ -25,7 +32,9 @@ def client_identity(tmp_path_factory: pytest.TempPathFactory) -> ClientIdentity:
 
 
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory, client_identity: ClientIdentity) -> Iterator[Sshd]:
+def sshd(
+    tmp_path_factory: pytest.TempPathFactory, client_identity: ClientIdentity
+) -> Iterator[Sshd]:
     """One real sshd on 127.0.0.1 for the whole session, checked with ``sshd -t`` first."""
     _require("sshd", "openssh-server")
     server = Sshd(tmp_path_factory.mktemp("sshd"), client_identity)

@@ -40,7 +40,7 @@ class HostKeyMode(StrEnum):
 
 class AuthMethod(StrEnum):
     KEY = "key"
-    PASSWORD = "password"
+    PASSWORD = "password"  # noqa: S105 - the name of an auth method, not a secret
 
 
 #: ServerAliveInterval when the profile does not say; with DEFAULT_ALIVE_COUNT_MAX a dead
@@ -114,7 +114,8 @@ class Hop:
     port: int | None = None
 
     def render(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host and self.port is not None else self.host
+        # ssh's -J reads an unbracketed IPv6 address as host:port, so always bracket one.
+        host = f"[{self.host}]" if ":" in self.host else self.host
         text = f"{self.user}@{host}" if self.user else host
         return f"{text}:{self.port}" if self.port is not None else text
 
@@ -125,7 +126,9 @@ class HostKeyPolicy:
     fingerprint: str | None = None  # set only for PINNED: "SHA256:..."
 
     def render(self) -> str:
-        return self.fingerprint if self.mode is HostKeyMode.PINNED and self.fingerprint else self.mode.value
+        if self.mode is HostKeyMode.PINNED and self.fingerprint:
+            return self.fingerprint
+        return self.mode.value
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from sshwrap.core import syntax
 from sshwrap.core.model import (
+    Address,
     AuthMethod,
     Client,
     Forward,
@@ -41,7 +44,7 @@ FORBIDDEN_OPTIONS: dict[str, str] = {
         for name in (
             "ProxyCommand", "LocalCommand", "PermitLocalCommand", "KnownHostsCommand",
             "RemoteCommand", "ProxyUseFdpass", "PKCS11Provider", "SecurityKeyProvider",
-            "Tunnel", "TunnelDevice", "ForkAfterAuthentication", "StdinNull",
+            "Tunnel", "TunnelDevice", "ForkAfterAuthentication", "StdinNull", "XAuthLocation",
         )
     },
     **{
@@ -116,6 +119,42 @@ def _enum(c: _Collector, key: str, value: object, enum: type[T]) -> T | None:
     return None
 
 
+def _forward_target(c: _Collector, prefix: str, raw: Mapping[str, Any],
+                    kind: ForwardType | None) -> Address | None:
+    """The ``to`` of a forward: required for local and remote, absent for dynamic."""
+    if kind is ForwardType.DYNAMIC:
+        if "to" in raw:
+            c.add(prefix + ".to", "a dynamic (SOCKS) forward has no 'to': the client picks it")
+        return None
+    if "to" not in raw:
+        if kind is not None:
+            c.add(prefix + ".to", "is required for a local or remote forward")
+        return None
+    return c.take(prefix + ".to", raw["to"], syntax.parse_target)
+
+
+def _forward_probe(c: _Collector, prefix: str, raw: Mapping[str, Any],
+                   kind: ForwardType | None) -> Probe | None:
+    if "probe" not in raw:
+        return None
+    probe = _enum(c, prefix + ".probe", raw["probe"], Probe)
+    if probe is Probe.SOCKS and kind is not ForwardType.DYNAMIC and kind is not None:
+        c.add(prefix + ".probe", "'socks' probes only a dynamic forward")
+    if kind is ForwardType.DYNAMIC and probe not in (None, Probe.SOCKS, Probe.TCP):
+        c.add(prefix + ".probe", "a dynamic forward is probed with 'socks' or 'tcp'")
+    return probe
+
+
+def _check_exposure(c: _Collector, prefix: str, listen: Address | None, public: bool) -> None:
+    """Loopback unless the forward says otherwise; a unix socket has no public side."""
+    if isinstance(listen, TcpAddress) and not public and not is_loopback_host(listen.host):
+        c.add(prefix + ".listen",
+              f"{listen.render()} listens beyond loopback; set public = true on this forward "
+              "if that is really wanted")
+    if isinstance(listen, UnixAddress) and public:
+        c.add(prefix + ".public", "a unix socket has no public side")
+
+
 def _parse_forward(c: _Collector, index: int, raw: object) -> Forward | None:
     prefix = f"forward[{index}]"
     if not isinstance(raw, Mapping):
@@ -134,28 +173,9 @@ def _parse_forward(c: _Collector, index: int, raw: object) -> Forward | None:
         c.add(prefix + ".listen", "is required")
     else:
         listen = c.take(prefix + ".listen", raw["listen"], syntax.parse_listen)
-    to = None
-    if kind is ForwardType.DYNAMIC:
-        if "to" in raw:
-            c.add(prefix + ".to", "a dynamic (SOCKS) forward has no 'to': the client picks it")
-    elif "to" not in raw:
-        if kind is not None:
-            c.add(prefix + ".to", "is required for a local or remote forward")
-    else:
-        to = c.take(prefix + ".to", raw["to"], syntax.parse_target)
-    probe = None
-    if "probe" in raw:
-        probe = _enum(c, prefix + ".probe", raw["probe"], Probe)
-        if probe is Probe.SOCKS and kind is not ForwardType.DYNAMIC and kind is not None:
-            c.add(prefix + ".probe", "'socks' probes only a dynamic forward")
-        if kind is ForwardType.DYNAMIC and probe not in (None, Probe.SOCKS, Probe.TCP):
-            c.add(prefix + ".probe", "a dynamic forward is probed with 'socks' or 'tcp'")
-    if isinstance(listen, TcpAddress) and not public and not is_loopback_host(listen.host):
-        c.add(prefix + ".listen",
-              f"{listen.render()} listens beyond loopback; set public = true on this forward "
-              "if that is really wanted")
-    if isinstance(listen, UnixAddress) and public:
-        c.add(prefix + ".public", "a unix socket has no public side")
+    to = _forward_target(c, prefix, raw, kind)
+    probe = _forward_probe(c, prefix, raw, kind)
+    _check_exposure(c, prefix, listen, bool(public))
     if kind is None or listen is None or (kind is not ForwardType.DYNAMIC and to is None):
         return None
     return Forward(type=kind, listen=listen, to=to, probe=probe, public=bool(public))
@@ -199,7 +219,7 @@ def _parse_options(c: _Collector, value: object) -> tuple[tuple[str, str], ...]:
             c.add(key, "is given twice (ssh option names ignore case)")
             continue
         seen.add(name.lower())
-        text = c.take(key, raw, lambda v, n=name: syntax.check_option_value(n, v))
+        text = c.take(key, raw, partial(syntax.check_option_value, name))
         if text is not None:
             out.append((name, text))
     return tuple(out)
@@ -217,11 +237,104 @@ def _parse_host_key(c: _Collector, value: object) -> HostKeyPolicy:
 
 
 def _check_description(value: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise syntax.SyntaxProblem("may not hold newlines or control characters")
+    # Cc: controls and newlines; Cf: invisible format characters such as bidi overrides,
+    # which can make a listing read differently from what it says; Zl/Zp: line breaks.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise syntax.SyntaxProblem("may not hold newlines, control or invisible format characters")
     if len(value) > 200:
         raise syntax.SyntaxProblem("is longer than 200 characters")
     return value
+
+
+_SIMPLE_KEYS: tuple[tuple[str, type, str, Callable[[Any], Any]], ...] = (
+    ("user", str, "a string", syntax.check_user),
+    ("port", int, "a number", syntax.check_port),
+    ("identity_file", str, "a string", partial(syntax.check_path, what="identity_file")),
+    ("ssh_config_file", str, "a string", partial(syntax.check_path, what="ssh_config_file")),
+    ("description", str, "a string", _check_description),
+    ("compression", bool, "true or false", bool),
+    ("share_connection", bool, "true or false", bool),
+)
+
+
+def _parse_host(c: _Collector, data: Mapping[str, object], fields: dict[str, Any]) -> None:
+    if "host" not in data:
+        c.add("host", "is required: the tunnel host (name, address or ssh config alias)")
+    elif _typed(c, "host", data["host"], str, "a string"):
+        fields["host"] = c.take("host", data["host"], syntax.check_host)
+
+
+def _parse_simple(c: _Collector, data: Mapping[str, object], fields: dict[str, Any]) -> None:
+    """Keys that are one typed value each, checked by one function."""
+    for key, kind, kind_name, convert in _SIMPLE_KEYS:
+        if key in data and _typed(c, key, data[key], kind, kind_name):
+            fields[key] = c.take(key, data[key], convert)
+
+
+def _parse_keepalive(c: _Collector, value: object) -> int | None:
+    if not _typed(c, "keepalive", value, int, "a number"):
+        return None
+    if not isinstance(value, int) or not 0 <= value <= 3600:
+        c.add("keepalive", f"{value} is outside 0-3600 seconds (0 turns keep-alive off)")
+        return None
+    return value
+
+
+def _parse_tags(c: _Collector, value: object) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        c.add("tags", "must be a list of strings")
+        return None
+    for i, tag in enumerate(value):
+        if not syntax.TAG_RE.fullmatch(tag):
+            c.add(f"tags[{i}]", f"tag {tag!r} may hold only letters, digits, '.', '-', '_'")
+    return tuple(value)
+
+
+def _parse_password_env(c: _Collector, value: object) -> str | None:
+    if not _typed(c, "password_env", value, str, "a string") or not isinstance(value, str):
+        return None
+    if syntax.ENV_NAME_RE.fullmatch(value):
+        return value
+    c.add("password_env", f"{value!r} is not an environment variable name; it names "
+          "the variable holding the password, never the password itself")
+    return None
+
+
+def _parse_forwards(c: _Collector, value: object) -> tuple[Forward, ...]:
+    raw_forwards = value
+    if not isinstance(raw_forwards, list):
+        c.add("forward", "must be an array of tables ([[forward]])")
+        raw_forwards = []
+    if not raw_forwards:
+        c.add("forward", "a tunnel needs at least one [[forward]]")
+    forwards: list[Forward] = []
+    for i, raw in enumerate(raw_forwards):
+        forward = _parse_forward(c, i, raw)
+        if forward is not None:
+            forwards.append(forward)
+    _check_forward_clashes(c, forwards)
+    return tuple(forwards)
+
+
+def _enum_parser(key: str, enum: type[T]) -> Callable[[_Collector, object], T | None]:
+    def parse(c: _Collector, value: object) -> T | None:
+        return _enum(c, key, value, enum)
+
+    return parse
+
+
+#: Keys parsed by a function of their own, in the order problems are reported.
+_KEY_PARSERS: tuple[tuple[str, Callable[[_Collector, object], Any]], ...] = (
+    ("keepalive", _parse_keepalive),
+    ("tags", _parse_tags),
+    ("jump", _parse_jump),
+    ("client", _enum_parser("client", Client)),
+    ("restart", _enum_parser("restart", RestartPolicy)),
+    ("auth", _enum_parser("auth", AuthMethod)),
+    ("host_key", _parse_host_key),
+    ("password_env", _parse_password_env),
+    ("options", _parse_options),
+)
 
 
 def parse_profile(name: str, data: Mapping[str, object], source: str | None = None) -> Profile:
@@ -232,78 +345,28 @@ def parse_profile(name: str, data: Mapping[str, object], source: str | None = No
               "(starting with a letter or digit, at most 64), so it is a safe ssh Host name")
     c.unknown_keys("", data, PROFILE_KEYS)
     fields: dict[str, Any] = {}
-
-    if "host" not in data:
-        c.add("host", "is required: the tunnel host (name, address or ssh config alias)")
-    elif _typed(c, "host", data["host"], str, "a string"):
-        fields["host"] = c.take("host", data["host"], syntax.check_host)
-
-    simple: list[tuple[str, type, str, Callable[[Any], Any]]] = [
-        ("user", str, "a string", syntax.check_user),
-        ("port", int, "a number", syntax.check_port),
-        ("identity_file", str, "a string", lambda v: syntax.check_path(v, "identity_file")),
-        ("ssh_config_file", str, "a string", lambda v: syntax.check_path(v, "ssh_config_file")),
-        ("description", str, "a string", _check_description),
-        ("compression", bool, "true or false", bool),
-        ("share_connection", bool, "true or false", bool),
-    ]
-    for key, kind, kind_name, convert in simple:
-        if key in data and _typed(c, key, data[key], kind, kind_name):
-            fields[key] = c.take(key, data[key], convert)
-
-    if "keepalive" in data and _typed(c, "keepalive", data["keepalive"], int, "a number"):
-        keepalive = data["keepalive"]
-        assert isinstance(keepalive, int)
-        if not 0 <= keepalive <= 3600:
-            c.add("keepalive", f"{keepalive} is outside 0-3600 seconds (0 turns keep-alive off)")
-        else:
-            fields["keepalive"] = keepalive
-    if "tags" in data:
-        tags = data["tags"]
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            c.add("tags", "must be a list of strings")
-        else:
-            for i, tag in enumerate(tags):
-                if not syntax.TAG_RE.fullmatch(tag):
-                    c.add(f"tags[{i}]", f"tag {tag!r} may hold only letters, digits, '.', '-', '_'")
-            fields["tags"] = tuple(tags)
-    if "jump" in data:
-        fields["jump"] = _parse_jump(c, data["jump"])
-    for key, enum in (("client", Client), ("restart", RestartPolicy), ("auth", AuthMethod)):
+    _parse_host(c, data, fields)
+    _parse_simple(c, data, fields)
+    for key, parser in _KEY_PARSERS:
         if key in data:
-            fields[key] = _enum(c, key, data[key], enum)
-    if "host_key" in data:
-        fields["host_key"] = _parse_host_key(c, data["host_key"])
-    if "password_env" in data and _typed(c, "password_env", data["password_env"], str, "a string"):
-        env_name = data["password_env"]
-        assert isinstance(env_name, str)
-        if syntax.ENV_NAME_RE.fullmatch(env_name):
-            fields["password_env"] = env_name
-        else:
-            c.add("password_env", f"{env_name!r} is not an environment variable name; it names "
-                  "the variable holding the password, never the password itself")
-    if "options" in data:
-        fields["options"] = _parse_options(c, data["options"])
-
-    forwards: list[Forward] = []
-    raw_forwards = data.get("forward", [])
-    if not isinstance(raw_forwards, list):
-        c.add("forward", "must be an array of tables ([[forward]])")
-        raw_forwards = []
-    if not raw_forwards:
-        c.add("forward", "a tunnel needs at least one [[forward]]")
-    for i, raw in enumerate(raw_forwards):
-        forward = _parse_forward(c, i, raw)
-        if forward is not None:
-            forwards.append(forward)
-    _check_forward_clashes(c, forwards)
+            fields[key] = parser(c, data[key])
+    forwards = _parse_forwards(c, data.get("forward", []))
+    _check_jump_loop(c, fields)
     if fields.get("auth") is AuthMethod.PASSWORD and fields.get("identity_file"):
         c.add("auth", "auth = \"password\" with an identity_file: choose one")
-
     if c.problems:
         raise InvalidInput(c.problems)
     clean = {k: v for k, v in fields.items() if v is not None}
-    return Profile(name=name, forwards=tuple(forwards), source=source, **clean)
+    return Profile(name=name, forwards=forwards, source=source, **clean)
+
+
+def _check_jump_loop(c: _Collector, fields: Mapping[str, Any]) -> None:
+    """A hop at the destination's own host and port: ssh refuses it as a "jumphost loop"
+    (whatever the users)."""
+    destination = (fields.get("host"), fields.get("port") or 22)
+    for i, hop in enumerate(fields.get("jump") or ()):
+        if (hop.host, hop.port or 22) == destination:
+            c.add(f"jump[{i}]", f"{hop.render()} is the destination itself (a jump host loop)")
 
 
 def _check_forward_clashes(c: _Collector, forwards: list[Forward]) -> None:
@@ -317,6 +380,21 @@ def _check_forward_clashes(c: _Collector, forwards: list[Forward]) -> None:
                   f"{fwd.listen.render()} is already used by forward[{seen[side, spot]}]")
         else:
             seen[side, spot] = i
+
+
+def _forward_to_mapping(fwd: Forward) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": fwd.type.value}
+    listen = fwd.listen
+    bare_port = isinstance(listen, TcpAddress) and listen.host is None
+    item["listen"] = listen.port if isinstance(listen, TcpAddress) and bare_port \
+        else listen.render()
+    if fwd.to is not None:
+        item["to"] = fwd.to.render()
+    if fwd.probe is not None:
+        item["probe"] = fwd.probe.value
+    if fwd.public:
+        item["public"] = True
+    return item
 
 
 def profile_to_mapping(profile: Profile) -> dict[str, Any]:
@@ -342,18 +420,5 @@ def profile_to_mapping(profile: Profile) -> dict[str, Any]:
         out["host_key"] = profile.host_key.render()
     if profile.options:
         out["options"] = dict(profile.options)
-    forwards = []
-    for fwd in profile.forwards:
-        item: dict[str, Any] = {"type": fwd.type.value}
-        listen = fwd.listen
-        item["listen"] = listen.port if isinstance(listen, TcpAddress) and listen.host is None \
-            else listen.render()
-        if fwd.to is not None:
-            item["to"] = fwd.to.render()
-        if fwd.probe is not None:
-            item["probe"] = fwd.probe.value
-        if fwd.public:
-            item["public"] = True
-        forwards.append(item)
-    out["forward"] = forwards
+    out["forward"] = [_forward_to_mapping(fwd) for fwd in profile.forwards]
     return out

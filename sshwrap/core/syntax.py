@@ -19,7 +19,8 @@ OPTION_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 OPTION_VALUE_RE = re.compile(r"[A-Za-z0-9._,+@:/~*=-]{1,512}")
 FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
-WILDCARD_BINDS = frozenset({"*", "0.0.0.0", "::"})
+# Recognised so that they can be refused unless a forward says public = true; nothing binds here.
+WILDCARD_BINDS = frozenset({"*", "0.0.0.0", "::"})  # noqa: S104
 
 
 class SyntaxProblem(ValueError):
@@ -142,7 +143,9 @@ def parse_hop(text: str) -> Hop:
         user, _, text = text.rpartition("@")
         user = check_user(user)
     port: int | None = None
-    if text.startswith("[") or text.count(":") == 1:
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    elif text.startswith("[") or text.count(":") == 1:
         host, port_text = split_host_port(text)
         if host is None:
             raise SyntaxProblem(f"{text!r} is not [user@]host[:port]")

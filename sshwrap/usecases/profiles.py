@@ -1,4 +1,4 @@
-"""Use cases over profile files: list, validate, compile."""
+"""Use cases over profile files: list, validate, compile, add."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
@@ -170,3 +171,94 @@ def compile_profile(store: ProfileStore, name: str, target: Target) -> Compiled:
             Problem(exc.message + f" ({exc.target} cannot express it)", key=exc.key,
                     file=profile.source or profile.name)
         ) from None
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """What ``sshwrap add`` was given: flags, and optionally a pasted ssh command line.
+
+    Flags take precedence over the same setting in the ssh command line; forwards from
+    both are kept (the command line's first).
+    """
+
+    name: str
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    jump: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()
+    remote: tuple[str, ...] = ()
+    dynamic: tuple[str, ...] = ()
+    identity_file: str | None = None
+    compression: bool = False
+    tags: tuple[str, ...] = ()
+    description: str | None = None
+    client: str | None = None
+    ssh_command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AddResult:
+    name: str
+    path: str | None  # None for a dry run
+    toml: str
+    written: bool
+
+
+def _flag_forwards(request: AddRequest) -> list[dict[str, Any]]:
+    from sshwrap.core.sshcmd import parse_forward_spec
+    from sshwrap.core.syntax import SyntaxProblem
+
+    forwards: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for flag, specs in (("-L", request.local), ("-R", request.remote), ("-D", request.dynamic)):
+        for spec in specs:
+            try:
+                forwards.append(parse_forward_spec(flag, spec))
+            except SyntaxProblem as exc:
+                problems.append(Problem(str(exc), key=f"{flag} {spec}", file="command line"))
+    if problems:
+        raise InvalidInput(problems)
+    return forwards
+
+
+def profile_mapping_for(request: AddRequest) -> dict[str, Any]:
+    """The raw profile mapping ``request`` describes (validated later by parse_profile)."""
+    from sshwrap.core.sshcmd import parse_ssh_command
+
+    mapping: dict[str, Any] = (
+        parse_ssh_command(request.ssh_command) if request.ssh_command else {"forward": []}
+    )
+    flags: dict[str, Any] = {
+        "host": request.host,
+        "user": request.user,
+        "port": request.port,
+        "identity_file": request.identity_file,
+        "description": request.description,
+        "client": request.client,
+        "jump": list(request.jump) or None,
+        "tags": list(request.tags) or None,
+        "compression": True if request.compression else None,
+    }
+    mapping.update({key: value for key, value in flags.items() if value is not None})
+    mapping["forward"] = [*mapping.get("forward", []), *_flag_forwards(request)]
+    return mapping
+
+
+def add_profile(
+    store: ProfileStore, request: AddRequest, *, force: bool = False, dry_run: bool = False
+) -> AddResult:
+    """Validate the new profile and write it atomically into the first profile directory.
+
+    Nothing is written when anything is invalid, when a profile of that name exists and
+    ``force`` is not set, or on a dry run (which returns the TOML it would write).
+    """
+    from sshwrap.core.parse import parse_profile
+    from sshwrap.store import render_profile
+
+    profile = parse_profile(request.name, profile_mapping_for(request))
+    toml = render_profile(profile)
+    if dry_run:
+        return AddResult(profile.name, None, toml, written=False)
+    path = store.write(profile, force=force)
+    return AddResult(profile.name, str(path), toml, written=True)

@@ -59,3 +59,55 @@ def compile_cmd(
         raise InvalidInput(f"--to: must be one of {', '.join(t.value for t in Target)}") from None
     emit(compile_profile(ProfileStore.from_option(profiles), name, target), as_json=json_out)
     return ExitCode.OK
+
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Name of the new profile (its file's stem).")],
+    ssh_command: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[-- SSH COMMAND LINE]",
+                       help="An ssh command line to read the profile from, after '--'."),
+    ] = None,
+    *,
+    host: Annotated[str | None, typer.Option("--host", help="The tunnel host.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Login user.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="ssh port of the host.")] = None,
+    jump: Annotated[list[str] | None, typer.Option(
+        "-J", "--jump", metavar="HOP", help="Jump host [user@]host[:port] (repeatable).")] = None,
+    local: Annotated[list[str] | None, typer.Option(
+        "-L", "--local", metavar="SPEC", help="Local forward, as ssh -L (repeatable).")] = None,
+    remote: Annotated[list[str] | None, typer.Option(
+        "-R", "--remote", metavar="SPEC", help="Remote forward, as ssh -R (repeatable).")] = None,
+    dynamic: Annotated[list[str] | None, typer.Option(
+        "-D", "--dynamic", metavar="SPEC", help="SOCKS forward, as ssh -D (repeatable).")] = None,
+    identity_file: Annotated[str | None, typer.Option(
+        "--identity-file", metavar="FILE", help="Private key file.")] = None,
+    compression: Annotated[bool, typer.Option(
+        "-C", "--compression", help="Compress the connection.")] = False,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", metavar="TAG", help="A tag (repeatable).")] = None,
+    description: Annotated[str | None, typer.Option("--description", metavar="TEXT")] = None,
+    client: Annotated[str | None, typer.Option(
+        "--client", metavar="ssh|plink", help="Client program (default ssh).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing profile.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the TOML instead of writing it.")] = False,
+    json_out: JsonOpt = False,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Write a new profile from flags or from a pasted ssh command line (after '--')."""
+    from sshwrap.cli.render import profiles as _render  # noqa: F401
+    from sshwrap.store import ProfileStore
+    from sshwrap.usecases.profiles import AddRequest, add_profile
+
+    request = AddRequest(
+        name=name, host=host, user=user, port=port, jump=tuple(jump or ()),
+        local=tuple(local or ()), remote=tuple(remote or ()), dynamic=tuple(dynamic or ()),
+        identity_file=identity_file, compression=compression, tags=tuple(tag or ()),
+        description=description, client=client, ssh_command=tuple(ssh_command or ()),
+    )
+    result = add_profile(ProfileStore.from_option(profiles), request, force=force, dry_run=dry_run)
+    emit(result, as_json=json_out)
+    return ExitCode.OK

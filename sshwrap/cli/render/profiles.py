@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sshwrap.cli.render import table, to_text
-from sshwrap.usecases.profiles import Compiled, ProfileList, ValidationReport
+from sshwrap.usecases.profiles import AddResult, Compiled, ProfileList, ValidationReport
 
 
 @to_text.register
@@ -32,3 +32,10 @@ def _validation(value: ValidationReport) -> str:
 @to_text.register
 def _compiled(value: Compiled) -> str:
     return value.text
+
+
+@to_text.register
+def _added(value: AddResult) -> str:
+    if not value.written:
+        return value.toml
+    return f"wrote {value.path}"

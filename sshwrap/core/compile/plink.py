@@ -5,9 +5,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from sshwrap.core.binds import HostFacts, expanded_forwards
+from sshwrap.core.binds import HostFacts, expand_forward
 from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
-from sshwrap.core.model import HostKeyMode, Profile, UnixAddress
+from sshwrap.core.model import Forward, HostKeyMode, Profile, UnixAddress
 
 TARGET = "plink"
 
@@ -39,6 +39,21 @@ def _check_expressible(profile: Profile) -> None:
     for i, forward in enumerate(profile.forwards):
         if isinstance(forward.listen, UnixAddress) or isinstance(forward.to, UnixAddress):
             raise _refuse(f"forward[{i}]", "plink forwards only TCP ports, not unix sockets")
+
+
+def plink_forwards(profile: Profile, facts: HostFacts) -> tuple[Forward, ...]:
+    """The forwards with explicit listen addresses, one per forward.
+
+    plink (0.78, checked against a real sshd) opens a loopback listen as one listener on
+    127.0.0.1 *and* [::1], and fails that forward if either family is taken. So one explicit
+    ``127.0.0.1:PORT`` already covers both families; a second ``[::1]:PORT`` flag, as OpenSSH
+    needs, would only collide with plink's own listener and log a spurious failure.
+    """
+    forwards: list[Forward] = []
+    for forward in profile.forwards:
+        expanded = expand_forward(forward, facts)
+        forwards.append(expanded[0])
+    return tuple(forwards)
 
 
 def _identity_args(profile: Profile) -> list[str]:
@@ -99,7 +114,7 @@ def compile_plink(
     proxy = _proxy_command(profile, program)
     if proxy is not None:
         argv += ["-proxycmd", proxy]
-    for forward in expanded_forwards(profile, facts):
+    for forward in plink_forwards(profile, facts):
         argv += [FORWARD_FLAG[forward.type], forward_spec(forward)]
     argv += list(extra_args)
     argv.append(profile.host)

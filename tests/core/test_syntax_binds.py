@@ -1,0 +1,121 @@
+"""Lexical checks and the explicit loopback binds."""
+
+from __future__ import annotations
+
+import pytest
+
+from sshwrap.core import syntax
+from sshwrap.core.binds import HostFacts, expand_forward, expanded_forwards
+from sshwrap.core.model import Forward, ForwardType, Hop, TcpAddress, UnixAddress
+from sshwrap.core.parse import parse_profile
+
+
+@pytest.mark.parametrize("value", ["gateway", "db.internal", "10.0.0.1", "fe80::1", "h_1"])
+def test_good_hosts(value: str) -> None:
+    assert syntax.check_host(value) == value
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("", "empty"), ("-oProxyCommand=x", "starts with '-'"), ("a b", "may hold only"),
+    ("a;b", "may hold only"), ("%h", "may hold only"), ("h\n", "may hold only"),
+    ("1:2:x", "IPv6"), ("caf\u00e9", "may hold only"), ("a#b", "may hold only"),
+    ("'h'", "may hold only"),
+])
+def test_bad_hosts(value: str, fragment: str) -> None:
+    with pytest.raises(syntax.SyntaxProblem, match=fragment):
+        syntax.check_host(value)
+
+
+@pytest.mark.parametrize("value", ["~/.ssh/id", "/tmp/x.sock", "./k.ppk", "key", "~"])
+def test_good_paths(value: str) -> None:
+    assert syntax.check_path(value) == value
+
+
+@pytest.mark.parametrize("value", ["a b", "/x%h", "~/a~b", "$HOME/k", "a:b", "-i", "/a#b", ""])
+def test_bad_paths(value: str) -> None:
+    with pytest.raises(syntax.SyntaxProblem):
+        syntax.check_path(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (22, 22), ("22", 22), (65535, 65535),
+])
+def test_ports(value: object, expected: int) -> None:
+    assert syntax.check_port(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, 65536, "x", True, 1.5, None])
+def test_bad_ports(value: object) -> None:
+    with pytest.raises(syntax.SyntaxProblem):
+        syntax.check_port(value)
+
+
+@pytest.mark.parametrize(("text", "hop"), [
+    ("j", Hop("j")), ("u@j:2200", Hop("j", "u", 2200)), ("[::1]:22", Hop("::1", None, 22)),
+    ("[::1]", Hop("::1")), ("::1", Hop("::1")),
+])
+def test_hops(text: str, hop: Hop) -> None:
+    assert syntax.parse_hop(text) == hop
+
+
+def test_ipv6_hops_render_in_brackets() -> None:
+    assert Hop("::1").render() == "[::1]"
+    assert Hop("::1", "u", 2).render() == "u@[::1]:2"
+
+
+@pytest.mark.parametrize(("value", "address"), [
+    (80, TcpAddress(None, 80)), ("localhost:80", TcpAddress("localhost", 80)),
+    ("[::1]:80", TcpAddress("::1", 80)), ("*:80", TcpAddress("*", 80)),
+    ("/run/x.sock", UnixAddress("/run/x.sock")),
+])
+def test_listen(value: object, address: object) -> None:
+    assert syntax.parse_listen(value) == address
+
+
+@pytest.mark.parametrize("value", ["[::1", "[::1]80", "1:2:3", "x:y", "/a b"])
+def test_bad_listen(value: str) -> None:
+    with pytest.raises(syntax.SyntaxProblem):
+        syntax.parse_listen(value)
+
+
+def test_option_values() -> None:
+    assert syntax.check_option_value("X", True) == "yes"
+    assert syntax.check_option_value("X", 5) == "5"
+    for bad in ("a b", "x\ny", "%h", "'q'", "a#b", ""):
+        with pytest.raises(syntax.SyntaxProblem):
+            syntax.check_option_value("X", bad)
+
+
+def _local(listen: TcpAddress) -> Forward:
+    return Forward(ForwardType.LOCAL, listen, TcpAddress("db", 1))
+
+
+@pytest.mark.parametrize("host", [None, "localhost", "ip6-localhost"])
+def test_loopback_listen_becomes_both_families(host: str | None) -> None:
+    forwards = expand_forward(_local(TcpAddress(host, 3307)), HostFacts(ipv6_loopback=True))
+    assert [f.listen for f in forwards] == [TcpAddress("127.0.0.1", 3307),
+                                           TcpAddress("::1", 3307)]
+
+
+def test_without_ipv6_only_ipv4_loopback() -> None:
+    forwards = expand_forward(_local(TcpAddress(None, 1)), HostFacts(ipv6_loopback=False))
+    assert [f.listen for f in forwards] == [TcpAddress("127.0.0.1", 1)]
+
+
+def test_explicit_and_unix_and_remote_listens() -> None:
+    facts = HostFacts()
+    explicit = _local(TcpAddress("127.0.0.1", 5))
+    assert expand_forward(explicit, facts) == (explicit,)
+    unix = Forward(ForwardType.LOCAL, UnixAddress("/tmp/s"), TcpAddress("db", 1))
+    assert expand_forward(unix, facts) == (unix,)
+    remote = Forward(ForwardType.REMOTE, TcpAddress(None, 9), TcpAddress("localhost", 8))
+    assert expand_forward(remote, facts)[0].listen == TcpAddress("localhost", 9)
+    dynamic = Forward(ForwardType.DYNAMIC, TcpAddress(None, 1080))
+    assert len(expand_forward(dynamic, facts)) == 2
+
+
+def test_expanded_forwards_keeps_order() -> None:
+    profile = parse_profile("p", {"host": "h", "forward": [
+        {"type": "local", "listen": 1, "to": "a:1"}, {"type": "remote", "listen": 2, "to": "b:2"}]})
+    kinds = [f.type for f in expanded_forwards(profile, HostFacts())]
+    assert kinds == [ForwardType.LOCAL, ForwardType.LOCAL, ForwardType.REMOTE]
