@@ -239,6 +239,7 @@ class BannerServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self._sock.listen(64)
+        self._sock.settimeout(0.2)  # so that the accept loop notices stop()
         self.host = host
         self.port = int(self._sock.getsockname()[1])
         self._stop = threading.Event()
@@ -249,7 +250,6 @@ class BannerServer:
         return self
 
     def _serve(self) -> None:
-        self._sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()

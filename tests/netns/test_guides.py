@@ -110,7 +110,10 @@ probe = "socks"
         "s.sendall(b'\\x05\\x01\\x00\\x03' + bytes([len(name)]) + name + struct.pack('>H', 80))\n"
         "reply = s.recv(10); assert reply[1] == 0, reply\n"
         "s.sendall(b'GET /via-socks HTTP/1.0\\r\\nHost: intranet\\r\\n\\r\\n')\n"
-        "print(s.recv(4096).decode())\n"
+        "data = b''\n"
+        "while chunk := s.recv(4096):\n"
+        "    data += chunk\n"
+        "print(data.decode())\n"
     )
     result = lab.run("you", ["python3", "-c", code])
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,80 @@
+"""Commands that look into tunnels: ports, check, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.render import emit
+from sshwrap.errors import ExitCode
+
+
+@app.command()
+def ports(
+    port_numbers: Annotated[list[int] | None, typer.Argument(metavar="PORT")] = None,
+    json_out: JsonOpt = False,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Who listens where: every listening TCP socket with pid and program, tunnels marked."""
+    from sshwrap.cli.render import diagnostics as _render  # noqa: F401
+    from sshwrap.errors import InvalidInput
+    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.ports import list_ports
+
+    bad = [p for p in port_numbers or [] if not 1 <= p <= 65535]
+    if bad:
+        raise InvalidInput(f"PORT: {bad[0]} is outside 1-65535")
+    emit(list_ports(StatePaths.from_env(), port_numbers or []), as_json=json_out)
+    return ExitCode.OK
+
+
+@app.command()
+def check(
+    name: Annotated[str, typer.Argument(help="Profile name or path to a .toml file.")],
+    json_out: JsonOpt = False,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Walk the tunnel's path step by step (exit 8 if a step fails)."""
+    from sshwrap.cli.render import diagnostics as _render  # noqa: F401
+    from sshwrap.runtime.check import run_check
+    from sshwrap.store import ProfileStore
+
+    report = run_check(ProfileStore.from_option(profiles), name)
+    emit(report, as_json=json_out)
+    return ExitCode.OK if report.ok else ExitCode.UNHEALTHY
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Tunnel (profile) name.")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")]
+    = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", metavar="N",
+                                       help="How many of the last lines to show.")] = 50,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Show a tunnel's ssh (or plink) log; -f follows it until Ctrl-C."""
+    import sys
+
+    from sshwrap.errors import InvalidInput
+    from sshwrap.runtime import logs as tunnel_logs
+    from sshwrap.runtime.paths import StatePaths
+
+    if lines < 0:
+        raise InvalidInput("-n: must be 0 or more")
+    path = tunnel_logs.log_path(StatePaths.from_env(), name)
+    last, end = tunnel_logs.tail_lines(path, lines)
+    for line in last:
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if not follow:
+        return ExitCode.OK
+    try:
+        for line in tunnel_logs.follow(path, end):
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    return ExitCode.OK

@@ -1,0 +1,158 @@
+"""Commands that run tunnels: up, down, restart, status, demo."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.render import emit
+
+if TYPE_CHECKING:
+    from sshwrap.runtime.tunnels import ProgressCallback, TunnelsReport
+
+NamesArg = Annotated[list[str] | None, typer.Argument(metavar="[NAME]...")]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every profile.")]
+TagOpt = Annotated[str | None, typer.Option("--tag", metavar="TAG",
+                                            help="Every profile with this tag.")]
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", metavar="SECONDS", help="How long to wait for every forward to be verified.")]
+
+
+def _progress_printer() -> ProgressCallback | None:
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    import threading
+
+    lock = threading.Lock()
+    seen: dict[str, tuple[int, int]] = {}
+
+    def show(name: str, done: int, total: int) -> None:
+        with lock:
+            if seen.get(name) == (done, total):
+                return
+            seen[name] = (done, total)
+            ready = sum(d == t for d, t in seen.values())
+            parts = ", ".join(f"{n} {d}/{t}" for n, (d, t) in sorted(seen.items()))
+            sys.stderr.write(f"\r\x1b[Kverifying ({ready}/{len(seen)} ready): {parts}")
+            sys.stderr.flush()
+
+    return show
+
+
+def _finish(report: TunnelsReport, as_json: bool, progress: ProgressCallback | None) -> int:
+    from sshwrap.cli.app import report_error
+    from sshwrap.cli.render import runtime as _render  # noqa: F401
+
+    if progress is not None:
+        sys.stderr.write("\r\x1b[K")
+    emit(report, as_json=as_json)
+    for outcome in report.outcomes:
+        if outcome.error is not None:
+            report_error(outcome.error)
+    return int(report.exit_code)
+
+
+@app.command()
+def up(
+    *,
+    names: NamesArg = None,
+    all_profiles: AllOpt = False,
+    tag: TagOpt = None,
+    wait: WaitOpt = 15.0,
+    json_out: JsonOpt = False,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Start tunnels; return once every forward is verified, or fail with the reason."""
+    from sshwrap.runtime.tunnels import up as run_up
+    from sshwrap.store import ProfileStore
+
+    progress = _progress_printer()
+    report = run_up(ProfileStore.from_option(profiles), names or [], all_profiles=all_profiles,
+                    tag=tag, wait=wait, progress=progress)
+    return _finish(report, json_out, progress)
+
+
+@app.command()
+def down(
+    names: NamesArg = None,
+    all_tunnels: Annotated[bool, typer.Option("--all", help="Every running tunnel.")] = False,
+    json_out: JsonOpt = False,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Stop tunnels (only processes sshwrap started); stopping what is not running is a no-op."""
+    from sshwrap.runtime.tunnels import down as run_down
+
+    return _finish(run_down(names or [], all_tunnels=all_tunnels), json_out, None)
+
+
+@app.command()
+def restart(
+    *,
+    names: NamesArg = None,
+    all_profiles: AllOpt = False,
+    tag: TagOpt = None,
+    wait: WaitOpt = 15.0,
+    json_out: JsonOpt = False,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Stop and start tunnels again, applying changed profiles."""
+    from sshwrap.runtime.tunnels import restart as run_restart
+    from sshwrap.store import ProfileStore
+
+    progress = _progress_printer()
+    report = run_restart(ProfileStore.from_option(profiles), names or [],
+                         all_profiles=all_profiles, tag=tag, wait=wait,
+                         progress=progress)
+    return _finish(report, json_out, progress)
+
+
+@app.command()
+def status(
+    names: NamesArg = None,
+    json_out: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+    interval: Annotated[float, typer.Option("--interval", metavar="SECONDS",
+                                            help="Refresh interval of --watch.")] = 1.0,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Every tunnel's state, pid, uptime and forward health (exit 8 if one is unhealthy)."""
+    from sshwrap.cli.render import runtime as _render  # noqa: F401
+    from sshwrap.runtime.tunnels import status as run_status
+    from sshwrap.store import ProfileStore
+
+    store = ProfileStore.from_option(profiles)
+    if not watch:
+        report = run_status(store, names or [])
+        emit(report, as_json=json_out)
+        return int(report.exit_code)
+    import time
+
+    from sshwrap.cli.render import to_text
+
+    try:
+        while True:
+            report = run_status(store, names or [])
+            stamp = time.strftime("%H:%M:%S")
+            # Home the cursor and clear below: the table is redrawn in place.
+            sys.stdout.write(f"\x1b[H\x1b[J{stamp}  (Ctrl-C to stop)\n{to_text(report)}\n")
+            sys.stdout.flush()
+            time.sleep(max(0.1, interval))
+    except KeyboardInterrupt:
+        return int(report.exit_code)
+
+
+@app.command()
+def demo() -> int:
+    """Run a tunnel end to end against a private sshd on 127.0.0.1, then remove everything."""
+    from sshwrap.cli.render import runtime as _render  # noqa: F401
+    from sshwrap.demo import run_demo
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    return int(run_demo(say, emit))

@@ -1,0 +1,60 @@
+"""Text rendering of up/down/restart outcomes and of tunnel status."""
+
+from __future__ import annotations
+
+from sshwrap.cli.render import table, to_text
+from sshwrap.runtime.tunnels import Action, StatusReport, TunnelsReport, TunnelStatus
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@to_text.register
+def _tunnels_report(value: TunnelsReport) -> str:
+    if not value.outcomes:
+        return "no tunnel to act on"
+    lines = []
+    for outcome in value.outcomes:
+        if outcome.action is Action.FAILED:
+            continue  # failures go to stderr as errors
+        pid = f" (pid {outcome.pid})" if outcome.pid else ""
+        lines.append(f"{outcome.name}: {outcome.action.value}{pid}")
+        lines.extend(f"  {f.type} {f.listen} -> {f.to or 'SOCKS'}" for f in outcome.forwards)
+        if outcome.message:
+            lines.append(f"  note: {outcome.message}")
+    return "\n".join(lines)
+
+
+def _forward_cell(row: TunnelStatus) -> list[str]:
+    if not row.forwards:
+        return [""]
+    return [f"{'ok ' if f.healthy else '-- '}{f.type} {f.listen} -> {f.to or 'SOCKS'}"
+            + ("" if f.healthy or row.pid is None else f" ({f.detail})")
+            for f in row.forwards]
+
+
+@to_text.register
+def _status(value: StatusReport) -> str:
+    if not value.tunnels:
+        return "no profiles and no running tunnels"
+    rows: list[list[object]] = []
+    for row in value.tunnels:
+        state = row.state.value + (" (changed)" if row.changed else "")
+        cells = _forward_cell(row)
+        rows.append([row.name, state, row.pid or "-", _uptime(row.uptime), row.restarts,
+                     cells[0]])
+        rows.extend(["", "", "", "", "", cell] for cell in cells[1:])
+        if row.detail:
+            rows.append(["", "", "", "", "", f"note: {row.detail}"])
+    return table(["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "FORWARDS"], rows)

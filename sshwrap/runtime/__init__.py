@@ -1,0 +1,1 @@
+"""The imperative shell around tunnels: processes, sockets, state and verification."""

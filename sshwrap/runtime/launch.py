@@ -1,0 +1,133 @@
+"""Start one client process (ssh or plink) for a profile, detached, logging to a file; stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile import NotExpressible
+from sshwrap.core.model import AuthMethod, Client, Profile
+from sshwrap.errors import InvalidInput, MissingBinary, Problem
+from sshwrap.runtime.state import reap_if_child
+
+INSTALL_HINT = {
+    "ssh": "install OpenSSH's client: apt-get install openssh-client",
+    "plink": "install PuTTY's tools: apt-get install putty-tools",
+}
+
+
+@dataclass
+class Launched:
+    """A started client: its process (ours until this sshwrap exits) and where it logs."""
+
+    popen: subprocess.Popen[bytes]
+    pid: int
+    create_time: float
+    argv: tuple[str, ...]
+    log_path: Path
+    log_offset: int  # where this run's lines start in the (appended) log
+
+
+def find_program(client: Client) -> str:
+    found = shutil.which(client.value)
+    if not found:
+        raise MissingBinary(f"{client.value} is not installed", hint=INSTALL_HINT[client.value])
+    return found
+
+
+def client_argv(profile: Profile, facts: HostFacts, log_path: Path) -> list[str]:
+    """The argv the runtime starts: the compiled command plus logging and batch mode."""
+    if profile.auth is AuthMethod.PASSWORD:
+        raise InvalidInput(
+            Problem("password authentication is not supported by 'up' yet", key="auth",
+                    file=profile.source or profile.name),
+            hint="use key authentication (an identity_file or an ssh-agent)")
+    program = find_program(profile.client)
+    try:
+        if profile.client is Client.PLINK:
+            from sshwrap.core.compile.plink import compile_plink
+
+            return compile_plink(profile, facts, program=program, extra_args=["-v"])
+        from sshwrap.core.compile.ssh import compile_ssh
+
+        # -E keeps ssh's messages in our log; -v makes bind and remote-forward results visible;
+        # BatchMode makes a prompt (password, passphrase, unknown key) fail instead of hanging.
+        return compile_ssh(profile, facts, program=program,
+                           extra_args=["-E", str(log_path), "-v", "-o", "BatchMode=yes"])
+    except NotExpressible as exc:
+        raise InvalidInput(Problem(f"{exc.message} ({exc.target} cannot express it)",
+                                   key=exc.key, file=profile.source or profile.name)) from None
+
+
+def spawn(name: str, argv: list[str], log_path: Path) -> Launched:
+    """Start ``argv`` in its own session with stdin from /dev/null and output to ``log_path``.
+
+    Nothing is read from a pipe: with ProxyJump the jump child keeps inherited descriptors
+    open for the tunnel's whole life, so a pipe would never reach EOF.
+    """
+    import psutil
+
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        log.write(f"--- sshwrap: starting {name} at {stamp} ---\n".encode())
+        log.flush()
+        offset = log.tell()
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True, close_fds=True)
+    try:
+        create_time = psutil.Process(popen.pid).create_time()
+    except psutil.Error:
+        create_time = 0.0  # it died at once; verification reports why from the log
+    return Launched(popen, popen.pid, create_time, tuple(argv), log_path, offset)
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs; a zombie counts as gone (and is reaped if ours)."""
+    import psutil
+
+    try:
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+    reap_if_child(pid)
+    return True
+
+
+def stop_group(pid: int, *, timeout: float = 5.0) -> bool:
+    """SIGTERM the process group led by ``pid``, SIGKILL it after ``timeout``.
+
+    SIGTERM is repeated every half second: OpenSSH 9.2 now and then loses a SIGTERM that
+    arrives while it is closing a channel, and a second one is honoured.
+    The caller must have checked that ``pid`` is a process sshwrap started (see
+    ``state.live_process``): this signals without asking. True if the leader is gone.
+    """
+    deadline = time.monotonic() + timeout
+    next_term = 0.0
+    while time.monotonic() < deadline:
+        if process_gone(pid):
+            return True
+        if time.monotonic() >= next_term:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            next_term = time.monotonic() + 0.5
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    kill_deadline = time.monotonic() + timeout
+    while time.monotonic() < kill_deadline:
+        if process_gone(pid):
+            return True
+        time.sleep(0.02)
+    return process_gone(pid)

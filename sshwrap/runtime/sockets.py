@@ -1,0 +1,68 @@
+"""Who listens where: one psutil scan of the machine's listening sockets, with their pids."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening socket. ``address`` is the IP text or the unix socket path; ``pid`` is
+    None when the owner is not visible to this user."""
+
+    family: str  # "ipv4", "ipv6" or "unix"
+    address: str
+    port: int | None
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A process as people recognise it; ``name`` is empty and ``cmdline`` () when it is gone
+    or not visible to this user."""
+
+    pid: int
+    name: str
+    cmdline: tuple[str, ...]
+
+
+def listening_sockets() -> list[Listener]:
+    """Every listening TCP socket (IPv4 and IPv6) and every bound unix stream socket.
+
+    This is exactly one psutil scan, whatever the caller does with it: callers that check
+    many tunnels share one result instead of scanning per tunnel.
+    """
+    import psutil
+
+    found: dict[tuple[str, str, int | None, int | None], Listener] = {}
+    for conn in psutil.net_connections(kind="all"):
+        if conn.type != socket.SOCK_STREAM:
+            continue
+        if conn.family == socket.AF_UNIX:
+            path = conn.laddr if isinstance(conn.laddr, str) else ""
+            if not path:
+                continue
+            listener = Listener("unix", path, None, conn.pid)
+        elif conn.family in (socket.AF_INET, socket.AF_INET6):
+            if conn.status != psutil.CONN_LISTEN or not conn.laddr:
+                continue
+            family = "ipv4" if conn.family == socket.AF_INET else "ipv6"
+            listener = Listener(family, conn.laddr.ip, conn.laddr.port, conn.pid)
+        else:
+            continue
+        found.setdefault((listener.family, listener.address, listener.port, listener.pid),
+                         listener)
+    return list(found.values())
+
+
+def process_info(pid: int) -> ProcessInfo:
+    """Name and command line of ``pid`` (empty when it is gone or hidden from us)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return ProcessInfo(pid, proc.name(), tuple(proc.cmdline()))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ProcessInfo(pid, "", ())

@@ -1,0 +1,425 @@
+"""Use cases of the tunnel runtime: up, down, restart and status, over many profiles at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sshwrap.core import syntax
+from sshwrap.core.binds import HostFacts, expanded_forwards
+from sshwrap.core.model import Profile
+from sshwrap.errors import (
+    ExitCode,
+    InvalidInput,
+    Problem,
+    ProfileNotFound,
+    SshwrapError,
+    StateConflict,
+    Unhealthy,
+)
+from sshwrap.runtime import sockets, state
+from sshwrap.runtime.launch import Launched, client_argv, spawn, stop_group
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.state import ExpectedForward, TunnelRecord
+from sshwrap.runtime.verify import ForwardCheck, check_forwards, wait_ready
+from sshwrap.store import ProfileStore
+
+DEFAULT_WAIT = 15.0
+STOP_TIMEOUT = 5.0
+#: Another ``up`` of the same name may hold the lock for its whole --wait; wait a bit longer.
+LOCK_GRACE = 30.0
+MAX_PARALLEL = 32
+
+#: The most severe failure decides the exit code of a command over several tunnels.
+SEVERITY = (
+    ExitCode.INTERNAL, ExitCode.BAD_INPUT, ExitCode.MISSING_BINARY, ExitCode.AUTH,
+    ExitCode.CONNECTION, ExitCode.FORWARDING, ExitCode.NOT_READY, ExitCode.UNHEALTHY,
+    ExitCode.OK,
+)
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def most_severe(codes: Iterable[ExitCode]) -> ExitCode:
+    return min(codes, key=SEVERITY.index, default=ExitCode.OK)
+
+
+class Action(StrEnum):
+    STARTED = "started"
+    ALREADY_UP = "already-up"
+    CHANGED = "changed"  # running, but from an older version of the profile
+    FAILED = "failed"
+    STOPPED = "stopped"
+    NOT_RUNNING = "not-running"
+    CLEANED = "cleaned"  # a stale record was removed; its process was gone already
+
+
+class TunnelState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    STARTING = "starting"
+    FAILED = "failed"
+    RECONNECTING = "reconnecting"
+
+
+@dataclass(frozen=True)
+class ForwardStatus:
+    type: str
+    listen: str
+    to: str | None
+    healthy: bool
+    detail: str
+
+    @classmethod
+    def from_check(cls, check: ForwardCheck) -> ForwardStatus:
+        f = check.forward
+        return cls(f.type, f.listen, f.to, check.healthy, check.detail)
+
+    @classmethod
+    def idle(cls, forward: ExpectedForward, detail: str = "not running") -> ForwardStatus:
+        return cls(forward.type, forward.listen, forward.to, False, detail)
+
+
+@dataclass(frozen=True)
+class TunnelOutcome:
+    """What one command did to one tunnel."""
+
+    name: str
+    action: Action
+    pid: int | None = None
+    forwards: tuple[ForwardStatus, ...] = ()
+    message: str = ""
+    error: SshwrapError | None = field(default=None, compare=False)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.error.exit_code if self.error is not None else ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        from sshwrap.cli.render import to_jsonable
+
+        return {
+            "name": self.name, "action": self.action.value, "pid": self.pid,
+            "forwards": to_jsonable(list(self.forwards)), "message": self.message,
+            "error": self.error.message if self.error is not None else None,
+            "hint": self.error.hint if self.error is not None else None,
+            "exit_code": int(self.exit_code),
+        }
+
+
+@dataclass(frozen=True)
+class TunnelsReport:
+    """The outcome of up, down or restart over one or more tunnels."""
+
+    command: str
+    outcomes: tuple[TunnelOutcome, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return most_severe(o.exit_code for o in self.outcomes)
+
+    def to_json(self) -> object:
+        return [o.to_json() for o in self.outcomes]
+
+
+UpReport = TunnelsReport
+DownReport = TunnelsReport
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    name: str
+    state: TunnelState
+    pid: int | None
+    uptime: float | None
+    restarts: int
+    healthy: bool
+    forwards: tuple[ForwardStatus, ...]
+    changed: bool = False  # running from an older version of the profile
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    tunnels: tuple[TunnelStatus, ...]
+    exit_code: ExitCode
+
+    def to_json(self) -> object:
+        from sshwrap.cli.render import to_jsonable
+
+        return to_jsonable(list(self.tunnels))
+
+
+# -- selecting profiles -------------------------------------------------------------------
+
+
+def select_profiles(store: ProfileStore, names: Sequence[str], *, all_profiles: bool = False,
+                    tag: str | None = None) -> list[Profile]:
+    """The profiles a command acts on; InvalidInput (nothing done) if any is missing or bad."""
+    if not names and not all_profiles and tag is None:
+        raise InvalidInput("name at least one profile, or pass --all or --tag TAG")
+    if names:
+        return store.load_many(dict.fromkeys(names))
+    profiles, problems = store.load_all()
+    if problems:
+        raise InvalidInput(problems, hint="fix or remove these profiles, or name the ones to use")
+    if tag is not None:
+        profiles = [p for p in profiles if tag in p.tags]
+        if not profiles:
+            raise InvalidInput(f"--tag: no profile has the tag {tag!r}")
+    return profiles
+
+
+def _check_names(names: Iterable[str]) -> list[str]:
+    bad = [n for n in names if not syntax.PROFILE_NAME_RE.fullmatch(n)]
+    if bad:
+        raise InvalidInput([Problem(f"{n!r} is not a tunnel name", key="NAME") for n in bad])
+    return list(dict.fromkeys(names))
+
+
+def _parallel(items: Sequence[Any], work: Callable[[Any], TunnelOutcome]) -> list[TunnelOutcome]:
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
+        return list(pool.map(work, items))
+
+
+# -- up -----------------------------------------------------------------------------------
+
+
+def expected_forwards(profile: Profile, facts: HostFacts) -> tuple[ExpectedForward, ...]:
+    return tuple(ExpectedForward.from_forward(f) for f in expanded_forwards(profile, facts))
+
+
+def _stop_launched(launched: Launched) -> None:
+    # Our own child: until we reap it its pid cannot be reused, so signalling is safe.
+    stop_group(launched.pid, timeout=2.0)
+    launched.popen.poll()
+
+
+def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
+                 progress: ProgressCallback | None = None) -> TunnelOutcome:
+    """Start one tunnel and verify it; a no-op when it already runs and is healthy."""
+    name = profile.name
+    try:
+        argv = client_argv(profile, facts, paths.log(name))
+        digest = state.profile_hash(profile, argv)
+        forwards = expected_forwards(profile, facts)
+        with state.name_lock(paths, name, timeout=wait + LOCK_GRACE):
+            running = _running_outcome(paths, name, digest)
+            if running is not None:
+                return running
+            launched = spawn(name, argv, paths.log(name))
+            record = TunnelRecord(
+                name=name, pid=launched.pid, create_time=launched.create_time,
+                argv=launched.argv, profile_hash=digest, client=profile.client.value,
+                started_at=time.time(), forwards=forwards, log_path=str(launched.log_path),
+                log_offset=launched.log_offset)
+            try:
+                state.write_record(paths, record)
+                report = None if progress is None else (
+                    lambda done, total: progress(name, done, total))
+                checks = wait_ready(launched, profile, forwards, wait=wait, progress=report)
+                state.write_record(paths, record.verified_now())
+            except BaseException:
+                _stop_launched(launched)
+                state.remove_record(paths, name)
+                raise
+        return TunnelOutcome(name, Action.STARTED, launched.pid,
+                             tuple(ForwardStatus.from_check(c) for c in checks))
+    except SshwrapError as error:
+        return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome | None:
+    """The outcome for a tunnel that already runs; None when it does not (stale state cleaned)."""
+    record = state.read_record(paths, name)
+    if record is None:
+        return None
+    if state.live_process(record) is None:
+        state.remove_record(paths, name)
+        return None
+    checks = check_forwards(record.forwards, record.pid, sockets.listening_sockets(), None)
+    statuses = tuple(ForwardStatus.from_check(c) for c in checks)
+    if not all(c.healthy for c in checks):
+        broken = "; ".join(f"{c.forward.listen}: {c.detail}" for c in checks if not c.healthy)
+        return TunnelOutcome(name, Action.FAILED, record.pid, statuses, error=Unhealthy(
+            f"{name}: running (pid {record.pid}) but unhealthy: {broken}",
+            hint=f"sshwrap restart {name}"))
+    if record.profile_hash != digest:
+        return TunnelOutcome(
+            name, Action.CHANGED, record.pid, statuses,
+            message=f"the profile changed since it was started; "
+                    f"run 'sshwrap restart {name}' to apply it")
+    return TunnelOutcome(name, Action.ALREADY_UP, record.pid, statuses)
+
+
+def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
+       tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
+       progress: ProgressCallback | None = None) -> UpReport:
+    """Start the selected tunnels in parallel; each returns only once verified, or failed."""
+    if wait <= 0:
+        raise InvalidInput("--wait: must be a positive number of seconds")
+    profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
+    paths = (paths or StatePaths.from_env()).ensure()
+    from sshwrap.usecases.profiles import host_facts
+
+    facts = host_facts()
+    outcomes = _parallel(
+        profiles, lambda p: start_tunnel(p, paths, facts, wait=wait, progress=progress))
+    return TunnelsReport("up", tuple(outcomes))
+
+
+# -- down ---------------------------------------------------------------------------------
+
+
+def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT) -> TunnelOutcome:
+    """Stop one tunnel sshwrap started; never signals a process it cannot prove is that one."""
+    try:
+        with state.name_lock(paths, name, timeout=DEFAULT_WAIT + LOCK_GRACE):
+            record = state.read_record(paths, name)
+            if record is None:
+                return TunnelOutcome(name, Action.NOT_RUNNING)
+            if state.live_process(record) is None:
+                state.remove_record(paths, name)
+                return TunnelOutcome(name, Action.CLEANED, record.pid,
+                                     message="its process had ended; the stale state is removed")
+            if not stop_group(record.pid, timeout=timeout):
+                raise StateConflict(f"{name}: pid {record.pid} did not end, even after SIGKILL")
+            _wait_released(record, timeout)
+            state.remove_record(paths, name)
+            return TunnelOutcome(name, Action.STOPPED, record.pid)
+    except SshwrapError as error:
+        return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+def _wait_released(record: TunnelRecord, timeout: float) -> None:
+    """Wait until no socket of the stopped tunnel is still listening (one scan per poll)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = [f.listen for f in record.forwards if f.type != "remote"
+                and check_forwards([f], record.pid, sockets.listening_sockets(), None)[0].healthy]
+        if not held:
+            return
+        if time.monotonic() >= deadline:
+            raise StateConflict(f"{record.name}: still listening on {', '.join(held)} "
+                                "after its process ended")
+        time.sleep(0.02)
+
+
+def down(names: Sequence[str] = (), *, all_tunnels: bool = False,
+         paths: StatePaths | None = None, timeout: float = STOP_TIMEOUT) -> DownReport:
+    """Stop the named tunnels (or every running one); stopping what is not running is a no-op."""
+    if not names and not all_tunnels:
+        raise InvalidInput("name at least one tunnel, or pass --all")
+    paths = paths or StatePaths.from_env()
+    targets = _check_names(names) if names else state.recorded_names(paths)
+    outcomes = _parallel(targets, lambda n: stop_tunnel(n, paths, timeout=timeout))
+    return TunnelsReport("down", tuple(outcomes))
+
+
+def restart(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
+            tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
+            progress: ProgressCallback | None = None) -> UpReport:
+    """Stop, then start again (with the profile as it is now)."""
+    profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
+    paths = (paths or StatePaths.from_env()).ensure()
+    stopped = down([p.name for p in profiles], paths=paths)
+    failed = {o.name: o for o in stopped.outcomes if o.action is Action.FAILED}
+    started = up(store, [p.name for p in profiles if p.name not in failed], wait=wait,
+                 paths=paths, progress=progress).outcomes if len(failed) < len(profiles) else ()
+    by_name = {o.name: o for o in started} | failed
+    return TunnelsReport("restart", tuple(by_name[p.name] for p in profiles))
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def status(store: ProfileStore, names: Sequence[str] = (),
+           paths: StatePaths | None = None) -> StatusReport:
+    """Every profile (or the named ones) with state and forward health: one socket scan."""
+    paths = paths or StatePaths.from_env()
+    recorded = state.recorded_names(paths)
+    known = store.paths()
+    if names:
+        targets = _check_names(names)
+        unknown = [n for n in targets if n not in known and n not in recorded]
+        if unknown:
+            raise ProfileNotFound(
+                [Problem(f"no profile or running tunnel named {n!r}", file=n) for n in unknown],
+                hint="see 'sshwrap list'")
+    else:
+        targets = sorted(set(known) | set(recorded))
+    from sshwrap.usecases.profiles import host_facts
+
+    facts = host_facts()
+    scan: list[sockets.Listener] | None = None
+
+    def listeners() -> list[sockets.Listener]:
+        nonlocal scan
+        if scan is None:
+            scan = sockets.listening_sockets()
+        return scan
+
+    rows = [_tunnel_status(n, store=store, known=known, recorded=recorded, paths=paths,
+                           facts=facts, listeners=listeners) for n in targets]
+    named = set(names)
+    unhealthy = any(
+        (row.name in named and not row.healthy)
+        or row.state in (TunnelState.FAILED, TunnelState.RECONNECTING)
+        or (row.state is TunnelState.UP and not row.healthy)
+        for row in rows)
+    return StatusReport(tuple(rows), ExitCode.UNHEALTHY if unhealthy else ExitCode.OK)
+
+
+def _load(store: ProfileStore, known: dict[str, Any], name: str) -> Profile | None:
+    if name not in known:
+        return None
+    try:
+        return store.load(name)
+    except SshwrapError:
+        return None
+
+
+def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], recorded: list[str],
+                   paths: StatePaths, facts: HostFacts,
+                   listeners: Callable[[], list[sockets.Listener]]) -> TunnelStatus:
+    profile = _load(store, known, name)
+    idle = tuple(ForwardStatus.idle(f) for f in expected_forwards(profile, facts)) \
+        if profile is not None else ()
+    if name not in recorded:
+        return TunnelStatus(name, TunnelState.DOWN, None, None, 0, False, idle)
+    try:
+        record = state.read_record(paths, name)
+    except StateConflict as error:
+        return TunnelStatus(name, TunnelState.FAILED, None, None, 0, False, idle,
+                            detail=error.message)
+    if record is None:
+        return TunnelStatus(name, TunnelState.DOWN, None, None, 0, False, idle)
+    if state.live_process(record) is None:
+        if not state.lock_is_free(paths, name):  # an up or down of it is under way
+            return TunnelStatus(name, TunnelState.STARTING, None, None, record.restarts, False,
+                                idle)
+        state.remove_record(paths, name)
+        return TunnelStatus(
+            name, TunnelState.FAILED, None, None, record.restarts, False,
+            tuple(ForwardStatus.idle(f, "process ended") for f in record.forwards),
+            detail=f"pid {record.pid} ended without 'sshwrap down'; its state was removed")
+    checks = check_forwards(record.forwards, record.pid, listeners(), None)
+    healthy = all(c.healthy for c in checks)
+    changed = False
+    if profile is not None:
+        try:
+            argv = client_argv(profile, facts, paths.log(name))
+            changed = state.profile_hash(profile, argv) != record.profile_hash
+        except SshwrapError:
+            changed = False
+    return TunnelStatus(
+        name, TunnelState.UP if record.verified else TunnelState.STARTING, record.pid,
+        max(0.0, time.time() - record.started_at), record.restarts,
+        healthy and record.verified, tuple(ForwardStatus.from_check(c) for c in checks),
+        changed=changed)

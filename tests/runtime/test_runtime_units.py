@@ -1,0 +1,127 @@
+"""Runtime pieces that need no ssh: records, locks, log parsing, socket ownership, severity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sshwrap.errors import ExitCode, StateConflict
+from sshwrap.runtime import state
+from sshwrap.runtime.paths import StatePaths, default_state_dir
+from sshwrap.runtime.sockets import Listener
+from sshwrap.runtime.state import ExpectedForward, TunnelRecord
+from sshwrap.runtime.tunnels import most_severe
+from sshwrap.runtime.verify import check_forwards, remote_results
+
+V4 = ExpectedForward("local", "127.0.0.1:3307", "db:3306", host="127.0.0.1", port=3307)
+V6 = ExpectedForward("local", "[::1]:3307", "db:3306", host="::1", port=3307)
+REMOTE = ExpectedForward("remote", "localhost:8080", "127.0.0.1:80", host="localhost", port=8080)
+
+
+def _record(name: str = "db") -> TunnelRecord:
+    return TunnelRecord(name=name, pid=4242, create_time=1.5, argv=("ssh", "-N", "--", "h"),
+                        profile_hash="abc", client="ssh", started_at=10.0, forwards=(V4, V6),
+                        log_path="/x/db.log", log_offset=12)
+
+
+def test_state_dir_prefers_the_variable_then_xdg() -> None:
+    assert default_state_dir({"SSHWRAP_STATE_DIR": "/s", "XDG_STATE_HOME": "/x"}) == Path("/s")
+    assert default_state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/sshwrap")
+    assert default_state_dir({}) == Path.home() / ".local" / "state" / "sshwrap"
+
+
+def test_record_round_trips_and_is_private(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path / "st")
+    state.write_record(paths, _record())
+    assert state.read_record(paths, "db") == _record()
+    assert oct(paths.record("db").stat().st_mode & 0o777) == "0o600"
+    assert oct(paths.tunnels.stat().st_mode & 0o777) == "0o700"
+    assert state.recorded_names(paths) == ["db"]
+    state.remove_record(paths, "db")
+    assert state.read_record(paths, "db") is None
+
+
+def test_record_of_another_version_is_refused_not_guessed(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path).ensure()
+    paths.record("db").write_text('{"version": 99, "name": "db"}')
+    with pytest.raises(StateConflict, match="schema version 99"):
+        state.read_record(paths, "db")
+    paths.record("db").write_text("{not json")
+    with pytest.raises(StateConflict):
+        state.read_record(paths, "db")
+
+
+def test_lock_held_elsewhere_times_out_with_state_conflict(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path)
+    with state.name_lock(paths, "db"):
+        assert not state.lock_is_free(paths, "db")
+        # flock belongs to an open file description: a second open conflicts even here.
+        with pytest.raises(StateConflict, match="held the lock"), \
+                state.name_lock(paths, "db", timeout=0.05):
+            pass
+        with state.name_lock(paths, "other", timeout=0.05):
+            pass
+    assert state.lock_is_free(paths, "db")
+
+
+def test_ssh_and_plink_remote_forward_lines() -> None:
+    log = (
+        "debug1: remote forward success for: listen localhost:40097, connect 127.0.0.1:22\n"
+        "Error: remote port forwarding failed for listen port 43037\n"
+        "Remote port forwarding from localhost:50221 enabled\n"
+        "Remote port forwarding from localhost:58251 refused\n"
+    )
+    assert remote_results(log) == ({"40097", "50221"}, {"43037", "58251"})
+
+
+def test_remote_forward_health_comes_from_the_log() -> None:
+    ok = "debug1: remote forward success for: listen localhost:8080, connect 127.0.0.1:80\n"
+    assert check_forwards([REMOTE], 1, [], ok)[0].healthy
+    refused = "Error: remote port forwarding failed for listen port 8080\n"
+    assert check_forwards([REMOTE], 1, [], refused)[0].refused
+    assert check_forwards([REMOTE], 1, [], "")[0].detail == "waiting for the server"
+
+
+def test_squatter_on_one_family_is_caught() -> None:
+    me = os.getpid()
+    listeners = [Listener("ipv4", "127.0.0.1", 3307, me), Listener("ipv6", "::1", 3307, 999999)]
+    v4, v6 = check_forwards([V4, V6], me, listeners, None)
+    assert v4.healthy
+    assert not v6.healthy and v6.holder is not None and v6.holder.pid == 999999
+
+
+def test_wildcard_holder_blocks_and_unknown_owner_is_only_blocked() -> None:
+    everywhere = Listener("ipv4", "0.0.0.0", 3307, os.getpid())  # noqa: S104 - data, not a bind
+    wildcard = check_forwards([V4], 1, [everywhere], None)
+    assert wildcard[0].holder is not None and wildcard[0].holder.pid == os.getpid()
+    unknown = check_forwards([V4], 1, [Listener("ipv4", "127.0.0.1", 3307, None)], None)
+    assert unknown[0].blocked and unknown[0].holder is None and not unknown[0].healthy
+    other_port = check_forwards([V4], 1, [Listener("ipv4", "127.0.0.1", 3308, 1)], None)
+    assert other_port[0].detail == "not listening"
+
+
+def test_most_severe_exit_code_wins() -> None:
+    assert most_severe([]) is ExitCode.OK
+    assert most_severe([ExitCode.OK, ExitCode.NOT_READY, ExitCode.AUTH]) is ExitCode.AUTH
+    assert most_severe([ExitCode.FORWARDING, ExitCode.CONNECTION]) is ExitCode.CONNECTION
+
+
+def test_runtime_commands_import_no_heavy_module_at_start_up() -> None:
+    code = ("import sys, sshwrap.cli.app as a; a._register_commands(); "
+            "import sshwrap.cli.commands.runtime; "
+            "print(sorted(m for m in ('psutil', 'pexpect', 'tomli_w') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_pure_core_stays_pure() -> None:
+    code = ("import sys, sshwrap.core.binds, sshwrap.runtime.paths; "
+            "print(sorted(m for m in ('subprocess', 'psutil', 'pexpect') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,406 @@
+"""up, down, restart and status against the real sandbox sshd, with bytes through every forward."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sshwrap.errors import ExitCode
+from sshwrap.runtime import state
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.tunnels import Action, TunnelState, down, restart, status, up
+from sshwrap.sandbox import BannerServer, Sshd, free_port
+from sshwrap.store import ProfileStore
+from tests.runtime.tunnel_helpers import ProfileWriter, read_banner_through, socks5_banner
+
+pytestmark = pytest.mark.sshd
+BANNER = b"220 sshwrap-demo ready\r\n"
+ECHO = b"ping through the tunnel\n"
+
+
+def _ssh_processes(marker: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line mentions ``marker``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and \
+                any(marker in arg for arg in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_local_forward_verified_on_both_families_then_down(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    listen = free_port()
+    write_profile("web", [{"type": "local", "listen": listen,
+                           "to": f"127.0.0.1:{banner_server.port}"}])
+
+    report = up(store, ["web"], paths=runtime_paths)
+
+    assert report.exit_code is ExitCode.OK, report.outcomes[0].error
+    outcome = report.outcomes[0]
+    assert outcome.action is Action.STARTED
+    assert {f.listen for f in outcome.forwards} == {f"127.0.0.1:{listen}", f"[::1]:{listen}"}
+    assert read_banner_through("127.0.0.1", listen) == (BANNER, ECHO)
+    assert read_banner_through("::1", listen) == (BANNER, ECHO)
+    record = state.read_record(runtime_paths, "web")
+    assert record is not None and record.verified and record.pid == outcome.pid
+    assert oct(runtime_paths.root.stat().st_mode & 0o777) == "0o700"
+
+    again = up(store, ["web"], paths=runtime_paths)
+    assert again.outcomes[0].action is Action.ALREADY_UP
+    assert again.outcomes[0].pid == outcome.pid
+
+    shown = status(store, ["web"], paths=runtime_paths)
+    assert shown.exit_code is ExitCode.OK
+    row = json.loads(json.dumps(shown.to_json()))[0]
+    assert row["name"] == "web" and row["state"] == "up" and row["pid"] == outcome.pid
+    assert all(f["healthy"] for f in row["forwards"])
+    assert {"type", "listen", "to", "healthy"} <= set(row["forwards"][0])
+
+    stopped = down(["web"], paths=runtime_paths)
+    assert stopped.outcomes[0].action is Action.STOPPED
+    assert state.read_record(runtime_paths, "web") is None
+    assert not psutil.pid_exists(outcome.pid) or \
+        psutil.Process(outcome.pid).status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", listen), timeout=2):
+        pass
+    assert down(["web"], paths=runtime_paths).outcomes[0].action is Action.NOT_RUNNING
+    assert status(store, ["web"], paths=runtime_paths).tunnels[0].state is TunnelState.DOWN
+
+
+def test_changed_profile_is_reported_and_restart_applies_it(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    forwards = [{"type": "local", "listen": free_port(), "to": f"127.0.0.1:{banner_server.port}"}]
+    write_profile("db", forwards)
+    first = up(store, ["db"], paths=runtime_paths).outcomes[0]
+    assert first.action is Action.STARTED, first.error
+
+    write_profile("db", forwards, compression=True)
+    changed = up(store, ["db"], paths=runtime_paths).outcomes[0]
+    assert changed.action is Action.CHANGED and "restart" in changed.message
+    assert status(store, ["db"], paths=runtime_paths).tunnels[0].changed
+
+    again = restart(store, ["db"], paths=runtime_paths).outcomes[0]
+    assert again.action is Action.STARTED and again.pid != first.pid
+    assert "-C" in state.read_record(runtime_paths, "db").argv  # type: ignore[union-attr]
+
+
+def test_remote_forward_is_confirmed_by_the_log_and_carries_bytes(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    remote_port = free_port()
+    write_profile("back", [{"type": "remote", "listen": remote_port,
+                            "to": f"127.0.0.1:{banner_server.port}"}])
+
+    outcome = up(store, ["back"], paths=runtime_paths).outcomes[0]
+
+    assert outcome.action is Action.STARTED, outcome.error
+    assert outcome.forwards[0].detail == "confirmed by the server"
+    # The sandbox sshd runs on this machine, so its end of the remote forward is reachable.
+    assert read_banner_through("127.0.0.1", remote_port) == (BANNER, ECHO)
+
+
+def test_dynamic_forward_speaks_socks5(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    proxy = free_port()
+    write_profile("socks", [{"type": "dynamic", "listen": proxy}])
+
+    outcome = up(store, ["socks"], paths=runtime_paths).outcomes[0]
+
+    assert outcome.action is Action.STARTED, outcome.error
+    assert socks5_banner(proxy, "127.0.0.1", banner_server.port) == (BANNER, ECHO)
+
+
+def test_port_held_on_ipv4_only_names_the_holder_and_leaves_nothing(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    port = free_port()
+    write_profile("squat", [{"type": "local", "listen": port,
+                             "to": f"127.0.0.1:{banner_server.port}"}])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+
+        outcome = up(store, ["squat"], paths=runtime_paths).outcomes[0]
+
+    assert outcome.action is Action.FAILED and outcome.exit_code is ExitCode.FORWARDING
+    assert outcome.error is not None
+    assert f"pid {os.getpid()}" in outcome.error.message
+    assert f"127.0.0.1:{port}" in outcome.error.message
+    assert "listen = " in outcome.error.hint
+    assert state.read_record(runtime_paths, "squat") is None
+    assert _ssh_processes(str(runtime_paths.log("squat"))) == []
+
+
+def test_unreachable_host_is_a_connection_failure(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+) -> None:
+    write_profile("nowhere", [{"type": "local", "listen": free_port(), "to": "127.0.0.1:9"}],
+                  port=free_port())
+
+    outcome = up(store, ["nowhere"], paths=runtime_paths).outcomes[0]
+
+    assert outcome.exit_code is ExitCode.CONNECTION, outcome.error
+    assert state.read_record(runtime_paths, "nowhere") is None
+
+
+def _client_config(tmp_path: Path, key: Path, known_hosts: Path) -> Path:
+    config = tmp_path / "other_ssh_config"
+    config.write_text(
+        "Host *\n"
+        f"    IdentityFile {key}\n    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {known_hosts}\n    GlobalKnownHostsFile /dev/null\n"
+        "    PasswordAuthentication no\n    KbdInteractiveAuthentication no\n")
+    return config
+
+
+def test_unknown_host_key_is_an_auth_failure(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter, sshd: Sshd,
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.touch()
+    config = _client_config(tmp_path, sshd.client.key, empty)
+    write_profile("stranger", [{"type": "local", "listen": free_port(), "to": "127.0.0.1:9"}],
+                  ssh_config_file=str(config))
+
+    outcome = up(store, ["stranger"], paths=runtime_paths).outcomes[0]
+
+    assert outcome.exit_code is ExitCode.AUTH, outcome.error
+    assert empty.read_text() == ""  # the unknown key was not accepted
+
+
+def test_unauthorised_key_is_an_auth_failure(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter, sshd: Sshd,
+    tmp_path: Path,
+) -> None:
+    other_key = tmp_path / "id_other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)],
+                   check=True)
+    config = _client_config(tmp_path, other_key, sshd.client.known_hosts)
+    write_profile("intruder", [{"type": "local", "listen": free_port(), "to": "127.0.0.1:9"}],
+                  ssh_config_file=str(config))
+
+    outcome = up(store, ["intruder"], paths=runtime_paths).outcomes[0]
+
+    assert outcome.exit_code is ExitCode.AUTH, outcome.error
+
+
+def test_remote_forward_on_a_busy_server_port_is_refused(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    port = free_port()
+    write_profile("refused", [{"type": "remote", "listen": port,
+                               "to": f"127.0.0.1:{banner_server.port}"}])
+    # sshd binds a remote "localhost" forward on every loopback family, succeeding if any
+    # binds: hold the port on both so that the server has to refuse.
+    holders = [socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+               socket.socket(socket.AF_INET6, socket.SOCK_STREAM)]
+    try:
+        holders[0].bind(("127.0.0.1", port))
+        holders[1].bind(("::1", port))
+        for holder in holders:
+            holder.listen()
+
+        outcome = up(store, ["refused"], paths=runtime_paths).outcomes[0]
+    finally:
+        for holder in holders:
+            holder.close()
+
+    assert outcome.exit_code is ExitCode.FORWARDING, outcome.error
+    assert outcome.error is not None and str(port) in outcome.error.message
+    assert _ssh_processes(str(runtime_paths.log("refused"))) == []
+
+
+def test_kill_9_shows_failed_once_then_down(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    write_profile("fragile", [{"type": "local", "listen": free_port(),
+                               "to": f"127.0.0.1:{banner_server.port}"}])
+    outcome = up(store, ["fragile"], paths=runtime_paths).outcomes[0]
+    assert outcome.pid is not None
+
+    os.kill(outcome.pid, signal.SIGKILL)
+    psutil.Process(outcome.pid).wait(5)  # reaps our own child, as a real kill -9 would leave it
+
+    after = status(store, ["fragile"], paths=runtime_paths)
+    assert after.tunnels[0].state is TunnelState.FAILED
+    assert after.exit_code is ExitCode.UNHEALTHY
+    assert state.read_record(runtime_paths, "fragile") is None
+    assert status(store, ["fragile"], paths=runtime_paths).tunnels[0].state is TunnelState.DOWN
+
+
+def test_killed_child_left_as_zombie_counts_as_dead(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    write_profile("zombie", [{"type": "local", "listen": free_port(),
+                              "to": f"127.0.0.1:{banner_server.port}"}])
+    outcome = up(store, ["zombie"], paths=runtime_paths).outcomes[0]
+    assert outcome.pid is not None
+    os.kill(outcome.pid, signal.SIGKILL)  # not reaped: our child stays a zombie
+    killed = psutil.Process(outcome.pid)
+    for _ in range(500):  # the kill is delivered asynchronously
+        if killed.status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.01)
+    assert killed.status() == psutil.STATUS_ZOMBIE
+
+    assert status(store, ["zombie"], paths=runtime_paths).tunnels[0].state is TunnelState.FAILED
+    assert not psutil.pid_exists(outcome.pid)  # status reaped it
+
+
+def test_reused_pid_is_never_signalled(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+) -> None:
+    write_profile("ghost", [{"type": "local", "listen": free_port(), "to": "127.0.0.1:9"}])
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        real = psutil.Process(stranger.pid)
+        for create_time, argv in (
+            (real.create_time() + 7.0, ("sleep", "60")),  # same command, other start time
+            (real.create_time(), ("ssh", "-N", "--", "127.0.0.1")),  # same start, other command
+        ):
+            state.write_record(runtime_paths, state.TunnelRecord(
+                name="ghost", pid=stranger.pid, create_time=create_time, argv=argv,
+                profile_hash="x", client="ssh", started_at=0.0, forwards=(),
+                log_path=str(runtime_paths.log("ghost")), verified=True))
+            assert status(store, ["ghost"], paths=runtime_paths).tunnels[0].state \
+                is TunnelState.FAILED
+            state.write_record(runtime_paths, state.TunnelRecord(
+                name="ghost", pid=stranger.pid, create_time=create_time, argv=argv,
+                profile_hash="x", client="ssh", started_at=0.0, forwards=(),
+                log_path=str(runtime_paths.log("ghost")), verified=True))
+            assert down(["ghost"], paths=runtime_paths).outcomes[0].action is Action.CLEANED
+            assert up(store, ["ghost"], paths=runtime_paths) is not None
+            down(["ghost"], paths=runtime_paths)
+            assert stranger.poll() is None, "sshwrap signalled a process it did not start"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_up_all_and_tag_start_in_parallel(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    for i in range(4):
+        write_profile(f"t{i}", [{"type": "local", "listen": free_port(),
+                                 "to": f"127.0.0.1:{banner_server.port}"}],
+                      tags=["even" if i % 2 == 0 else "odd"])
+    seen: set[str] = set()
+
+    tagged = up(store, tag="even", paths=runtime_paths, progress=lambda n, d, t: seen.add(n))
+    assert sorted(o.name for o in tagged.outcomes) == ["t0", "t2"]
+    assert seen == {"t0", "t2"}
+    everything = up(store, all_profiles=True, paths=runtime_paths)
+    actions = {o.name: o.action for o in everything.outcomes}
+    assert actions == {"t0": Action.ALREADY_UP, "t1": Action.STARTED,
+                       "t2": Action.ALREADY_UP, "t3": Action.STARTED}
+    assert len(down(all_tunnels=True, paths=runtime_paths).outcomes) == 4
+    assert state.recorded_names(runtime_paths) == []
+
+
+def test_twenty_concurrent_cli_up_and_down_keep_one_process(
+    runtime_paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+    profiles_dir: Path,
+) -> None:
+    write_profile("race", [{"type": "local", "listen": free_port(),
+                            "to": f"127.0.0.1:{banner_server.port}"}])
+    env = {**os.environ, "SSHWRAP_STATE_DIR": str(runtime_paths.root),
+           "SSHWRAP_PROFILES": str(profiles_dir)}
+    commands = [[sys.executable, "-m", "sshwrap", "up" if i % 2 == 0 else "down", "race"]
+                for i in range(20)]
+    runs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for c in commands]
+    results = [(r.wait(60), r.stderr.read().decode()) for r in runs]  # type: ignore[union-attr]
+    for run in runs:
+        run.stdout.close()  # type: ignore[union-attr]
+        run.stderr.close()  # type: ignore[union-attr]
+
+    assert all(code == 0 for code, _ in results), results
+    running = _ssh_processes(str(runtime_paths.log("race")))
+    assert len(running) <= 1
+    record = state.read_record(runtime_paths, "race")
+    if record is None:
+        assert running == []
+    else:
+        assert state.live_process(record) is not None
+        assert [p.pid for p in running] == [record.pid]
+    # One more of each from a clean line: the state must still be usable.
+    assert subprocess.run(commands[0], env=env, check=False).returncode == 0
+    assert len(_ssh_processes(str(runtime_paths.log("race")))) == 1
+    assert subprocess.run(commands[1], env=env, check=False).returncode == 0
+    assert _ssh_processes(str(runtime_paths.log("race"))) == []
+
+
+def test_status_of_a_hundred_tunnels_scans_sockets_once(
+    store: ProfileStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths = StatePaths(tmp_path / "hundred")
+    stand_in = subprocess.Popen(["sleep", "60"])
+    try:
+        proc = psutil.Process(stand_in.pid)
+        while proc.cmdline() != ["sleep", "60"]:  # the exec may still be under way
+            pass
+        forward = state.ExpectedForward("local", "127.0.0.1:1", "db:1", host="127.0.0.1", port=1)
+        for i in range(100):
+            state.write_record(paths, state.TunnelRecord(
+                name=f"n{i:03d}", pid=stand_in.pid, create_time=proc.create_time(),
+                argv=tuple(proc.cmdline()), profile_hash="x", client="ssh", started_at=0.0,
+                forwards=(forward,), log_path="/dev/null", verified=True))
+        calls = []
+        real_scan = psutil.net_connections
+
+        def counting_scan(kind: str = "inet") -> list:  # type: ignore[type-arg]
+            calls.append(kind)
+            return real_scan(kind)
+
+        monkeypatch.setattr(psutil, "net_connections", counting_scan)
+
+        report = status(store, paths=paths)
+
+        assert len(report.tunnels) == 100
+        assert {t.state for t in report.tunnels} == {TunnelState.UP}, [
+            (t.name, t.detail) for t in report.tunnels if t.state is not TunnelState.UP]
+        assert not any(t.healthy for t in report.tunnels)  # nothing listens on port 1
+        assert report.exit_code is ExitCode.UNHEALTHY
+        assert len(calls) == 1
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def test_deadline_passed_is_not_ready_and_stops_the_client(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    write_profile("slow", [{"type": "local", "listen": free_port(),
+                            "to": f"127.0.0.1:{banner_server.port}"}])
+
+    # No ssh authenticates within a millisecond: the deadline always passes first.
+    outcome = up(store, ["slow"], wait=0.001, paths=runtime_paths).outcomes[0]
+
+    assert outcome.exit_code is ExitCode.NOT_READY, outcome.error
+    assert outcome.error is not None and "not ready after" in outcome.error.message
+    assert state.read_record(runtime_paths, "slow") is None
+    assert _ssh_processes(str(runtime_paths.log("slow"))) == []

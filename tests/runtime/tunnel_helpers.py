@@ -1,0 +1,51 @@
+"""Helpers of the runtime tests: push bytes through forwards (plain TCP and SOCKS5)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+ProfileWriter = Callable[..., Path]
+
+
+def recv_exact(conn: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
+        data += chunk
+    return data
+
+
+def read_banner_through(host: str, port: int) -> tuple[bytes, bytes]:
+    """Connect, read the banner server's greeting, and have it echo a message back."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect((host, port))
+        return _banner_and_echo(conn)
+
+
+def _banner_and_echo(conn: socket.socket) -> tuple[bytes, bytes]:
+    banner = b""
+    while not banner.endswith(b"\n"):
+        chunk = conn.recv(256)
+        if not chunk:
+            break
+        banner += chunk
+    conn.sendall(b"ping through the tunnel\n")
+    return banner, recv_exact(conn, len(b"ping through the tunnel\n"))
+
+
+def socks5_banner(proxy_port: int, target_host: str, target_port: int) -> tuple[bytes, bytes]:
+    """A minimal SOCKS5 client (no auth, CONNECT to an IPv4 address) reading the banner."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as conn:
+        conn.sendall(b"\x05\x01\x00")
+        assert recv_exact(conn, 2) == b"\x05\x00"
+        conn.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(target_host)
+                     + target_port.to_bytes(2, "big"))
+        reply = recv_exact(conn, 10)
+        assert reply[:2] == b"\x05\x00", f"SOCKS5 CONNECT failed: {reply!r}"
+        return _banner_and_echo(conn)
