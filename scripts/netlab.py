@@ -11,55 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sshwrap.netlab import NetLab, can_run, remove_leftovers
-
-LAB_PROFILES = {
-    "mysql": """description = "MySQL behind the gateway, as localhost:3307"
-host = "bastion-host"
-compression = true
-[[forward]]
-type = "local"
-listen = "localhost:3307"
-to = "db-server:3306"
-probe = "banner"
-""",
-    "vpn": """description = "Poor man's VPN: web-server's HTTP and HTTPS"
-host = "bastion-host"
-[[forward]]
-type = "local"
-listen = 8080
-to = "web-server:80"
-probe = "http"
-[[forward]]
-type = "local"
-listen = 8443
-to = "web-server:443"
-""",
-    "socks": """description = "SOCKS proxy through the bastion"
-host = "bastion-host"
-[[forward]]
-type = "dynamic"
-listen = 1080
-probe = "socks"
-""",
-    "git": """description = "Double tunnel: git-server behind bastion-host and test-server"
-host = "test-server"
-jump = ["bastion-host"]
-[[forward]]
-type = "local"
-listen = 7999
-to = "git-server:7999"
-probe = "banner"
-""",
-    "beta": """description = "Reverse double tunnel: beta-server reaches the proxy on this machine"
-host = "beta-server"
-jump = ["bridge-host"]
-[[forward]]
-type = "remote"
-listen = 9999
-to = "localhost:8888"
-""",
-}
+from sshwrap.netlab import GUIDE_PROFILES, NetLab, can_run, remove_leftovers
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -86,7 +38,7 @@ def main() -> int:
         root = Path(tmp)
         profiles = root / "profiles"
         profiles.mkdir()
-        for name, text in LAB_PROFILES.items():
+        for name, text in GUIDE_PROFILES.items():
             (profiles / f"{name}.toml").write_text(text)
         with NetLab(root) as lab:
             you = lab.by_name["you"].netns

@@ -50,6 +50,62 @@ GUIDE_HOSTS: tuple[HostSpec, ...] = (
     HostSpec("beta-server", ("beta-lan",), sshd=True),
 )
 
+#: The guides' tunnels as profiles for this network (the lab's client host is 'you').
+GUIDE_PROFILES: dict[str, str] = {
+    "mysql": """description = "MySQL behind the gateway, as localhost:3307"
+host = "bastion-host"
+compression = true
+[[forward]]
+type = "local"
+listen = "localhost:3307"
+to = "db-server:3306"
+probe = "banner"
+""",
+    "vpn": """description = "Poor man's VPN: web-server's HTTP and HTTPS"
+host = "bastion-host"
+[[forward]]
+type = "local"
+listen = 8080
+to = "web-server:80"
+probe = "http"
+[[forward]]
+type = "local"
+listen = 8443
+to = "web-server:443"
+""",
+    "socks": """description = "SOCKS proxy through the bastion"
+host = "bastion-host"
+[[forward]]
+type = "dynamic"
+listen = 1080
+probe = "socks"
+""",
+    "git": """description = "Double tunnel: git-server behind bastion-host and test-server"
+host = "test-server"
+jump = ["bastion-host"]
+[[forward]]
+type = "local"
+listen = 7999
+to = "git-server:7999"
+probe = "banner"
+""",
+    "share": """description = "Remote tunnel: bastion-host's localhost:8081 reaches our 8888"
+host = "bastion-host"
+[[forward]]
+type = "remote"
+listen = 8081
+to = "localhost:8888"
+""",
+    "beta": """description = "Reverse double tunnel: beta-server reaches the proxy on this machine"
+host = "beta-server"
+jump = ["bridge-host"]
+[[forward]]
+type = "remote"
+listen = 9999
+to = "localhost:8888"
+""",
+}
+
 IP = "ip"
 # Inside a lab namespace "every address" means only the lab's own segments.
 ANY_ADDRESS = "0.0.0.0"  # noqa: S104

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sshwrap.errors import ExitCode
-from sshwrap.netlab import NetLab
+from sshwrap.netlab import GUIDE_PROFILES, NetLab
 from tests.netns.conftest import Client
 
 pytestmark = pytest.mark.netns
@@ -59,52 +59,26 @@ def up(you: Client, name: str) -> None:
 
 def test_local_tunnel_to_database_with_compression(lab: NetLab, you: Client) -> None:
     assert not reachable(lab, "you", "db-server", 3306)  # the firewall the guide works around
-    you.write_profile("mysql", '''
-description = "MySQL on the gateway's network, as localhost:3307"
-host = "bastion-host"
-compression = true
-[[forward]]
-type = "local"
-listen = "localhost:3307"
-to = "db-server:3306"
-probe = "banner"
-''')
+    you.write_profile("mysql", GUIDE_PROFILES["mysql"])
     up(you, "mysql")
     assert read_banner(lab, "you", 3307) == "5.7.42-mysql-like"  # `telnet localhost 3307`
     assert "-C" in you.sshwrap("compile", "mysql").stdout.split()
 
 
 def test_two_forwards_in_one_tunnel(lab: NetLab, you: Client) -> None:
-    you.write_profile("vpn", '''
-host = "bastion-host"
-[[forward]]
-type = "local"
-listen = 18080
-to = "web-server:80"
-probe = "http"
-[[forward]]
-type = "local"
-listen = 18443
-to = "web-server:443"
-''')
+    you.write_profile("vpn", GUIDE_PROFILES["vpn"])
     up(you, "vpn")
-    assert "web-server port 80" in fetch(lab, "you", "http://127.0.0.1:18080/some-file.txt")
-    assert "web-server port 443" in fetch(lab, "you", "http://127.0.0.1:18443/secure.txt")
+    assert "web-server port 80" in fetch(lab, "you", "http://127.0.0.1:8080/some-file.txt")
+    assert "web-server port 443" in fetch(lab, "you", "http://127.0.0.1:8443/secure.txt")
 
 
 def test_socks_proxy_resolves_names_on_the_tunnel_host(lab: NetLab, you: Client) -> None:
     assert lab.run("you", ["getent", "hosts", "intranet"]).returncode != 0
-    you.write_profile("socks", '''
-host = "bastion-host"
-[[forward]]
-type = "dynamic"
-listen = 11080
-probe = "socks"
-''')
+    you.write_profile("socks", GUIDE_PROFILES["socks"])
     up(you, "socks")
     code = (
         "import socket, struct\n"
-        "s = socket.create_connection(('127.0.0.1', 11080), timeout=10)\n"
+        "s = socket.create_connection(('127.0.0.1', 1080), timeout=10)\n"
         "s.sendall(b'\\x05\\x01\\x00'); assert s.recv(2) == b'\\x05\\x00'\n"
         "name = b'intranet'\n"
         "s.sendall(b'\\x05\\x01\\x00\\x03' + bytes([len(name)]) + name + struct.pack('>H', 80))\n"
@@ -122,43 +96,21 @@ probe = "socks"
 
 def test_remote_tunnel_reaches_a_service_on_the_client(lab: NetLab, you: Client) -> None:
     assert not reachable(lab, "bastion-host", "you", 8888)  # the client's service is loopback-only
-    you.write_profile("share", '''
-host = "bastion-host"
-[[forward]]
-type = "remote"
-listen = 18081
-to = "localhost:8888"
-''')
+    you.write_profile("share", GUIDE_PROFILES["share"])
     up(you, "share")
-    assert "hello from you port 8888" in fetch(lab, "bastion-host", "http://127.0.0.1:18081/x")
+    assert "hello from you port 8888" in fetch(lab, "bastion-host", "http://127.0.0.1:8081/x")
 
 
 def test_double_tunnel_through_two_firewalls(lab: NetLab, you: Client) -> None:
     assert not reachable(lab, "bastion-host", "git-server", 7999)
-    you.write_profile("git", '''
-description = "git server two segments away"
-host = "test-server"
-jump = ["bastion-host"]
-[[forward]]
-type = "local"
-listen = 7999
-to = "git-server:7999"
-probe = "banner"
-''')
+    you.write_profile("git", GUIDE_PROFILES["git"])
     up(you, "git")
     assert read_banner(lab, "you", 7999) == "SSH-2.0-git-like"
 
 
 def test_reverse_double_tunnel_gives_beta_a_proxy(lab: NetLab, you: Client) -> None:
     assert not reachable(lab, "beta-server", "you", 8888)
-    you.write_profile("beta", '''
-host = "beta-server"
-jump = ["bridge-host"]
-[[forward]]
-type = "remote"
-listen = 9999
-to = "localhost:8888"
-''')
+    you.write_profile("beta", GUIDE_PROFILES["beta"])
     up(you, "beta")
     body = fetch(lab, "beta-server", "http://example.invalid/page", proxy="http://127.0.0.1:9999")
     assert "hello from you port 8888" in body

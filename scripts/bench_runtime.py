@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Benchmark sshwrap's runtime against raw ssh in one run, on a private sshd; prints a table.
+
+Measured: `sshwrap up` to verified-ready against `ssh -f -N -o ExitOnForwardFailure=yes` for the
+same forward; `sshwrap status` with 1 and with 100 running tunnels; `up --all` of 20 profiles
+against `up` of one. Every figure is a median over repeated runs, and every ratio compares runs
+made here, now, one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+
+from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median_of(runs: int, action: Callable[[], object], between: Callable[[], object]) -> float:
+    samples = []
+    for _ in range(runs):
+        samples.append(timed(action))
+        between()
+    return statistics.median(samples)
+
+
+class Bench:
+    def __init__(self, root: Path, sshd: Sshd, target: BannerServer) -> None:
+        self.root = root
+        self.sshd = sshd
+        self.target = target
+        self.profiles = root / "profiles"
+        self.profiles.mkdir()
+        self.env = dict(os.environ, SSHWRAP_PROFILES=str(self.profiles),
+                        SSHWRAP_STATE_DIR=str(root / "state"))
+
+    def profile(self, name: str, port: int, tags: str = "") -> None:
+        (self.profiles / f"{name}.toml").write_text(
+            f'host = "127.0.0.1"\nport = {self.sshd.port}\nuser = "{self.sshd.user}"\n'
+            f'ssh_config_file = "{self.sshd.client.ssh_config}"\n'
+            f"tags = [{tags}]\n"
+            f'[[forward]]\ntype = "local"\nlisten = {port}\n'
+            f'to = "127.0.0.1:{self.target.port}"\n'
+        )
+
+    def sshwrap(self, *args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "sshwrap", *args], env=self.env,
+                                capture_output=True, text=True, check=False)
+        if result.returncode not in (0, 8):
+            raise SystemExit(f"sshwrap {' '.join(args)} failed: {result.stderr}")
+
+    def raw_ssh(self, port: int) -> list[str]:
+        return ["ssh", "-f", "-N", "-F", str(self.sshd.client.ssh_config), "-o", "BatchMode=yes",
+                "-o", "ExitOnForwardFailure=yes", "-p", str(self.sshd.port), "-l", self.sshd.user,
+                "-L", f"127.0.0.1:{port}:127.0.0.1:{self.target.port}", "127.0.0.1"]
+
+
+def kill_raw(port: int) -> None:
+    marker = f"127.0.0.1:{port}:"
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in arg for arg in proc.info["cmdline"] or []):
+                proc.kill()
+                proc.wait(5)
+
+
+def memory_of(name_marker: str) -> int:
+    total = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(name_marker in arg for arg in proc.info["cmdline"] or []):
+                total += proc.memory_info().rss
+    return total
+
+
+@contextlib.contextmanager
+def private_sshd(root: Path) -> Iterator[tuple[Sshd, BannerServer]]:
+    client = ClientIdentity(root / "client")
+    with Sshd(root / "server", client, extra_config={"MaxStartups": "400:30:800",
+                                                       "MaxSessions": "400"}) as sshd, \
+            BannerServer() as target:
+        yield sshd, target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=9, help="repetitions per measurement")
+    parser.add_argument("--many", type=int, default=100, help="tunnels for the status test")
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="sshwrap-bench-") as tmp, \
+            private_sshd(Path(tmp)) as (sshd, target):
+        bench = Bench(Path(tmp), sshd, target)
+
+        port = free_port()
+        bench.profile("one", port)
+        up = median_of(args.runs, lambda: bench.sshwrap("up", "one"),
+                       lambda: bench.sshwrap("down", "one"))
+        raw = median_of(args.runs, lambda: subprocess.run(bench.raw_ssh(port), check=True),
+                        lambda: kill_raw(port))
+        rows.append(("up one tunnel, to verified-ready", f"{up * 1000:.0f} ms",
+                     f"raw ssh -f: {raw * 1000:.0f} ms", f"{up / raw:.2f}x"))
+
+        startup = median_of(args.runs, lambda: bench.sshwrap("--version"), lambda: None)
+        rows.append(("  of which CLI start-up (--version)", f"{startup * 1000:.0f} ms", "", ""))
+
+        bench.sshwrap("up", "one")
+        status_one = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),
+                               lambda: None)
+        for i in range(args.many - 1):
+            bench.profile(f"many{i:03d}", free_port(), tags='"many"')
+        bench.sshwrap("up", "--tag", "many", "--wait", "60")
+        status_many = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),
+                                lambda: None)
+        rows.append((f"status, {args.many} running tunnels", f"{status_many * 1000:.0f} ms",
+                     f"1 running: {status_one * 1000:.0f} ms",
+                     f"{status_many / status_one:.2f}x"))
+        rss = memory_of(str(sshd.client.ssh_config))
+        rows.append((f"memory of {args.many} tunnel processes", f"{rss / 2**20:.0f} MiB", "", ""))
+        bench.sshwrap("down", "--all")
+        for path in bench.profiles.glob("many*.toml"):
+            path.unlink()
+
+        for i in range(20):
+            bench.profile(f"twenty{i:02d}", free_port(), tags='"twenty"')
+        all20 = median_of(max(3, args.runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
+                          lambda: bench.sshwrap("down", "--all"))
+        rows.append(("up --tag of 20 profiles", f"{all20 * 1000:.0f} ms",
+                     f"up of 1: {up * 1000:.0f} ms", f"{all20 / up:.2f}x"))
+        bench.sshwrap("down", "--all")
+
+    print(f"sshwrap runtime benchmark ({args.runs} runs each, medians; "
+          f"{os.cpu_count()} cores)\n")
+    print("| measurement | sshwrap | baseline | ratio |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
