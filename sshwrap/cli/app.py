@@ -39,7 +39,7 @@ def _register_commands() -> None:
     # inside the commands so that start-up stays fast.
     from sshwrap.cli.commands import profiles  # noqa: F401
 
-    for optional in ("runtime", "diagnostics", "sshconfig", "service"):
+    for optional in ("runtime", "diagnostics", "sshconfig", "service", "auth"):
         try:
             __import__(f"sshwrap.cli.commands.{optional}")
         except ModuleNotFoundError as exc:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
-from sshwrap.core.model import AuthMethod, Client, Profile
+from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
 from sshwrap.runtime.state import reap_if_child
 
@@ -44,11 +46,6 @@ def find_program(client: Client) -> str:
 
 def client_argv(profile: Profile, facts: HostFacts, log_path: Path) -> list[str]:
     """The argv the runtime starts: the compiled command plus logging and batch mode."""
-    if profile.auth is AuthMethod.PASSWORD:
-        raise InvalidInput(
-            Problem("password authentication is not supported by 'up' yet", key="auth",
-                    file=profile.source or profile.name),
-            hint="use key authentication (an identity_file or an ssh-agent)")
     program = find_program(profile.client)
     try:
         if profile.client is Client.PLINK:
@@ -66,11 +63,37 @@ def client_argv(profile: Profile, facts: HostFacts, log_path: Path) -> list[str]
                                    key=exc.key, file=profile.source or profile.name)) from None
 
 
-def spawn(name: str, argv: list[str], log_path: Path) -> Launched:
+#: prctl(2) option: the signal the kernel sends a process when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child before exec: have the kernel SIGKILL it when its parent dies.
+
+    A supervised client must never outlive its supervisor (``kill -9`` of the supervisor
+    would otherwise leave an ssh nobody owns). Linux only; elsewhere this is a no-op and
+    ``down`` still stops the client by its recorded identity. The death signal follows the
+    parent *thread* that forked, so the supervisor spawns from its main thread only.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def spawn(name: str, argv: list[str], log_path: Path, *,
+          owned_by_parent: bool = False, env: Mapping[str, str] | None = None,
+          pass_fds: Sequence[int] = ()) -> Launched:
     """Start ``argv`` in its own session with stdin from /dev/null and output to ``log_path``.
 
     Nothing is read from a pipe: with ProxyJump the jump child keeps inherited descriptors
-    open for the tunnel's whole life, so a pipe would never reach EOF.
+    open for the tunnel's whole life, so a pipe would never reach EOF. ``owned_by_parent``
+    makes the client die with this process (see ``die_with_parent``): the supervisor's case.
     """
     import psutil
 
@@ -82,7 +105,11 @@ def spawn(name: str, argv: list[str], log_path: Path) -> Launched:
         log.flush()
         offset = log.tell()
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, close_fds=True)
+                                 start_new_session=True, close_fds=True,
+                                 preexec_fn=functools.partial(die_with_parent, os.getpid())  # noqa: PLW1509
+                                 if owned_by_parent else None,
+                                 # env: see auth.client_env; pass_fds: plink's password pipe
+                                 env=None if env is None else dict(env), pass_fds=tuple(pass_fds))
     try:
         create_time = psutil.Process(popen.pid).create_time()
     except psutil.Error:

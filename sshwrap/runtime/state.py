@@ -67,6 +67,16 @@ class TunnelRecord:
     verified: bool = False
     restarts: int = 0
     last_failure: str | None = None
+    # Supervised tunnels: the supervisor that owns the client (None: the client runs alone).
+    supervisor_pid: int | None = None
+    supervisor_create_time: float = 0.0
+    supervisor_argv: tuple[str, ...] = ()
+    #: starting, up, reconnecting or failed, as the supervisor last saw it
+    phase: str = "starting"
+    #: the exit code and hint of the last failure, so that ``up`` can report it faithfully
+    failure_code: int | None = None
+    failure_hint: str = ""
+    next_retry: float | None = None  # epoch seconds of the next attempt while reconnecting
     version: int = field(default=SCHEMA_VERSION)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +89,11 @@ class TunnelRecord:
             "log_path": self.log_path, "log_offset": self.log_offset,
             "verified": self.verified, "restarts": self.restarts,
             "last_failure": self.last_failure,
+            "supervisor_pid": self.supervisor_pid,
+            "supervisor_create_time": self.supervisor_create_time,
+            "supervisor_argv": list(self.supervisor_argv), "phase": self.phase,
+            "failure_code": self.failure_code, "failure_hint": self.failure_hint,
+            "next_retry": self.next_retry,
         }
 
     @classmethod
@@ -98,12 +113,28 @@ class TunnelRecord:
                 log_path=str(data["log_path"]), log_offset=int(data.get("log_offset", 0)),
                 verified=bool(data.get("verified", False)),
                 restarts=int(data.get("restarts", 0)), last_failure=data.get("last_failure"),
+                supervisor_pid=_optional_int(data.get("supervisor_pid")),
+                supervisor_create_time=float(data.get("supervisor_create_time", 0.0)),
+                supervisor_argv=tuple(str(a) for a in data.get("supervisor_argv", ())),
+                phase=str(data.get("phase", "up" if data.get("verified") else "starting")),
+                failure_code=_optional_int(data.get("failure_code")),
+                failure_hint=str(data.get("failure_hint", "")),
+                next_retry=None if data.get("next_retry") is None
+                else float(data["next_retry"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"damaged record: {exc}") from None
 
     def verified_now(self) -> TunnelRecord:
-        return replace(self, verified=True)
+        return replace(self, verified=True, phase="up")
+
+    @property
+    def supervised(self) -> bool:
+        return self.supervisor_pid is not None
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def profile_hash(profile: Profile, argv: Sequence[str]) -> str:
@@ -194,20 +225,32 @@ def live_process(record: TunnelRecord) -> psutil.Process | None:
     Alive means: the pid exists, is not a zombie, and has the recorded create time and
     command line. Anything else is a different (or dead) process and must not be signalled.
     """
+    return _identified(record.pid, record.create_time, record.argv)
+
+
+def live_supervisor(record: TunnelRecord) -> psutil.Process | None:
+    """The record's supervisor if it still runs (same pid, create time and command line)."""
+    if record.supervisor_pid is None:
+        return None
+    return _identified(record.supervisor_pid, record.supervisor_create_time,
+                       record.supervisor_argv)
+
+
+def _identified(pid: int, create_time: float, argv: Sequence[str]) -> psutil.Process | None:
     import psutil
 
+    if pid <= 0:  # no process recorded yet
+        return None
     try:
-        proc = psutil.Process(record.pid)
+        proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
-            reap_if_child(record.pid)
+            reap_if_child(pid)
             return None
-        if abs(proc.create_time() - record.create_time) > CREATE_TIME_TOLERANCE:
-            return None
-        if tuple(proc.cmdline()) != record.argv:
-            return None
+        same = abs(proc.create_time() - create_time) <= CREATE_TIME_TOLERANCE \
+            and tuple(proc.cmdline()) == tuple(argv)
     except psutil.ZombieProcess:
-        reap_if_child(record.pid)
+        reap_if_child(pid)
         return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return proc
+    return proc if same else None

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sshwrap.core import syntax
 from sshwrap.core.binds import HostFacts, expanded_forwards
-from sshwrap.core.model import Profile
+from sshwrap.core.model import Profile, RestartPolicy
 from sshwrap.errors import (
+    AuthFailed,
+    ConnectionFailed,
     ExitCode,
+    ForwardingFailed,
     InvalidInput,
+    MissingBinary,
+    NotReady,
     Problem,
     ProfileNotFound,
     SshwrapError,
@@ -22,8 +30,9 @@ from sshwrap.errors import (
     Unhealthy,
 )
 from sshwrap.runtime import sockets, state
-from sshwrap.runtime.launch import Launched, client_argv, spawn, stop_group
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.auth import AskSecret, ClientStarter, client_env, secret_for
+from sshwrap.runtime.launch import Launched, client_argv, stop_group
+from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 from sshwrap.runtime.verify import ForwardCheck, check_forwards, wait_ready
 from sshwrap.store import ProfileStore
@@ -141,6 +150,9 @@ class TunnelStatus:
     forwards: tuple[ForwardStatus, ...]
     changed: bool = False  # running from an older version of the profile
     detail: str = ""
+    last_failure: str | None = None
+    supervisor_pid: int | None = None
+    next_retry: float | None = None  # epoch seconds, while reconnecting
 
 
 @dataclass(frozen=True)
@@ -202,8 +214,17 @@ def _stop_launched(launched: Launched) -> None:
 
 
 def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
-                 progress: ProgressCallback | None = None) -> TunnelOutcome:
-    """Start one tunnel and verify it; a no-op when it already runs and is healthy."""
+                 progress: ProgressCallback | None = None,
+                 profile_dirs: Sequence[Path] | None = None,
+                 secret: str | None = None) -> TunnelOutcome:
+    """Start one tunnel and verify it; a no-op when it already runs and is healthy.
+
+    With ``restart = "no"`` the client runs alone; otherwise a supervisor owns it and
+    restarts it (``profile_dirs`` tell the supervisor where to load the profile from).
+    """
+    if profile.restart is not RestartPolicy.NO:
+        return start_supervised(profile, paths, facts, wait=wait, progress=progress,
+                                profile_dirs=profile_dirs, secret=secret)
     name = profile.name
     try:
         argv = client_argv(profile, facts, paths.log(name))
@@ -213,7 +234,8 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             running = _running_outcome(paths, name, digest)
             if running is not None:
                 return running
-            launched = spawn(name, argv, paths.log(name))
+            starter = ClientStarter(profile, secret, paths.root)  # auth: see runtime/auth.py
+            launched = starter.start(name, argv, paths.log(name))
             record = TunnelRecord(
                 name=name, pid=launched.pid, create_time=launched.create_time,
                 argv=launched.argv, profile_hash=digest, client=profile.client.value,
@@ -229,10 +251,116 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
                 _stop_launched(launched)
                 state.remove_record(paths, name)
                 raise
+            finally:
+                starter.settle()
         return TunnelOutcome(name, Action.STARTED, launched.pid,
                              tuple(ForwardStatus.from_check(c) for c in checks))
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+#: How long ``up`` gives a new supervisor beyond --wait (Python start-up, first scan).
+SUPERVISOR_GRACE = 10.0
+#: Exit codes a supervisor reports for a failed first start, and the errors they stand for.
+_ERROR_OF_CODE: dict[int, type[SshwrapError]] = {
+    int(ExitCode.BAD_INPUT): InvalidInput, int(ExitCode.MISSING_BINARY): MissingBinary,
+    int(ExitCode.AUTH): AuthFailed, int(ExitCode.FORWARDING): ForwardingFailed,
+    int(ExitCode.CONNECTION): ConnectionFailed, int(ExitCode.NOT_READY): NotReady,
+}
+
+
+def _error_from_record(record: TunnelRecord | None, name: str, returncode: int,
+                       log_path: Path) -> SshwrapError:
+    if record is not None and record.failure_code is not None and record.last_failure:
+        kind = _ERROR_OF_CODE.get(record.failure_code, ConnectionFailed)
+        if kind is InvalidInput:
+            return InvalidInput(record.last_failure, hint=record.failure_hint)
+        return kind(record.last_failure, hint=record.failure_hint)
+    return SshwrapError(f"{name}: the supervisor exited with status {returncode} before the "
+                        "tunnel was ready", hint=f"see 'sshwrap logs {name}' ({log_path})")
+
+
+def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
+                     progress: ProgressCallback | None = None,
+                     profile_dirs: Sequence[Path] | None = None,
+                     secret: str | None = None) -> TunnelOutcome:
+    """Start the supervisor of one tunnel, detached, and wait until it reports it verified.
+
+    ``secret`` (a password, say) is written to the supervisor's stdin pipe, never to argv,
+    environment or state; the pipe is closed right after.
+    """
+    import subprocess
+
+    from sshwrap.runtime.supervisor import supervisor_command
+
+    name = profile.name
+    try:
+        argv = client_argv(profile, facts, paths.log(name))
+        digest = state.profile_hash(profile, argv)
+        forwards = expected_forwards(profile, facts)
+        with state.name_lock(paths, name, timeout=wait + LOCK_GRACE):
+            running = _running_outcome(paths, name, digest)
+            if running is not None:
+                return running
+            if progress is not None:
+                progress(name, 0, len(forwards))
+            env = client_env(profile)  # auth: never hand the password variable on
+            env[STATE_DIR_ENV] = str(paths.root)
+            if profile_dirs:
+                env["SSHWRAP_PROFILES"] = ":".join(str(d.resolve()) for d in profile_dirs)
+            log_path = paths.log(name)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "ab") as log:
+                supervisor = subprocess.Popen(
+                    supervisor_command(name, wait=wait), stdin=subprocess.PIPE, stdout=log,
+                    stderr=log, start_new_session=True, close_fds=True, env=env)
+            with contextlib.suppress(BrokenPipeError):
+                if supervisor.stdin is None:  # pragma: no cover - stdin=PIPE always sets it
+                    raise StateConflict(f"{name}: no pipe to the supervisor")
+                if secret is not None:
+                    supervisor.stdin.write(secret.encode() + b"\n")
+                supervisor.stdin.close()
+            try:
+                record = _wait_supervised(supervisor, paths, name, wait + SUPERVISOR_GRACE)
+            except BaseException:
+                stop_group(supervisor.pid, timeout=STOP_TIMEOUT)
+                supervisor.poll()
+                state.remove_record(paths, name)
+                raise
+            if record is None:
+                failed = state.read_record(paths, name)
+                state.remove_record(paths, name)
+                raise _error_from_record(failed, name, supervisor.returncode or 0, log_path)
+        if progress is not None:
+            progress(name, len(forwards), len(forwards))
+        from sshwrap.runtime.verify import LogReader
+
+        log_text = LogReader(Path(record.log_path), record.log_offset).read()
+        checks = check_forwards(record.forwards, record.pid, sockets.listening_sockets(),
+                                log_text)
+        return TunnelOutcome(name, Action.STARTED, record.pid,
+                             tuple(ForwardStatus.from_check(c) for c in checks))
+    except SshwrapError as error:
+        return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+def _wait_supervised(supervisor: Any, paths: StatePaths, name: str,
+                     timeout: float) -> TunnelRecord | None:
+    """The verified record the supervisor wrote; None if it exited first; NotReady at the
+    deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = supervisor.poll() is not None
+        record = state.read_record(paths, name)
+        if (record is not None and record.supervisor_pid == supervisor.pid
+                and record.verified and record.phase == "up"):
+            return record
+        if exited:
+            return None
+        if time.monotonic() >= deadline:
+            raise NotReady(f"{name}: the supervisor did not report the tunnel ready within "
+                           f"{timeout:g} s", hint=f"see 'sshwrap logs {name}'")
+        time.sleep(0.02)
 
 
 def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome | None:
@@ -240,7 +368,14 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
     record = state.read_record(paths, name)
     if record is None:
         return None
-    if state.live_process(record) is None:
+    if record.supervised and state.live_supervisor(record) is not None and (
+            record.phase != "up" or state.live_process(record) is None):
+        return TunnelOutcome(
+            name, Action.ALREADY_UP, record.supervisor_pid,
+            message=f"supervised, {record.phase}: {record.last_failure or 'starting'}")
+    if (state.live_supervisor(record) if record.supervised
+            else state.live_process(record)) is None:
+        _stop_orphan(record)
         state.remove_record(paths, name)
         return None
     checks = check_forwards(record.forwards, record.pid, sockets.listening_sockets(), None)
@@ -260,17 +395,24 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
 
 def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
        tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
-       progress: ProgressCallback | None = None) -> UpReport:
-    """Start the selected tunnels in parallel; each returns only once verified, or failed."""
+       progress: ProgressCallback | None = None,
+       ask_secret: AskSecret | None = None) -> UpReport:
+    """Start the selected tunnels in parallel; each returns only once verified, or failed.
+
+    ``ask_secret`` (hidden terminal input) supplies passwords and passphrases; otherwise a
+    password profile's comes from its ``password_env`` variable."""
     if wait <= 0:
         raise InvalidInput("--wait: must be a positive number of seconds")
     profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
+    # Read every secret first (terminal input is sequential); none is ever stored.
+    secrets = {p.name: secret_for(p, ask_secret) for p in profiles}
     paths = (paths or StatePaths.from_env()).ensure()
     from sshwrap.usecases.profiles import host_facts
 
     facts = host_facts()
     outcomes = _parallel(
-        profiles, lambda p: start_tunnel(p, paths, facts, wait=wait, progress=progress))
+        profiles, lambda p: start_tunnel(p, paths, facts, wait=wait, progress=progress,
+                                         profile_dirs=store.dirs, secret=secrets[p.name]))
     return TunnelsReport("up", tuple(outcomes))
 
 
@@ -284,6 +426,8 @@ def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT) 
             record = state.read_record(paths, name)
             if record is None:
                 return TunnelOutcome(name, Action.NOT_RUNNING)
+            if record.supervised:
+                return _stop_supervised(record, paths, timeout)
             if state.live_process(record) is None:
                 state.remove_record(paths, name)
                 return TunnelOutcome(name, Action.CLEANED, record.pid,
@@ -295,6 +439,43 @@ def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT) 
             return TunnelOutcome(name, Action.STOPPED, record.pid)
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+def _stop_orphan(record: TunnelRecord) -> None:
+    """Stop a supervised client whose supervisor is gone (identity checked first)."""
+    if state.live_process(record) is not None:
+        stop_group(record.pid, timeout=STOP_TIMEOUT)
+
+
+def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) -> TunnelOutcome:
+    """SIGTERM the supervisor (it stops its client and exits 0); then make sure of both."""
+    import signal
+
+    from sshwrap.runtime.launch import process_gone
+
+    name = record.name
+    supervisor = state.live_supervisor(record)
+    client = state.live_process(record)
+    if supervisor is None and client is None:
+        state.remove_record(paths, name)
+        return TunnelOutcome(name, Action.CLEANED, record.pid,
+                             message="its processes had ended; the stale state is removed")
+    if supervisor is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while not process_gone(supervisor.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not process_gone(supervisor.pid):
+            # The kernel then ends its client too (parent-death signal).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(supervisor.pid, signal.SIGKILL)
+    latest = state.read_record(paths, name) or record  # the client may have been replaced
+    if state.live_process(latest) is not None and not stop_group(latest.pid, timeout=timeout):
+        raise StateConflict(f"{name}: pid {latest.pid} did not end, even after SIGKILL")
+    _wait_released(latest, timeout)
+    state.remove_record(paths, name)
+    return TunnelOutcome(name, Action.STOPPED, record.supervisor_pid)
 
 
 def _wait_released(record: TunnelRecord, timeout: float) -> None:
@@ -391,13 +572,14 @@ def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], rec
     profile = _load(store, known, name)
     idle = tuple(ForwardStatus.idle(f) for f in expected_forwards(profile, facts)) \
         if profile is not None else ()
-    if name not in recorded:
-        return TunnelStatus(name, TunnelState.DOWN, None, None, 0, False, idle)
     try:
-        record = state.read_record(paths, name)
+        record = state.read_record(paths, name) if name in recorded else None
     except StateConflict as error:
         return TunnelStatus(name, TunnelState.FAILED, None, None, 0, False, idle,
                             detail=error.message)
+    if record is not None and record.supervised:
+        return _supervised_status(record, profile, paths=paths, facts=facts,
+                                  listeners=listeners, idle=idle)
     if record is None:
         return TunnelStatus(name, TunnelState.DOWN, None, None, 0, False, idle)
     if state.live_process(record) is None:
@@ -423,3 +605,57 @@ def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], rec
         max(0.0, time.time() - record.started_at), record.restarts,
         healthy and record.verified, tuple(ForwardStatus.from_check(c) for c in checks),
         changed=changed)
+
+
+def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: StatePaths,
+                       facts: HostFacts, listeners: Callable[[], list[sockets.Listener]],
+                       idle: tuple[ForwardStatus, ...]) -> TunnelStatus:
+    """The truth from both processes: supervisor alive or not, client alive or not."""
+    name = record.name
+    supervisor = state.live_supervisor(record)
+    client = state.live_process(record)
+    common: dict[str, Any] = {"restarts": record.restarts, "last_failure": record.last_failure,
+                              "supervisor_pid": record.supervisor_pid}
+    ended = tuple(ForwardStatus.idle(f, "client not running") for f in record.forwards) or idle
+    if supervisor is None and client is None:
+        if not state.lock_is_free(paths, name):  # an up or down of it is under way
+            return TunnelStatus(name, TunnelState.STARTING, None, None, healthy=False,
+                                forwards=ended, **common)
+        state.remove_record(paths, name)
+        why = record.last_failure if record.phase == "failed" and record.last_failure else \
+            f"supervisor pid {record.supervisor_pid} ended without 'sshwrap down'"
+        return TunnelStatus(name, TunnelState.FAILED, None, None, healthy=False, forwards=ended,
+                            detail=f"{why}; its state was removed", **common)
+    if supervisor is None:
+        checks = check_forwards(record.forwards, record.pid, listeners(), None)
+        return TunnelStatus(
+            name, TunnelState.UP, record.pid, max(0.0, time.time() - record.started_at),
+            healthy=False, forwards=tuple(ForwardStatus.from_check(c) for c in checks),
+            detail=f"its supervisor (pid {record.supervisor_pid}) is gone: nothing restarts "
+                   f"it; run 'sshwrap restart {name}'", **common)
+    if record.phase == "failed":
+        hint = f" ({record.failure_hint})" if record.failure_hint else ""
+        return TunnelStatus(name, TunnelState.FAILED, None, None, healthy=False,
+                            forwards=ended, detail=f"{record.last_failure}{hint}", **common)
+    if client is None or record.phase == "reconnecting":
+        retry = ""
+        if record.next_retry is not None:
+            retry = f"; next attempt in {max(0.0, record.next_retry - time.time()):.1f} s"
+        hint = f" (hint: {record.failure_hint})" if record.failure_hint else ""
+        return TunnelStatus(name, TunnelState.RECONNECTING, None, None, healthy=False,
+                            forwards=ended, next_retry=record.next_retry,
+                            detail=f"{record.last_failure or 'client ended'}{retry}{hint}",
+                            **common)
+    checks = check_forwards(record.forwards, record.pid, listeners(), None)
+    healthy = all(c.healthy for c in checks) and record.phase == "up"
+    changed = False
+    if profile is not None:
+        try:
+            argv = client_argv(profile, facts, paths.log(name))
+            changed = state.profile_hash(profile, argv) != record.profile_hash
+        except SshwrapError:
+            changed = False
+    return TunnelStatus(
+        name, TunnelState.UP if record.phase == "up" else TunnelState.STARTING, record.pid,
+        max(0.0, time.time() - record.started_at), healthy=healthy,
+        forwards=tuple(ForwardStatus.from_check(c) for c in checks), changed=changed, **common)

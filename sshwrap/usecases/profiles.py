@@ -163,9 +163,9 @@ def compile_profile(store: ProfileStore, name: str, target: Target) -> Compiled:
             from sshwrap.core.compile.config import compile_config
 
             return Compiled(profile.name, target, None, compile_config(profile, facts))
-        from sshwrap.core.compile.systemd import compile_systemd
+        from sshwrap.usecases.service import render_unit
 
-        return Compiled(profile.name, target, None, compile_systemd(profile))
+        return Compiled(profile.name, target, None, render_unit(store, name))
     except NotExpressible as exc:
         raise InvalidInput(
             Problem(exc.message + f" ({exc.target} cannot express it)", key=exc.key,

@@ -234,8 +234,9 @@ def test_kill_9_shows_failed_once_then_down(
     store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer,
 ) -> None:
+    # restart = "no" runs the client alone (no supervisor): a killed client stays dead.
     write_profile("fragile", [{"type": "local", "listen": free_port(),
-                               "to": f"127.0.0.1:{banner_server.port}"}])
+                               "to": f"127.0.0.1:{banner_server.port}"}], restart="no")
     outcome = up(store, ["fragile"], paths=runtime_paths).outcomes[0]
     assert outcome.pid is not None
 
@@ -254,7 +255,7 @@ def test_killed_child_left_as_zombie_counts_as_dead(
     banner_server: BannerServer,
 ) -> None:
     write_profile("zombie", [{"type": "local", "listen": free_port(),
-                              "to": f"127.0.0.1:{banner_server.port}"}])
+                              "to": f"127.0.0.1:{banner_server.port}"}], restart="no")
     outcome = up(store, ["zombie"], paths=runtime_paths).outcomes[0]
     assert outcome.pid is not None
     os.kill(outcome.pid, signal.SIGKILL)  # not reaped: our child stays a zombie

@@ -65,14 +65,20 @@ def up(
     wait: WaitOpt = 15.0,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
+    ask_password: Annotated[bool, typer.Option(
+        "--ask-password", help="Ask for password profiles' passwords on the terminal.")] = False,
+    ask_passphrase: Annotated[bool, typer.Option(
+        "--ask-passphrase", help="Ask for encrypted keys' passphrases on the terminal.")] = False,
 ) -> int:
     """Start tunnels; return once every forward is verified, or fail with the reason."""
+    from sshwrap.cli.commands.auth import terminal_asker
     from sshwrap.runtime.tunnels import up as run_up
     from sshwrap.store import ProfileStore
 
     progress = _progress_printer()
     report = run_up(ProfileStore.from_option(profiles), names or [], all_profiles=all_profiles,
-                    tag=tag, wait=wait, progress=progress)
+                    tag=tag, wait=wait, progress=progress,
+                    ask_secret=terminal_asker(password=ask_password, passphrase=ask_passphrase))
     return _finish(report, json_out, progress)
 
 
@@ -156,3 +162,20 @@ def demo() -> int:
         sys.stdout.flush()
 
     return int(run_demo(say, emit))
+
+
+@app.command(hidden=True)
+def supervise(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    foreground: Annotated[bool, typer.Option(
+        "--foreground", help="Retry a failed first start too (how a systemd unit runs it).")
+    ] = False,
+    wait: WaitOpt = 30.0,
+    profiles: ProfilesOpt = None,
+) -> int:
+    """Run the supervisor of one tunnel in this process (SIGTERM stops it and exits 0)."""
+    from sshwrap.runtime.supervisor import run_supervisor
+    from sshwrap.store import ProfileStore
+
+    return run_supervisor(name, wait=wait, foreground=foreground,
+                          store=ProfileStore.from_option(profiles), stdin=sys.stdin)

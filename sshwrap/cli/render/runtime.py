@@ -57,4 +57,6 @@ def _status(value: StatusReport) -> str:
         rows.extend(["", "", "", "", "", cell] for cell in cells[1:])
         if row.detail:
             rows.append(["", "", "", "", "", f"note: {row.detail}"])
+        elif row.last_failure and row.restarts:
+            rows.append(["", "", "", "", "", f"last failure: {row.last_failure}"])
     return table(["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "FORWARDS"], rows)

@@ -1,46 +1,56 @@
-"""Compile a Profile to a systemd user unit that runs the tunnel and lets systemd restart it."""
+"""Compile a Profile to a systemd user unit that runs the tunnel's supervisor in the foreground."""
 
 from __future__ import annotations
 
-from sshwrap.core.binds import HostFacts
-from sshwrap.core.compile.ssh import compile_ssh
-from sshwrap.core.model import Client, Profile, RestartPolicy
+from collections.abc import Mapping
 
-RESTART = {
-    RestartPolicy.NO: "no",
-    RestartPolicy.ON_FAILURE: "on-failure",
-    RestartPolicy.ALWAYS: "always",
-}
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.model import Client, Profile
+
+#: The unit's own Restart= is only a backstop: the supervisor restarts the client itself and
+#: exits non-zero only on a fatal failure or a crash of its own.
+BACKSTOP_RESTART = "on-failure"
 
 
 def _exec_word(word: str) -> str:
-    # systemd expands %-specifiers and $VARIABLES in ExecStart; profile values hold neither,
-    # but escaping keeps the unit literal even if the rules for values ever widen.
+    # systemd expands %-specifiers and $VARIABLES in ExecStart; escaping keeps words literal.
     escaped = word.replace("%", "%%").replace("$", "$$")
-    if any(ch in escaped for ch in " \t\"'\\;"):
+    if any(ch in escaped for ch in " \t\"'\\;\n"):
         raise ValueError(f"{word!r} cannot be written into a unit")
     return escaped
+
+
+def _environment_line(name: str, value: str) -> str:
+    if any(ch in value for ch in "\"\\\n") or not name.isidentifier():
+        raise ValueError(f"{name}={value!r} cannot be written into a unit")
+    return f'Environment="{name}={value.replace("%", "%%")}"'
+
+
+def unit_name(profile_name: str) -> str:
+    return f"sshwrap-{profile_name}.service"
 
 
 def compile_systemd(
     profile: Profile,
     facts: HostFacts | None = None,
     *,
-    ssh_program: str = "/usr/bin/ssh",
+    python: str = "/usr/bin/python3",
+    environment: Mapping[str, str] | None = None,
 ) -> str:
-    """A ``[Unit]/[Service]/[Install]`` user unit running ``ssh -N`` in the foreground.
+    """A ``[Unit]/[Service]/[Install]`` user unit running ``python -m sshwrap supervise NAME
+    --foreground``: the same supervision as ``up`` (restart policy, backoff, fast recovery).
 
-    ssh logs to stderr, which systemd sends to the journal; BatchMode keeps it from waiting
-    on a prompt nobody can answer.
+    The supervisor logs to stderr, which systemd sends to the journal; SIGTERM stops the
+    client and exits 0, so a normal stop is no failure. ``environment`` carries the profile
+    directories and the state directory (SSHWRAP_PROFILES, SSHWRAP_STATE_DIR).
     """
+    del facts  # the supervisor expands binds on the machine it runs on
     from sshwrap.core.compile import NotExpressible
 
     if profile.client is Client.PLINK:
         raise NotExpressible("systemd", "client", "the unit runs OpenSSH; use client = \"ssh\"")
-    argv = compile_ssh(profile, facts, program=ssh_program,
-                       extra_args=["-o", "BatchMode=yes"])
+    argv = [python, "-m", "sshwrap", "supervise", profile.name, "--foreground"]
     description = profile.description or f"sshwrap tunnel {profile.name}"
-    restart = RESTART[profile.restart]
     lines = [
         "[Unit]",
         f"Description={description.replace('%', '%%')}",
@@ -51,11 +61,12 @@ def compile_systemd(
         "",
         "[Service]",
         "Type=exec",
+        *(_environment_line(k, v) for k, v in sorted((environment or {}).items())),
         "ExecStart=" + " ".join(_exec_word(word) for word in argv),
-        f"Restart={restart}",
-        "RestartSec=2",
-        "TimeoutStopSec=10",
-        "KillMode=control-group",
+        f"Restart={BACKSTOP_RESTART}",
+        "RestartSec=5",
+        "TimeoutStopSec=15",
+        "KillMode=mixed",
         "NoNewPrivileges=yes",
         "",
         "[Install]",

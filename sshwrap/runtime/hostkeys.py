@@ -1,0 +1,251 @@
+"""Host keys: fetch them (ssh-keyscan, or ssh through the jump hosts), fingerprint, trust, pin."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sshwrap.core.model import Client, Hop, HostKeyMode, Profile
+from sshwrap.errors import AuthFailed, ConnectionFailed, InvalidInput, MissingBinary, Problem
+from sshwrap.fsutil import atomic_write
+from sshwrap.sshconfig.effective import first, parse_dump
+
+KEYSCAN_TIMEOUT = 5
+FETCH_TIMEOUT = 20.0
+
+#: OpenSSH's own words for a changed key; sshwrap repeats them and never replaces the key.
+CHANGED_WARNING = (
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+    "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+    "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+    "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n"
+    "Someone could be eavesdropping on you right now (man-in-the-middle attack)!\n"
+    "It is also possible that a host key has just been changed."
+)
+
+
+def fingerprint(key_base64: str) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a base64 public key blob."""
+    try:
+        blob = base64.b64decode(key_base64, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not a base64 key: {key_base64[:20]}...") from exc
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """How known_hosts names a host: ``host`` on port 22, else ``[host]:port``."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+@dataclass(frozen=True)
+class HostKey:
+    key_type: str
+    key: str  # base64 blob
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+    def line(self, name: str) -> str:
+        return f"{name} {self.key_type} {self.key}"
+
+
+def parse_key_lines(text: str) -> list[HostKey]:
+    """Keys of ``known_hosts``-format lines (``name type base64 [comment]``), comments skipped."""
+    keys: list[HostKey] = []
+    for raw in text.splitlines():
+        fields = raw.split()
+        if not fields or fields[0].startswith("#") or fields[0].startswith("@"):
+            continue
+        if len(fields) >= 3:
+            try:
+                fingerprint(fields[2])
+            except ValueError:
+                continue
+            keys.append(HostKey(fields[1], fields[2]))
+    return keys
+
+
+def _program(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise MissingBinary(f"{name} is not installed",
+                            hint="install OpenSSH's client: apt-get install openssh-client")
+    return found
+
+
+@dataclass(frozen=True)
+class HopTarget:
+    """One host whose key a profile needs: where ssh connects and where it keeps the key."""
+
+    label: str  # "jump host 1 (bastion)" / "tunnel host (db)"
+    host: str  # the hostname ssh connects to (after HostName)
+    port: int
+    alias: str  # the name known_hosts uses (HostKeyAlias or host)
+    known_hosts: Path
+    behind: tuple[Hop, ...]  # the jump hosts in front of it
+
+    @property
+    def name(self) -> str:
+        return known_hosts_name(self.alias, self.port)
+
+
+def effective_settings(profile: Profile, host: str, port: int | None,
+                       user: str | None) -> dict[str, list[str]]:
+    """``ssh -G`` for one host of the profile, with the profile's config file."""
+    argv = [_program("ssh"), "-G"]
+    if profile.ssh_config_file:
+        argv += ["-F", profile.ssh_config_file]
+    if port is not None:
+        argv += ["-p", str(port)]
+    if user:
+        argv += ["-l", user]
+    argv += ["--", host]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise InvalidInput(Problem(f"ssh -G failed: {done.stderr.strip()}", key="host",
+                                   file=profile.source or profile.name))
+    return parse_dump(done.stdout)
+
+
+def hop_targets(profile: Profile) -> list[HopTarget]:
+    """Every host of the profile in connection order: the jump hosts, then the tunnel host."""
+    hosts = [(f"jump host {i} ({hop.render()})", hop.host, hop.port, hop.user)
+             for i, hop in enumerate(profile.jump, start=1)]
+    hosts.append((f"tunnel host ({profile.host})", profile.host, profile.port, profile.user))
+    targets = []
+    for index, (label, host, port, user) in enumerate(hosts):
+        settings = effective_settings(profile, host, port, user)
+        hostname = first(settings, "hostname") or host
+        real_port = int(first(settings, "port") or 22)
+        alias = first(settings, "hostkeyalias") or hostname
+        files = settings.get("userknownhostsfile") or ["~/.ssh/known_hosts"]
+        known = Path(files[0].split()[0]).expanduser()
+        targets.append(HopTarget(label, hostname, real_port, alias, known,
+                                 tuple(profile.jump[:index])))
+    return targets
+
+
+def keyscan(host: str, port: int, timeout: int = KEYSCAN_TIMEOUT) -> list[HostKey]:
+    """The keys a directly reachable host offers (``ssh-keyscan``); [] when it cannot say."""
+    done = subprocess.run([_program("ssh-keyscan"), "-T", str(timeout), "-p", str(port),
+                           "--", host], capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    return parse_key_lines(done.stdout)
+
+
+def fetch_through_jumps(profile: Profile, target: HopTarget) -> list[HostKey]:
+    """The key a host behind jump hosts offers, recorded by ssh itself into a scratch file.
+
+    ssh with ``StrictHostKeyChecking=accept-new`` writes the key it received before it
+    authenticates, so authentication may fail: the key is what this wants. The jump hosts
+    are checked as always (their keys must be trusted already).
+    """
+    with tempfile.TemporaryDirectory(prefix="sshwrap-keyfetch-") as scratch:
+        scratch_file = Path(scratch) / "known_hosts"
+        argv = [_program("ssh"), "-T"]
+        if profile.ssh_config_file:
+            argv += ["-F", profile.ssh_config_file]
+        argv += ["-o", f"UserKnownHostsFile={scratch_file}", "-o", "GlobalKnownHostsFile=/dev/null",
+                 "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes",
+                 "-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10",
+                 "-p", str(target.port), "-J", ",".join(h.render() for h in target.behind),
+                 "--", target.host, "true"]
+        try:
+            subprocess.run(argv, capture_output=True, check=False, stdin=subprocess.DEVNULL,
+                           timeout=FETCH_TIMEOUT, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            return []
+        return parse_key_lines(scratch_file.read_text()) if scratch_file.exists() else []
+
+
+def offered_keys(profile: Profile, target: HopTarget) -> list[HostKey]:
+    keys = keyscan(target.host, target.port)
+    if not keys and target.behind:
+        keys = fetch_through_jumps(profile, target)
+    if not keys:
+        raise ConnectionFailed(
+            f"{profile.name}: could not read the host key of the {target.label} "
+            f"({target.host} port {target.port})",
+            hint="check that the host is reachable; 'sshwrap check' says more")
+    return keys
+
+
+def known_keys(known_hosts: Path, name: str) -> list[HostKey]:
+    """The keys ``known_hosts`` holds for ``name`` (hashed entries included, via ssh-keygen)."""
+    if not known_hosts.exists():
+        return []
+    done = subprocess.run([_program("ssh-keygen"), "-F", name, "-f", str(known_hosts)],
+                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    return parse_key_lines(done.stdout)
+
+
+def changed_key_error(profile: Profile, target: HopTarget, offered: list[HostKey],
+                      known: list[HostKey]) -> AuthFailed:
+    now = ", ".join(k.fingerprint for k in offered)
+    before = ", ".join(k.fingerprint for k in known)
+    return AuthFailed(
+        f"{profile.name}: the host key of the {target.label} has CHANGED (it now presents "
+        f"{now}; {target.known_hosts} has {before})\n{CHANGED_WARNING}",
+        hint="sshwrap never replaces a known key: confirm the new key with the server's "
+             f"administrator, then remove the old one yourself: "
+             f"ssh-keygen -R '{target.name}' -f {target.known_hosts}")
+
+
+def append_known_hosts(known_hosts: Path, lines: list[str]) -> None:
+    """Add lines to a known_hosts file atomically, keeping every existing byte."""
+    known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = known_hosts.read_bytes() if known_hosts.exists() else b""
+    if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+    mode = known_hosts.stat().st_mode & 0o777 if known_hosts.exists() else 0o600
+    atomic_write(known_hosts, existing + "".join(f"{ln}\n" for ln in lines).encode(), mode=mode)
+
+
+# -- the runtime side ----------------------------------------------------------------------
+
+
+def putty_dir(state_root: Path) -> Path:
+    """plink's PUTTYDIR: its host-key cache and random seed, away from the user's ~/.putty."""
+    path = state_root / "putty"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def pinned_known_hosts(state_root: Path, name: str) -> Path:
+    return state_root / "known_hosts" / name
+
+
+def pinned_args(profile: Profile, state_root: Path) -> list[str]:
+    """For a pinned ssh profile: write the pinned key to sshwrap's own known_hosts and return
+    the options that make ssh use only it; [] for other profiles.
+
+    Raises AuthFailed, naming both fingerprints, when the host offers no key with the pin.
+    """
+    policy = profile.host_key
+    if profile.client is not Client.SSH or policy.mode is not HostKeyMode.PINNED:
+        return []
+    target = hop_targets(profile)[-1]
+    offered = offered_keys(profile, target)
+    matching = [k for k in offered if k.fingerprint == policy.fingerprint]
+    if not matching:
+        seen = ", ".join(k.fingerprint for k in offered)
+        raise AuthFailed(
+            f"{profile.name}: the {target.label} does not present the pinned key "
+            f"{policy.fingerprint}; it presents {seen}",
+            hint="someone may be intercepting the connection, or the server's key changed: "
+                 "confirm the fingerprint with its administrator before changing host_key")
+    path = pinned_known_hosts(state_root, profile.name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path, "".join(f"{k.line(target.name)}\n" for k in matching).encode(),
+                 mode=0o600)
+    return ["-o", f"UserKnownHostsFile={path}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "UpdateHostKeys=no"]
