@@ -272,6 +272,15 @@ class NetLab:
         nic = f"eth{spec.segments.index(segment)}"
         _run(IP, "-n", self.by_name[host].netns, "link", "set", nic, "up" if up else "down")
 
+    def crash_sshd(self, host: str) -> None:
+        """Stop ``host``'s sshd and every session it serves, as a crash or reboot would."""
+        self.sshd(host).stop()
+        self._kill_namespace_processes(self.by_name[host].netns)
+
+    def start_sshd(self, host: str) -> None:
+        """Start ``host``'s sshd again, with the same host key and port."""
+        self.sshd(host).start()
+
     def sshd(self, host: str) -> Sshd:
         server = self.by_name[host].sshd
         if server is None:
