@@ -79,13 +79,25 @@ def kill_raw(port: int) -> None:
                 proc.wait(5)
 
 
-def memory_of(name_marker: str) -> int:
-    total = 0
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(name_marker in arg for arg in proc.info["cmdline"] or []):
-                total += proc.memory_info().rss
-    return total
+def memory_of(state_dir: Path) -> tuple[int, int, int]:
+    """(client processes, their RSS, supervisors' RSS) of the tunnels under ``state_dir``."""
+    import json
+
+    clients = client_rss = supervisor_rss = 0
+    for record in (state_dir / "tunnels").glob("*.json"):
+        data = json.loads(record.read_text())
+        for key in ("pid", "supervisor_pid"):
+            pid = data.get(key)
+            if not pid:
+                continue
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(pid).memory_info().rss
+                if key == "pid":
+                    clients += 1
+                    client_rss += rss
+                else:
+                    supervisor_rss += rss
+    return clients, client_rss, supervisor_rss
 
 
 @contextlib.contextmanager
@@ -130,8 +142,9 @@ def main() -> int:
         rows.append((f"status, {args.many} running tunnels", f"{status_many * 1000:.0f} ms",
                      f"1 running: {status_one * 1000:.0f} ms",
                      f"{status_many / status_one:.2f}x"))
-        rss = memory_of(str(sshd.client.ssh_config))
-        rows.append((f"memory of {args.many} tunnel processes", f"{rss / 2**20:.0f} MiB", "", ""))
+        clients, client_rss, supervisor_rss = memory_of(Path(bench.env["SSHWRAP_STATE_DIR"]))
+        rows.append((f"memory of {clients} ssh clients", f"{client_rss / 2**20:.0f} MiB",
+                     f"their supervisors: {supervisor_rss / 2**20:.0f} MiB", ""))
         bench.sshwrap("down", "--all")
         for path in bench.profiles.glob("many*.toml"):
             path.unlink()

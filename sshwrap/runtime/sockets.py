@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,25 @@ class ProcessInfo:
     cmdline: tuple[str, ...]
 
 
-def listening_sockets() -> list[Listener]:
+def listening_sockets(pid: int | None = None) -> list[Listener]:
     """Every listening TCP socket (IPv4 and IPv6) and every bound unix stream socket.
 
     This is exactly one psutil scan, whatever the caller does with it: callers that check
-    many tunnels share one result instead of scanning per tunnel.
+    many tunnels share one result instead of scanning per tunnel. With ``pid``, only that
+    process's sockets: far cheaper (no walk over every process), for tight readiness polls.
     """
     import psutil
 
     found: dict[tuple[str, str, int | None, int | None], Listener] = {}
-    for conn in psutil.net_connections(kind="all"):
+    if pid is None:
+        connections: list[Any] = psutil.net_connections(kind="all")
+    else:
+        try:
+            connections = [_Owned(conn, pid)
+                           for conn in psutil.Process(pid).net_connections(kind="all")]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return []
+    for conn in connections:
         if conn.type != socket.SOCK_STREAM:
             continue
         if conn.family == socket.AF_UNIX:
@@ -54,6 +64,15 @@ def listening_sockets() -> list[Listener]:
         found.setdefault((listener.family, listener.address, listener.port, listener.pid),
                          listener)
     return list(found.values())
+
+
+class _Owned:
+    """A per-process connection (which psutil gives without a pid) with its pid added."""
+
+    def __init__(self, conn: Any, pid: int) -> None:
+        self.type, self.family, self.laddr, self.status = (
+            conn.type, conn.family, conn.laddr, conn.status)
+        self.pid = pid
 
 
 def process_info(pid: int) -> ProcessInfo:

@@ -26,6 +26,7 @@ from sshwrap.runtime.sockets import Listener
 from sshwrap.runtime.state import ExpectedForward
 
 POLL_INTERVAL = 0.02
+FULL_SCAN_INTERVAL = 0.25
 #: Addresses whose listener blocks every address of the port (compared, never bound).
 WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104
 LOG_TAIL_LINES = 8
@@ -275,10 +276,20 @@ def wait_ready(
     deadline = time.monotonic() + wait
     reader = LogReader(launched.log_path, launched.log_offset)
     name = profile.name
+    full_scan_due = 0.0
     while True:
         exited = launched.popen.poll() is not None
         log_text = reader.read()
-        checks = check_forwards(forwards, launched.pid, sockets.listening_sockets(), log_text)
+        # The client's own sockets are cheap to read and settle readiness; the scan of every
+        # process, which finds a squatter (plink keeps running without its listener), runs
+        # only now and then and once the client has exited.
+        now = time.monotonic()
+        if exited or now >= full_scan_due:
+            listeners = sockets.listening_sockets()
+            full_scan_due = now + FULL_SCAN_INTERVAL
+        else:
+            listeners = sockets.listening_sockets(pid=launched.pid)
+        checks = check_forwards(forwards, launched.pid, listeners, log_text)
         healthy = sum(c.healthy for c in checks)
         if progress is not None:
             progress(healthy, len(checks))
