@@ -245,15 +245,37 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
     return secret or None
 
 
-def ssh_prompt_args(profile: Profile) -> list[str]:
+def prompt_options(profile: Profile) -> list[tuple[str, str]]:
     """ssh options used instead of BatchMode when sshwrap answers the prompts itself."""
-    args = ["-o", "NumberOfPasswordPrompts=1"]
+    options = [("NumberOfPasswordPrompts", "1")]
     if profile.auth is AuthMethod.PASSWORD:
-        args += ["-o", "PasswordAuthentication=yes"]
+        options.append(("PasswordAuthentication", "yes"))
     else:
         # A passphrase must never be sent to a server as a password.
-        args += ["-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"]
-    return args
+        options += [("PasswordAuthentication", "no"), ("KbdInteractiveAuthentication", "no")]
+    return options
+
+
+def ssh_prompt_args(profile: Profile) -> list[str]:
+    """``prompt_options`` as ``-o`` arguments (they bind the tunnel host only)."""
+    return [arg for name, value in prompt_options(profile) for arg in ("-o", f"{name}={value}")]
+
+
+def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, str]]:
+    """What every hop needs, jump hosts included: the host-key policy and batch mode, or the
+    one-prompt-per-hop settings when sshwrap answers the prompts.
+
+    A pinned key binds the tunnel host only (see ``hostkeys.pinned_args``): its jump hosts
+    are checked strictly against the user's known_hosts.
+    """
+    from sshwrap.core.compile import strict_host_key_checking
+
+    options = [("StrictHostKeyChecking", strict_host_key_checking(profile))]
+    if answers_prompts:
+        options += prompt_options(profile)
+    else:
+        options.append(("BatchMode", "yes"))
+    return options
 
 
 def without_batch_mode(argv: list[str]) -> list[str]:
@@ -296,15 +318,21 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
     pipe exist only inside it.
     """
     from sshwrap.runtime import hostkeys
+    from sshwrap.runtime.launch import with_config_file, write_client_config
 
     argv = list(argv)
     extra_env: dict[str, str] = {}
     if profile.client is Client.PLINK:
         extra_env["PUTTYDIR"] = str(hostkeys.putty_dir(state_root))
+        argv = hostkeys.with_hop_host_keys(profile, argv)
     else:
         pin_args = hostkeys.pinned_args(profile, state_root)
         if pin_args:
             argv = insert_before_host(argv, pin_args, profile.client)
+        # ssh passes -F, and only -F, on to the jump hosts: their options live in that file.
+        config = write_client_config(profile, state_root,
+                                     hop_options(profile, answers_prompts=secret is not None))
+        argv = with_config_file(argv, config)
     if secret is None:
         yield PreparedLaunch(argv, client_env(profile, extra_env))
         return

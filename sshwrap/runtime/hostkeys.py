@@ -91,6 +91,8 @@ class HopTarget:
     alias: str  # the name known_hosts uses (HostKeyAlias or host)
     known_hosts: Path
     behind: tuple[Hop, ...]  # the jump hosts in front of it
+    #: every file of its UserKnownHostsFile list, in order (``known_hosts`` is the first)
+    known_hosts_files: tuple[Path, ...] = ()
 
     @property
     def name(self) -> str:
@@ -128,9 +130,10 @@ def hop_targets(profile: Profile) -> list[HopTarget]:
         real_port = int(first(settings, "port") or 22)
         alias = first(settings, "hostkeyalias") or hostname
         files = settings.get("userknownhostsfile") or ["~/.ssh/known_hosts"]
-        known = Path(files[0].split()[0]).expanduser()
-        targets.append(HopTarget(label, hostname, real_port, alias, known,
-                                 tuple(profile.jump[:index])))
+        # ssh -G prints a list of files on one line; ssh checks them all, writes to the first
+        listed = tuple(Path(f).expanduser() for value in files for f in value.split())
+        targets.append(HopTarget(label, hostname, real_port, alias, listed[0],
+                                 tuple(profile.jump[:index]), listed))
     return targets
 
 
@@ -149,11 +152,15 @@ def fetch_through_jumps(profile: Profile, target: HopTarget) -> list[HostKey]:
     authenticates, so authentication may fail: the key is what this wants. The jump hosts
     are checked as always (their keys must be trusted already).
     """
+    from sshwrap.runtime.launch import client_config_text
+
     with tempfile.TemporaryDirectory(prefix="sshwrap-keyfetch-") as scratch:
         scratch_file = Path(scratch) / "known_hosts"
-        argv = [_program("ssh"), "-T"]
-        if profile.ssh_config_file:
-            argv += ["-F", profile.ssh_config_file]
+        # The jump hosts get only -F from ssh: strict checking and batch mode go in there.
+        hop_config = Path(scratch) / "ssh_config"
+        hop_config.write_text(client_config_text(
+            profile, [("StrictHostKeyChecking", "yes"), ("BatchMode", "yes")]))
+        argv = [_program("ssh"), "-T", "-F", str(hop_config)]
         argv += ["-o", f"UserKnownHostsFile={scratch_file}", "-o", "GlobalKnownHostsFile=/dev/null",
                  "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes",
                  "-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10",
@@ -249,3 +256,37 @@ def pinned_args(profile: Profile, state_root: Path) -> list[str]:
                  mode=0o600)
     return ["-o", f"UserKnownHostsFile={path}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "UpdateHostKeys=no"]
+
+
+def known_fingerprints(target: HopTarget) -> list[str]:
+    """The fingerprints the known_hosts files of ``target`` hold for it, each once."""
+    files = target.known_hosts_files or (target.known_hosts,)
+    found = [k.fingerprint for path in files for k in known_keys(path, target.name)]
+    return list(dict.fromkeys(found))
+
+
+def with_hop_host_keys(profile: Profile, argv: list[str]) -> list[str]:
+    """A plink argv whose jump-host plinks accept only the keys known_hosts holds for them.
+
+    plink keeps no known_hosts and, with -batch, refuses a key missing from its cache; each
+    jump host's keys are taken from the user's known_hosts (where ``sshwrap trust`` puts
+    them) and passed as ``-hostkey`` to that hop's plink inside ``-proxycmd``.
+    Raises AuthFailed, naming the hop, when a jump host's key is not known.
+    """
+    if profile.client is not Client.PLINK or not profile.jump or "-proxycmd" not in argv:
+        return argv
+    from sshwrap.core.compile.plink import proxy_command
+
+    fingerprints: list[list[str]] = []
+    for target in hop_targets(profile)[:-1]:
+        known = known_fingerprints(target)
+        if not known:
+            raise AuthFailed(
+                f"{profile.name}: the host key of the {target.label} is not known yet "
+                f"(no entry for {target.name} in {target.known_hosts})",
+                hint=f"run 'sshwrap trust {profile.name}' to see its fingerprint and trust it")
+        fingerprints.append(known)
+    out = list(argv)
+    at = out.index("-proxycmd") + 1
+    out[at] = proxy_command(profile, out[0], fingerprints) or out[at]
+    return out

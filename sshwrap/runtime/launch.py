@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
+from sshwrap.fsutil import atomic_write
 from sshwrap.runtime.state import reap_if_child
 
 INSTALL_HINT = {
@@ -61,6 +63,96 @@ def client_argv(profile: Profile, facts: HostFacts, log_path: Path) -> list[str]
     except NotExpressible as exc:
         raise InvalidInput(Problem(f"{exc.message} ({exc.target} cannot express it)",
                                    key=exc.key, file=profile.source or profile.name)) from None
+
+
+# -- the per-tunnel client config: options for every hop ---------------------------------
+
+#: ssh reads this when it is given no -F (and skips it when it is).
+SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
+#: ssh's own per-user config; ssh expands the ``~`` itself, with its idea of home.
+USER_SSH_CONFIG = "~/.ssh/config"
+#: What a path may hold to appear, unquoted, in the command ssh builds for a ProxyJump hop
+#: (``ssh ... -F PATH ...``, run by the shell after %-token expansion).
+PROXY_SAFE_PATH = re.compile(r"[A-Za-z0-9._/+@,=:-]+")
+#: Characters an Include path cannot hold: quoting breakers, glob and token syntax.
+UNSAFE_INCLUDE = frozenset('"\\\r\n\0*?[]%$')
+
+
+def client_config_path(state_root: Path, name: str) -> Path:
+    return state_root / "client" / f"{name}.conf"
+
+
+def _include_line(path: str, profile: Profile, key: str) -> str:
+    if any(ch in UNSAFE_INCLUDE for ch in path):
+        raise InvalidInput(Problem(f"{path!r} cannot be included in an ssh config safely",
+                                   key=key, file=profile.source or profile.name))
+    return f'Include "{path}"'
+
+
+def client_config_text(profile: Profile, options: Sequence[tuple[str, str]]) -> str:
+    """The client config for every hop: sshwrap's ``options`` at top level, then the config
+    ssh would have read without it.
+
+    ssh hands a ProxyJump child ``-F`` but none of the ``-o`` options, and the first value
+    of an option wins, so options placed before any Host or Match block reach every hop.
+    The profile's ``ssh_config_file`` replaces the user's and the system config (as with
+    ``ssh -F``); without it both are included, as ssh reads them when given no ``-F``.
+    """
+    lines = [f"# sshwrap: client config of tunnel {profile.name}; regenerated at every start"]
+    for name, value in options:
+        if not re.fullmatch(r"[A-Za-z]+", name) or not re.fullmatch(r"[A-Za-z0-9-]+", value):
+            raise ValueError(f"not an option sshwrap sets: {name}={value}")
+        lines.append(f"{name} {value}")
+    if profile.ssh_config_file:
+        config = os.path.abspath(os.path.expanduser(profile.ssh_config_file))
+        lines.append(_include_line(config, profile, "ssh_config_file"))
+    else:
+        lines.append(_include_line(USER_SSH_CONFIG, profile, "ssh_config_file"))
+        lines.append(_include_line(SYSTEM_SSH_CONFIG, profile, "ssh_config_file"))
+    return "\n".join(lines) + "\n"
+
+
+def write_client_config(profile: Profile, state_root: Path,
+                        options: Sequence[tuple[str, str]]) -> Path:
+    """Write ``<state>/client/NAME.conf`` (0600, atomically) and return its path."""
+    path = client_config_path(state_root, profile.name)
+    if profile.jump and not PROXY_SAFE_PATH.fullmatch(str(path)):
+        raise InvalidInput(Problem(
+            f"the state directory {str(state_root)!r} holds characters ssh cannot pass to a "
+            "jump host's command", key="SSHWRAP_STATE_DIR"),
+            hint="point SSHWRAP_STATE_DIR at a path of letters, digits and ._/+@,=:-")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path, client_config_text(profile, options).encode(), mode=0o600)
+    return path
+
+
+def with_config_file(argv: Sequence[str], config: Path) -> list[str]:
+    """``argv`` (an ssh command) with its ``-F FILE`` replaced by ``-F config``.
+
+    The new ``-F`` takes the old one's place, or goes right after the options sshwrap
+    always sets when the profile had none, so ``-F`` appears exactly once.
+    """
+    out: list[str] = []
+    skip = False
+    placed = False
+    end = list(argv).index("--") if "--" in argv else len(argv)
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if i < end and arg == "-F":
+            skip = True
+            if not placed:
+                out += ["-F", str(config)]
+                placed = True
+            continue
+        out.append(arg)
+    if not placed:  # where compile_ssh puts it: after "-N" and the leading "-o" options
+        at = 2 if out[1:2] == ["-N"] else 1
+        while at + 1 < len(out) and out[at] == "-o":
+            at += 2
+        out[at:at] = ["-F", str(config)]
+    return out
 
 
 #: prctl(2) option: the signal the kernel sends a process when its parent dies.

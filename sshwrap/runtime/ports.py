@@ -58,7 +58,10 @@ def running_tunnels(paths: StatePaths) -> dict[int, str]:
         except StateConflict:
             continue
         if record is not None and live_process(record) is not None:
-            owners[record.pid] = name
+            # A shared master's listeners are owned by every tunnel on it ("a,b"): which
+            # forward a listener serves is the tunnel's status to tell, not the socket's.
+            owners[record.pid] = f"{owners[record.pid]},{name}" if record.pid in owners \
+                else name
     return owners
 
 

@@ -77,6 +77,9 @@ class TunnelRecord:
     failure_code: int | None = None
     failure_hint: str = ""
     next_retry: float | None = None  # epoch seconds of the next attempt while reconnecting
+    #: The key of the shared connection (runtime/shared.py) whose master carries the forwards;
+    #: then pid, create_time and argv are the master's, which this tunnel must never stop.
+    shared: str | None = None
     version: int = field(default=SCHEMA_VERSION)
 
     def to_json(self) -> dict[str, Any]:
@@ -93,7 +96,7 @@ class TunnelRecord:
             "supervisor_create_time": self.supervisor_create_time,
             "supervisor_argv": list(self.supervisor_argv), "phase": self.phase,
             "failure_code": self.failure_code, "failure_hint": self.failure_hint,
-            "next_retry": self.next_retry,
+            "next_retry": self.next_retry, "shared": self.shared,
         }
 
     @classmethod
@@ -121,6 +124,7 @@ class TunnelRecord:
                 failure_hint=str(data.get("failure_hint", "")),
                 next_retry=None if data.get("next_retry") is None
                 else float(data["next_retry"]),
+                shared=None if data.get("shared") is None else str(data["shared"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"damaged record: {exc}") from None

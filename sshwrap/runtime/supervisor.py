@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from types import FrameType
@@ -29,6 +29,7 @@ from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.shared import SharedTunnel, wants_sharing
 from sshwrap.runtime.state import TunnelRecord
 from sshwrap.runtime.verify import LogReader, wait_ready
 from sshwrap.store import ProfileStore
@@ -78,13 +79,15 @@ def is_remote_held(error: SshwrapError) -> bool:
 
 
 def supervisor_command(name: str, *, wait: float | None = None,
-                       foreground: bool = False) -> list[str]:
+                       foreground: bool = False, share: bool = False) -> list[str]:
     """The argv that runs the supervisor of ``name`` with this Python."""
     argv = [sys.executable, "-m", MODULE, name]
     if wait is not None:
         argv += ["--wait", f"{wait:g}"]
     if foreground:
         argv.append("--foreground")
+    if share:
+        argv.append("--share")
     return argv
 
 
@@ -121,7 +124,7 @@ class Supervisor:
 
     def __init__(self, name: str, paths: StatePaths, store: ProfileStore, *,
                  first_wait: float, foreground: bool, secret: str | None = None,
-                 log: TextIO = sys.stderr) -> None:
+                 log: TextIO = sys.stderr, share: bool = False) -> None:
         self.name = name
         self.paths = paths.ensure()
         self.store = store
@@ -134,6 +137,9 @@ class Supervisor:
         self.child: Launched | None = None
         self.record: TunnelRecord | None = None
         self._stopping = False
+        self.share = share  # on a shared connection even if the profile does not ask for one
+        #: Run on a requested stop before the record goes (a shared tunnel leaves its master).
+        self.on_stop: Callable[[], None] | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -205,6 +211,8 @@ class Supervisor:
             return self._supervise()
         except Stopping:
             self.say("stopping on request")
+            if self.on_stop is not None:
+                self.on_stop()
             self._stop_child()
             state.remove_record(self.paths, self.name)
             return int(ExitCode.OK)
@@ -224,6 +232,8 @@ class Supervisor:
         from sshwrap.runtime.tunnels import expected_forwards
 
         forwards = expected_forwards(profile, facts)
+        if wants_sharing(profile, self.share):
+            return SharedTunnel(self, profile, state.profile_hash(profile, argv), forwards).run()
         pid, create_time, own_argv = self._identity()
         failures = restarts = 0
         first = True
@@ -329,12 +339,12 @@ def wait_for_path(hop: tuple[str, int], delay: float) -> bool:
 
 def run_supervisor(name: str, *, wait: float, foreground: bool,
                    paths: StatePaths | None = None, store: ProfileStore | None = None,
-                   stdin: TextIO | None = None) -> int:
+                   stdin: TextIO | None = None, share: bool = False) -> int:
     """Run the supervisor of ``name`` in this process; its exit code."""
     secret = read_secret(stdin)
     supervisor = Supervisor(name, paths or StatePaths.from_env(),
                             store or ProfileStore.from_option(None), first_wait=wait,
-                            foreground=foreground, secret=secret)
+                            foreground=foreground, secret=secret, share=share)
     return supervisor.run()
 
 
@@ -343,11 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("--wait", type=float, default=RESTART_READY_WAIT)
     parser.add_argument("--foreground", action="store_true")
+    parser.add_argument("--share", action="store_true")
     args = parser.parse_args(argv)
     with contextlib.suppress(OSError):
         os.umask(0o077)
     return run_supervisor(args.name, wait=args.wait, foreground=args.foreground,
-                          stdin=sys.stdin)
+                          stdin=sys.stdin, share=args.share)
 
 
 if __name__ == "__main__":

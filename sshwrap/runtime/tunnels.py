@@ -153,6 +153,7 @@ class TunnelStatus:
     last_failure: str | None = None
     supervisor_pid: int | None = None
     next_retry: float | None = None  # epoch seconds, while reconnecting
+    shared: bool = False  # on a shared connection: pid is the master's (runtime/shared.py)
 
 
 @dataclass(frozen=True)
@@ -216,15 +217,19 @@ def _stop_launched(launched: Launched) -> None:
 def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
                  progress: ProgressCallback | None = None,
                  profile_dirs: Sequence[Path] | None = None,
-                 secret: str | None = None) -> TunnelOutcome:
+                 secret: str | None = None, share: bool = False) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
     With ``restart = "no"`` the client runs alone; otherwise a supervisor owns it and
     restarts it (``profile_dirs`` tell the supervisor where to load the profile from).
+    A tunnel on a shared connection (``share`` or the profile's ``share_connection``)
+    always has a supervisor: it adds the forwards to the master and watches it.
     """
-    if profile.restart is not RestartPolicy.NO:
+    from sshwrap.runtime.shared import wants_sharing
+
+    if profile.restart is not RestartPolicy.NO or wants_sharing(profile, share):
         return start_supervised(profile, paths, facts, wait=wait, progress=progress,
-                                profile_dirs=profile_dirs, secret=secret)
+                                profile_dirs=profile_dirs, secret=secret, share=share)
     name = profile.name
     try:
         argv = client_argv(profile, facts, paths.log(name))
@@ -283,7 +288,7 @@ def _error_from_record(record: TunnelRecord | None, name: str, returncode: int,
 def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
                      progress: ProgressCallback | None = None,
                      profile_dirs: Sequence[Path] | None = None,
-                     secret: str | None = None) -> TunnelOutcome:
+                     secret: str | None = None, share: bool = False) -> TunnelOutcome:
     """Start the supervisor of one tunnel, detached, and wait until it reports it verified.
 
     ``secret`` (a password, say) is written to the supervisor's stdin pipe, never to argv,
@@ -312,8 +317,8 @@ def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, w
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "ab") as log:
                 supervisor = subprocess.Popen(
-                    supervisor_command(name, wait=wait), stdin=subprocess.PIPE, stdout=log,
-                    stderr=log, start_new_session=True, close_fds=True, env=env)
+                    supervisor_command(name, wait=wait, share=share), stdin=subprocess.PIPE,
+                    stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env)
             with contextlib.suppress(BrokenPipeError):
                 if supervisor.stdin is None:  # pragma: no cover - stdin=PIPE always sets it
                     raise StateConflict(f"{name}: no pipe to the supervisor")
@@ -375,7 +380,7 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
             message=f"supervised, {record.phase}: {record.last_failure or 'starting'}")
     if (state.live_supervisor(record) if record.supervised
             else state.live_process(record)) is None:
-        _stop_orphan(record)
+        _stop_orphan(record, paths)
         state.remove_record(paths, name)
         return None
     checks = check_forwards(record.forwards, record.pid, sockets.listening_sockets(), None)
@@ -396,11 +401,12 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
 def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
        tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
        progress: ProgressCallback | None = None,
-       ask_secret: AskSecret | None = None) -> UpReport:
+       ask_secret: AskSecret | None = None, share: bool = False) -> UpReport:
     """Start the selected tunnels in parallel; each returns only once verified, or failed.
 
     ``ask_secret`` (hidden terminal input) supplies passwords and passphrases; otherwise a
-    password profile's comes from its ``password_env`` variable."""
+    password profile's comes from its ``password_env`` variable. ``share`` puts every ssh
+    tunnel on a shared connection per destination, as ``share_connection = true`` does."""
     if wait <= 0:
         raise InvalidInput("--wait: must be a positive number of seconds")
     profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
@@ -412,7 +418,8 @@ def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = F
     facts = host_facts()
     outcomes = _parallel(
         profiles, lambda p: start_tunnel(p, paths, facts, wait=wait, progress=progress,
-                                         profile_dirs=store.dirs, secret=secrets[p.name]))
+                                         profile_dirs=store.dirs, secret=secrets[p.name],
+                                         share=share))
     return TunnelsReport("up", tuple(outcomes))
 
 
@@ -441,9 +448,14 @@ def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT) 
         return TunnelOutcome(name, Action.FAILED, error=error)
 
 
-def _stop_orphan(record: TunnelRecord) -> None:
-    """Stop a supervised client whose supervisor is gone (identity checked first)."""
-    if state.live_process(record) is not None:
+def _stop_orphan(record: TunnelRecord, paths: StatePaths) -> None:
+    """Stop a supervised client whose supervisor is gone (identity checked first); a shared
+    tunnel's client is the master of others too: only its forwards are taken off."""
+    if record.shared is not None:
+        from sshwrap.runtime import shared
+
+        shared.release(paths, record)
+    elif state.live_process(record) is not None:
         stop_group(record.pid, timeout=STOP_TIMEOUT)
 
 
@@ -460,17 +472,29 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
         state.remove_record(paths, name)
         return TunnelOutcome(name, Action.CLEANED, record.pid,
                              message="its processes had ended; the stale state is removed")
+    graceful = False
     if supervisor is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(supervisor.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while not process_gone(supervisor.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not process_gone(supervisor.pid):
+        graceful = process_gone(supervisor.pid)
+        if not graceful:
             # The kernel then ends its client too (parent-death signal).
             with contextlib.suppress(ProcessLookupError):
                 os.kill(supervisor.pid, signal.SIGKILL)
     latest = state.read_record(paths, name) or record  # the client may have been replaced
+    if latest.shared is not None:
+        # The client is a master other tunnels may use: never stopped from here. A
+        # supervisor that stopped on request has left it already.
+        if not graceful:
+            from sshwrap.runtime import shared
+
+            shared.release(paths, latest)
+        _wait_released(latest, timeout)
+        state.remove_record(paths, name)
+        return TunnelOutcome(name, Action.STOPPED, record.supervisor_pid)
     if state.live_process(latest) is not None and not stop_group(latest.pid, timeout=timeout):
         raise StateConflict(f"{name}: pid {latest.pid} did not end, even after SIGKILL")
     _wait_released(latest, timeout)
@@ -615,7 +639,8 @@ def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: 
     supervisor = state.live_supervisor(record)
     client = state.live_process(record)
     common: dict[str, Any] = {"restarts": record.restarts, "last_failure": record.last_failure,
-                              "supervisor_pid": record.supervisor_pid}
+                              "supervisor_pid": record.supervisor_pid,
+                              "shared": record.shared is not None}
     ended = tuple(ForwardStatus.idle(f, "client not running") for f in record.forwards) or idle
     if supervisor is None and client is None:
         if not state.lock_is_free(paths, name):  # an up or down of it is under way

@@ -48,11 +48,13 @@ def trust(store: ProfileStore, name: str, *, confirm: Confirm) -> TrustReport:
     """
     profile = store.load(name)
     done: list[HopKeys] = []
-    for target in hostkeys.hop_targets(profile):
+    targets = hostkeys.hop_targets(profile)
+    for target in targets:
         offered = hostkeys.offered_keys(profile, target)
         hop = HopKeys(target.label, target.host, target.port, str(target.known_hosts),
                       tuple((k.key_type, k.fingerprint) for k in offered))
-        if profile.client is Client.PLINK:
+        # plink's jump hosts are pinned at start from known_hosts (hostkeys.with_hop_host_keys)
+        if profile.client is Client.PLINK and target is targets[-1]:
             done.append(_with(hop, KeyStatus.PIN))
             continue
         known = hostkeys.known_keys(target.known_hosts, target.name)

@@ -69,6 +69,9 @@ def up(
         "--ask-password", help="Ask for password profiles' passwords on the terminal.")] = False,
     ask_passphrase: Annotated[bool, typer.Option(
         "--ask-passphrase", help="Ask for encrypted keys' passphrases on the terminal.")] = False,
+    share: Annotated[bool, typer.Option(
+        "--share", help="One shared ssh connection per destination (as share_connection = "
+                        "true does).")] = False,
 ) -> int:
     """Start tunnels; return once every forward is verified, or fail with the reason."""
     from sshwrap.cli.commands.auth import terminal_asker
@@ -78,7 +81,8 @@ def up(
     progress = _progress_printer()
     report = run_up(ProfileStore.from_option(profiles), names or [], all_profiles=all_profiles,
                     tag=tag, wait=wait, progress=progress,
-                    ask_secret=terminal_asker(password=ask_password, passphrase=ask_passphrase))
+                    ask_secret=terminal_asker(password=ask_password, passphrase=ask_passphrase),
+                    share=share)
     return _finish(report, json_out, progress)
 
 

@@ -50,7 +50,8 @@ def _status(value: StatusReport) -> str:
         return "no profiles and no running tunnels"
     rows: list[list[object]] = []
     for row in value.tunnels:
-        state = row.state.value + (" (changed)" if row.changed else "")
+        state = row.state.value + (" (changed)" if row.changed else "") \
+            + (" (shared)" if row.shared else "")
         cells = _forward_cell(row)
         rows.append([row.name, state, row.pid or "-", _uptime(row.uptime), row.restarts,
                      cells[0]])

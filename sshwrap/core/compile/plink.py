@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sshwrap.core.binds import HostFacts, expand_forward
 from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
 from sshwrap.core.model import Forward, HostKeyMode, Profile, UnixAddress
+from sshwrap.core.syntax import FINGERPRINT_RE
 
 TARGET = "plink"
 
@@ -60,12 +61,14 @@ def _identity_args(profile: Profile) -> list[str]:
     return ["-i", profile.identity_file] if profile.identity_file else []
 
 
-def _proxy_command(profile: Profile, program: str) -> str | None:
+def _proxy_command(profile: Profile, program: str,
+                   hop_host_keys: Sequence[Sequence[str]] = ()) -> str | None:
     """A ``-proxycmd`` chain through the jump hosts, innermost hop first.
 
     Every hop gets explicit host and port values instead of %host/%port tokens, so no
     level of nesting needs %-escaping; values are already free of shell metacharacters
-    and shlex.quote handles the nesting.
+    and shlex.quote handles the nesting. ``hop_host_keys[i]`` are the ``SHA256:``
+    fingerprints the plink of jump host i accepts (``-hostkey``; plink keeps no known_hosts).
     """
     if not profile.jump:
         return None
@@ -73,8 +76,13 @@ def _proxy_command(profile: Profile, program: str) -> str | None:
     hops = list(profile.jump)
     destinations = [(hop.host, hop.port or 22) for hop in hops[1:]]
     destinations.append((profile.host, profile.port or 22))
-    for hop, (dest_host, dest_port) in zip(hops, destinations, strict=True):
+    for index, (hop, (dest_host, dest_port)) in enumerate(
+            zip(hops, destinations, strict=True)):
         inner = [program, "-ssh", "-batch"]
+        for key in hop_host_keys[index] if index < len(hop_host_keys) else ():
+            if not FINGERPRINT_RE.fullmatch(key):
+                raise _refuse("jump", f"{key!r} is not a SHA256 host-key fingerprint")
+            inner += ["-hostkey", key]
         if hop.port is not None:
             inner += ["-P", str(hop.port)]
         if hop.user:
@@ -86,6 +94,12 @@ def _proxy_command(profile: Profile, program: str) -> str | None:
         inner += ["-nc", f"{dest}:{dest_port}", hop.host]
         proxy = shlex.join(inner)
     return proxy
+
+
+def proxy_command(profile: Profile, program: str,
+                  hop_host_keys: Sequence[Sequence[str]] = ()) -> str | None:
+    """The ``-proxycmd`` value through the profile's jump hosts, None without any."""
+    return _proxy_command(profile, program, hop_host_keys)
 
 
 def compile_plink(

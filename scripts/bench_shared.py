@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Benchmark shared connections in one run on a private sshd; prints a Markdown table.
+
+Measured: `sshwrap up` of N profiles with one local forward each to one host, each on its own
+ssh process and then all on one shared ControlMaster (`up --share`): wall time to verified-ready
+and the total RSS of the ssh processes (and, for a fair total, of the supervisors); and the
+cost of adding one forward to a running master with `ssh -O forward` against starting a new
+ssh process for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from sshwrap.runtime import shared, state
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
+
+SUPERVISOR_MARKERS = ("sshwrap.runtime.supervisor", "sshwrap.runtime.shared")
+
+
+class Bench:
+    """Profiles reaching a private sshd, and sshwrap run on them with a private state dir."""
+
+    def __init__(self, root: Path, sshd: Sshd, target: BannerServer) -> None:
+        self.sshd = sshd
+        self.target = target
+        self.profiles = root / "profiles"
+        self.profiles.mkdir()
+        self.env = dict(os.environ, SSHWRAP_PROFILES=str(self.profiles),
+                        SSHWRAP_STATE_DIR=str(root / "state"))
+
+    def profile(self, name: str, port: int) -> None:
+        (self.profiles / f"{name}.toml").write_text(
+            f'host = "127.0.0.1"\nport = {self.sshd.port}\nuser = "{self.sshd.user}"\n'
+            f'ssh_config_file = "{self.sshd.client.ssh_config}"\ntags = ["bench"]\n'
+            f'[[forward]]\ntype = "local"\nlisten = "127.0.0.1:{port}"\n'
+            f'to = "127.0.0.1:{self.target.port}"\n')
+
+    def sshwrap(self, *args: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "sshwrap", *args], env=self.env,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"sshwrap {' '.join(args)} failed: {result.stderr}")
+
+    def raw_ssh(self, port: int) -> list[str]:
+        return ["ssh", "-f", "-N", "-F", str(self.sshd.client.ssh_config), "-o", "BatchMode=yes",
+                "-o", "ExitOnForwardFailure=yes", "-p", str(self.sshd.port), "-l", self.sshd.user,
+                "-L", f"127.0.0.1:{port}:127.0.0.1:{self.target.port}", "127.0.0.1"]
+
+
+def kill_raw(port: int) -> None:
+    marker = f"127.0.0.1:{port}:"
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in arg for arg in proc.info["cmdline"] or []):
+                proc.kill()
+                proc.wait(5)
+
+
+@contextlib.contextmanager
+def private_sshd(root: Path) -> Iterator[tuple[Sshd, BannerServer]]:
+    client = ClientIdentity(root / "client")
+    with Sshd(root / "server", client, extra_config={"MaxStartups": "400:30:800",
+                                                       "MaxSessions": "400"}) as sshd, \
+            BannerServer() as target:
+        yield sshd, target
+
+
+def rss_of(port: int) -> tuple[int, int, int]:
+    """Total RSS of the ssh processes reaching ``port`` and of sshwrap's supervisors, and
+    how many ssh processes there are."""
+    ssh_total = supervisors = count = 0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            argv = proc.info["cmdline"] or []
+            if proc.info["name"] == "ssh" and str(port) in argv:
+                ssh_total += proc.memory_info().rss
+                count += 1
+            elif any(marker in argv for marker in SUPERVISOR_MARKERS):
+                supervisors += proc.memory_info().rss
+    return ssh_total, supervisors, count
+
+
+def timed_up(bench: Bench, *args: str) -> float:
+    start = time.perf_counter()
+    bench.sshwrap("up", "--tag", "bench", "--wait", "120", *args)
+    return time.perf_counter() - start
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--forwards", type=int, default=50, help="profiles (one forward each)")
+    parser.add_argument("--samples", type=int, default=20,
+                        help="single-forward additions timed for the per-forward cost")
+    args = parser.parse_args()
+    count = args.forwards
+    with tempfile.TemporaryDirectory(prefix="sshwrap-bench-") as tmp, \
+            private_sshd(Path(tmp)) as (sshd, target):
+        bench = Bench(Path(tmp), sshd, target)
+        for i in range(count):
+            bench.profile(f"fwd{i:03d}", free_port())
+
+        separate = timed_up(bench)
+        separate_ssh, separate_sup, separate_n = rss_of(sshd.port)
+        bench.sshwrap("down", "--all")
+
+        together = timed_up(bench, "--share")
+        together_ssh, together_sup, together_n = rss_of(sshd.port)
+
+        # The per-forward cost, on the running master: -O forward against a new ssh process.
+        paths = StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
+        record = state.read_record(paths, "fwd000")
+        if record is None or record.shared is None:
+            raise SystemExit("the shared tunnels did not start")
+        control = shared.control_path(paths, record.shared)
+        adds, spawns = [], []
+        for _ in range(args.samples):
+            port = free_port()
+            spec = ["-L", f"127.0.0.1:{port}:127.0.0.1:{target.port}"]
+            start = time.perf_counter()
+            if shared.mux(control, "forward", spec).returncode != 0:
+                raise SystemExit("ssh -O forward failed")
+            adds.append(time.perf_counter() - start)
+            shared.mux(control, "cancel", spec)
+            start = time.perf_counter()
+            subprocess.run(bench.raw_ssh(port), check=True)
+            spawns.append(time.perf_counter() - start)
+            kill_raw(port)
+        bench.sshwrap("down", "--all")
+
+    add_ms = statistics.median(adds) * 1000
+    spawn_ms = statistics.median(spawns) * 1000
+    print(f"sshwrap shared-connection benchmark (one run; {os.cpu_count()} cores)\n")
+    print(f"| `up` of {count} forwards to one host | separate ssh processes | "
+          "one shared connection | ratio |")
+    print("| --- | --- | --- | --- |")
+    print(f"| wall time to verified-ready | {separate:.2f} s | {together:.2f} s | "
+          f"{separate / together:.2f}x |")
+    print(f"| ssh processes | {separate_n} | {together_n} | |")
+    print(f"| total RSS of the ssh processes | {mib(separate_ssh)} | {mib(together_ssh)} | "
+          f"{separate_ssh / max(1, together_ssh):.0f}x |")
+    print(f"| total RSS of sshwrap's supervisors | {mib(separate_sup)} | {mib(together_sup)} "
+          "| |")
+    print(f"| add one forward (median of {args.samples}) | new `ssh -f -N`: "
+          f"{spawn_ms:.0f} ms | `ssh -O forward`: {add_ms:.1f} ms | "
+          f"{spawn_ms / add_ms:.0f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

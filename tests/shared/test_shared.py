@@ -1,0 +1,322 @@
+"""Shared connections against the real sshd: one master, forwards added and cancelled with -O."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sshwrap.core.model import Profile
+from sshwrap.core.parse import parse_profile
+from sshwrap.errors import ExitCode, StateConflict
+from sshwrap.runtime import shared, state
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.ports import list_ports
+from sshwrap.runtime.state import ExpectedForward, TunnelRecord
+from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
+from sshwrap.sandbox import BannerServer, Sshd, free_port
+from sshwrap.store import ProfileStore
+from tests.runtime.tunnel_helpers import ProfileWriter, read_banner_through
+
+BANNER = b"220 sshwrap-demo ready\r\n"
+ECHO = b"ping through the tunnel\n"
+#: Generous bound for a state change to show up; a test waits for the change, not the time.
+SETTLE = 60.0
+
+
+def _eventually(condition: Callable[[], object], what: str, timeout: float = SETTLE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _record(paths: StatePaths, name: str) -> TunnelRecord:
+    record = state.read_record(paths, name)
+    assert record is not None, f"no record of {name}"
+    return record
+
+
+def _master(paths: StatePaths, key: str) -> TunnelRecord:
+    record = state.read_record(shared.master_paths(paths), shared.master_name(key))
+    assert record is not None, "no master record"
+    return record
+
+
+def _local(port: int, banner: BannerServer) -> list[dict[str, object]]:
+    return [{"type": "local", "listen": f"127.0.0.1:{port}", "to": f"127.0.0.1:{banner.port}"}]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start_pair(store: ProfileStore, paths: StatePaths, write_profile: ProfileWriter,
+                banner: BannerServer) -> tuple[int, int, TunnelRecord]:
+    first, second = free_port(), free_port()
+    write_profile("alpha", _local(first, banner), share_connection=True)
+    write_profile("beta", _local(second, banner), share_connection=True)
+    report = up(store, ["alpha", "beta"], paths=paths)
+    assert [o.action for o in report.outcomes] == [Action.STARTED] * 2, \
+        [o.error for o in report.outcomes]
+    alpha, beta = _record(paths, "alpha"), _record(paths, "beta")
+    assert alpha.shared is not None and alpha.shared == beta.shared
+    master = _master(paths, alpha.shared)
+    assert alpha.pid == beta.pid == master.pid  # the listeners' owner is the master
+    return first, second, master
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+def _profile(**keys: object) -> Profile:
+    data: dict[str, object] = {"host": "gw", "forward": [
+        {"type": "local", "listen": 1, "to": "db:1"}]}
+    data.update(keys)
+    return parse_profile("p", data)
+
+
+def test_connection_key_covers_the_destination_not_the_forwards() -> None:
+    base = shared.connection_key(_profile())
+    same = _profile(tags=["x"], description="d", restart="always", share_connection=True,
+                    forward=[{"type": "dynamic", "listen": 9}])
+    assert shared.connection_key(same) == base
+    for change in ({"host": "gw2"}, {"port": 2222}, {"user": "u"}, {"jump": ["j"]},
+                   {"ssh_config_file": "/etc/other"}, {"identity_file": "/k"}):
+        assert shared.connection_key(_profile(**change)) != base, change
+
+
+def test_forward_args_match_the_compiled_specs() -> None:
+    local = ExpectedForward("local", "127.0.0.1:8080", "db:5432", host="127.0.0.1", port=8080)
+    remote = ExpectedForward("remote", "localhost:9000", "[::1]:80", host="localhost",
+                             port=9000)
+    dynamic = ExpectedForward("dynamic", "[::1]:1080", None, host="::1", port=1080)
+    assert shared.forward_args(local) == ["-L", "127.0.0.1:8080:db:5432"]
+    assert shared.forward_args(remote) == ["-R", "localhost:9000:[::1]:80"]
+    assert shared.forward_args(dynamic) == ["-D", "[::1]:1080"]
+
+
+def test_control_dir_is_private_and_short(tmp_path: Path) -> None:
+    short = Path(tempfile.mkdtemp(prefix="sw", dir="/tmp"))  # pytest's tmp_path is too long
+    try:
+        near = shared.control_dir(StatePaths(short / "s"), env={})
+        assert near == short / "s" / "ctl"
+        deep = StatePaths(tmp_path / ("d" * 120))
+        far = shared.control_dir(deep, env={"XDG_RUNTIME_DIR": str(short)})
+        assert len(str(far / ("k" * shared.KEY_LENGTH))) + shared.SSH_TEMP_SUFFIX \
+            <= shared.MAX_SOCKET_PATH
+        assert far.parent == short
+        for folder in (near, far):
+            info = os.lstat(folder)
+            assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
+        assert shared.control_dir(deep, env={"XDG_RUNTIME_DIR": str(short)}) == far
+    finally:
+        shutil.rmtree(short)
+
+
+def test_control_dir_refuses_a_symlink() -> None:
+    short = Path(tempfile.mkdtemp(prefix="sw", dir="/tmp"))
+    try:
+        (short / "elsewhere").mkdir()
+        (short / "s").mkdir()
+        (short / "s" / "ctl").symlink_to(short / "elsewhere")
+        with pytest.raises(StateConflict, match="not a directory of this user"):
+            shared.control_dir(StatePaths(short / "s"), env={})
+    finally:
+        shutil.rmtree(short)
+
+
+# -- against the sandbox sshd -------------------------------------------------------------
+
+
+def test_two_profiles_share_one_master_and_both_pass_bytes(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    first, second, master = _start_pair(store, shared_paths, write_profile, banner_server)
+
+    assert read_banner_through("127.0.0.1", first) == (BANNER, ECHO)
+    assert read_banner_through("127.0.0.1", second) == (BANNER, ECHO)
+    assert "-M" in master.argv and "ControlPersist=no" in master.argv
+    ssh_clients = [p for p in psutil.process_iter(["name", "cmdline"])
+                   if p.info["name"] == "ssh" and "-p" in (p.info["cmdline"] or [])
+                   and str(shared.control_path(shared_paths, master.shared or ""))
+                   in (p.info["cmdline"] or [])]
+    assert [p.pid for p in ssh_clients] == [master.pid]  # one connection for both
+    rows = {r.name: r for r in status(store, paths=shared_paths).tunnels}
+    for name in ("alpha", "beta"):
+        assert rows[name].state is TunnelState.UP and rows[name].healthy
+        assert rows[name].shared and rows[name].pid == master.pid
+    owners = {e.port: e.tunnel for e in list_ports(shared_paths, [first, second]).entries}
+    assert owners == {first: "alpha,beta", second: "alpha,beta"}
+
+
+def test_one_down_leaves_the_other_then_the_last_removes_the_master(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    first, second, master = _start_pair(store, shared_paths, write_profile, banner_server)
+    control = shared.control_path(shared_paths, master.shared or "")
+    assert control.exists()
+
+    assert down(["alpha"], paths=shared_paths).outcomes[0].action is Action.STOPPED
+
+    assert not _listening(first)
+    assert not _gone(master.pid) and control.exists()
+    assert read_banner_through("127.0.0.1", second) == (BANNER, ECHO)
+    assert _master(shared_paths, master.shared or "").pid == master.pid
+
+    assert down(["beta"], paths=shared_paths).outcomes[0].action is Action.STOPPED
+
+    assert _gone(master.pid) and _gone(master.supervisor_pid or 0)
+    assert not control.exists()
+    assert state.recorded_names(shared.master_paths(shared_paths)) == []
+    assert not _listening(second)
+
+
+def test_master_killed_9_both_tunnels_recover(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    first, second, master = _start_pair(store, shared_paths, write_profile, banner_server)
+
+    os.kill(master.pid, signal.SIGKILL)
+
+    def recovered(name: str) -> bool:
+        now = state.read_record(shared_paths, name)
+        return now is not None and now.phase == "up" and now.pid != master.pid
+
+    _eventually(lambda: recovered("alpha") and recovered("beta"), "both back on a new master")
+    alpha, beta = _record(shared_paths, "alpha"), _record(shared_paths, "beta")
+    assert alpha.pid == beta.pid and alpha.restarts >= 1 and beta.restarts >= 1
+    assert "shared connection" in (alpha.last_failure or "")
+    assert read_banner_through("127.0.0.1", first) == (BANNER, ECHO)
+    assert read_banner_through("127.0.0.1", second) == (BANNER, ECHO)
+    renewed = _master(shared_paths, master.shared or "")
+    assert renewed.pid == alpha.pid and renewed.supervisor_pid == master.supervisor_pid
+
+
+def test_other_destination_does_not_share_and_share_flag_opts_in(
+    *, store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer, sshd: Sshd, tmp_path: Path,
+) -> None:
+    other_config = tmp_path / "other_config"
+    shutil.copy(sshd.client.ssh_config, other_config)
+    first, second = free_port(), free_port()
+    # Neither profile asks for sharing: --share (share=True) does.
+    write_profile("near", _local(first, banner_server))
+    write_profile("far", _local(second, banner_server), ssh_config_file=str(other_config))
+
+    report = up(store, ["near", "far"], paths=shared_paths, share=True)
+
+    assert [o.action for o in report.outcomes] == [Action.STARTED] * 2
+    near, far = _record(shared_paths, "near"), _record(shared_paths, "far")
+    assert near.shared and far.shared and near.shared != far.shared
+    assert near.pid != far.pid
+    assert read_banner_through("127.0.0.1", first) == (BANNER, ECHO)
+    assert read_banner_through("127.0.0.1", second) == (BANNER, ECHO)
+
+
+def test_same_listen_on_one_master_is_refused(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    port = free_port()
+    write_profile("owner", _local(port, banner_server), share_connection=True)
+    write_profile("copycat", _local(port, banner_server), share_connection=True)
+    assert up(store, ["owner"], paths=shared_paths).outcomes[0].action is Action.STARTED
+
+    outcome = up(store, ["copycat"], paths=shared_paths).outcomes[0]
+
+    assert outcome.action is Action.FAILED and "already forwarded by tunnel owner" in \
+        (outcome.error.message if outcome.error else "")
+    assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)  # the owner's still works
+
+
+def test_long_state_dir_path_still_works(
+    store: ProfileStore, write_profile: ProfileWriter, banner_server: BannerServer,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / ("long-state-directory-" * 6)
+    monkeypatch.setenv("SSHWRAP_STATE_DIR", str(root))
+    paths = StatePaths(root)
+    port = free_port()
+    write_profile("deep", _local(port, banner_server), share_connection=True)
+    try:
+        outcome = up(store, ["deep"], paths=paths).outcomes[0]
+        assert outcome.action is Action.STARTED, outcome.error
+        record = _record(paths, "deep")
+        control = shared.control_path(paths, record.shared or "")
+        assert not control.is_relative_to(root) and control.exists()
+        assert stat.S_IMODE(os.lstat(control.parent).st_mode) == 0o700
+        assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
+    finally:
+        down(all_tunnels=True, paths=paths)
+    assert not control.exists()
+    assert state.recorded_names(shared.master_paths(paths)) == []
+    control.parent.rmdir()
+
+
+def test_supervisor_killed_9_leaves_no_master(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    write_profile("lonely", _local(free_port(), banner_server), share_connection=True)
+    assert up(store, ["lonely"], paths=shared_paths).outcomes[0].action is Action.STARTED
+    record = _record(shared_paths, "lonely")
+    master = _master(shared_paths, record.shared or "")
+
+    os.kill(record.supervisor_pid or 0, signal.SIGKILL)
+
+    # No live tunnel uses the master any more: its supervisor stops it and cleans up.
+    _eventually(lambda: _gone(master.pid) and _gone(master.supervisor_pid or 0),
+                "the unused master and its supervisor are gone")
+    assert not shared.control_path(shared_paths, record.shared or "").exists()
+    assert state.recorded_names(shared.master_paths(shared_paths)) == []
+
+
+def test_authentication_failure_is_reported_and_leaves_nothing(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    write_profile("stranger", _local(free_port(), banner_server), share_connection=True,
+                  user="nobody-here")
+
+    outcome = up(store, ["stranger"], paths=shared_paths).outcomes[0]
+
+    assert outcome.action is Action.FAILED
+    assert outcome.exit_code == ExitCode.AUTH, outcome.error
+    assert state.recorded_names(shared_paths) == []
+    assert state.recorded_names(shared.master_paths(shared_paths)) == []
+
+
+def test_down_all_at_once_removes_the_master_before_returning(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    _first, _second, master = _start_pair(store, shared_paths, write_profile, banner_server)
+
+    report = down(all_tunnels=True, paths=shared_paths)  # both supervisors stop in parallel
+
+    assert [o.action for o in report.outcomes] == [Action.STOPPED] * 2
+    assert _gone(master.pid) and _gone(master.supervisor_pid or 0)
+    assert state.recorded_names(shared.master_paths(shared_paths)) == []
+    assert not shared.control_path(shared_paths, master.shared or "").exists()
