@@ -1,12 +1,46 @@
-"""Helpers of the runtime tests: push bytes through forwards (plain TCP and SOCKS5)."""
+"""Helpers of the runtime tests: push bytes through forwards, wait for state to change."""
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
+from sshwrap.runtime import state
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.state import TunnelRecord
+
 ProfileWriter = Callable[..., Path]
+
+BANNER = b"220 sshwrap-demo ready\r\n"
+ECHO = b"ping through the tunnel\n"
+#: Generous bound for a state change to show up; a test waits for the change, not the time.
+SETTLE = 60.0
+
+
+def eventually(condition: Callable[[], object], what: str, timeout: float = SETTLE) -> None:
+    """Wait until ``condition`` holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def record_of(paths: StatePaths, name: str) -> TunnelRecord:
+    record = state.read_record(paths, name)
+    assert record is not None, f"no record of {name}"
+    return record
 
 
 def recv_exact(conn: socket.socket, count: int) -> bytes:

@@ -8,8 +8,6 @@ import signal
 import socket
 import stat
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,33 +23,15 @@ from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.store import ProfileStore
-from tests.runtime.tunnel_helpers import ProfileWriter, read_banner_through
-
-BANNER = b"220 sshwrap-demo ready\r\n"
-ECHO = b"ping through the tunnel\n"
-#: Generous bound for a state change to show up; a test waits for the change, not the time.
-SETTLE = 60.0
-
-
-def _eventually(condition: Callable[[], object], what: str, timeout: float = SETTLE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _record(paths: StatePaths, name: str) -> TunnelRecord:
-    record = state.read_record(paths, name)
-    assert record is not None, f"no record of {name}"
-    return record
+from tests.runtime.tunnel_helpers import (
+    BANNER,
+    ECHO,
+    ProfileWriter,
+    eventually,
+    process_gone,
+    read_banner_through,
+    record_of,
+)
 
 
 def _master(paths: StatePaths, key: str) -> TunnelRecord:
@@ -77,7 +57,7 @@ def _start_pair(store: ProfileStore, paths: StatePaths, write_profile: ProfileWr
     report = up(store, ["alpha", "beta"], paths=paths)
     assert [o.action for o in report.outcomes] == [Action.STARTED] * 2, \
         [o.error for o in report.outcomes]
-    alpha, beta = _record(paths, "alpha"), _record(paths, "beta")
+    alpha, beta = record_of(paths, "alpha"), record_of(paths, "beta")
     assert alpha.shared is not None and alpha.shared == beta.shared
     master = _master(paths, alpha.shared)
     assert alpha.pid == beta.pid == master.pid  # the listeners' owner is the master
@@ -180,13 +160,13 @@ def test_one_down_leaves_the_other_then_the_last_removes_the_master(
     assert down(["alpha"], paths=shared_paths).outcomes[0].action is Action.STOPPED
 
     assert not _listening(first)
-    assert not _gone(master.pid) and control.exists()
+    assert not process_gone(master.pid) and control.exists()
     assert read_banner_through("127.0.0.1", second) == (BANNER, ECHO)
     assert _master(shared_paths, master.shared or "").pid == master.pid
 
     assert down(["beta"], paths=shared_paths).outcomes[0].action is Action.STOPPED
 
-    assert _gone(master.pid) and _gone(master.supervisor_pid or 0)
+    assert process_gone(master.pid) and process_gone(master.supervisor_pid or 0)
     assert not control.exists()
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
     assert not _listening(second)
@@ -204,8 +184,8 @@ def test_master_killed_9_both_tunnels_recover(
         now = state.read_record(shared_paths, name)
         return now is not None and now.phase == "up" and now.pid != master.pid
 
-    _eventually(lambda: recovered("alpha") and recovered("beta"), "both back on a new master")
-    alpha, beta = _record(shared_paths, "alpha"), _record(shared_paths, "beta")
+    eventually(lambda: recovered("alpha") and recovered("beta"), "both back on a new master")
+    alpha, beta = record_of(shared_paths, "alpha"), record_of(shared_paths, "beta")
     assert alpha.pid == beta.pid and alpha.restarts >= 1 and beta.restarts >= 1
     assert "shared connection" in (alpha.last_failure or "")
     assert read_banner_through("127.0.0.1", first) == (BANNER, ECHO)
@@ -228,7 +208,7 @@ def test_other_destination_does_not_share_and_share_flag_opts_in(
     report = up(store, ["near", "far"], paths=shared_paths, share=True)
 
     assert [o.action for o in report.outcomes] == [Action.STARTED] * 2
-    near, far = _record(shared_paths, "near"), _record(shared_paths, "far")
+    near, far = record_of(shared_paths, "near"), record_of(shared_paths, "far")
     assert near.shared and far.shared and near.shared != far.shared
     assert near.pid != far.pid
     assert read_banner_through("127.0.0.1", first) == (BANNER, ECHO)
@@ -263,7 +243,7 @@ def test_long_state_dir_path_still_works(
     try:
         outcome = up(store, ["deep"], paths=paths).outcomes[0]
         assert outcome.action is Action.STARTED, outcome.error
-        record = _record(paths, "deep")
+        record = record_of(paths, "deep")
         control = shared.control_path(paths, record.shared or "")
         assert not control.is_relative_to(root) and control.exists()
         assert stat.S_IMODE(os.lstat(control.parent).st_mode) == 0o700
@@ -281,13 +261,13 @@ def test_supervisor_killed_9_leaves_no_master(
 ) -> None:
     write_profile("lonely", _local(free_port(), banner_server), share_connection=True)
     assert up(store, ["lonely"], paths=shared_paths).outcomes[0].action is Action.STARTED
-    record = _record(shared_paths, "lonely")
+    record = record_of(shared_paths, "lonely")
     master = _master(shared_paths, record.shared or "")
 
     os.kill(record.supervisor_pid or 0, signal.SIGKILL)
 
     # No live tunnel uses the master any more: its supervisor stops it and cleans up.
-    _eventually(lambda: _gone(master.pid) and _gone(master.supervisor_pid or 0),
+    eventually(lambda: process_gone(master.pid) and process_gone(master.supervisor_pid or 0),
                 "the unused master and its supervisor are gone")
     assert not shared.control_path(shared_paths, record.shared or "").exists()
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
@@ -317,6 +297,6 @@ def test_down_all_at_once_removes_the_master_before_returning(
     report = down(all_tunnels=True, paths=shared_paths)  # both supervisors stop in parallel
 
     assert [o.action for o in report.outcomes] == [Action.STOPPED] * 2
-    assert _gone(master.pid) and _gone(master.supervisor_pid or 0)
+    assert process_gone(master.pid) and process_gone(master.supervisor_pid or 0)
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
     assert not shared.control_path(shared_paths, master.shared or "").exists()

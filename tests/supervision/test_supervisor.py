@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,39 +32,21 @@ from sshwrap.runtime.supervisor import (
 from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
-from tests.runtime.tunnel_helpers import ProfileWriter, read_banner_through
-
-BANNER = b"220 sshwrap-demo ready\r\n"
-ECHO = b"ping through the tunnel\n"
-#: Generous bound for a state change to show up; a test waits for the change, not the time.
-SETTLE = 60.0
-
-
-def _eventually(condition: Callable[[], object], what: str, timeout: float = SETTLE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _record(paths: StatePaths, name: str) -> TunnelRecord:
-    record = state.read_record(paths, name)
-    assert record is not None, f"no record of {name}"
-    return record
+from tests.runtime.tunnel_helpers import (
+    BANNER,
+    ECHO,
+    ProfileWriter,
+    eventually,
+    process_gone,
+    read_banner_through,
+    record_of,
+)
 
 
 def _start(store: ProfileStore, paths: StatePaths, name: str) -> TunnelRecord:
     outcome = up(store, [name], paths=paths).outcomes[0]
     assert outcome.action is Action.STARTED, outcome.error
-    record = _record(paths, name)
+    record = record_of(paths, name)
     assert record.supervised and record.phase == "up"
     assert state.live_supervisor(record) is not None and state.live_process(record) is not None
     return record
@@ -129,8 +111,8 @@ def test_kill_9_of_ssh_is_restored_with_a_new_pid(
         now = state.read_record(runtime_paths, "sturdy")
         return now is not None and now.pid != first.pid and now.phase == "up"
 
-    _eventually(restored, "a new client verified")
-    after = _record(runtime_paths, "sturdy")
+    eventually(restored, "a new client verified")
+    after = record_of(runtime_paths, "sturdy")
     assert after.restarts == 1
     assert after.supervisor_pid == first.supervisor_pid
     assert "SIGKILL" in (after.last_failure or "")
@@ -151,8 +133,8 @@ def test_supervisor_killed_leaves_no_ssh(
 
     os.kill(record.supervisor_pid, signal.SIGKILL)
 
-    _eventually(lambda: _gone(record.pid), "the client died with its supervisor")
-    _eventually(lambda: _gone(record.supervisor_pid or 0), "the supervisor is gone")
+    eventually(lambda: process_gone(record.pid), "the client died with its supervisor")
+    eventually(lambda: process_gone(record.supervisor_pid or 0), "the supervisor is gone")
     row = status(store, ["owned"], paths=runtime_paths).tunnels[0]
     assert row.state is TunnelState.FAILED and "supervisor" in row.detail
     assert state.read_record(runtime_paths, "owned") is None
@@ -175,14 +157,14 @@ def test_sigterm_to_supervisor_exits_0_and_cleans_up(
             found = state.read_record(runtime_paths, "polite")
             return found is not None and found.phase == "up"
 
-        _eventually(ready, "the foreground supervisor reports up")
-        record = _record(runtime_paths, "polite")
+        eventually(ready, "the foreground supervisor reports up")
+        record = record_of(runtime_paths, "polite")
         assert record.supervisor_pid == supervisor.pid
 
         supervisor.send_signal(signal.SIGTERM)
 
         assert supervisor.wait(30) == 0
-        assert _gone(record.pid)
+        assert process_gone(record.pid)
         assert state.read_record(runtime_paths, "polite") is None
     finally:
         if supervisor.poll() is None:
@@ -203,7 +185,7 @@ def test_down_stops_supervisor_and_ssh(
     outcome = down(["brief"], paths=runtime_paths).outcomes[0]
 
     assert outcome.action is Action.STOPPED
-    assert _gone(record.pid) and _gone(record.supervisor_pid or 0)
+    assert process_gone(record.pid) and process_gone(record.supervisor_pid or 0)
     assert state.read_record(runtime_paths, "brief") is None
 
 
@@ -248,7 +230,7 @@ def test_sshd_restart_is_survived(
         row = status(store, ["phoenix"], paths=runtime_paths).tunnels[0]
         return row.state is TunnelState.RECONNECTING
 
-    _eventually(reconnecting, "status says reconnecting while the server is away")
+    eventually(reconnecting, "status says reconnecting while the server is away")
     own_sshd.start()
     assert own_sshd.port == port  # the same port, as a restarted server keeps
 
@@ -256,9 +238,9 @@ def test_sshd_restart_is_survived(
         now = state.read_record(runtime_paths, "phoenix")
         return now is not None and now.pid != first.pid and now.phase == "up"
 
-    _eventually(restored, "the tunnel came back after the server did")
+    eventually(restored, "the tunnel came back after the server did")
     assert read_banner_through("127.0.0.1", listen) == (BANNER, ECHO)
-    assert _record(runtime_paths, "phoenix").restarts >= 1
+    assert record_of(runtime_paths, "phoenix").restarts >= 1
 
 
 def test_auth_failure_is_failed_with_one_attempt(
@@ -309,7 +291,7 @@ def test_status_truth_table(
     stand_in = subprocess.Popen(["sleep", "60"])
     try:
         proc = psutil.Process(stand_in.pid)
-        _eventually(lambda: proc.cmdline() == ["sleep", "60"], "sleep started")
+        eventually(lambda: proc.cmdline() == ["sleep", "60"], "sleep started")
         down(["truth"], paths=runtime_paths)
         dead = 999_999_999
 
