@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd
+
+# In CI the property tests replay a fixed sequence of examples, so a run can be repeated
+# exactly; on developers' machines every run explores new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 

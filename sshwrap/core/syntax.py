@@ -44,7 +44,25 @@ def check_host(value: str, what: str = "host") -> str:
             f"{what} {value!r} may hold only letters, digits, '.', '-' and '_' "
             "(no whitespace, shell metacharacters or % tokens)"
         )
+    if _NUMERIC_LABELS_RE.fullmatch(value) and not _is_dotted_quad(value):
+        # inet_aton reads "0", "127.1" or "0x7f000001" as IPv4 addresses; ssh would connect
+        # somewhere other than the text suggests (host "0" is 0.0.0.0, this machine).
+        raise SyntaxProblem(
+            f"{what} {value!r} would be read as a shorthand IPv4 address; write all four "
+            "parts in decimal, as 127.0.0.1"
+        )
     return value
+
+
+_NUMBER = r"(?:0[xX][0-9A-Fa-f]*|[0-9]+)"
+_NUMERIC_LABELS_RE = re.compile(rf"{_NUMBER}(?:\.{_NUMBER}){{0,3}}\.?")
+
+
+def _is_dotted_quad(value: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(value)) == value
+    except ValueError:
+        return False
 
 
 def check_bind_host(value: str) -> str:

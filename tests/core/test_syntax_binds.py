@@ -10,7 +10,8 @@ from sshwrap.core.model import Forward, ForwardType, Hop, TcpAddress, UnixAddres
 from sshwrap.core.parse import parse_profile
 
 
-@pytest.mark.parametrize("value", ["gateway", "db.internal", "10.0.0.1", "fe80::1", "h_1"])
+@pytest.mark.parametrize("value", ["gateway", "db.internal", "10.0.0.1", "fe80::1", "h_1",
+                                   "1e100.net", "db1"])
 def test_good_hosts(value: str) -> None:
     assert syntax.check_host(value) == value
 
@@ -20,6 +21,9 @@ def test_good_hosts(value: str) -> None:
     ("a;b", "may hold only"), ("%h", "may hold only"), ("h\n", "may hold only"),
     ("1:2:x", "IPv6"), ("caf\u00e9", "may hold only"), ("a#b", "may hold only"),
     ("'h'", "may hold only"),
+    # inet_aton shorthands: ssh would connect to 0.0.0.0, 127.0.0.1, ... (found by hypothesis)
+    ("0", "shorthand IPv4"), ("127.1", "shorthand IPv4"), ("0x7f000001", "shorthand IPv4"),
+    ("2130706433", "shorthand IPv4"), ("010.0.0.1", "shorthand IPv4"),
 ])
 def test_bad_hosts(value: str, fragment: str) -> None:
     with pytest.raises(syntax.SyntaxProblem, match=fragment):
