@@ -40,6 +40,8 @@ def median_of(runs: int, action: Callable[[], object], between: Callable[[], obj
 
 
 class Bench:
+    """Profiles reaching a private sshd, and sshwrap run on them with a private state dir."""
+
     def __init__(self, root: Path, sshd: Sshd, target: BannerServer) -> None:
         self.root = root
         self.sshd = sshd
@@ -48,13 +50,23 @@ class Bench:
         self.profiles.mkdir()
         self.env = dict(os.environ, SSHWRAP_PROFILES=str(self.profiles),
                         SSHWRAP_STATE_DIR=str(root / "state"))
+        self._given: set[int] = set()
 
-    def profile(self, name: str, port: int, tags: str = "") -> None:
+    def port(self) -> int:
+        """A free port not handed out before: free_port() alone may return one twice."""
+        while (port := free_port()) in self._given:
+            pass
+        self._given.add(port)
+        return port
+
+    def profile(self, name: str, port: int, tags: str = "", *, ipv4_only: bool = False) -> None:
+        """A one-forward profile; ``ipv4_only`` binds 127.0.0.1 alone, as raw ``ssh -L`` does."""
+        listen = f'"127.0.0.1:{port}"' if ipv4_only else str(port)
         (self.profiles / f"{name}.toml").write_text(
             f'host = "127.0.0.1"\nport = {self.sshd.port}\nuser = "{self.sshd.user}"\n'
             f'ssh_config_file = "{self.sshd.client.ssh_config}"\n'
             f"tags = [{tags}]\n"
-            f'[[forward]]\ntype = "local"\nlisten = {port}\n'
+            f'[[forward]]\ntype = "local"\nlisten = {listen}\n'
             f'to = "127.0.0.1:{self.target.port}"\n'
         )
 
@@ -101,12 +113,19 @@ def memory_of(state_dir: Path) -> tuple[int, int, int]:
 
 
 @contextlib.contextmanager
-def private_sshd(root: Path) -> Iterator[tuple[Sshd, BannerServer]]:
+def private_sshd(root: Path) -> Iterator[Bench]:
+    """A private sshd and a service behind it; every tunnel is taken down at the end, even
+    when a measurement fails half-way."""
     client = ClientIdentity(root / "client")
     with Sshd(root / "server", client, extra_config={"MaxStartups": "400:30:800",
                                                        "MaxSessions": "400"}) as sshd, \
             BannerServer() as target:
-        yield sshd, target
+        bench = Bench(root, sshd, target)
+        try:
+            yield bench
+        finally:
+            subprocess.run([sys.executable, "-m", "sshwrap", "down", "--all"], env=bench.env,
+                           capture_output=True, check=False)
 
 
 def main() -> int:
@@ -116,10 +135,8 @@ def main() -> int:
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="sshwrap-bench-") as tmp, \
-            private_sshd(Path(tmp)) as (sshd, target):
-        bench = Bench(Path(tmp), sshd, target)
-
-        port = free_port()
+            private_sshd(Path(tmp)) as bench:
+        port = bench.port()
         bench.profile("one", port)
         up = median_of(args.runs, lambda: bench.sshwrap("up", "one"),
                        lambda: bench.sshwrap("down", "one"))
@@ -135,7 +152,7 @@ def main() -> int:
         status_one = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),
                                lambda: None)
         for i in range(args.many - 1):
-            bench.profile(f"many{i:03d}", free_port(), tags='"many"')
+            bench.profile(f"many{i:03d}", bench.port(), tags='"many"')
         bench.sshwrap("up", "--tag", "many", "--wait", "60")
         status_many = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),
                                 lambda: None)
@@ -150,7 +167,7 @@ def main() -> int:
             path.unlink()
 
         for i in range(20):
-            bench.profile(f"twenty{i:02d}", free_port(), tags='"twenty"')
+            bench.profile(f"twenty{i:02d}", bench.port(), tags='"twenty"')
         all20 = median_of(max(3, args.runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
                           lambda: bench.sshwrap("down", "--all"))
         rows.append(("up --tag of 20 profiles", f"{all20 * 1000:.0f} ms",

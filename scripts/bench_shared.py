@@ -18,64 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
+# Run as a script, this folder is on sys.path: share the runtime benchmark's harness.
+from bench_runtime import Bench, kill_raw, private_sshd
+
 from sshwrap.runtime import shared, state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 
 SUPERVISOR_MARKERS = ("sshwrap.runtime.supervisor", "sshwrap.runtime.shared")
-
-
-class Bench:
-    """Profiles reaching a private sshd, and sshwrap run on them with a private state dir."""
-
-    def __init__(self, root: Path, sshd: Sshd, target: BannerServer) -> None:
-        self.sshd = sshd
-        self.target = target
-        self.profiles = root / "profiles"
-        self.profiles.mkdir()
-        self.env = dict(os.environ, SSHWRAP_PROFILES=str(self.profiles),
-                        SSHWRAP_STATE_DIR=str(root / "state"))
-
-    def profile(self, name: str, port: int) -> None:
-        (self.profiles / f"{name}.toml").write_text(
-            f'host = "127.0.0.1"\nport = {self.sshd.port}\nuser = "{self.sshd.user}"\n'
-            f'ssh_config_file = "{self.sshd.client.ssh_config}"\ntags = ["bench"]\n'
-            f'[[forward]]\ntype = "local"\nlisten = "127.0.0.1:{port}"\n'
-            f'to = "127.0.0.1:{self.target.port}"\n')
-
-    def sshwrap(self, *args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "sshwrap", *args], env=self.env,
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"sshwrap {' '.join(args)} failed: {result.stderr}")
-
-    def raw_ssh(self, port: int) -> list[str]:
-        return ["ssh", "-f", "-N", "-F", str(self.sshd.client.ssh_config), "-o", "BatchMode=yes",
-                "-o", "ExitOnForwardFailure=yes", "-p", str(self.sshd.port), "-l", self.sshd.user,
-                "-L", f"127.0.0.1:{port}:127.0.0.1:{self.target.port}", "127.0.0.1"]
-
-
-def kill_raw(port: int) -> None:
-    marker = f"127.0.0.1:{port}:"
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(marker in arg for arg in proc.info["cmdline"] or []):
-                proc.kill()
-                proc.wait(5)
-
-
-@contextlib.contextmanager
-def private_sshd(root: Path) -> Iterator[tuple[Sshd, BannerServer]]:
-    client = ClientIdentity(root / "client")
-    with Sshd(root / "server", client, extra_config={"MaxStartups": "400:30:800",
-                                                       "MaxSessions": "400"}) as sshd, \
-            BannerServer() as target:
-        yield sshd, target
 
 
 def rss_of(port: int) -> tuple[int, int, int]:
@@ -111,10 +64,10 @@ def main() -> int:
     args = parser.parse_args()
     count = args.forwards
     with tempfile.TemporaryDirectory(prefix="sshwrap-bench-") as tmp, \
-            private_sshd(Path(tmp)) as (sshd, target):
-        bench = Bench(Path(tmp), sshd, target)
+            private_sshd(Path(tmp)) as bench:
+        sshd, target = bench.sshd, bench.target
         for i in range(count):
-            bench.profile(f"fwd{i:03d}", free_port())
+            bench.profile(f"fwd{i:03d}", bench.port(), '"bench"', ipv4_only=True)
 
         separate = timed_up(bench)
         separate_ssh, separate_sup, separate_n = rss_of(sshd.port)
@@ -131,7 +84,7 @@ def main() -> int:
         control = shared.control_path(paths, record.shared)
         adds, spawns = [], []
         for _ in range(args.samples):
-            port = free_port()
+            port = bench.port()
             spec = ["-L", f"127.0.0.1:{port}:127.0.0.1:{target.port}"]
             start = time.perf_counter()
             if shared.mux(control, "forward", spec).returncode != 0:
