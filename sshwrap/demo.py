@@ -62,6 +62,7 @@ def demo_profile(sshd_port: int, user: str, ssh_config: Path, listen: int, targe
 
 def run_demo(say: Callable[[str], None], show: Callable[[object], None]) -> ExitCode:
     """Run the demo, telling the user each step; everything it starts is stopped at the end."""
+    from sshwrap.runtime import daemon
     from sshwrap.runtime.paths import StatePaths
     from sshwrap.runtime.tunnels import down, status, up
     from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
@@ -104,6 +105,7 @@ def run_demo(say: Callable[[str], None], show: Callable[[object], None]) -> Exit
         finally:
             with contextlib.suppress(SshwrapError):
                 down([DEMO_NAME], paths=paths)
+                daemon.shutdown(paths)  # the demo's own resident supervisor
             if banner is not None:
                 banner.stop()
             server.stop()

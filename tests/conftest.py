@@ -59,11 +59,16 @@ def banner_server() -> Iterator[BannerServer]:
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private sshwrap state directory for one test."""
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private sshwrap state directory for one test; its resident supervisor, if one was
+    started, is gone at the end."""
+    from sshwrap.runtime import daemon
+    from sshwrap.runtime.paths import StatePaths
+
     path = tmp_path / "state"
     monkeypatch.setenv("SSHWRAP_STATE_DIR", str(path))
-    return path
+    yield path
+    daemon.shutdown(StatePaths(path))
 
 
 @pytest.fixture

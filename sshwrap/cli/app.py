@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -34,17 +36,50 @@ def _options(
     """Declarative, named and verifiable SSH tunnels."""
 
 
-def _register_commands() -> None:
-    # Each module adds its commands to ``app``; the use cases they call are imported lazily
-    # inside the commands so that start-up stays fast.
-    from sshwrap.cli.commands import profiles  # noqa: F401
+#: The module (under sshwrap.cli.commands) that defines each command. Only the module of the
+#: command being run is imported, and only that command is built: building all of them
+#: costs more start-up than any one command's work.
+COMMAND_MODULES = {
+    "list": "profiles", "validate": "profiles", "compile": "profiles", "add": "profiles",
+    "up": "runtime", "down": "runtime", "restart": "runtime", "status": "runtime",
+    "demo": "runtime", "supervise": "runtime",
+    "ports": "diagnostics", "check": "diagnostics", "logs": "diagnostics",
+    "config": "sshconfig", "import": "sshconfig", "service": "service", "trust": "auth",
+}
 
-    for optional in ("runtime", "diagnostics", "sshconfig", "service", "auth"):
-        try:
-            __import__(f"sshwrap.cli.commands.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sshwrap.cli.commands.{optional}":
-                raise
+
+def command_name(info: typer.models.CommandInfo) -> str:
+    """A registered command's name as typed on the command line."""
+    if info.name:
+        return info.name
+    callback = info.callback
+    return "" if callback is None else callback.__name__.lower().replace("_", "-")
+
+
+def _register_commands(args: list[str] | None = None) -> str | None:
+    """Import the command modules: only the one of the command in ``args`` when it is known,
+    every one for help, version or a mistyped command. The known command's name, or None."""
+    wanted = next((a for a in args or () if not a.startswith("-")), None)
+    module = COMMAND_MODULES.get(wanted or "")
+    if wanted is None or module is None:
+        for name in dict.fromkeys(COMMAND_MODULES.values()):
+            __import__(f"sshwrap.cli.commands.{name}")
+        return None
+    __import__(f"sshwrap.cli.commands.{module}")
+    return wanted
+
+
+@contextlib.contextmanager
+def _only(command: str | None) -> Iterator[None]:
+    """Let the app build just ``command`` (all when None) for one run."""
+    commands, groups = app.registered_commands, app.registered_groups
+    if command is not None:
+        app.registered_commands = [c for c in commands if command_name(c) == command]
+        app.registered_groups = [g for g in groups if g.name == command]
+    try:
+        yield
+    finally:
+        app.registered_commands, app.registered_groups = commands, groups
 
 
 def report_error(error: SshwrapError) -> int:
@@ -66,9 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with a documented exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("SSHWRAP_DEBUG", "") not in ("", "0")
-    _register_commands()
+    command = _register_commands(args)
     try:
-        result = app(args=args, prog_name="sshwrap", standalone_mode=False)
+        with _only(command):
+            result = app(args=args, prog_name="sshwrap", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except SshwrapError as error:
         if debug:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sshwrap import askpass
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
+from sshwrap.runtime.sockets import peer_is_same_user
 
 if TYPE_CHECKING:
     from sshwrap.runtime.launch import Launched
@@ -137,15 +138,10 @@ class SecretServer:
                 self._close_socket()
                 return
 
-    def _peer_is_us(self, conn: socket.socket) -> bool:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        uid = int.from_bytes(creds[4:8], sys.byteorder)
-        return uid == os.geteuid()
-
     def _answer(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(5)
-            if not self._peer_is_us(conn):
+            if not peer_is_same_user(conn):
                 return
             request = b""
             while len(request) < 8192 and not request.endswith(b"\n"):
@@ -311,11 +307,12 @@ class PreparedLaunch:
 
 @contextlib.contextmanager
 def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
-                    state_root: Path) -> Iterator[PreparedLaunch]:
+                    state_root: Path,
+                    base_env: Mapping[str, str] | None = None) -> Iterator[PreparedLaunch]:
     """Everything around ``argv`` that sshwrap adds to answer prompts and check host keys.
 
     Keep the context open until the tunnel is verified: the askpass socket and the password
-    pipe exist only inside it.
+    pipe exist only inside it. ``base_env`` is the environment to start from (default: ours).
     """
     from sshwrap.runtime import hostkeys
     from sshwrap.runtime.launch import with_config_file, write_client_config
@@ -334,7 +331,7 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
                                      hop_options(profile, answers_prompts=secret is not None))
         argv = with_config_file(argv, config)
     if secret is None:
-        yield PreparedLaunch(argv, client_env(profile, extra_env))
+        yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env))
         return
     if profile.client is Client.PLINK:
         read_end, write_end = os.pipe()
@@ -342,7 +339,8 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
             with os.fdopen(write_end, "wb") as writer:
                 writer.write(secret.encode() + b"\n")  # far below the pipe's buffer size
             argv = insert_before_host(argv, ["-pwfile", f"/dev/fd/{read_end}"], profile.client)
-            yield PreparedLaunch(argv, client_env(profile, extra_env), pass_fds=(read_end,))
+            yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env),
+                                 pass_fds=(read_end,))
         finally:
             os.close(read_end)
         return
@@ -350,7 +348,7 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
                       root=state_root / "askpass") as server:
         extra_env.update(askpass_env(server))
-        yield PreparedLaunch(argv, client_env(profile, extra_env), server=server)
+        yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env), server=server)
 
 
 class ClientStarter:
@@ -361,10 +359,12 @@ class ClientStarter:
     settles the previous one first, and the askpass socket closes itself after its answers.
     """
 
-    def __init__(self, profile: Profile, secret: str | None, state_root: Path) -> None:
+    def __init__(self, profile: Profile, secret: str | None, state_root: Path, *,
+                 base_env: Mapping[str, str] | None = None) -> None:
         self.profile = profile
         self._secret = secret
         self.state_root = state_root
+        self.base_env = base_env
         self._context: contextlib.AbstractContextManager[PreparedLaunch] | None = None
 
     def start(self, name: str, argv: list[str], log_path: Path,
@@ -372,7 +372,8 @@ class ClientStarter:
         from sshwrap.runtime.launch import spawn
 
         self.settle()
-        context = prepared_launch(self.profile, argv, self._secret, state_root=self.state_root)
+        context = prepared_launch(self.profile, argv, self._secret, state_root=self.state_root,
+                                  base_env=self.base_env)
         prepared = context.__enter__()
         self._context = context
         try:

@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,21 +159,31 @@ def with_config_file(argv: Sequence[str], config: Path) -> list[str]:
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent: int) -> None:
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent: a forked child of a threaded process must
+    not take the dynamic loader's lock, which another thread may have held at the fork."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
+def die_with_parent(parent: int, prctl: Callable[..., int] | None) -> None:
     """In a forked child before exec: have the kernel SIGKILL it when its parent dies.
 
     A supervised client must never outlive its supervisor (``kill -9`` of the supervisor
     would otherwise leave an ssh nobody owns). Linux only; elsewhere this is a no-op and
     ``down`` still stops the client by its recorded identity. The death signal follows the
-    parent *thread* that forked, so the supervisor spawns from its main thread only.
+    parent *thread* that forked, so a client is spawned by the thread that supervises it
+    for its whole life.
     """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
+    if prctl is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -198,7 +208,8 @@ def spawn(name: str, argv: list[str], log_path: Path, *,
         offset = log.tell()
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True, close_fds=True,
-                                 preexec_fn=functools.partial(die_with_parent, os.getpid())  # noqa: PLW1509
+                                 preexec_fn=functools.partial(die_with_parent, os.getpid(),  # noqa: PLW1509
+                                                              _prctl())
                                  if owned_by_parent else None,
                                  # env: see auth.client_env; pass_fds: plink's password pipe
                                  env=None if env is None else dict(env), pass_fds=tuple(pass_fds))

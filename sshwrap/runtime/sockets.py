@@ -1,8 +1,10 @@
-"""Who listens where: one psutil scan of the machine's listening sockets, with their pids."""
+"""Who listens where (one psutil scan of the machine's listening sockets), and who connects."""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,3 +87,11 @@ def process_info(pid: int) -> ProcessInfo:
             return ProcessInfo(pid, proc.name(), tuple(proc.cmdline()))
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return ProcessInfo(pid, "", ())
+
+
+def peer_is_same_user(conn: socket.socket) -> bool:
+    """True when the process at the other end of a unix socket runs as this user
+    (SO_PEERCRED): only they may ask for a secret or tell a supervisor what to do."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    uid = int.from_bytes(creds[4:8], sys.byteorder)
+    return uid == os.geteuid()

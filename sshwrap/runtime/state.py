@@ -233,8 +233,10 @@ def live_process(record: TunnelRecord) -> psutil.Process | None:
 
 
 def live_supervisor(record: TunnelRecord) -> psutil.Process | None:
-    """The record's supervisor if it still runs (same pid, create time and command line)."""
-    if record.supervisor_pid is None:
+    """The record's supervisor if it still runs (same pid, create time and command line) and
+    still supervises the tunnel: once it has recorded the tunnel ``failed`` it has let go
+    (the resident supervisor lives on for other tunnels)."""
+    if record.supervisor_pid is None or record.phase == "failed":
         return None
     return _identified(record.supervisor_pid, record.supervisor_create_time,
                        record.supervisor_argv)

@@ -1,4 +1,8 @@
-"""The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it."""
+"""The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it.
+
+It runs as a thread of the resident supervisor (runtime/daemon.py), or alone in a process of
+its own (a systemd unit, a shared connection's tunnel).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from types import FrameType
@@ -51,6 +56,10 @@ REMOTE_HELD_HINT = ("the server keeps a dead session's ports until it notices; s
                     "ClientAliveInterval 5 and ClientAliveCountMax 2 in its sshd_config")
 
 
+#: pid, create time and command line of a supervisor, as tunnel records keep them
+Identity = tuple[int, float, tuple[str, ...]]
+
+
 class Phase(StrEnum):
     STARTING = "starting"
     UP = "up"
@@ -59,7 +68,8 @@ class Phase(StrEnum):
 
 
 class Stopping(BaseException):
-    """Raised by the SIGTERM/SIGINT handler: unwind, stop the client, exit 0."""
+    """Raised when a stop was asked (SIGTERM/SIGINT, or the resident supervisor's ``down``):
+    unwind, stop the client, exit 0."""
 
 
 def backoff_delay(failures: int, rng: random.Random) -> float:
@@ -124,7 +134,9 @@ class Supervisor:
 
     def __init__(self, name: str, paths: StatePaths, store: ProfileStore, *,
                  first_wait: float, foreground: bool, secret: str | None = None,
-                 log: TextIO = sys.stderr, share: bool = False) -> None:
+                 log: TextIO = sys.stderr, share: bool = False,
+                 env: Mapping[str, str] | None = None, identity: Identity | None = None,
+                 on_first_result: Callable[[int], None] | None = None) -> None:
         self.name = name
         self.paths = paths.ensure()
         self.store = store
@@ -140,6 +152,12 @@ class Supervisor:
         self.share = share  # on a shared connection even if the profile does not ask for one
         #: Run on a requested stop before the record goes (a shared tunnel leaves its master).
         self.on_stop: Callable[[], None] | None = None
+        #: The environment of the ``up`` that started the tunnel (agent socket and all).
+        self.env = env
+        self._identity_given = identity
+        #: Told the exit code of the first attempt: 0 once verified, else its failure's code.
+        self._on_first_result = on_first_result
+        self._stop_requested = threading.Event()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -148,11 +166,34 @@ class Supervisor:
         self.log.write(f"--- sshwrap supervisor {self.name} {stamp}: {text}\n")
         self.log.flush()
 
-    def _identity(self) -> tuple[int, float, tuple[str, ...]]:
-        import psutil
+    def _identity(self) -> Identity:
+        if self._identity_given is not None:
+            return self._identity_given
+        return process_identity()
 
-        me = psutil.Process(os.getpid())
-        return me.pid, me.create_time(), tuple(me.cmdline())
+    def report_first(self, code: int) -> None:
+        """Tell whoever waits on the first attempt how it went (once)."""
+        callback, self._on_first_result = self._on_first_result, None
+        if callback is not None:
+            callback(code)
+
+    def request_stop(self) -> None:
+        """Ask the loop, from another thread, to stop the client and end (as SIGTERM does)."""
+        self._stop_requested.set()
+        child = self.child
+        if child is not None:  # wakes a loop blocked on the client; _stop_child finishes it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGTERM)
+
+    def _check_stop(self) -> None:
+        if self._stop_requested.is_set():
+            self._stopping = True
+            raise Stopping("stop requested")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but end the loop at once when a stop is asked."""
+        if self._stop_requested.wait(seconds):
+            self._check_stop()
 
     def _update(self, **changes: object) -> None:
         if self.record is None:
@@ -164,6 +205,7 @@ class Supervisor:
         if self._stopping:
             return  # already unwinding: a second signal must not interrupt the cleanup
         self._stopping = True
+        self._stop_requested.set()
         raise Stopping(signal.Signals(signum).name)
 
     # -- the client -----------------------------------------------------------------------
@@ -171,10 +213,21 @@ class Supervisor:
     def spawn_client(self, profile: Profile, argv: list[str]) -> Launched:
         """Start the client, with the secret (if any) served through sshwrap's askpass helper
         and a pinned host key in place; the same starter serves every restart."""
+        self._check_stop()
         if self._starter is None:
-            self._starter = ClientStarter(profile, self._secret, self.paths.root)
-        return self._starter.start(self.name, argv, self.paths.log(self.name),
-                                   owned_by_parent=True)
+            self._starter = ClientStarter(profile, self._secret, self.paths.root,
+                                          base_env=self.env)
+        self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
+                                         owned_by_parent=True)
+        self._check_stop()  # asked while it was being spawned: request_stop saw no child
+        return self.child
+
+    def _wait_client(self, launched: Launched) -> int:
+        """Block until the verified client ends; its exit status."""
+        returncode = launched.popen.wait()
+        self._check_stop()
+        self.child = None
+        return returncode
 
     def _settle_credentials(self) -> None:
         """Close the askpass socket of the last start once its client is verified or gone."""
@@ -203,21 +256,29 @@ class Supervisor:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Supervise until stopped (exit 0) or failed for good (the failure's exit code)."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def run(self, *, handle_signals: bool = True) -> int:
+        """Supervise until stopped (exit 0) or failed for good (the failure's exit code).
+
+        ``handle_signals`` (main thread only) makes SIGTERM and SIGINT stop it; a thread of the
+        resident supervisor is stopped with ``request_stop`` instead.
+        """
+        if handle_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        code = int(ExitCode.INTERNAL)
         try:
-            return self._supervise()
+            code = self._supervise()
         except Stopping:
             self.say("stopping on request")
             if self.on_stop is not None:
                 self.on_stop()
             self._stop_child()
             state.remove_record(self.paths, self.name)
-            return int(ExitCode.OK)
+            code = int(ExitCode.OK)
         finally:
             self._stop_child()
+            self.report_first(code)
+        return code
 
     def _supervise(self) -> int:
         from sshwrap.usecases.profiles import host_facts
@@ -238,7 +299,7 @@ class Supervisor:
         failures = restarts = 0
         first = True
         while True:
-            launched = self.child = self.spawn_client(profile, argv)
+            launched = self.spawn_client(profile, argv)
             self._begin_attempt(launched, TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
                 argv=launched.argv, profile_hash=state.profile_hash(profile, argv),
@@ -250,6 +311,7 @@ class Supervisor:
                 wait_ready(launched, profile, forwards,
                            wait=self.first_wait if first else RESTART_READY_WAIT)
             except SshwrapError as error:
+                self._check_stop()  # the client ended because a stop was asked
                 self._stop_child()
                 if is_fatal(error) or (first and not self.foreground):
                     # up reports the first failure itself; a fatal one would only repeat.
@@ -273,8 +335,7 @@ class Supervisor:
             first = False
             self._mark_up(launched)
             up_since = time.monotonic()
-            returncode = launched.popen.wait()
-            self.child = None
+            returncode = self._wait_client(launched)
             if time.monotonic() - up_since >= STABLE_AFTER:
                 failures = 0
             reason = self._failure_reason(launched, returncode, profile)
@@ -296,6 +357,7 @@ class Supervisor:
         self._settle_credentials()
         self._update(phase=Phase.UP.value, verified=True, next_retry=None)
         self.say(f"up (client pid {launched.pid})")
+        self.report_first(int(ExitCode.OK))
 
     def _begin_attempt(self, launched: Launched, fresh: TunnelRecord, *, first: bool) -> None:
         """Record the new client, keeping restarts and the last failure of earlier ones."""
@@ -313,10 +375,19 @@ class Supervisor:
         self._update(phase=Phase.RECONNECTING.value, verified=False, last_failure=reason,
                      failure_hint=hint, failure_code=code, next_retry=time.time() + delay)
         self.say(f"reconnecting in {delay:.1f} s: {reason}")
-        wait_for_path(first_hop(profile), delay)
+        wait_for_path(first_hop(profile), delay, sleep=self.sleep)
 
 
-def wait_for_path(hop: tuple[str, int], delay: float) -> bool:
+def process_identity() -> Identity:
+    """This process's pid, create time and command line: what a record checks it by."""
+    import psutil
+
+    me = psutil.Process(os.getpid())
+    return me.pid, me.create_time(), tuple(me.cmdline())
+
+
+def wait_for_path(hop: tuple[str, int], delay: float,
+                  sleep: Callable[[float], None] = time.sleep) -> bool:
     """Sleep ``delay`` seconds, probing ``hop``: return at once when it answers again after
     having failed; past ``delay``, keep waiting (up to BACKOFF_CAP more) while it is down, so
     that an attempt is not spent on a path known to be cut. True when the path came back."""
@@ -334,7 +405,7 @@ def wait_for_path(hop: tuple[str, int], delay: float) -> bool:
         now = time.monotonic()
         if now >= give_up or (now >= deadline and reachable is not False):
             return False
-        time.sleep(max(0.0, PROBE_INTERVAL - (now - started)))
+        sleep(max(0.0, PROBE_INTERVAL - (now - started)))
 
 
 def run_supervisor(name: str, *, wait: float, foreground: bool,

@@ -281,7 +281,7 @@ def _error_from_record(record: TunnelRecord | None, name: str, returncode: int,
         if kind is InvalidInput:
             return InvalidInput(record.last_failure, hint=record.failure_hint)
         return kind(record.last_failure, hint=record.failure_hint)
-    return SshwrapError(f"{name}: the supervisor exited with status {returncode} before the "
+    return SshwrapError(f"{name}: the supervisor ended with status {returncode} before the "
                         "tunnel was ready", hint=f"see 'sshwrap logs {name}' ({log_path})")
 
 
@@ -289,14 +289,13 @@ def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, w
                      progress: ProgressCallback | None = None,
                      profile_dirs: Sequence[Path] | None = None,
                      secret: str | None = None, share: bool = False) -> TunnelOutcome:
-    """Start the supervisor of one tunnel, detached, and wait until it reports it verified.
+    """Have the tunnel supervised and wait until its first start is verified.
 
-    ``secret`` (a password, say) is written to the supervisor's stdin pipe, never to argv,
-    environment or state; the pipe is closed right after.
+    The resident supervisor of the state dir runs it (started if need be); a tunnel on a
+    shared connection gets a supervisor process of its own. ``secret`` (a password, say)
+    goes over a private socket or pipe, never to argv, environment or state.
     """
-    import subprocess
-
-    from sshwrap.runtime.supervisor import supervisor_command
+    from sshwrap.runtime.shared import wants_sharing
 
     name = profile.name
     try:
@@ -309,44 +308,97 @@ def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, w
                 return running
             if progress is not None:
                 progress(name, 0, len(forwards))
-            env = client_env(profile)  # auth: never hand the password variable on
-            env[STATE_DIR_ENV] = str(paths.root)
-            if profile_dirs:
-                env["SSHWRAP_PROFILES"] = ":".join(str(d.resolve()) for d in profile_dirs)
-            log_path = paths.log(name)
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "ab") as log:
-                supervisor = subprocess.Popen(
-                    supervisor_command(name, wait=wait, share=share), stdin=subprocess.PIPE,
-                    stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env)
-            with contextlib.suppress(BrokenPipeError):
-                if supervisor.stdin is None:  # pragma: no cover - stdin=PIPE always sets it
-                    raise StateConflict(f"{name}: no pipe to the supervisor")
-                if secret is not None:
-                    supervisor.stdin.write(secret.encode() + b"\n")
-                supervisor.stdin.close()
-            try:
-                record = _wait_supervised(supervisor, paths, name, wait + SUPERVISOR_GRACE)
-            except BaseException:
-                stop_group(supervisor.pid, timeout=STOP_TIMEOUT)
-                supervisor.poll()
-                state.remove_record(paths, name)
-                raise
-            if record is None:
-                failed = state.read_record(paths, name)
-                state.remove_record(paths, name)
-                raise _error_from_record(failed, name, supervisor.returncode or 0, log_path)
+            dirs = [str(d.resolve()) for d in profile_dirs or ()]
+            if wants_sharing(profile, share):
+                record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
+                                                   secret=secret, share=share)
+            else:
+                record = _start_resident(profile, paths, wait=wait, dirs=dirs, secret=secret)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
         from sshwrap.runtime.verify import LogReader
 
+        # The supervisor verified the forwards with full scans; this check is for the report.
         log_text = LogReader(Path(record.log_path), record.log_offset).read()
-        checks = check_forwards(record.forwards, record.pid, sockets.listening_sockets(),
-                                log_text)
+        checks = check_forwards(record.forwards, record.pid,
+                                sockets.listening_sockets(pid=record.pid), log_text)
         return TunnelOutcome(name, Action.STARTED, record.pid,
                              tuple(ForwardStatus.from_check(c) for c in checks))
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
+                    secret: str | None) -> TunnelRecord:
+    """Ask the resident supervisor to run the tunnel; its verified record (caller holds the
+    name's lock)."""
+    from sshwrap.runtime import daemon
+
+    name = profile.name
+    env = client_env(profile)  # auth: never hand the password variable on
+    daemon.ensure_running(paths, env)
+    message = {"op": "start", "name": name, "wait": wait, "dirs": dirs, "env": env,
+               "secret": secret}
+    try:
+        answer = daemon.request(paths, message, timeout=wait + SUPERVISOR_GRACE)
+    except BaseException as error:
+        with contextlib.suppress(OSError, ValueError):
+            daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN)
+        state.remove_record(paths, name)
+        if isinstance(error, TimeoutError):
+            raise NotReady(f"{name}: the supervisor did not report the tunnel ready within "
+                           f"{wait + SUPERVISOR_GRACE:g} s", hint=f"see 'sshwrap logs {name}'") \
+                from None
+        if isinstance(error, daemon.Unreachable):
+            raise StateConflict(f"{name}: the resident supervisor went away: {error}",
+                                hint=f"see {daemon.log_path(paths)}") from None
+        raise
+    code = int(answer.get("code", ExitCode.INTERNAL))
+    record = state.read_record(paths, name)
+    if code == 0 and record is not None and record.verified and record.phase == "up":
+        return record
+    state.remove_record(paths, name)
+    raise _error_from_record(record, name, code, paths.log(name))
+
+
+def _start_supervisor_process(profile: Profile, paths: StatePaths, *, wait: float,
+                              dirs: list[str], secret: str | None,
+                              share: bool) -> TunnelRecord:
+    """Start a supervisor process for the tunnel, detached; its verified record (caller
+    holds the name's lock). The secret is written to its stdin pipe, closed right after."""
+    import subprocess
+
+    from sshwrap.runtime.supervisor import supervisor_command
+
+    name = profile.name
+    env = client_env(profile)  # auth: never hand the password variable on
+    env[STATE_DIR_ENV] = str(paths.root)
+    if dirs:
+        env["SSHWRAP_PROFILES"] = ":".join(dirs)
+    log_path = paths.log(name)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        supervisor = subprocess.Popen(
+            supervisor_command(name, wait=wait, share=share), stdin=subprocess.PIPE,
+            stdout=log, stderr=log, start_new_session=True, close_fds=True, env=env)
+    with contextlib.suppress(BrokenPipeError):
+        if supervisor.stdin is None:  # pragma: no cover - stdin=PIPE always sets it
+            raise StateConflict(f"{name}: no pipe to the supervisor")
+        if secret is not None:
+            supervisor.stdin.write(secret.encode() + b"\n")
+        supervisor.stdin.close()
+    try:
+        record = _wait_supervised(supervisor, paths, name, wait + SUPERVISOR_GRACE)
+    except BaseException:
+        stop_group(supervisor.pid, timeout=STOP_TIMEOUT)
+        supervisor.poll()
+        state.remove_record(paths, name)
+        raise
+    if record is None:
+        failed = state.read_record(paths, name)
+        state.remove_record(paths, name)
+        raise _error_from_record(failed, name, supervisor.returncode or 0, log_path)
+    return record
 
 
 def _wait_supervised(supervisor: Any, paths: StatePaths, name: str,
@@ -460,10 +512,8 @@ def _stop_orphan(record: TunnelRecord, paths: StatePaths) -> None:
 
 
 def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) -> TunnelOutcome:
-    """SIGTERM the supervisor (it stops its client and exits 0); then make sure of both."""
-    import signal
-
-    from sshwrap.runtime.launch import process_gone
+    """Have the supervisor stop its client and let go of the tunnel; then make sure of both."""
+    from sshwrap.runtime import daemon
 
     name = record.name
     supervisor = state.live_supervisor(record)
@@ -473,17 +523,15 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
         return TunnelOutcome(name, Action.CLEANED, record.pid,
                              message="its processes had ended; the stale state is removed")
     graceful = False
-    if supervisor is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(supervisor.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while not process_gone(supervisor.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        graceful = process_gone(supervisor.pid)
-        if not graceful:
-            # The kernel then ends its client too (parent-death signal).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(supervisor.pid, signal.SIGKILL)
+    if supervisor is not None and daemon.is_resident(record.supervisor_argv):
+        with contextlib.suppress(OSError, ValueError):
+            answer = daemon.request(paths, {"op": "stop", "name": name},
+                                    timeout=daemon.STOP_JOIN + timeout)
+            graceful = bool(answer.get("stopped"))
+        # Not graceful: its client is stopped below by its recorded identity; the resident
+        # supervisor itself runs other tunnels and is never signalled from here.
+    elif supervisor is not None:
+        graceful = _terminate_supervisor(supervisor.pid, timeout)
     latest = state.read_record(paths, name) or record  # the client may have been replaced
     if latest.shared is not None:
         # The client is a master other tunnels may use: never stopped from here. A
@@ -500,6 +548,26 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
     _wait_released(latest, timeout)
     state.remove_record(paths, name)
     return TunnelOutcome(name, Action.STOPPED, record.supervisor_pid)
+
+
+def _terminate_supervisor(pid: int, timeout: float) -> bool:
+    """SIGTERM a supervisor process (it stops its client and exits 0), SIGKILL it after
+    ``timeout`` (the kernel then ends its client too: parent-death signal). True if it
+    ended on SIGTERM."""
+    import signal
+
+    from sshwrap.runtime.launch import process_gone
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process_gone(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return False
 
 
 def _wait_released(record: TunnelRecord, timeout: float) -> None:
@@ -524,6 +592,11 @@ def down(names: Sequence[str] = (), *, all_tunnels: bool = False,
     paths = paths or StatePaths.from_env()
     targets = _check_names(names) if names else state.recorded_names(paths)
     outcomes = _parallel(targets, lambda n: stop_tunnel(n, paths, timeout=timeout))
+    if all_tunnels and not names:
+        from sshwrap.runtime import daemon
+
+        with contextlib.suppress(SshwrapError):  # a supervisor that lingers harms nothing
+            daemon.stop_if_idle(paths)
     return TunnelsReport("down", tuple(outcomes))
 
 

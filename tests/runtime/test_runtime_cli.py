@@ -93,10 +93,17 @@ def test_demo_runs_end_to_end_and_leaves_nothing() -> None:
 
 
 def _sshd_sandboxes() -> set[int]:
+    """The demo's processes: its sshd (by command line) and its resident supervisor (by the
+    state dir in its environment)."""
     import psutil
 
-    return {p.pid for p in psutil.process_iter(["cmdline"])
-            if any("sshwrap-demo-" in a for a in p.info["cmdline"] or [])}
+    found = set()
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        state_dir = (proc.info["environ"] or {}).get("SSHWRAP_STATE_DIR", "")
+        if "sshwrap-demo-" in state_dir or any(
+                "sshwrap-demo-" in a for a in proc.info["cmdline"] or []):
+            found.add(proc.pid)
+    return found
 
 
 @pytest.mark.plink

@@ -125,3 +125,27 @@ def test_pure_core_stays_pure() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_every_command_is_mapped_to_its_module() -> None:
+    """The lazy start-up imports a command's module from COMMAND_MODULES: a command missing
+    there, or mapped to the wrong module, would not be found when run by name."""
+    import importlib
+
+    from sshwrap.cli import app as cli
+
+    cli._register_commands()
+    for name, module in cli.COMMAND_MODULES.items():
+        defined_in = {
+            **{cli.command_name(c): c.callback.__module__ for c in cli.app.registered_commands
+               if c.callback is not None},
+            **{g.name: g.typer_instance.registered_commands[0].callback.__module__
+               for g in cli.app.registered_groups
+               if g.typer_instance is not None and g.typer_instance.registered_commands
+               and g.typer_instance.registered_commands[0].callback is not None},
+        }
+        assert defined_in.get(name) == f"sshwrap.cli.commands.{module}", name
+        importlib.import_module(f"sshwrap.cli.commands.{module}")
+    names = {cli.command_name(c) for c in cli.app.registered_commands} | {
+        g.name for g in cli.app.registered_groups}
+    assert names == set(cli.COMMAND_MODULES)
