@@ -241,7 +241,7 @@ class ResidentSupervisor:
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "start":
-            return {"code": self._start(message)}
+            return self._start(message)
         if op == "stop":
             return {"stopped": self._stop(str(message["name"]))}
         if op == "quit":
@@ -252,8 +252,9 @@ class ResidentSupervisor:
             return {"quitting": True}
         return {"error": f"unknown request {op!r}"}
 
-    def _start(self, message: dict[str, Any]) -> int:
-        """Start supervising a tunnel; the first attempt's exit code (0: verified)."""
+    def _start(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Start supervising a tunnel; the first attempt's exit code (0: verified) and, once
+        verified, its forwards as found."""
         from queue import Queue
 
         from sshwrap.errors import ExitCode
@@ -267,7 +268,7 @@ class ResidentSupervisor:
             previous.supervisor.request_stop()
             previous.thread.join(STOP_JOIN)
             if previous.thread.is_alive():
-                return int(ExitCode.INTERNAL)
+                return {"code": int(ExitCode.INTERNAL)}
         first: Queue[int] = Queue(maxsize=1)
         log = open(self.paths.log(name), "a", encoding="utf-8")  # noqa: SIM115 - the thread closes it
         supervisor = Supervisor(
@@ -280,12 +281,17 @@ class ResidentSupervisor:
         with self.lock:
             if self.quit.is_set():
                 log.close()
-                return int(ExitCode.INTERNAL)
+                return {"code": int(ExitCode.INTERNAL)}
             self.tunnels[name] = Tunnel(supervisor, thread)
             # The client's parent-death signal follows this thread: it lives as long as the
             # tunnel does, and stops the client before it ends.
             thread.start()
-        return first.get()
+        code = first.get()
+        if code != 0:
+            return {"code": code}
+        return {"code": code, "forwards": [
+            {"type": c.forward.type, "listen": c.forward.listen, "to": c.forward.to,
+             "healthy": c.healthy, "detail": c.detail} for c in supervisor.ready_checks]}
 
     def _run(self, name: str, supervisor: Supervisor, log: Any) -> None:
         try:

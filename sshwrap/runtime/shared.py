@@ -472,6 +472,7 @@ class MasterSupervisor:
     def _supervise(self) -> int:
         import psutil
 
+        from sshwrap.machine import host_facts
         from sshwrap.runtime.supervisor import (
             STABLE_AFTER,
             backoff_delay,
@@ -479,7 +480,6 @@ class MasterSupervisor:
             is_fatal,
             wait_for_path,
         )
-        from sshwrap.usecases.profiles import host_facts
 
         control = control_path(self.paths, self.key)
         argv = master_argv(self.profile, host_facts(), control, self.mpaths.log(self.name))

@@ -36,7 +36,7 @@ from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.shared import SharedTunnel, wants_sharing
 from sshwrap.runtime.state import TunnelRecord
-from sshwrap.runtime.verify import LogReader, wait_ready
+from sshwrap.runtime.verify import ForwardCheck, LogReader, wait_ready
 from sshwrap.store import ProfileStore
 
 BACKOFF_START = 0.5
@@ -158,6 +158,8 @@ class Supervisor:
         #: Told the exit code of the first attempt: 0 once verified, else its failure's code.
         self._on_first_result = on_first_result
         self._stop_requested = threading.Event()
+        #: The forwards as the last verification of a client found them.
+        self.ready_checks: list[ForwardCheck] = []
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -281,7 +283,7 @@ class Supervisor:
         return code
 
     def _supervise(self) -> int:
-        from sshwrap.usecases.profiles import host_facts
+        from sshwrap.machine import host_facts
 
         try:
             profile = self.store.load(self.name)
@@ -308,8 +310,9 @@ class Supervisor:
                 supervisor_pid=pid, supervisor_create_time=create_time,
                 supervisor_argv=own_argv), first=first)
             try:
-                wait_ready(launched, profile, forwards,
-                           wait=self.first_wait if first else RESTART_READY_WAIT)
+                self.ready_checks = wait_ready(
+                    launched, profile, forwards,
+                    wait=self.first_wait if first else RESTART_READY_WAIT)
             except SshwrapError as error:
                 self._check_stop()  # the client ended because a stop was asked
                 self._stop_child()

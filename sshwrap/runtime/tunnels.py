@@ -6,7 +6,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -197,6 +196,8 @@ def _check_names(names: Iterable[str]) -> list[str]:
 def _parallel(items: Sequence[Any], work: Callable[[Any], TunnelOutcome]) -> list[TunnelOutcome]:
     if len(items) <= 1:
         return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
         return list(pool.map(work, items))
 
@@ -312,26 +313,31 @@ def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, w
             if wants_sharing(profile, share):
                 record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
                                                    secret=secret, share=share)
+                found = _forwards_of(record)
             else:
-                record = _start_resident(profile, paths, wait=wait, dirs=dirs, secret=secret)
+                record, found = _start_resident(profile, paths, wait=wait, dirs=dirs,
+                                                secret=secret)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
-        from sshwrap.runtime.verify import LogReader
-
-        # The supervisor verified the forwards with full scans; this check is for the report.
-        log_text = LogReader(Path(record.log_path), record.log_offset).read()
-        checks = check_forwards(record.forwards, record.pid,
-                                sockets.listening_sockets(pid=record.pid), log_text)
-        return TunnelOutcome(name, Action.STARTED, record.pid,
-                             tuple(ForwardStatus.from_check(c) for c in checks))
+        return TunnelOutcome(name, Action.STARTED, record.pid, found)
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
 
 
+def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
+    """The forwards of a verified tunnel as they are now (for the report)."""
+    from sshwrap.runtime.verify import LogReader
+
+    log_text = LogReader(Path(record.log_path), record.log_offset).read()
+    checks = check_forwards(record.forwards, record.pid,
+                            sockets.listening_sockets(pid=record.pid), log_text)
+    return tuple(ForwardStatus.from_check(c) for c in checks)
+
+
 def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
-                    secret: str | None) -> TunnelRecord:
-    """Ask the resident supervisor to run the tunnel; its verified record (caller holds the
-    name's lock)."""
+                    secret: str | None) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
+    """Ask the resident supervisor to run the tunnel (the caller holds the name's lock): its
+    verified record, and its forwards as the supervisor found them."""
     from sshwrap.runtime import daemon
 
     name = profile.name
@@ -356,7 +362,7 @@ def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: l
     code = int(answer.get("code", ExitCode.INTERNAL))
     record = state.read_record(paths, name)
     if code == 0 and record is not None and record.verified and record.phase == "up":
-        return record
+        return record, tuple(ForwardStatus(**found) for found in answer.get("forwards", ()))
     state.remove_record(paths, name)
     raise _error_from_record(record, name, code, paths.log(name))
 
@@ -465,7 +471,7 @@ def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = F
     # Read every secret first (terminal input is sequential); none is ever stored.
     secrets = {p.name: secret_for(p, ask_secret) for p in profiles}
     paths = (paths or StatePaths.from_env()).ensure()
-    from sshwrap.usecases.profiles import host_facts
+    from sshwrap.machine import host_facts
 
     facts = host_facts()
     outcomes = _parallel(
@@ -632,7 +638,7 @@ def status(store: ProfileStore, names: Sequence[str] = (),
                 hint="see 'sshwrap list'")
     else:
         targets = sorted(set(known) | set(recorded))
-    from sshwrap.usecases.profiles import host_facts
+    from sshwrap.machine import host_facts
 
     facts = host_facts()
     scan: list[sockets.Listener] | None = None

@@ -25,7 +25,9 @@ from sshwrap.runtime.launch import Launched
 from sshwrap.runtime.sockets import Listener
 from sshwrap.runtime.state import ExpectedForward
 
-POLL_INTERVAL = 0.02
+POLL_INTERVAL = 0.01
+#: The client's sockets are read when it opens or closes one, and at least this often.
+SOCKET_CHECK_INTERVAL = 0.1
 FULL_SCAN_INTERVAL = 0.25
 #: Addresses whose listener blocks every address of the port (compared, never bound).
 WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104
@@ -261,6 +263,54 @@ def failure_from_log(name: str, log_text: str, profile: Profile) -> SshwrapError
     return diagnosis.error() if diagnosis is not None else _fallback_error(name, log_text)
 
 
+def socket_fds(pid: int) -> frozenset[str] | None:
+    """The socket inodes ``pid`` holds open, from its /proc fd links (cheap, unlike reading
+    the sockets themselves); None where that cannot be read."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    found = set()
+    for fd in names:
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return frozenset(found)
+
+
+class _ClientSockets:
+    """A starting client's listening sockets, read again only when they may have changed.
+
+    Reading them parses the system's TCP tables, so it is done when the client opened or
+    closed a socket (its /proc fd links tell, next to for free), and now and then
+    regardless. The scan of every process, which finds a squatter (plink keeps running
+    without its listener), runs now and then and once the client has exited.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.listeners: list[Listener] = []
+        self._seen: frozenset[str] | None = None
+        self._last_read = -SOCKET_CHECK_INTERVAL
+        self._full_scan_due = time.monotonic() + FULL_SCAN_INTERVAL
+
+    def refresh(self, exited: bool) -> bool:
+        """Read the sockets again if they may have changed; True when they were read."""
+        now = time.monotonic()
+        own = socket_fds(self.pid)
+        if not (exited or own is None or own != self._seen
+                or now >= self._last_read + SOCKET_CHECK_INTERVAL):
+            return False
+        self._seen, self._last_read = own, now
+        if exited or now >= self._full_scan_due:
+            self.listeners = sockets.listening_sockets()
+            self._full_scan_due = now + FULL_SCAN_INTERVAL
+        else:
+            self.listeners = sockets.listening_sockets(pid=self.pid)
+        return True
+
+
 def wait_ready(
     launched: Launched,
     profile: Profile,
@@ -269,27 +319,28 @@ def wait_ready(
     wait: float,
     progress: ProgressCallback | None = None,
 ) -> list[ForwardCheck]:
-    """Poll (one socket scan per poll) until every forward is verified; raise the right error.
+    """Poll until every forward is verified (one socket scan per check); raise the right error.
 
     The caller stops the process when this raises.
     """
     deadline = time.monotonic() + wait
     reader = LogReader(launched.log_path, launched.log_offset)
     name = profile.name
-    full_scan_due = 0.0
+    watch = _ClientSockets(launched.pid)
+    seen_log = -1
     while True:
         exited = launched.popen.poll() is not None
         log_text = reader.read()
-        # The client's own sockets are cheap to read and settle readiness; the scan of every
-        # process, which finds a squatter (plink keeps running without its listener), runs
-        # only now and then and once the client has exited.
-        now = time.monotonic()
-        if exited or now >= full_scan_due:
-            listeners = sockets.listening_sockets()
-            full_scan_due = now + FULL_SCAN_INTERVAL
-        else:
-            listeners = sockets.listening_sockets(pid=launched.pid)
-        checks = check_forwards(forwards, launched.pid, listeners, log_text)
+        # A grown log (remote forwards are confirmed there) is checked against the sockets
+        # already read; the sockets are read again only when they may have changed.
+        if not watch.refresh(exited) and len(log_text) == seen_log:
+            time.sleep(POLL_INTERVAL)
+            continue
+        seen_log = len(log_text)
+        checks = check_forwards(forwards, launched.pid, watch.listeners, log_text)
+        if all(c.healthy for c in checks) and not exited:
+            checks = check_forwards(forwards, launched.pid, sockets.listening_sockets(),
+                                    log_text)
         healthy = sum(c.healthy for c in checks)
         if progress is not None:
             progress(healthy, len(checks))

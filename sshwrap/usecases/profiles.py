@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +12,7 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Profile
 from sshwrap.errors import InvalidInput, Problem
+from sshwrap.machine import host_facts
 from sshwrap.store import ProfileStore, load_profile_file
 
 
@@ -80,21 +80,6 @@ class Compiled:
                 "argv": list(self.argv) if self.argv is not None else None, "text": self.text}
 
 
-def host_facts() -> HostFacts:
-    """Facts about this machine that change how forwards are compiled."""
-    return HostFacts(ipv6_loopback=has_ipv6_loopback())
-
-
-def has_ipv6_loopback() -> bool:
-    """True when [::1] can be bound here (not when IPv6 is disabled or absent)."""
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def _entry(profile: Profile, path: Path) -> ProfileEntry:

@@ -236,7 +236,7 @@ def sync(store: ProfileStore, names: Sequence[str] = (), *, config_file: Path | 
     exactly every profile. Nothing is written when OpenSSH rejects the result, and nothing
     at all when nothing changed.
     """
-    from sshwrap.usecases.profiles import host_facts
+    from sshwrap.machine import host_facts
 
     paths = config_paths(config_file)
     profiles = _profiles(store, names)

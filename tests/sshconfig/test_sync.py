@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 
 from sshwrap.cli.app import main
 from sshwrap.errors import InvalidInput, StateConflict
+from sshwrap.machine import host_facts
 from sshwrap.sshconfig import edit, owned
 from sshwrap.sshconfig.effective import missing_forwards, parse_dump
 from sshwrap.sshconfig.files import replace_checked, snapshot
 from sshwrap.sshconfig.openssh import dump
 from sshwrap.store import ProfileStore
 from sshwrap.usecases import sshconfig as usecase
-from sshwrap.usecases.profiles import host_facts
 
 from .conftest import DATA, DB_PROFILE, Workspace
 from .test_edit import config_files
