@@ -183,7 +183,9 @@ class Supervisor:
         """Ask the loop, from another thread, to stop the client and end (as SIGTERM does)."""
         self._stop_requested.set()
         child = self.child
-        if child is not None:  # wakes a loop blocked on the client; _stop_child finishes it
+        # Wakes a loop blocked on the client (_stop_child finishes it); a reaped child's pid
+        # may belong to another process already, and is left alone.
+        if child is not None and child.popen.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.pid, signal.SIGTERM)
 

@@ -309,7 +309,8 @@ def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, w
                 return running
             if progress is not None:
                 progress(name, 0, len(forwards))
-            dirs = [str(d.resolve()) for d in profile_dirs or ()]
+            dirs = [str(d.resolve())
+                    for d in profile_dirs or ProfileStore.from_option(None).dirs]
             if wants_sharing(profile, share):
                 record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
                                                    secret=secret, share=share)
