@@ -148,25 +148,13 @@ def shutdown(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:
 def wait_gone(paths: StatePaths, timeout: float) -> None:
     """Wait until the supervisor's lock is free: it has exited (the kernel drops the lock)."""
     deadline = time.monotonic() + timeout
-    while not _lock_is_free(paths):
+    from sshwrap.runtime.state import file_lock_is_free
+
+    while not file_lock_is_free(lock_path(paths)):
         if time.monotonic() >= deadline:
             raise StateConflict("the resident supervisor did not exit",
                                 hint=f"see {log_path(paths)}")
         time.sleep(0.01)
-
-
-def _lock_is_free(paths: StatePaths) -> bool:
-    try:
-        fd = os.open(lock_path(paths), os.O_RDWR)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)  # also releases the lock if we got it
-    return True
 
 
 # -- the resident supervisor ----------------------------------------------------------------

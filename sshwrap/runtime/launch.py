@@ -235,6 +235,22 @@ def process_gone(pid: int) -> bool:
     return True
 
 
+def terminate_process(pid: int, *, timeout: float) -> bool:
+    """SIGTERM a supervisor process (it stops its client and exits 0), SIGKILL it after
+    ``timeout`` (the kernel then ends its client too: parent-death signal). True if it
+    ended on SIGTERM. The caller has checked the pid's identity, as for ``stop_group``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process_gone(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return False
+
+
 def stop_group(pid: int, *, timeout: float = 5.0) -> bool:
     """SIGTERM the process group led by ``pid``, SIGKILL it after ``timeout``.
 

@@ -233,20 +233,9 @@ def _remove_socket(control: Path) -> None:
         control.unlink()
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    from sshwrap.runtime.launch import process_gone
-
-    deadline = time.monotonic() + timeout
-    while not process_gone(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_INTERVAL)
-    return True
-
-
 def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> None:
     """Stop the master of ``key`` and its supervisor (the caller holds the master's lock)."""
-    from sshwrap.runtime.launch import stop_group
+    from sshwrap.runtime.launch import stop_group, terminate_process
 
     mpaths = master_paths(paths)
     name = master_name(key)
@@ -255,11 +244,7 @@ def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> N
         return
     supervisor = state.live_supervisor(record)
     if supervisor is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(supervisor.pid, signal.SIGTERM)
-        if not _wait_gone(supervisor.pid, timeout):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(supervisor.pid, signal.SIGKILL)  # the master dies with it
+        terminate_process(supervisor.pid, timeout=timeout)  # a SIGKILL takes the master along
     latest = state.read_record(mpaths, name) or record
     if state.live_process(latest) is not None:
         stop_group(latest.pid, timeout=timeout)

@@ -205,9 +205,15 @@ def name_lock(paths: StatePaths, name: str, timeout: float = 30.0) -> Iterator[N
 
 def lock_is_free(paths: StatePaths, name: str) -> bool:
     """True when nobody holds the lock of ``name`` right now (a quick, non-blocking probe)."""
-    if not paths.lock(name).exists():
+    return file_lock_is_free(paths.lock(name))
+
+
+def file_lock_is_free(path: os.PathLike[str]) -> bool:
+    """True when no process holds an flock on ``path`` right now (non-blocking)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
         return True
-    fd = os.open(paths.lock(name), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

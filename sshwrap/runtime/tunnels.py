@@ -30,7 +30,7 @@ from sshwrap.errors import (
 )
 from sshwrap.runtime import sockets, state
 from sshwrap.runtime.auth import AskSecret, ClientStarter, client_env, secret_for
-from sshwrap.runtime.launch import Launched, client_argv, stop_group
+from sshwrap.runtime.launch import Launched, client_argv, stop_group, terminate_process
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 from sshwrap.runtime.verify import ForwardCheck, check_forwards, wait_ready
@@ -221,16 +221,15 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
                  secret: str | None = None, share: bool = False) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
-    With ``restart = "no"`` the client runs alone; otherwise a supervisor owns it and
-    restarts it (``profile_dirs`` tell the supervisor where to load the profile from).
-    A tunnel on a shared connection (``share`` or the profile's ``share_connection``)
-    always has a supervisor: it adds the forwards to the master and watches it.
+    With ``restart = "no"`` the client runs alone; otherwise it is supervised and restarted:
+    by the resident supervisor of the state dir, or, on a shared connection (``share`` or
+    the profile's ``share_connection``), by a supervisor process of its own that adds the
+    forwards to the master and watches it. ``profile_dirs`` tell the supervisor where to
+    load the profile from. ``secret`` (a password, say) goes over a private socket or pipe,
+    never to argv, environment or state.
     """
     from sshwrap.runtime.shared import wants_sharing
 
-    if profile.restart is not RestartPolicy.NO or wants_sharing(profile, share):
-        return start_supervised(profile, paths, facts, wait=wait, progress=progress,
-                                profile_dirs=profile_dirs, secret=secret, share=share)
     name = profile.name
     try:
         argv = client_argv(profile, facts, paths.log(name))
@@ -240,29 +239,56 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             running = _running_outcome(paths, name, digest)
             if running is not None:
                 return running
-            starter = ClientStarter(profile, secret, paths.root)  # auth: see runtime/auth.py
-            launched = starter.start(name, argv, paths.log(name))
-            record = TunnelRecord(
-                name=name, pid=launched.pid, create_time=launched.create_time,
-                argv=launched.argv, profile_hash=digest, client=profile.client.value,
-                started_at=time.time(), forwards=forwards, log_path=str(launched.log_path),
-                log_offset=launched.log_offset)
-            try:
-                state.write_record(paths, record)
-                report = None if progress is None else (
-                    lambda done, total: progress(name, done, total))
-                checks = wait_ready(launched, profile, forwards, wait=wait, progress=report)
-                state.write_record(paths, record.verified_now())
-            except BaseException:
-                _stop_launched(launched)
-                state.remove_record(paths, name)
-                raise
-            finally:
-                starter.settle()
-        return TunnelOutcome(name, Action.STARTED, launched.pid,
-                             tuple(ForwardStatus.from_check(c) for c in checks))
+            sharing = wants_sharing(profile, share)
+            if profile.restart is RestartPolicy.NO and not sharing:
+                pid, found = _start_alone(profile, paths, argv, digest, forwards, wait=wait,
+                                          progress=progress, secret=secret)
+                return TunnelOutcome(name, Action.STARTED, pid, found)
+            if progress is not None:
+                progress(name, 0, len(forwards))
+            dirs = [str(d.resolve())
+                    for d in profile_dirs or ProfileStore.from_option(None).dirs]
+            if sharing:
+                record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
+                                                   secret=secret, share=share)
+                found = _forwards_of(record)
+            else:
+                record, found = _start_resident(profile, paths, wait=wait, dirs=dirs,
+                                                secret=secret)
+        if progress is not None:
+            progress(name, len(forwards), len(forwards))
+        return TunnelOutcome(name, Action.STARTED, record.pid, found)
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
+
+
+def _start_alone(profile: Profile, paths: StatePaths, argv: list[str], digest: str,
+                 forwards: tuple[ExpectedForward, ...], *, wait: float,
+                 progress: ProgressCallback | None,
+                 secret: str | None) -> tuple[int, tuple[ForwardStatus, ...]]:
+    """Start the client with no supervisor and verify it (the caller holds the name's lock):
+    its pid and forwards. On failure nothing is left running or recorded."""
+    name = profile.name
+    starter = ClientStarter(profile, secret, paths.root)  # auth: see runtime/auth.py
+    launched = starter.start(name, argv, paths.log(name))
+    record = TunnelRecord(
+        name=name, pid=launched.pid, create_time=launched.create_time,
+        argv=launched.argv, profile_hash=digest, client=profile.client.value,
+        started_at=time.time(), forwards=forwards, log_path=str(launched.log_path),
+        log_offset=launched.log_offset)
+    try:
+        state.write_record(paths, record)
+        report = None if progress is None else (
+            lambda done, total: progress(name, done, total))
+        checks = wait_ready(launched, profile, forwards, wait=wait, progress=report)
+        state.write_record(paths, record.verified_now())
+    except BaseException:
+        _stop_launched(launched)
+        state.remove_record(paths, name)
+        raise
+    finally:
+        starter.settle()
+    return launched.pid, tuple(ForwardStatus.from_check(c) for c in checks)
 
 
 #: How long ``up`` gives a new supervisor beyond --wait (Python start-up, first scan).
@@ -284,45 +310,6 @@ def _error_from_record(record: TunnelRecord | None, name: str, returncode: int,
         return kind(record.last_failure, hint=record.failure_hint)
     return SshwrapError(f"{name}: the supervisor ended with status {returncode} before the "
                         "tunnel was ready", hint=f"see 'sshwrap logs {name}' ({log_path})")
-
-
-def start_supervised(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
-                     progress: ProgressCallback | None = None,
-                     profile_dirs: Sequence[Path] | None = None,
-                     secret: str | None = None, share: bool = False) -> TunnelOutcome:
-    """Have the tunnel supervised and wait until its first start is verified.
-
-    The resident supervisor of the state dir runs it (started if need be); a tunnel on a
-    shared connection gets a supervisor process of its own. ``secret`` (a password, say)
-    goes over a private socket or pipe, never to argv, environment or state.
-    """
-    from sshwrap.runtime.shared import wants_sharing
-
-    name = profile.name
-    try:
-        argv = client_argv(profile, facts, paths.log(name))
-        digest = state.profile_hash(profile, argv)
-        forwards = expected_forwards(profile, facts)
-        with state.name_lock(paths, name, timeout=wait + LOCK_GRACE):
-            running = _running_outcome(paths, name, digest)
-            if running is not None:
-                return running
-            if progress is not None:
-                progress(name, 0, len(forwards))
-            dirs = [str(d.resolve())
-                    for d in profile_dirs or ProfileStore.from_option(None).dirs]
-            if wants_sharing(profile, share):
-                record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
-                                                   secret=secret, share=share)
-                found = _forwards_of(record)
-            else:
-                record, found = _start_resident(profile, paths, wait=wait, dirs=dirs,
-                                                secret=secret)
-        if progress is not None:
-            progress(name, len(forwards), len(forwards))
-        return TunnelOutcome(name, Action.STARTED, record.pid, found)
-    except SshwrapError as error:
-        return TunnelOutcome(name, Action.FAILED, error=error)
 
 
 def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
@@ -538,7 +525,7 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
         # Not graceful: its client is stopped below by its recorded identity; the resident
         # supervisor itself runs other tunnels and is never signalled from here.
     elif supervisor is not None:
-        graceful = _terminate_supervisor(supervisor.pid, timeout)
+        graceful = terminate_process(supervisor.pid, timeout=timeout)
     latest = state.read_record(paths, name) or record  # the client may have been replaced
     if latest.shared is not None:
         # The client is a master other tunnels may use: never stopped from here. A
@@ -555,26 +542,6 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
     _wait_released(latest, timeout)
     state.remove_record(paths, name)
     return TunnelOutcome(name, Action.STOPPED, record.supervisor_pid)
-
-
-def _terminate_supervisor(pid: int, timeout: float) -> bool:
-    """SIGTERM a supervisor process (it stops its client and exits 0), SIGKILL it after
-    ``timeout`` (the kernel then ends its client too: parent-death signal). True if it
-    ended on SIGTERM."""
-    import signal
-
-    from sshwrap.runtime.launch import process_gone
-
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while not process_gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if process_gone(pid):
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return False
 
 
 def _wait_released(record: TunnelRecord, timeout: float) -> None:
