@@ -5,6 +5,11 @@ Measured: `sshwrap up` to verified-ready against `ssh -f -N -o ExitOnForwardFail
 same forward; `sshwrap status` with 1 and with 100 running tunnels; `up --all` of 20 profiles
 against `up` of one. Every figure is a median over repeated runs, and every ratio compares runs
 made here, now, one after another.
+
+sshwrap runs as installed: from the `sshwrap` script of a virtual environment of its own (what
+pipx gives), which sees this checkout and the packages it needs but none of the start-up hooks
+(.pth files) of this interpreter's site-packages. One row repeats `up` through
+`python -m sshwrap` of this interpreter, hooks and all, to show what they cost here.
 """
 
 from __future__ import annotations
@@ -39,11 +44,26 @@ def median_of(runs: int, action: Callable[[], object], between: Callable[[], obj
     return statistics.median(samples)
 
 
+def paired_medians(runs: int, first: Callable[[], object], after_first: Callable[[], object],
+                   second: Callable[[], object],
+                   after_second: Callable[[], object]) -> tuple[float, float]:
+    """Medians of two actions timed in turns, so that a change in the machine's load weighs
+    on both alike."""
+    a, b = [], []
+    for _ in range(runs):
+        a.append(timed(first))
+        after_first()
+        b.append(timed(second))
+        after_second()
+    return statistics.median(a), statistics.median(b)
+
+
 class Bench:
     """Profiles reaching a private sshd, and sshwrap run on them with a private state dir."""
 
     def __init__(self, root: Path, sshd: Sshd, target: BannerServer) -> None:
         self.root = root
+        self.launcher = installed_launcher(root / "venv")
         self.sshd = sshd
         self.target = target
         self.profiles = root / "profiles"
@@ -70,8 +90,8 @@ class Bench:
             f'to = "127.0.0.1:{self.target.port}"\n'
         )
 
-    def sshwrap(self, *args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", "sshwrap", *args], env=self.env,
+    def sshwrap(self, *args: str, launcher: list[str] | None = None) -> None:
+        result = subprocess.run([*(launcher or self.launcher), *args], env=self.env,
                                 capture_output=True, text=True, check=False)
         if result.returncode not in (0, 8):
             raise SystemExit(f"sshwrap {' '.join(args)} failed: {result.stderr}")
@@ -80,6 +100,28 @@ class Bench:
         return ["ssh", "-f", "-N", "-F", str(self.sshd.client.ssh_config), "-o", "BatchMode=yes",
                 "-o", "ExitOnForwardFailure=yes", "-p", str(self.sshd.port), "-l", self.sshd.user,
                 "-L", f"127.0.0.1:{port}:127.0.0.1:{self.target.port}", "127.0.0.1"]
+
+
+def installed_launcher(venv: Path) -> list[str]:
+    """The ``sshwrap`` script of a new virtual environment, as pip writes it, seeing this
+    checkout and the site-packages of this interpreter (where sshwrap's dependencies are)
+    without running their .pth start-up hooks."""
+    import site
+
+    import sshwrap
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    folders = [str(Path(sshwrap.__file__).resolve().parent.parent), *site.getsitepackages()]
+    (Path(purelib) / "sshwrap-bench.pth").write_text("\n".join(folders) + "\n")
+    script = venv / "bin" / "sshwrap"
+    script.write_text(f"#!{python}\nimport sys\nfrom sshwrap.cli.express import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.chmod(0o755)
+    return [str(script)]
 
 
 def kill_raw(port: int) -> None:
@@ -166,13 +208,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sshwrap-bench-") as tmp, \
             private_sshd(Path(tmp)) as bench:
         port = bench.port()
-        bench.profile("one", port)
-        up = median_of(args.runs, lambda: bench.sshwrap("up", "one"),
-                       lambda: bench.sshwrap("down", "one"))
-        raw = median_of(args.runs, lambda: subprocess.run(bench.raw_ssh(port), check=True),
-                        lambda: kill_raw(port))
+        bench.profile("one", port, ipv4_only=True)  # the very forward raw ssh -L makes
+        bench.sshwrap("up", "one")  # the resident supervisor runs from here on
+        bench.sshwrap("down", "one")
+        up, raw = paired_medians(
+            args.runs, lambda: bench.sshwrap("up", "one"), lambda: bench.sshwrap("down", "one"),
+            lambda: subprocess.run(bench.raw_ssh(port), check=True), lambda: kill_raw(port))
         rows.append(("up one tunnel, to verified-ready", f"{up * 1000:.0f} ms",
                      f"raw ssh -f: {raw * 1000:.0f} ms", f"{up / raw:.2f}x"))
+        here = [sys.executable, "-m", "sshwrap"]
+        checkout = median_of(args.runs, lambda: bench.sshwrap("up", "one", launcher=here),
+                             lambda: bench.sshwrap("down", "one"))
+        rows.append(("  the same through python -m sshwrap with this interpreter's hooks",
+                     f"{checkout * 1000:.0f} ms", f"raw ssh -f: {raw * 1000:.0f} ms",
+                     f"{checkout / raw:.2f}x"))
         resident = resident_start_time(bench, "one", args.runs)
         rows.append(("  of which the resident supervisor's part (request to verified)",
                      f"{resident * 1000:.0f} ms", f"raw ssh -f: {raw * 1000:.0f} ms",
@@ -184,7 +233,8 @@ def main() -> int:
                      f"raw ssh -f: {raw * 1000:.0f} ms", f"{cold / raw:.2f}x"))
 
         startup = median_of(args.runs, lambda: bench.sshwrap("--version"), lambda: None)
-        rows.append(("  of which CLI start-up (--version)", f"{startup * 1000:.0f} ms", "", ""))
+        rows.append(("  start-up of the full command line (--version)",
+                     f"{startup * 1000:.0f} ms", "", ""))
 
         bench.sshwrap("up", "one")
         status_one = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),

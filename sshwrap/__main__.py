@@ -1,5 +1,5 @@
 """Entry point for ``python -m sshwrap``."""
 
-from sshwrap.cli.app import main
+from sshwrap.cli.express import main
 
 main()

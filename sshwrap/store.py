@@ -120,4 +120,28 @@ def load_profile_file(path: Path) -> Profile:
         raise InvalidInput(Problem(f"not valid TOML: {exc}", file=str(path))) from None
     except OSError as exc:
         raise InvalidInput(Problem(f"cannot read: {exc.strerror}", file=str(path))) from None
-    return parse_profile(path.stem, data, source=str(path))
+    return _anchored(parse_profile(path.stem, data, source=str(path)), path)
+
+
+def _anchored(profile: Profile, path: Path) -> Profile:
+    """The profile with relative file paths taken from its own folder: the same file whoever
+    starts the tunnel, from any directory (the resident supervisor runs in ``/``)."""
+    from dataclasses import replace
+
+    identity_file = _anchored_path(profile.identity_file, "identity_file", path)
+    ssh_config_file = _anchored_path(profile.ssh_config_file, "ssh_config_file", path)
+    if (identity_file, ssh_config_file) == (profile.identity_file, profile.ssh_config_file):
+        return profile
+    return replace(profile, identity_file=identity_file, ssh_config_file=ssh_config_file)
+
+
+def _anchored_path(value: str | None, key: str, path: Path) -> str | None:
+    from sshwrap.core.syntax import SyntaxProblem, check_path
+
+    if not value or value.startswith(("/", "~")):
+        return value
+    try:
+        return check_path(os.path.join(os.path.abspath(path.parent), value), what=key)
+    except SyntaxProblem as error:
+        raise InvalidInput(Problem(f"relative path taken from the profile's folder: {error}",
+                                   file=str(path), key=key)) from None

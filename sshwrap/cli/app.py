@@ -84,10 +84,9 @@ def _only(command: str | None) -> Iterator[None]:
 
 def report_error(error: SshwrapError) -> int:
     """Print an error as ``sshwrap: error: ...`` lines (and a hint); return its exit code."""
-    for line in error.lines():
-        print(f"sshwrap: error: {line}", file=sys.stderr)
-    if error.hint:
-        print(f"hint: {error.hint}", file=sys.stderr)
+    from sshwrap.cli.render import error_text
+
+    sys.stderr.write(error_text(error))
     return int(error.exit_code)
 
 
@@ -122,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(int(ExitCode.BAD_INPUT))
         if debug:
             raise
-        print(f"sshwrap: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        print("hint: run again with --debug to see the traceback", file=sys.stderr)
+        from sshwrap.cli.render import internal_error_text
+
+        sys.stderr.write(internal_error_text(error))
         code = ExitCode.INTERNAL
     sys.exit(int(code))

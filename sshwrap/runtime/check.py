@@ -227,7 +227,6 @@ def _far_end_steps(profile: Profile) -> list[CheckStep]:
 
 def _running_steps(profile: Profile, paths: StatePaths) -> list[CheckStep]:
     from sshwrap.errors import StateConflict
-    from sshwrap.runtime import sockets
     from sshwrap.runtime.diagnose import open_failures
     from sshwrap.runtime.state import live_process, read_record
 
@@ -239,9 +238,9 @@ def _running_steps(profile: Profile, paths: StatePaths) -> list[CheckStep]:
         return [_skipped("tunnel running", f"not running: 'sshwrap up {profile.name}' starts "
                                            "it; forwards and far ends are checked once it runs")]
     steps = [_passed("tunnel running", f"pid {record.pid}")]
-    from sshwrap.runtime.verify import check_forwards
+    from sshwrap.runtime.verify import ListenerView
 
-    for check in check_forwards(record.forwards, record.pid, sockets.listening_sockets(), None):
+    for check in ListenerView().check(record.forwards, record.pid):
         name = f"{check.forward.type} {check.forward.listen} listens (owned by the tunnel)"
         if check.healthy:
             steps.append(_passed(name, check.detail))

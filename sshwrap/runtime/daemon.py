@@ -3,7 +3,8 @@
 ``up`` asks it to start a tunnel and gets the first attempt's result; ``down`` asks it to stop
 one. It is started on demand and ends once it has supervised nothing for ``IDLE_EXIT``
 seconds, or on ``down --all``. Shared-connection tunnels and systemd units keep a supervisor
-process of their own (runtime/supervisor.py).
+process of their own (runtime/supervisor.py). Whoever starts it may add commands it serves
+over the same socket with a stream of answers (the express lane of ``up``, cli/express.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -26,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from sshwrap.errors import StateConflict
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.rendezvous import SUPERVISOR_SOCKET
 
 if TYPE_CHECKING:
     from sshwrap.runtime.supervisor import Supervisor
 
 MODULE = "sshwrap.runtime.daemon"
-SOCKET_NAME = "supervisor"
 #: With no tunnel to supervise for this long, the resident supervisor exits.
 IDLE_EXIT = 300.0
 #: How long ``up`` waits for a resident supervisor it started to answer.
@@ -45,7 +46,7 @@ def socket_path(paths: StatePaths) -> Path:
     """Where it listens: in the private socket dir, short enough for a unix socket path."""
     from sshwrap.runtime.shared import control_dir
 
-    return control_dir(paths) / SOCKET_NAME
+    return control_dir(paths) / SUPERVISOR_SOCKET
 
 
 def lock_path(paths: StatePaths) -> Path:
@@ -89,6 +90,18 @@ def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) ->
     return answer
 
 
+def start_request(paths: StatePaths, message: Mapping[str, Any], *,
+                  timeout: float) -> dict[str, Any]:
+    """Ask the resident supervisor of ``paths`` to start a tunnel (``op: start``), starting
+    the supervisor first if none runs; served in-process when called from inside it (the
+    express lane of ``up``)."""
+    resident = _serving_here
+    if resident is not None and resident.paths.root == paths.root:
+        return resident.start(dict(message))
+    ensure_running(paths, message["env"])
+    return request(paths, message, timeout=timeout)
+
+
 def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     """Start the resident supervisor of ``paths`` unless one answers already.
 
@@ -106,7 +119,7 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
         process = subprocess.Popen(
             [sys.executable, "-m", MODULE], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True, close_fds=True,
-            env={**env, STATE_DIR_ENV: str(paths.root)})
+            env={**env, STATE_DIR_ENV: os.path.abspath(paths.root)})
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -166,18 +179,58 @@ class Tunnel:
     thread: threading.Thread
 
 
+class Channel:
+    """One request's connection: answers go out as JSON lines, and the asker may hang up."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, frame: Mapping[str, Any]) -> None:
+        """Send one answer; OSError when the asker is gone."""
+        with self._lock:
+            self._conn.sendall(json.dumps(frame).encode() + b"\n")
+
+    def hung_up(self, timeout: float, wake_fd: int | None = None) -> bool:
+        """Wait up to ``timeout`` seconds, or until ``wake_fd`` is readable; True once the
+        asker has closed its end."""
+        import select
+
+        poller = select.poll()
+        poller.register(self._conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        ready = {fd for fd, _events in poller.poll(timeout * 1000)}
+        if self._conn.fileno() not in ready:
+            return False
+        try:
+            return self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+#: A command served with a stream of answers: the request, its channel, the supervisor.
+Command = Callable[[dict[str, Any], Channel, "ResidentSupervisor"], None]
+#: The resident supervisor serving in this process, if any.
+_serving_here: ResidentSupervisor | None = None
+
+
 class ResidentSupervisor:
     """Accepts requests on the socket; runs each tunnel's Supervisor in a thread of its own."""
 
-    def __init__(self, paths: StatePaths) -> None:
+    def __init__(self, paths: StatePaths, commands: Mapping[str, Command] | None = None) -> None:
         from sshwrap.runtime.supervisor import process_identity
 
         self.paths = paths
+        self.commands = dict(commands or {})
         self.identity = process_identity()
         self.tunnels: dict[str, Tunnel] = {}
         self.lock = threading.Lock()
         self.quit = threading.Event()
         self.idle_since = time.monotonic()
+        self.serving = 0  # commands under way: not idle while one runs
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -188,6 +241,8 @@ class ResidentSupervisor:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             self.quit.set()
 
+        global _serving_here  # noqa: PLW0603 - one resident supervisor per process
+        _serving_here = self
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         listener.settimeout(0.5)
@@ -197,7 +252,8 @@ class ResidentSupervisor:
                 conn, _ = listener.accept()
             except TimeoutError:
                 with self.lock:
-                    if not self.tunnels and time.monotonic() - self.idle_since >= IDLE_EXIT:
+                    if not self.tunnels and not self.serving \
+                            and time.monotonic() - self.idle_since >= IDLE_EXIT:
                         self.say(f"nothing supervised for {IDLE_EXIT:g} s: exiting")
                         break
                 continue
@@ -219,19 +275,35 @@ class ResidentSupervisor:
                 with conn.makefile("rb") as reader:
                     line = reader.readline(MAX_REQUEST)
                 message = json.loads(line)
+                command = self.commands.get(str(message.get("op")))
+                if command is not None:
+                    self._serve(command, message, Channel(conn))
+                    return
                 answer = self._answer(message)
                 conn.sendall(json.dumps(answer).encode() + b"\n")
             except (OSError, ValueError) as error:
                 self.say(f"a request failed: {type(error).__name__}")  # never its content
+
+    def _serve(self, command: Command, message: dict[str, Any], channel: Channel) -> None:
+        with self.lock:
+            if self.quit.is_set():
+                return  # the asker sees the connection close unanswered
+            self.serving += 1
+        try:
+            command(message, channel, self)
+        finally:
+            with self.lock:
+                self.serving -= 1
+                self.idle_since = time.monotonic()
 
     def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "start":
-            return self._start(message)
+            return self.start(message)
         if op == "stop":
-            return {"stopped": self._stop(str(message["name"]))}
+            return {"stopped": self.stop(str(message["name"]))}
         if op == "quit":
             with self.lock:
                 if message.get("only_if_idle") and self.tunnels:
@@ -240,7 +312,7 @@ class ResidentSupervisor:
             return {"quitting": True}
         return {"error": f"unknown request {op!r}"}
 
-    def _start(self, message: dict[str, Any]) -> dict[str, Any]:
+    def start(self, message: dict[str, Any]) -> dict[str, Any]:
         """Start supervising a tunnel; the first attempt's exit code (0: verified) and, once
         verified, its forwards as found."""
         from queue import Queue
@@ -297,7 +369,7 @@ class ResidentSupervisor:
                 if not self.tunnels:
                     self.idle_since = time.monotonic()
 
-    def _stop(self, name: str) -> bool:
+    def stop(self, name: str) -> bool:
         """Stop one tunnel (its client ends, its record goes); False if it was not ours."""
         with self.lock:
             tunnel = self.tunnels.get(name)
@@ -347,7 +419,9 @@ def _listen(paths: StatePaths) -> socket.socket:
 def main() -> int:
     with contextlib.suppress(OSError):
         os.umask(0o077)
-    paths = StatePaths.from_env().ensure()
+    paths = StatePaths(StatePaths.from_env().root.absolute()).ensure()
+    # Hold no caller's directory: nothing here may depend on where the first up ran.
+    os.chdir("/")
     lock_fd = os.open(lock_path(paths), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -355,7 +429,10 @@ def main() -> int:
         return 0  # another one serves this state dir
     listener = _listen(paths)
     try:
-        return ResidentSupervisor(paths).serve(listener)
+        # The composition root: the command line's express lane is served here too.
+        from sshwrap.cli.express import serve_up
+
+        return ResidentSupervisor(paths, {"up": serve_up}).serve(listener)
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):

@@ -6,16 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_DIR_ENV = "SSHWRAP_STATE_DIR"
+from sshwrap.runtime.rendezvous import STATE_DIR_ENV, state_root
+
+__all__ = ["STATE_DIR_ENV", "StatePaths", "default_state_dir"]
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
     """``SSHWRAP_STATE_DIR`` if set, else ``$XDG_STATE_HOME/sshwrap`` (~/.local/state/sshwrap)."""
-    env = dict(os.environ) if env is None else env
-    if env.get(STATE_DIR_ENV):
-        return Path(env[STATE_DIR_ENV]).expanduser()
-    state_home = Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return state_home / "sshwrap"
+    return Path(state_root(os.environ if env is None else env))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from sshwrap.errors import (
 )
 from sshwrap.runtime import sockets, state
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.rendezvous import CONTROL_DIR, KEY_LENGTH, control_dir_fits
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 from sshwrap.runtime.verify import ForwardCheck, check_forwards
 
@@ -60,11 +61,6 @@ MODULE = "sshwrap.runtime.shared"
 #: may share one master. Everything else (host, port, user, jump chain, ssh_config_file,
 #: identity, options, host-key policy, auth, keepalive, compression) must be equal.
 NOT_CONNECTION_KEYS = frozenset({"description", "tags", "forward", "restart", "share_connection"})
-#: Longest socket path bound: Linux allows 107 bytes, BSD and macOS 103. ssh binds a
-#: temporary name first (the control path plus "." and 16 random characters), then renames it.
-MAX_SOCKET_PATH = 103
-SSH_TEMP_SUFFIX = 17
-KEY_LENGTH = 16
 #: How often a tunnel's supervisor checks that its master still runs, and the master's
 #: supervisor that some tunnel still uses it.
 WATCH_INTERVAL = 0.2
@@ -120,11 +116,6 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def _fits(folder: Path) -> bool:
-    longest = len(os.fsencode(folder)) + 1 + KEY_LENGTH + SSH_TEMP_SUFFIX
-    return longest <= MAX_SOCKET_PATH
-
-
 def control_dir(paths: StatePaths, env: dict[str, str] | None = None) -> Path:
     """The private (0700) directory of the control sockets.
 
@@ -132,8 +123,8 @@ def control_dir(paths: StatePaths, env: dict[str, str] | None = None) -> Path:
     after the state dir under ``$XDG_RUNTIME_DIR`` or the temp dir, the same for every
     process of this state dir.
     """
-    preferred = paths.root / "ctl"
-    if _fits(preferred):
+    preferred = paths.root / CONTROL_DIR
+    if control_dir_fits(preferred):
         return _private_dir(preferred)
     env = dict(os.environ) if env is None else env
     tag = hashlib.sha256(os.fsencode(paths.root.resolve())).hexdigest()[:8]
@@ -141,7 +132,7 @@ def control_dir(paths: StatePaths, env: dict[str, str] | None = None) -> Path:
     bases.append(Path(tempfile.gettempdir()))
     for base in bases:
         folder = base / f"sshwrap-{os.getuid()}-{tag}"
-        if base.is_dir() and _fits(folder):
+        if base.is_dir() and control_dir_fits(folder):
             return _private_dir(folder)
     raise StateConflict("no directory with a path short enough for a control socket",
                         hint="set TMPDIR to a short path such as /tmp")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -33,7 +33,7 @@ from sshwrap.runtime.auth import AskSecret, ClientStarter, client_env, secret_fo
 from sshwrap.runtime.launch import Launched, client_argv, stop_group, terminate_process
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
-from sshwrap.runtime.verify import ForwardCheck, check_forwards, wait_ready
+from sshwrap.runtime.verify import ForwardCheck, ListenerView, check_forwards, wait_ready
 from sshwrap.store import ProfileStore
 
 DEFAULT_WAIT = 15.0
@@ -215,10 +215,18 @@ def _stop_launched(launched: Launched) -> None:
     launched.popen.poll()
 
 
+def runs_in_resident(profile: Profile, share: bool = False) -> bool:
+    """True when ``up`` hands the tunnel to the resident supervisor (see start_tunnel)."""
+    from sshwrap.runtime.shared import wants_sharing
+
+    return profile.restart is not RestartPolicy.NO and not wants_sharing(profile, share)
+
+
 def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
                  progress: ProgressCallback | None = None,
                  profile_dirs: Sequence[Path] | None = None,
-                 secret: str | None = None, share: bool = False) -> TunnelOutcome:
+                 secret: str | None = None, share: bool = False,
+                 environ: Mapping[str, str] | None = None) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
     With ``restart = "no"`` the client runs alone; otherwise it is supervised and restarted:
@@ -226,7 +234,8 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
     the profile's ``share_connection``), by a supervisor process of its own that adds the
     forwards to the master and watches it. ``profile_dirs`` tell the supervisor where to
     load the profile from. ``secret`` (a password, say) goes over a private socket or pipe,
-    never to argv, environment or state.
+    never to argv, environment or state. ``environ`` is the environment of the ``up`` that
+    asks (default: ours); the client starts from it.
     """
     from sshwrap.runtime.shared import wants_sharing
 
@@ -242,7 +251,7 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             sharing = wants_sharing(profile, share)
             if profile.restart is RestartPolicy.NO and not sharing:
                 pid, found = _start_alone(profile, paths, argv, digest, forwards, wait=wait,
-                                          progress=progress, secret=secret)
+                                          progress=progress, secret=secret, environ=environ)
                 return TunnelOutcome(name, Action.STARTED, pid, found)
             if progress is not None:
                 progress(name, 0, len(forwards))
@@ -250,11 +259,11 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
                     for d in profile_dirs or ProfileStore.from_option(None).dirs]
             if sharing:
                 record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
-                                                   secret=secret, share=share)
+                                                   secret=secret, share=share, environ=environ)
                 found = _forwards_of(record)
             else:
                 record, found = _start_resident(profile, paths, wait=wait, dirs=dirs,
-                                                secret=secret)
+                                                secret=secret, environ=environ)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
         return TunnelOutcome(name, Action.STARTED, record.pid, found)
@@ -264,12 +273,12 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
 
 def _start_alone(profile: Profile, paths: StatePaths, argv: list[str], digest: str,
                  forwards: tuple[ExpectedForward, ...], *, wait: float,
-                 progress: ProgressCallback | None,
-                 secret: str | None) -> tuple[int, tuple[ForwardStatus, ...]]:
+                 progress: ProgressCallback | None, secret: str | None,
+                 environ: Mapping[str, str] | None) -> tuple[int, tuple[ForwardStatus, ...]]:
     """Start the client with no supervisor and verify it (the caller holds the name's lock):
     its pid and forwards. On failure nothing is left running or recorded."""
     name = profile.name
-    starter = ClientStarter(profile, secret, paths.root)  # auth: see runtime/auth.py
+    starter = ClientStarter(profile, secret, paths.root, base_env=environ)  # see runtime/auth.py
     launched = starter.start(name, argv, paths.log(name))
     record = TunnelRecord(
         name=name, pid=launched.pid, create_time=launched.create_time,
@@ -323,18 +332,18 @@ def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
 
 
 def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
-                    secret: str | None) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
+                    secret: str | None, environ: Mapping[str, str] | None,
+                    ) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
     """Ask the resident supervisor to run the tunnel (the caller holds the name's lock): its
     verified record, and its forwards as the supervisor found them."""
     from sshwrap.runtime import daemon
 
     name = profile.name
-    env = client_env(profile)  # auth: never hand the password variable on
-    daemon.ensure_running(paths, env)
+    env = client_env(profile, base=environ)  # auth: never hand the password variable on
     message = {"op": "start", "name": name, "wait": wait, "dirs": dirs, "env": env,
                "secret": secret}
     try:
-        answer = daemon.request(paths, message, timeout=wait + SUPERVISOR_GRACE)
+        answer = daemon.start_request(paths, message, timeout=wait + SUPERVISOR_GRACE)
     except BaseException as error:
         with contextlib.suppress(OSError, ValueError):
             daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN)
@@ -356,8 +365,8 @@ def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: l
 
 
 def _start_supervisor_process(profile: Profile, paths: StatePaths, *, wait: float,
-                              dirs: list[str], secret: str | None,
-                              share: bool) -> TunnelRecord:
+                              dirs: list[str], secret: str | None, share: bool,
+                              environ: Mapping[str, str] | None) -> TunnelRecord:
     """Start a supervisor process for the tunnel, detached; its verified record (caller
     holds the name's lock). The secret is written to its stdin pipe, closed right after."""
     import subprocess
@@ -365,7 +374,7 @@ def _start_supervisor_process(profile: Profile, paths: StatePaths, *, wait: floa
     from sshwrap.runtime.supervisor import supervisor_command
 
     name = profile.name
-    env = client_env(profile)  # auth: never hand the password variable on
+    env = client_env(profile, base=environ)  # auth: never hand the password variable on
     env[STATE_DIR_ENV] = str(paths.root)
     if dirs:
         env["SSHWRAP_PROFILES"] = ":".join(dirs)
@@ -429,7 +438,7 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
         _stop_orphan(record, paths)
         state.remove_record(paths, name)
         return None
-    checks = check_forwards(record.forwards, record.pid, sockets.listening_sockets(), None)
+    checks = ListenerView().check(record.forwards, record.pid)
     statuses = tuple(ForwardStatus.from_check(c) for c in checks)
     if not all(c.healthy for c in checks):
         broken = "; ".join(f"{c.forward.listen}: {c.detail}" for c in checks if not c.healthy)
@@ -453,11 +462,27 @@ def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = F
     ``ask_secret`` (hidden terminal input) supplies passwords and passphrases; otherwise a
     password profile's comes from its ``password_env`` variable. ``share`` puts every ssh
     tunnel on a shared connection per destination, as ``share_connection = true`` does."""
+    profiles = up_selection(store, names, all_profiles=all_profiles, tag=tag, wait=wait)
+    return start_selected(profiles, store, wait=wait, paths=paths, progress=progress,
+                          ask_secret=ask_secret, share=share)
+
+
+def up_selection(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
+                 tag: str | None = None, wait: float = DEFAULT_WAIT) -> list[Profile]:
+    """Check up's input and select its profiles; InvalidInput, with nothing done, if bad."""
     if wait <= 0:
         raise InvalidInput("--wait: must be a positive number of seconds")
-    profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
+    return select_profiles(store, names, all_profiles=all_profiles, tag=tag)
+
+
+def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: float,
+                   paths: StatePaths | None = None, progress: ProgressCallback | None = None,
+                   ask_secret: AskSecret | None = None, share: bool = False,
+                   environ: Mapping[str, str] | None = None) -> UpReport:
+    """Start profiles chosen by up_selection, in parallel; ``environ`` is the environment
+    of the ``up`` that asks (default: ours): password variables and the clients' own."""
     # Read every secret first (terminal input is sequential); none is ever stored.
-    secrets = {p.name: secret_for(p, ask_secret) for p in profiles}
+    secrets = {p.name: secret_for(p, ask_secret, environ) for p in profiles}
     paths = (paths or StatePaths.from_env()).ensure()
     from sshwrap.machine import host_facts
 
@@ -465,7 +490,7 @@ def up(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = F
     outcomes = _parallel(
         profiles, lambda p: start_tunnel(p, paths, facts, wait=wait, progress=progress,
                                          profile_dirs=store.dirs, secret=secrets[p.name],
-                                         share=share))
+                                         share=share, environ=environ))
     return TunnelsReport("up", tuple(outcomes))
 
 
@@ -609,16 +634,9 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     from sshwrap.machine import host_facts
 
     facts = host_facts()
-    scan: list[sockets.Listener] | None = None
-
-    def listeners() -> list[sockets.Listener]:
-        nonlocal scan
-        if scan is None:
-            scan = sockets.listening_sockets()
-        return scan
-
-    rows = [_tunnel_status(n, store=store, known=known, recorded=recorded, paths=paths,
-                           facts=facts, listeners=listeners) for n in targets]
+    view = ListenerView()  # one read of the sockets for every row
+    rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths,
+                           facts=facts, view=view) for n in targets]
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)
@@ -628,19 +646,22 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     return StatusReport(tuple(rows), ExitCode.UNHEALTHY if unhealthy else ExitCode.OK)
 
 
-def _load(store: ProfileStore, known: dict[str, Any], name: str) -> Profile | None:
+def _load(known: dict[str, Path], name: str) -> Profile | None:
+    """The profile found for ``name`` when listing the store (listed once, not per row)."""
+    from sshwrap.store import load_profile_file
+
     if name not in known:
         return None
     try:
-        return store.load(name)
+        return load_profile_file(known[name])
     except SshwrapError:
         return None
 
 
-def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], recorded: list[str],
+def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
                    paths: StatePaths, facts: HostFacts,
-                   listeners: Callable[[], list[sockets.Listener]]) -> TunnelStatus:
-    profile = _load(store, known, name)
+                   view: ListenerView) -> TunnelStatus:
+    profile = _load(known, name)
     idle = tuple(ForwardStatus.idle(f) for f in expected_forwards(profile, facts)) \
         if profile is not None else ()
     try:
@@ -650,7 +671,7 @@ def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], rec
                             detail=error.message)
     if record is not None and record.supervised:
         return _supervised_status(record, profile, paths=paths, facts=facts,
-                                  listeners=listeners, idle=idle)
+                                  view=view, idle=idle)
     if record is None:
         return TunnelStatus(name, TunnelState.DOWN, None, None, 0, False, idle)
     if state.live_process(record) is None:
@@ -662,7 +683,7 @@ def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], rec
             name, TunnelState.FAILED, None, None, record.restarts, False,
             tuple(ForwardStatus.idle(f, "process ended") for f in record.forwards),
             detail=f"pid {record.pid} ended without 'sshwrap down'; its state was removed")
-    checks = check_forwards(record.forwards, record.pid, listeners(), None)
+    checks = view.check(record.forwards, record.pid)
     healthy = all(c.healthy for c in checks)
     changed = False
     if profile is not None:
@@ -679,7 +700,7 @@ def _tunnel_status(name: str, *, store: ProfileStore, known: dict[str, Any], rec
 
 
 def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: StatePaths,
-                       facts: HostFacts, listeners: Callable[[], list[sockets.Listener]],
+                       facts: HostFacts, view: ListenerView,
                        idle: tuple[ForwardStatus, ...]) -> TunnelStatus:
     """The truth from both processes: supervisor alive or not, client alive or not."""
     name = record.name
@@ -699,7 +720,7 @@ def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: 
         return TunnelStatus(name, TunnelState.FAILED, None, None, healthy=False, forwards=ended,
                             detail=f"{why}; its state was removed", **common)
     if supervisor is None:
-        checks = check_forwards(record.forwards, record.pid, listeners(), None)
+        checks = view.check(record.forwards, record.pid)
         return TunnelStatus(
             name, TunnelState.UP, record.pid, max(0.0, time.time() - record.started_at),
             healthy=False, forwards=tuple(ForwardStatus.from_check(c) for c in checks),
@@ -718,7 +739,7 @@ def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: 
                             forwards=ended, next_retry=record.next_retry,
                             detail=f"{record.last_failure or 'client ended'}{retry}{hint}",
                             **common)
-    checks = check_forwards(record.forwards, record.pid, listeners(), None)
+    checks = view.check(record.forwards, record.pid)
     healthy = all(c.healthy for c in checks) and record.phase == "up"
     changed = False
     if profile is not None:

@@ -22,11 +22,16 @@ from sshwrap.errors import (
 )
 from sshwrap.runtime import sockets
 from sshwrap.runtime.launch import Launched
+from sshwrap.runtime.sockdiag import TcpListener, socket_inodes, tcp_listeners
 from sshwrap.runtime.sockets import Listener
 from sshwrap.runtime.state import ExpectedForward
 
-POLL_INTERVAL = 0.01
-#: The client's sockets are read when it opens or closes one, and at least this often.
+POLL_INTERVAL = 0.005
+#: Every poll of every tunnel this process is verifying, together: at most one per this many
+#: seconds, so that twenty tunnels starting at once leave the CPU to their handshakes.
+POLL_BUDGET = 0.0025
+#: Without sock_diag, the client's sockets are read when it opens or closes one, and at
+#: least this often.
 SOCKET_CHECK_INTERVAL = 0.1
 FULL_SCAN_INTERVAL = 0.25
 #: Addresses whose listener blocks every address of the port (compared, never bound).
@@ -263,42 +268,46 @@ def failure_from_log(name: str, log_text: str, profile: Profile) -> SshwrapError
     return diagnosis.error() if diagnosis is not None else _fallback_error(name, log_text)
 
 
-def socket_fds(pid: int) -> frozenset[str] | None:
-    """The socket inodes ``pid`` holds open, from its /proc fd links (cheap, unlike reading
-    the sockets themselves); None where that cannot be read."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    found = set()
-    for fd in names:
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:"):
-                found.add(target)
-    return frozenset(found)
-
-
 class _ClientSockets:
-    """A starting client's listening sockets, read again only when they may have changed.
+    """A starting client's listening sockets, read again on every poll when that is cheap.
 
-    Reading them parses the system's TCP tables, so it is done when the client opened or
-    closed a socket (its /proc fd links tell, next to for free), and now and then
-    regardless. The scan of every process, which finds a squatter (plink keeps running
-    without its listener), runs now and then and once the client has exited.
+    With sock_diag (runtime/sockdiag.py) a read costs a tenth of a millisecond: every TCP
+    listener, marked as the client's when the client holds its inode. A listener on an
+    expected address that is not the client's (a squatter, or a jump child's) is attributed
+    by a scan of every process. Without sock_diag, or with unix-socket forwards, psutil
+    parses the system's tables: only when the client opened or closed a socket (its /proc
+    fd links tell) and now and then regardless, with a scan of every process, which finds a
+    squatter, now and then and once the client has exited.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, forwards: Sequence[ExpectedForward]) -> None:
         self.pid = pid
+        self.listening = [f for f in forwards if f.type != "remote"]
+        #: The listeners hold every socket on the expected addresses, attributed: no scan
+        #: of every process would tell more.
+        self.complete = False
         self.listeners: list[Listener] = []
-        self._seen: frozenset[str] | None = None
+        self._quick = all(f.path is None for f in self.listening)
+        self._seen: frozenset[int] | None = None
         self._last_read = -SOCKET_CHECK_INTERVAL
-        self._full_scan_due = time.monotonic() + FULL_SCAN_INTERVAL
+        # Quick reads attribute a foreign listener at once; the slow path scans later.
+        self._full_scan_due = time.monotonic() + (0.0 if self._quick else FULL_SCAN_INTERVAL)
 
     def refresh(self, exited: bool) -> bool:
         """Read the sockets again if they may have changed; True when they were read."""
         now = time.monotonic()
-        own = socket_fds(self.pid)
+        if self._quick and not exited:
+            quick = self._quick_read()
+            if quick is not None:
+                self.listeners, self.complete = quick, True
+                foreign = any(ln.pid is None and _blocks(f, ln)
+                              for f in self.listening for ln in quick)
+                if foreign and now >= self._full_scan_due:
+                    self.listeners = sockets.listening_sockets()
+                    self._full_scan_due = now + FULL_SCAN_INTERVAL
+                return True
+        self.complete = False
+        own = socket_inodes(self.pid)
         if not (exited or own is None or own != self._seen
                 or now >= self._last_read + SOCKET_CHECK_INTERVAL):
             return False
@@ -309,6 +318,67 @@ class _ClientSockets:
         else:
             self.listeners = sockets.listening_sockets(pid=self.pid)
         return True
+
+    def _quick_read(self) -> list[Listener] | None:
+        # Listeners first: a socket the client makes in between is then missed for one poll,
+        # never taken for another process's.
+        found = tcp_listeners()
+        return None if found is None else attributed(found, self.pid)
+
+
+def attributed(found: Sequence[TcpListener], pid: int) -> list[Listener] | None:
+    """Listeners read by sock_diag, those ``pid`` holds marked as its own (the others with
+    no pid); None when its descriptors cannot be read."""
+    own = socket_inodes(pid)
+    if own is None:
+        return None
+    return [Listener("ipv4" if ln.family == socket.AF_INET else "ipv6", ln.address, ln.port,
+                     pid if ln.inode in own else None) for ln in found]
+
+
+def _by_port(found: list[TcpListener] | None) -> dict[int, list[TcpListener]] | None:
+    if found is None:
+        return None
+    index: dict[int, list[TcpListener]] = {}
+    for listener in found:
+        index.setdefault(listener.port, []).append(listener)
+    return index
+
+
+class ListenerView:
+    """The host's listening sockets for a command that checks running tunnels.
+
+    One sock_diag read serves every tunnel, each tunnel's own sockets found from its /proc
+    fd links: checking a hundred tunnels costs little more than one. A scan of every process
+    (made once, and shared too) settles what that cannot: unix-socket forwards, a forward not
+    found healthy (to name who holds its address), or no sock_diag here.
+    """
+
+    def __init__(self) -> None:
+        self._by_port: dict[int, list[TcpListener]] | None = None
+        self._diag_read = False
+        self._full: list[Listener] | None = None
+
+    def full(self) -> list[Listener]:
+        if self._full is None:
+            self._full = sockets.listening_sockets()
+        return self._full
+
+    def check(self, forwards: Sequence[ExpectedForward], pid: int,
+              log_text: str | None = None) -> list[ForwardCheck]:
+        """check_forwards of one tunnel, from the quick read when that finds it healthy."""
+        listening = [f for f in forwards if f.type != "remote"]
+        if all(f.path is None for f in listening):
+            if not self._diag_read:
+                self._by_port, self._diag_read = _by_port(tcp_listeners()), True
+            quick = None if self._by_port is None else attributed(
+                [ln for port in {f.port for f in listening}
+                 for ln in self._by_port.get(port or 0, ())], pid)
+            if quick is not None:
+                checks = check_forwards(forwards, pid, quick, log_text)
+                if all(c.healthy for c in checks):
+                    return checks
+        return check_forwards(forwards, pid, self.full(), log_text)
 
 
 def wait_ready(
@@ -326,42 +396,67 @@ def wait_ready(
     deadline = time.monotonic() + wait
     reader = LogReader(launched.log_path, launched.log_offset)
     name = profile.name
-    watch = _ClientSockets(launched.pid)
+    watch = _ClientSockets(launched.pid, forwards)
     seen_log = -1
-    while True:
-        exited = launched.popen.poll() is not None
-        log_text = reader.read()
-        # A grown log (remote forwards are confirmed there) is checked against the sockets
-        # already read; the sockets are read again only when they may have changed.
-        if not watch.refresh(exited) and len(log_text) == seen_log:
-            time.sleep(POLL_INTERVAL)
-            continue
-        seen_log = len(log_text)
-        checks = check_forwards(forwards, launched.pid, watch.listeners, log_text)
-        if all(c.healthy for c in checks) and not exited:
-            checks = check_forwards(forwards, launched.pid, sockets.listening_sockets(),
-                                    log_text)
-        healthy = sum(c.healthy for c in checks)
-        if progress is not None:
-            progress(healthy, len(checks))
-        if healthy == len(checks) and not exited:
-            return checks
-        for check in checks:
-            if check.holder is not None:
-                raise port_taken_error(name, check)
-            if check.refused:
-                raise refused_error(name, check)
-        if exited:
+    with _WAITERS:
+        while True:
+            exited = launched.popen.poll() is not None
+            log_text = reader.read()
+            # A grown log (remote forwards are confirmed there) is checked against the sockets
+            # already read; the sockets are read again only when they may have changed.
+            if not watch.refresh(exited) and len(log_text) == seen_log:
+                time.sleep(_WAITERS.interval())
+                continue
+            seen_log = len(log_text)
+            checks = check_forwards(forwards, launched.pid, watch.listeners, log_text)
+            if all(c.healthy for c in checks) and not exited and not watch.complete:
+                checks = check_forwards(forwards, launched.pid, sockets.listening_sockets(),
+                                        log_text)
+            healthy = sum(c.healthy for c in checks)
+            if progress is not None:
+                progress(healthy, len(checks))
+            if healthy == len(checks) and not exited:
+                return checks
             for check in checks:
-                if check.blocked:
+                if check.holder is not None:
                     raise port_taken_error(name, check)
-            raise failure_from_log(name, reader.read(), profile)
-        if time.monotonic() >= deadline:
-            missing = "; ".join(f"{c.forward.type} {c.forward.listen}: {c.detail}"
-                                for c in checks if not c.healthy)
-            tail = last_lines(log_text)
-            raise NotReady(
-                f"{name}: not ready after {wait:g} s ({missing})"
-                + (f"; last messages:\n{tail}" if tail else ""),
-                hint="raise --wait, or run 'sshwrap check' on the profile")
-        time.sleep(POLL_INTERVAL)
+                if check.refused:
+                    raise refused_error(name, check)
+            if exited:
+                for check in checks:
+                    if check.blocked:
+                        raise port_taken_error(name, check)
+                raise failure_from_log(name, reader.read(), profile)
+            if time.monotonic() >= deadline:
+                missing = "; ".join(f"{c.forward.type} {c.forward.listen}: {c.detail}"
+                                    for c in checks if not c.healthy)
+                tail = last_lines(log_text)
+                raise NotReady(
+                    f"{name}: not ready after {wait:g} s ({missing})"
+                    + (f"; last messages:\n{tail}" if tail else ""),
+                    hint="raise --wait, or run 'sshwrap check' on the profile")
+            time.sleep(_WAITERS.interval())
+
+
+class _Waiters:
+    """How many tunnels of this process are being verified, to pace their polls."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self.count -= 1
+
+    def interval(self) -> float:
+        return max(POLL_INTERVAL, self.count * POLL_BUDGET)
+
+
+_WAITERS = _Waiters()

@@ -149,3 +149,45 @@ def test_every_command_is_mapped_to_its_module() -> None:
     names = {cli.command_name(c) for c in cli.app.registered_commands} | {
         g.name for g in cli.app.registered_groups}
     assert names == set(cli.COMMAND_MODULES)
+
+
+def test_express_lane_imports_nothing_heavy_before_it_connects() -> None:
+    """The lane's speed is its light start: no typer, not even typing or socket.py."""
+    import sshwrap
+
+    root = str(Path(sshwrap.__file__).resolve().parent.parent)
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            "import sshwrap.cli.express as e, sshwrap.runtime.rendezvous; "
+            "assert e.parse_up(['up', 'db']) is not None; "
+            "print(sorted(m for m in ('typer', 'typing', 'socket', 'pathlib', 'dataclasses', "
+            "'json', 'sshwrap.runtime.paths') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_sock_diag_lists_the_listeners_psutil_sees_with_their_inodes() -> None:
+    import socket
+
+    import psutil
+
+    from sshwrap.runtime.sockdiag import socket_inodes, tcp_listeners
+
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("127.0.0.1", 0))
+        v6.bind(("::1", 0))
+        for listener in (v4, v6):
+            listener.listen(1)
+        inodes = {os.stat(f"/proc/self/fd/{s.fileno()}").st_ino for s in (v4, v6)}
+        expected = {(socket.AF_INET, "127.0.0.1", v4.getsockname()[1]),
+                    (socket.AF_INET6, "::1", v6.getsockname()[1])}
+        found = tcp_listeners()
+        seen_by_psutil = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN}
+        own = socket_inodes(os.getpid())
+
+    assert found is not None and own is not None
+    assert {(ln.address, ln.port) for ln in found} == seen_by_psutil
+    ours = {(ln.family, ln.address, ln.port) for ln in found if ln.inode in inodes}
+    assert ours == expected
+    assert inodes <= own

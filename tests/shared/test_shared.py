@@ -16,7 +16,7 @@ import pytest
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import ExitCode, StateConflict
-from sshwrap.runtime import shared, state
+from sshwrap.runtime import rendezvous, shared, state
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.ports import list_ports
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
@@ -101,8 +101,8 @@ def test_control_dir_is_private_and_short(tmp_path: Path) -> None:
         assert near == short / "s" / "ctl"
         deep = StatePaths(tmp_path / ("d" * 120))
         far = shared.control_dir(deep, env={"XDG_RUNTIME_DIR": str(short)})
-        assert len(str(far / ("k" * shared.KEY_LENGTH))) + shared.SSH_TEMP_SUFFIX \
-            <= shared.MAX_SOCKET_PATH
+        assert len(str(far / ("k" * rendezvous.KEY_LENGTH))) + rendezvous.SSH_TEMP_SUFFIX \
+            <= rendezvous.MAX_SOCKET_PATH
         assert far.parent == short
         for folder in (near, far):
             info = os.lstat(folder)

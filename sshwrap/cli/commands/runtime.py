@@ -11,7 +11,8 @@ from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
 from sshwrap.cli.render import emit
 
 if TYPE_CHECKING:
-    from sshwrap.runtime.tunnels import ProgressCallback, TunnelsReport
+    from sshwrap.cli.progress import ProgressLine
+    from sshwrap.runtime.tunnels import TunnelsReport
 
 NamesArg = Annotated[list[str] | None, typer.Argument(metavar="[NAME]...")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every profile.")]
@@ -21,38 +22,27 @@ WaitOpt = Annotated[float, typer.Option(
     "--wait", metavar="SECONDS", help="How long to wait for every forward to be verified.")]
 
 
-def _progress_printer() -> ProgressCallback | None:
+def _progress_printer() -> ProgressLine | None:
     """A one-line progress display on stderr, only when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None
-    import threading
+    from sshwrap.cli.progress import ProgressLine
 
-    lock = threading.Lock()
-    seen: dict[str, tuple[int, int]] = {}
+    def write(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
-    def show(name: str, done: int, total: int) -> None:
-        with lock:
-            if seen.get(name) == (done, total):
-                return
-            seen[name] = (done, total)
-            ready = sum(d == t for d, t in seen.values())
-            parts = ", ".join(f"{n} {d}/{t}" for n, (d, t) in sorted(seen.items()))
-            sys.stderr.write(f"\r\x1b[Kverifying ({ready}/{len(seen)} ready): {parts}")
-            sys.stderr.flush()
-
-    return show
+    return ProgressLine(write)
 
 
-def _finish(report: TunnelsReport, as_json: bool, progress: ProgressCallback | None) -> int:
-    from sshwrap.cli.app import report_error
-    from sshwrap.cli.render import runtime as _render  # noqa: F401
+def _finish(report: TunnelsReport, as_json: bool, progress: ProgressLine | None) -> int:
+    from sshwrap.cli.render.runtime import report_streams
 
     if progress is not None:
-        sys.stderr.write("\r\x1b[K")
-    emit(report, as_json=as_json)
-    for outcome in report.outcomes:
-        if outcome.error is not None:
-            report_error(outcome.error)
+        progress.clear()
+    out, err = report_streams(report, as_json=as_json)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
     return int(report.exit_code)
 
 

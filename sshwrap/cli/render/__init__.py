@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from enum import Enum
 from functools import singledispatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sshwrap.errors import SshwrapError
 
 
 def to_jsonable(value: Any) -> Any:
@@ -35,15 +38,32 @@ def to_text(value: Any) -> str:
     return json.dumps(to_jsonable(value), indent=2)
 
 
-def emit(value: Any, *, as_json: bool = False) -> None:
-    """Print a result as JSON or as text, on stdout."""
+def rendered(value: Any, *, as_json: bool = False) -> str:
+    """A result as JSON or as text, ending in a newline (empty when there is nothing to say)."""
     if as_json:
         json_form = value.to_json() if hasattr(value, "to_json") else to_jsonable(value)
-        sys.stdout.write(json.dumps(json_form, indent=2) + "\n")
-        return
+        return json.dumps(json_form, indent=2) + "\n"
     text = to_text(value)
-    if text:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def emit(value: Any, *, as_json: bool = False) -> None:
+    """Print a result as JSON or as text, on stdout."""
+    sys.stdout.write(rendered(value, as_json=as_json))
+
+
+def error_text(error: SshwrapError) -> str:
+    """An error as ``sshwrap: error: ...`` lines and a hint, for stderr."""
+    lines = [f"sshwrap: error: {line}\n" for line in error.lines()]
+    if error.hint:
+        lines.append(f"hint: {error.hint}\n")
+    return "".join(lines)
+
+
+def internal_error_text(error: BaseException) -> str:
+    """The last resort for an unexpected error: one line, the traceback only on request."""
+    return (f"sshwrap: internal error: {type(error).__name__}: {error}\n"
+            "hint: run again with --debug to see the traceback\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sshwrap.cli.render import table, to_text
+from sshwrap.cli.render import error_text, rendered, table, to_text
 from sshwrap.runtime.tunnels import Action, StatusReport, TunnelsReport, TunnelStatus
 
 
@@ -34,6 +34,12 @@ def _tunnels_report(value: TunnelsReport) -> str:
         if outcome.message:
             lines.append(f"  note: {outcome.message}")
     return "\n".join(lines)
+
+
+def report_streams(report: TunnelsReport, *, as_json: bool) -> tuple[str, str]:
+    """What up, down and restart print: the report for stdout, each failure for stderr."""
+    errors = "".join(error_text(o.error) for o in report.outcomes if o.error is not None)
+    return rendered(report, as_json=as_json), errors
 
 
 def _forward_cell(row: TunnelStatus) -> list[str]:

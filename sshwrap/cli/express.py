@@ -1,0 +1,298 @@
+"""The express lane of ``up``: a plain ``sshwrap up`` is run by the resident supervisor.
+
+The resident supervisor already runs Python with the runtime imported, so a command it runs
+starts in milliseconds where the full command line spends about a hundred importing itself,
+half of the time ssh takes to connect. The lane takes ``up NAME...`` with ``--all``,
+``--tag``, ``--wait``, ``--json`` and ``--profiles``, when a resident supervisor answers and
+every selected tunnel is one it would run anyway. Anything else (other options, help, a
+profile given as a file, a tunnel that runs alone or on a shared connection, no resident
+supervisor) runs the full command line, with the same result. The client half below imports
+only os, sys, json and socket; the resident half imports the rest when it first serves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: typing costs this light process a tenth of its start-up; type checkers take the name.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _socket
+    from typing import Any
+
+    from sshwrap.cli.progress import ProgressLine
+    from sshwrap.runtime.daemon import Channel, ResidentSupervisor
+
+#: Set to 0 to run every command through the full command line.
+EXPRESS_ENV = "SSHWRAP_EXPRESS"
+#: How long a request may wait to be taken up before the full command line runs it instead.
+CONNECT_TIMEOUT = 2.0
+_VALUE_OPTIONS = ("--tag", "--wait", "--profiles")
+
+
+def main() -> None:
+    """The ``sshwrap`` entry point: the express lane when it takes the command, else the full
+    command line."""
+    try:
+        code = run_express(sys.argv[1:])
+    except KeyboardInterrupt:  # before the request went out, or while it was closed
+        sys.stderr.write("sshwrap: interrupted\n")
+        sys.exit(130)
+    if code is None:
+        from sshwrap.cli.app import main as full_command_line
+
+        full_command_line()
+    sys.exit(code)
+
+
+# -- the client half: runs in the ``sshwrap`` process, before anything heavy is imported --
+
+
+def parse_up(args: list[str]) -> dict[str, Any] | None:
+    """The request for an ``up`` the lane takes, or None to leave it to the full command line.
+
+    Options are read as the full command line reads them (the last of a repeated one wins);
+    anything it might read differently is left to it."""
+    if not args or args[0] != "up" or os.environ.get(EXPRESS_ENV, "1") == "0" \
+            or os.environ.get("SSHWRAP_DEBUG", "") not in ("", "0"):
+        return None
+    request: dict[str, Any] = {"op": "up", "names": [], "all": False, "tag": None,
+                               "wait": None, "json": False, "profiles": []}
+    rest = iter(args[1:])
+    for arg in rest:
+        option, has_value, value = arg.partition("=")
+        if option in _VALUE_OPTIONS:
+            if not _take_value(request, option, value if has_value else next(rest, "-")):
+                return None
+        elif arg in ("--all", "--json"):
+            request[arg[2:]] = True
+        elif arg.startswith("-") or "/" in arg or arg.endswith(".toml"):
+            return None  # another option, or a profile named by its file
+        else:
+            request["names"].append(arg)
+    return request
+
+
+def _take_value(request: dict[str, Any], option: str, value: str) -> bool:
+    """Put an option's value in the request; False when the full command line should judge it."""
+    if not value or value.startswith("-"):
+        return False
+    if option == "--tag":
+        request["tag"] = value
+    elif option == "--profiles":
+        request["profiles"].append(os.path.abspath(os.path.expanduser(value)))
+    else:
+        try:
+            wait = float(value)
+        except ValueError:
+            return False
+        import math
+
+        if not math.isfinite(wait):
+            return False
+        request["wait"] = wait
+    return True
+
+
+def run_express(args: list[str]) -> int | None:
+    """Run ``args`` in the express lane; its exit code, or None when the lane does not take it
+    (nothing has been done then)."""
+    request = parse_up(args)
+    if request is None:
+        return None
+    from sshwrap.runtime.rendezvous import preferred_supervisor_socket, state_root
+
+    path = preferred_supervisor_socket(state_root(os.environ))
+    if path is None:
+        return None
+    # The C socket module: socket.py would add a tenth to this process's start-up (enum,
+    # selectors), and only connect, send and receive are needed.
+    import _socket
+
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        conn.settimeout(CONNECT_TIMEOUT)
+        try:
+            conn.connect(path)
+        except OSError:
+            return None  # no resident supervisor: the full command line starts one
+        conn.settimeout(None)
+        request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
+        import json
+
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        return _follow(_Lines(conn), show_progress=request["progress"])
+    finally:
+        conn.close()
+
+
+class _Lines:
+    """The answers of the supervisor, one JSON line each."""
+
+    def __init__(self, conn: _socket.socket) -> None:
+        self.conn = conn
+        self._buffer = b""
+
+    def next(self) -> bytes:
+        """The next line; b"" once the supervisor has closed the connection."""
+        while b"\n" not in self._buffer:
+            chunk = self.conn.recv(1 << 16)
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+
+def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
+    """Show the answers of a request as they come; its exit code, or None if it was not run."""
+    import json
+
+    progress = None
+    while True:
+        try:
+            line = lines.next()
+        except KeyboardInterrupt:
+            return _interrupted(lines, progress)
+        if not line.endswith(b"\n"):
+            return None  # the supervisor went away before it answered: start afresh
+        frame = json.loads(line)
+        if "progress" in frame and show_progress:
+            if progress is None:
+                from sshwrap.cli.progress import ProgressLine
+
+                progress = ProgressLine(_write_stderr)
+            progress(*frame["progress"])
+        elif frame.get("fallback"):
+            return None
+        elif "exit" in frame:
+            if progress is not None:
+                progress.clear()
+            sys.stdout.write(frame.get("stdout", ""))
+            sys.stdout.flush()
+            sys.stderr.write(frame.get("stderr", ""))
+            return int(frame["exit"])
+
+
+def _interrupted(lines: _Lines, progress: ProgressLine | None) -> int:
+    """Ctrl-C: tell the supervisor (it stops what this up started) and wait until it has;
+    a second Ctrl-C leaves at once."""
+    import _socket
+
+    if progress is not None:
+        progress.clear()
+    sys.stderr.write("sshwrap: interrupted\n")
+    try:
+        lines.conn.shutdown(_socket.SHUT_WR)
+        while lines.next():
+            pass
+    except (KeyboardInterrupt, OSError):
+        pass
+    return 130
+
+
+def _write_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+# -- the resident half: runs in the resident supervisor --------------------------------------
+
+#: How long the resident's watch over an asker waits between looks (it is woken when the
+#: up is done, and at once when the asker hangs up).
+HANGUP_POLL = 1.0
+
+
+def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
+    """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
+    command line renders it. It falls back (nothing done) unless every selected tunnel would
+    be run by this supervisor; when the asker hangs up, what this up started is stopped."""
+    from pathlib import Path
+
+    from sshwrap.cli.render import error_text, internal_error_text
+    from sshwrap.cli.render.runtime import report_streams
+    from sshwrap.errors import ExitCode, SshwrapError
+    from sshwrap.runtime import tunnels
+    from sshwrap.store import ProfileStore, default_profile_dirs
+
+    env = {str(k): str(v) for k, v in message["env"].items()}
+    dirs = message["profiles"] or default_profile_dirs(env)
+    store = ProfileStore(tuple(Path(message["cwd"], d) for d in dirs))
+    wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
+    try:
+        profiles = tunnels.up_selection(store, message["names"], all_profiles=message["all"],
+                                        tag=message["tag"], wait=wait)
+        if not all(tunnels.runs_in_resident(p) for p in profiles):
+            channel.send({"fallback": True})
+            return
+        with _Asker(channel, resident, show_progress=message["progress"]) as asker:
+            report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
+                                            progress=asker.progress, environ=env)
+        for name in asker.abandoned(report):
+            tunnels.stop_tunnel(name, resident.paths)
+        out, err = report_streams(report, as_json=message["json"])
+        answer = {"exit": int(report.exit_code), "stdout": out, "stderr": err}
+    except SshwrapError as error:
+        answer = {"exit": int(error.exit_code), "stdout": "", "stderr": error_text(error)}
+    except Exception as error:  # as the full command line does: one line, and a hint
+        resident.say(f"up: internal error: {type(error).__name__}: {error}")
+        answer = {"exit": int(ExitCode.INTERNAL), "stdout": "",
+                  "stderr": internal_error_text(error)}
+    channel.send(answer)
+
+
+class _Asker:
+    """The client of one express ``up``, while its tunnels start: progress goes to it, and
+    once it hangs up (Ctrl-C) the first attempts under way are stopped."""
+
+    def __init__(self, channel: Channel, resident: ResidentSupervisor, *,
+                 show_progress: bool) -> None:
+        import threading
+
+        self.channel = channel
+        self.resident = resident
+        self.show_progress = show_progress
+        self.starting: set[str] = set()  # names this up is starting (it holds their locks)
+        self.hung_up = threading.Event()
+        self._done = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()
+        self._watcher = threading.Thread(target=self._watch, name="express asker", daemon=True)
+
+    def __enter__(self) -> _Asker:
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        os.write(self._wake_write, b"x")
+        self._watcher.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def progress(self, name: str, ready: int, total: int) -> None:
+        if ready == 0:
+            self.starting.add(name)
+        if self.show_progress and not self.hung_up.is_set():
+            try:
+                self.channel.send({"progress": [name, ready, total]})
+            except OSError:
+                self.hung_up.set()
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            if self.channel.hung_up(HANGUP_POLL, self._wake_read) and not self._done.is_set():
+                self.hung_up.set()
+                for name in list(self.starting):
+                    self.resident.stop(name)
+                return
+
+    def abandoned(self, report: Any) -> list[str]:
+        """The tunnels this up started that nobody waits for any more: to be stopped."""
+        from sshwrap.runtime.tunnels import Action
+
+        if not self.hung_up.is_set():
+            return []
+        return [o.name for o in report.outcomes
+                if o.name in self.starting and o.action is Action.STARTED]

@@ -1,0 +1,277 @@
+"""The express lane of ``up``: once a resident supervisor runs, a plain ``sshwrap up`` is served
+by it, with the full command line's output, exit codes and care for bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import psutil
+import pytest
+
+from sshwrap.cli.express import parse_up
+from sshwrap.runtime import daemon, state
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.tunnels import down
+from sshwrap.sandbox import BannerServer, Sshd, free_port
+from tests.runtime.tunnel_helpers import (
+    BANNER,
+    ECHO,
+    ProfileWriter,
+    eventually,
+    process_gone,
+    read_banner_through,
+    record_of,
+)
+
+
+class Ran:
+    """One run of the command line: its result, and whether the full command line ran."""
+
+    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
+        lines = done.stderr.splitlines(keepends=True)
+        imports = [ln for ln in lines if ln.startswith("import time:")]
+        self.code = done.returncode
+        self.stdout = done.stdout
+        self.stderr = "".join(ln for ln in lines if not ln.startswith("import time:"))
+        self.full_command_line = any(ln.split("|")[-1].strip() == "typer" for ln in imports)
+
+    @property
+    def express(self) -> bool:
+        return not self.full_command_line
+
+
+def sshwrap(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
+    """Run sshwrap, telling from its imports which lane ran it."""
+    return Ran(subprocess.run([sys.executable, "-X", "importtime", "-m", "sshwrap", *args],
+                              capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
+                              check=False))
+
+
+@pytest.fixture
+def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[StatePaths]:
+    """A state dir with a short path (the lane needs its socket in <state>/ctl; pytest's
+    temporary paths are too long for that), emptied and its supervisor ended at the end."""
+    root = Path(tempfile.mkdtemp(prefix="swx", dir="/tmp"))
+    monkeypatch.setenv("SSHWRAP_STATE_DIR", str(root))
+    state_paths = StatePaths(root)
+    try:
+        yield state_paths
+        records = [state.read_record(state_paths, n) for n in state.recorded_names(state_paths)]
+        down(all_tunnels=True, paths=state_paths)
+        for record in records:
+            if record is not None:
+                assert state.live_process(record) is None, f"{record.name} still runs"
+    finally:
+        daemon.shutdown(state_paths)
+        shutil.rmtree(root)
+
+
+def _local(write_profile: ProfileWriter, name: str, banner_server: BannerServer,
+           **keys: object) -> int:
+    port = free_port()
+    write_profile(name, [{"type": "local", "listen": f"127.0.0.1:{port}",
+                          "to": f"127.0.0.1:{banner_server.port}"}], **keys)
+    return port
+
+
+def _resident_running(paths: StatePaths, write_profile: ProfileWriter,
+                      banner_server: BannerServer) -> int:
+    """Start a first tunnel (through the full command line, which starts the supervisor)."""
+    _local(write_profile, "first", banner_server)
+    first = sshwrap("up", "first")
+    assert first.code == 0, first.stderr
+    assert first.full_command_line  # nothing to hand it to yet
+    return int(daemon.request(paths, {"op": "ping"}, timeout=5)["pid"])
+
+
+# -- what the lane takes (pure) --------------------------------------------------------------
+
+
+def test_the_lane_takes_plain_up_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSHWRAP_EXPRESS", raising=False)
+    monkeypatch.delenv("SSHWRAP_DEBUG", raising=False)
+    request = parse_up(["up", "db", "web", "--wait", "3", "--tag=work", "--json",
+                        "--profiles", "rel", "--all", "--tag", "home"])
+    assert request is not None
+    assert request["names"] == ["db", "web"]
+    assert (request["wait"], request["tag"], request["json"], request["all"]) == (
+        3.0, "home", True, True)  # the last of a repeated option wins, as in the full CLI
+    assert request["profiles"] == [os.path.abspath("rel")]
+    assert parse_up(["up"]) == {"op": "up", "names": [], "all": False, "tag": None,
+                                "wait": None, "json": False, "profiles": []}
+
+
+@pytest.mark.parametrize("args", [
+    [], ["status"], ["down", "db"], ["--debug", "up", "db"], ["up", "db", "--share"],
+    ["up", "db", "--ask-password"], ["up", "--help"], ["up", "./db.toml"], ["up", "db.toml"],
+    ["up", "db", "--wait"], ["up", "db", "--wait", "soon"], ["up", "db", "--wait", "nan"],
+    ["up", "db", "--wait=inf"], ["up", "--tag", "--json"], ["up", "--", "db"],
+])
+def test_anything_else_goes_to_the_full_command_line(args: list[str]) -> None:
+    assert parse_up(args) is None
+
+
+def test_the_lane_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSHWRAP_EXPRESS", "0")
+    assert parse_up(["up", "db"]) is None
+
+
+# -- against the real sshd -------------------------------------------------------------------
+
+
+@pytest.mark.sshd
+def test_up_is_served_by_the_resident_once_it_runs(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    resident = _resident_running(paths, write_profile, banner_server)
+    port = _local(write_profile, "second", banner_server)
+
+    started = sshwrap("up", "second")
+
+    assert started.code == 0, started.stderr
+    assert started.express
+    record = record_of(paths, "second")
+    assert started.stdout == (f"second: started (pid {record.pid})\n"
+                              f"  local 127.0.0.1:{port} -> 127.0.0.1:{banner_server.port}\n")
+    assert record.supervisor_pid == resident and record.verified
+    assert psutil.Process(record.pid).ppid() == resident
+    assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
+
+    again = sshwrap("up", "second", "first")
+    assert again.code == 0 and again.express
+    assert "second: already-up" in again.stdout and "first: already-up" in again.stdout
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("args", [
+    ["up", "nosuch"], ["up", "broken"], ["up", "fine", "broken"], ["up", "--tag", "none"],
+    ["up", "fine", "--wait", "0"], ["up"], ["up", "--all"], ["up", "fine", "bad name"],
+    ["up", "needs-password"],
+])
+def test_bad_input_reads_the_same_in_both_lanes_and_starts_nothing(
+    args: list[str], paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer, profiles_dir: Path,
+) -> None:
+    _resident_running(paths, write_profile, banner_server)
+    _local(write_profile, "fine", banner_server)
+    unset = "SSHWRAP_TEST_UNSET_PASSWORD"  # the name of a variable, not a password
+    _local(write_profile, "needs-password", banner_server, auth="password", password_env=unset)
+    (profiles_dir / "broken.toml").write_text('host = "h"\nport = "many"\n')
+    env = {k: v for k, v in os.environ.items() if k != unset}
+
+    express = sshwrap(*args, env=env)
+    full = sshwrap(*args, env={**env, "SSHWRAP_EXPRESS": "0"})
+
+    assert express.express and full.full_command_line
+    assert express.code == full.code == 2
+    assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
+    assert express.stderr.startswith("sshwrap: error: ")
+    assert state.recorded_names(paths) == ["first"]
+
+
+@pytest.mark.sshd
+def test_tunnels_that_run_alone_go_to_the_full_command_line(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    _resident_running(paths, write_profile, banner_server)
+    port = _local(write_profile, "alone", banner_server, restart="no")
+
+    started = sshwrap("up", "alone")
+
+    assert started.code == 0, started.stderr
+    assert started.full_command_line
+    assert not record_of(paths, "alone").supervised
+    assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
+
+
+@pytest.mark.sshd
+def test_profiles_are_found_from_the_callers_directory_and_environment(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+    profiles_dir: Path, tmp_path: Path,
+) -> None:
+    _resident_running(paths, write_profile, banner_server)
+    workdir = tmp_path / "work"
+    (workdir / "profiles").mkdir(parents=True)
+    (workdir / "mine").mkdir()
+    port = _local(write_profile, "here", banner_server)
+    shutil.move(profiles_dir / "here.toml", workdir / "profiles" / "here.toml")
+    other = _local(write_profile, "there", banner_server)
+    shutil.move(profiles_dir / "there.toml", workdir / "mine" / "there.toml")
+    env = {k: v for k, v in os.environ.items() if k != "SSHWRAP_PROFILES"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "empty-config")
+
+    by_default = sshwrap("up", "here", env=env, cwd=workdir)  # ./profiles of the caller
+    by_option = sshwrap("up", "there", "--profiles", "mine", env=env, cwd=workdir)
+
+    for ran in (by_default, by_option):
+        assert ran.code == 0, ran.stderr
+        assert ran.express
+    assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
+    assert read_banner_through("127.0.0.1", other) == (BANNER, ECHO)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word: ssh waits for its banner."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield int(listener.getsockname()[1])
+
+
+@pytest.mark.sshd
+def test_ctrl_c_stops_what_the_up_started_and_the_resident_serves_on(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+    silent_server: int, sshd: Sshd,
+) -> None:
+    resident = _resident_running(paths, write_profile, banner_server)
+    _local(write_profile, "slow", banner_server, port=silent_server, ssh_config_file=None,
+           host_key="accept-new")
+    asked = subprocess.Popen([sys.executable, "-m", "sshwrap", "up", "slow", "--wait", "60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(lambda: state.read_record(paths, "slow"), "the slow tunnel's record")
+        client = record_of(paths, "slow").pid
+
+        asked.send_signal(signal.SIGINT)
+        out, err = asked.communicate(timeout=60)
+    finally:
+        if asked.poll() is None:
+            asked.kill()
+            asked.wait()
+
+    assert asked.returncode == 130
+    assert "sshwrap: interrupted" in err and out == ""
+    assert process_gone(client)
+    assert state.read_record(paths, "slow") is None
+    assert psutil.Process(resident).is_running()
+    port = _local(write_profile, "after", banner_server)
+    after = sshwrap("up", "after")
+    assert after.code == 0 and after.express, after.stderr
+    assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
+
+
+@pytest.mark.sshd
+def test_progress_shows_on_a_terminal(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    _resident_running(paths, write_profile, banner_server)
+    _local(write_profile, "shown", banner_server)
+
+    child = pexpect.spawn(sys.executable, ["-m", "sshwrap", "up", "shown"], timeout=60,
+                          encoding="utf-8", env=dict(os.environ, SSHWRAP_EXPRESS="1"))
+    child.expect(r"verifying \(0/1 ready\): shown 0/1")
+    child.expect(r"shown: started \(pid \d+\)")
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 0
