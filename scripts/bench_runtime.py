@@ -255,12 +255,26 @@ def main() -> int:
         for path in bench.profiles.glob("many*.toml"):
             path.unlink()
 
-        for i in range(20):
-            bench.profile(f"twenty{i:02d}", bench.port(), tags='"twenty"')
-        all20 = median_of(max(3, args.runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
-                          lambda: bench.sshwrap("down", "--all"))
+        twenty = [bench.port() for _ in range(20)]
+        for i, tport in enumerate(twenty):
+            bench.profile(f"twenty{i:02d}", tport, tags='"twenty"', ipv4_only=True)
+
+        def raw_twenty() -> None:
+            started = [subprocess.Popen(bench.raw_ssh(p)) for p in twenty]
+            if any(proc.wait() != 0 for proc in started):
+                raise SystemExit("raw ssh -f failed")
+
+        def kill_twenty() -> None:
+            for tport in twenty:
+                kill_raw(tport)
+
+        all20, raw20 = paired_medians(
+            max(3, args.runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
+            lambda: bench.sshwrap("down", "--all"), raw_twenty, kill_twenty)
         rows.append(("up --tag of 20 profiles", f"{all20 * 1000:.0f} ms",
                      f"up of 1: {up * 1000:.0f} ms", f"{all20 / up:.2f}x"))
+        rows.append(("  the same against 20 raw ssh -f started at once", "",
+                     f"{raw20 * 1000:.0f} ms", f"{all20 / raw20:.2f}x"))
         bench.sshwrap("down", "--all")
 
     print(f"sshwrap runtime benchmark ({args.runs} runs each, medians; "
