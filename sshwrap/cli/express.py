@@ -7,7 +7,8 @@ half of the time ssh takes to connect. The lane takes ``up NAME...`` with ``--al
 every selected tunnel is one it would run anyway. Anything else (other options, help, a
 profile given as a file, a tunnel that runs alone or on a shared connection, no resident
 supervisor) runs the full command line, with the same result. The client half below imports
-only os, sys, json and socket; the resident half imports the rest when it first serves.
+only os, sys, json and the C socket module; the resident half imports the rest when it first
+serves.
 """
 
 from __future__ import annotations
