@@ -685,18 +685,24 @@ def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
             detail=f"pid {record.pid} ended without 'sshwrap down'; its state was removed")
     checks = view.check(record.forwards, record.pid)
     healthy = all(c.healthy for c in checks)
-    changed = False
-    if profile is not None:
-        try:
-            argv = client_argv(profile, facts, paths.log(name))
-            changed = state.profile_hash(profile, argv) != record.profile_hash
-        except SshwrapError:
-            changed = False
+    changed = _profile_changed(record, profile, facts, paths)
     return TunnelStatus(
         name, TunnelState.UP if record.verified else TunnelState.STARTING, record.pid,
         max(0.0, time.time() - record.started_at), record.restarts,
         healthy and record.verified, tuple(ForwardStatus.from_check(c) for c in checks),
         changed=changed)
+
+
+def _profile_changed(record: TunnelRecord, profile: Profile | None, facts: HostFacts,
+                     paths: StatePaths) -> bool:
+    """True when the profile compiles to something else than what the tunnel runs."""
+    if profile is None:
+        return False
+    try:
+        argv = client_argv(profile, facts, paths.log(record.name))
+    except SshwrapError:
+        return False
+    return state.profile_hash(profile, argv) != record.profile_hash
 
 
 def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: StatePaths,
@@ -741,13 +747,7 @@ def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: 
                             **common)
     checks = view.check(record.forwards, record.pid)
     healthy = all(c.healthy for c in checks) and record.phase == "up"
-    changed = False
-    if profile is not None:
-        try:
-            argv = client_argv(profile, facts, paths.log(name))
-            changed = state.profile_hash(profile, argv) != record.profile_hash
-        except SshwrapError:
-            changed = False
+    changed = _profile_changed(record, profile, facts, paths)
     return TunnelStatus(
         name, TunnelState.UP if record.phase == "up" else TunnelState.STARTING, record.pid,
         max(0.0, time.time() - record.started_at), healthy=healthy,

@@ -11,10 +11,9 @@ import tomli_w
 
 from sshwrap.runtime import state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import down
 from sshwrap.sandbox import Sshd
 from sshwrap.store import ProfileStore
-from tests.runtime.tunnel_helpers import ProfileWriter
+from tests.runtime.tunnel_helpers import ProfileWriter, stop_all_and_check_gone
 
 
 @pytest.fixture
@@ -22,11 +21,7 @@ def runtime_paths(state_dir: Path) -> Iterator[StatePaths]:
     """A private state dir; every tunnel still recorded at the end is stopped and checked gone."""
     paths = StatePaths(state_dir)
     yield paths
-    records = [state.read_record(paths, n) for n in state.recorded_names(paths)]
-    down(all_tunnels=True, paths=paths)
-    for record in records:
-        if record is not None:
-            assert state.live_process(record) is None, f"{record.name} still runs"
+    stop_all_and_check_gone(paths)
     assert state.recorded_names(paths) == []
 
 

@@ -83,3 +83,14 @@ def socks5_banner(proxy_port: int, target_host: str, target_port: int) -> tuple[
         reply = recv_exact(conn, 10)
         assert reply[:2] == b"\x05\x00", f"SOCKS5 CONNECT failed: {reply!r}"
         return _banner_and_echo(conn)
+
+
+def stop_all_and_check_gone(paths: StatePaths) -> None:
+    """Stop every tunnel recorded in ``paths`` and check that none of their clients runs."""
+    from sshwrap.runtime.tunnels import down
+
+    records = [state.read_record(paths, n) for n in state.recorded_names(paths)]
+    down(all_tunnels=True, paths=paths)
+    for record in records:
+        if record is not None:
+            assert state.live_process(record) is None, f"{record.name} still runs"

@@ -20,7 +20,6 @@ import pytest
 from sshwrap.cli.express import parse_up
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import down
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from tests.runtime.tunnel_helpers import (
     BANNER,
@@ -30,6 +29,7 @@ from tests.runtime.tunnel_helpers import (
     process_gone,
     read_banner_through,
     record_of,
+    stop_all_and_check_gone,
 )
 
 
@@ -65,11 +65,7 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[StatePaths]:
     state_paths = StatePaths(root)
     try:
         yield state_paths
-        records = [state.read_record(state_paths, n) for n in state.recorded_names(state_paths)]
-        down(all_tunnels=True, paths=state_paths)
-        for record in records:
-            if record is not None:
-                assert state.live_process(record) is None, f"{record.name} still runs"
+        stop_all_and_check_gone(state_paths)
     finally:
         daemon.shutdown(state_paths)
         shutil.rmtree(root)
