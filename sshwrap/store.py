@@ -8,12 +8,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sshwrap.core.model import Profile
+from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
 from sshwrap.core.parse import parse_profile, profile_to_mapping
-from sshwrap.errors import InvalidInput, Problem, ProfileNotFound
+from sshwrap.errors import InvalidInput, Problem, ProfileNotFound, shown
 from sshwrap.fsutil import atomic_write
 
 SUFFIX = ".toml"
+#: A profile is a few hundred bytes; a file far larger is a mistake, and is not parsed.
+MAX_PROFILE_BYTES = 1 << 20
 
 
 def default_profile_dirs(env: dict[str, str] | None = None) -> list[Path]:
@@ -60,7 +62,7 @@ class ProfileStore:
         if path is None:
             where = ", ".join(str(d) for d in self.dirs)
             raise ProfileNotFound(
-                Problem(f"no profile named {name_or_path!r}", file=name_or_path),
+                Problem(f"no profile named {shown(name_or_path)}", file=name_or_path),
                 hint=f"profiles are searched in: {where}; see 'sshwrap list'",
             )
         return path
@@ -115,24 +117,58 @@ def load_profile_file(path: Path) -> Profile:
     """Read and validate one profile file; its name is the file's stem."""
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(Problem(f"not valid TOML: {exc}", file=str(path))) from None
+            raw = handle.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise InvalidInput(Problem(f"cannot read: {exc.strerror}", file=str(path))) from None
-    return _anchored(parse_profile(path.stem, data, source=str(path)), path)
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise InvalidInput(Problem(f"is larger than {MAX_PROFILE_BYTES} bytes; "
+                                   "a profile is a few lines", file=str(path)))
+    return _anchored(parse_profile(path.stem, parse_toml(raw, str(path)), source=str(path)),
+                     path)
+
+
+def parse_toml(raw: bytes, file: str) -> dict[str, object]:
+    """A TOML document; every way it can be malformed is one InvalidInput line."""
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 text (byte {exc.start} cannot be decoded)"
+    except tomllib.TOMLDecodeError as exc:
+        problem = f"not valid TOML: {exc}"
+    except RecursionError:
+        problem = "not valid TOML: nested too deeply"
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        problem = f"not valid TOML: {exc}"
+    raise InvalidInput(Problem(problem, file=file))
 
 
 def _anchored(profile: Profile, path: Path) -> Profile:
     """The profile with relative file paths taken from its own folder: the same file whoever
-    starts the tunnel, from any directory (the resident supervisor runs in ``/``)."""
+    starts the tunnel, from any directory (the resident supervisor runs in ``/``).
+
+    That covers the local side's unix sockets (a local or dynamic forward's ``listen``, a
+    remote forward's ``to``); the server's side is absolute already (``core.parse``)."""
     from dataclasses import replace
 
     identity_file = _anchored_path(profile.identity_file, "identity_file", path)
     ssh_config_file = _anchored_path(profile.ssh_config_file, "ssh_config_file", path)
-    if (identity_file, ssh_config_file) == (profile.identity_file, profile.ssh_config_file):
-        return profile
-    return replace(profile, identity_file=identity_file, ssh_config_file=ssh_config_file)
+    forwards = tuple(_anchored_forward(fwd, f"forward[{i}]", path)
+                     for i, fwd in enumerate(profile.forwards))
+    return replace(profile, identity_file=identity_file, ssh_config_file=ssh_config_file,
+                   forwards=forwards)
+
+
+def _anchored_forward(forward: Forward, key: str, path: Path) -> Forward:
+    from dataclasses import replace
+
+    listen, to = forward.listen, forward.to
+    if isinstance(listen, UnixAddress) and forward.type is not ForwardType.REMOTE:
+        listen = UnixAddress(_anchored_path(listen.path, f"{key}.listen", path) or listen.path)
+    if isinstance(to, UnixAddress) and forward.type is ForwardType.REMOTE:
+        to = UnixAddress(_anchored_path(to.path, f"{key}.to", path) or to.path)
+    if (listen, to) == (forward.listen, forward.to):
+        return forward
+    return replace(forward, listen=listen, to=to)
 
 
 def _anchored_path(value: str | None, key: str, path: Path) -> str | None:
@@ -141,6 +177,7 @@ def _anchored_path(value: str | None, key: str, path: Path) -> str | None:
     if not value or value.startswith(("/", "~")):
         return value
     try:
+        # No normpath: '..' after a symlinked folder is not the textual parent.
         return check_path(os.path.join(os.path.abspath(path.parent), value), what=key)
     except SyntaxProblem as error:
         raise InvalidInput(Problem(f"relative path taken from the profile's folder: {error}",

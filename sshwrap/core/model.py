@@ -48,9 +48,6 @@ class AuthMethod(StrEnum):
 DEFAULT_KEEPALIVE = 3
 DEFAULT_ALIVE_COUNT_MAX = 2
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
-
-
 @dataclass(frozen=True)
 class TcpAddress:
     """``host:port``; host None means "no address given" (a bare port)."""
@@ -80,13 +77,6 @@ class UnixAddress:
 
 
 Address = TcpAddress | UnixAddress
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True for no host (ssh's default is loopback) and for loopback names and addresses."""
-    if host is None:
-        return True
-    return host in LOOPBACK_NAMES or host.startswith("127.")
 
 
 @dataclass(frozen=True)

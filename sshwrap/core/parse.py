@@ -23,9 +23,10 @@ from sshwrap.core.model import (
     RestartPolicy,
     TcpAddress,
     UnixAddress,
-    is_loopback_host,
 )
-from sshwrap.errors import InvalidInput, Problem
+from sshwrap.core.options import check_option
+from sshwrap.core.syntax import is_loopback_host
+from sshwrap.errors import InvalidInput, Problem, shown
 
 T = TypeVar("T")
 
@@ -35,44 +36,6 @@ PROFILE_KEYS = (
     "share_connection", "options", "forward",
 )
 FORWARD_KEYS = ("type", "listen", "to", "probe", "public")
-
-#: Options a profile may not set through ``options``, with the reason shown to the user.
-_RUNS_OR_REDIRECTS = "runs a command or redirects the connection; sshwrap refuses it"
-FORBIDDEN_OPTIONS: dict[str, str] = {
-    **{
-        name.lower(): _RUNS_OR_REDIRECTS
-        for name in (
-            "ProxyCommand", "LocalCommand", "PermitLocalCommand", "KnownHostsCommand",
-            "RemoteCommand", "ProxyUseFdpass", "PKCS11Provider", "SecurityKeyProvider",
-            "Tunnel", "TunnelDevice", "ForkAfterAuthentication", "StdinNull", "XAuthLocation",
-        )
-    },
-    **{
-        name.lower(): "is a config block keyword, not an option"
-        for name in ("Host", "Match", "Include", "IgnoreUnknown")
-    },
-    "proxyjump": "use the 'jump' key",
-    "localforward": "use a [[forward]] with type = \"local\"",
-    "remoteforward": "use a [[forward]] with type = \"remote\"",
-    "dynamicforward": "use a [[forward]] with type = \"dynamic\"",
-    "gatewayports": "set public = true on the forward that should listen beyond loopback",
-    "stricthostkeychecking": "use the 'host_key' key",
-    "hostname": "use the 'host' key",
-    "user": "use the 'user' key",
-    "port": "use the 'port' key",
-    "identityfile": "use the 'identity_file' key",
-    "compression": "use the 'compression' key",
-    "serveraliveinterval": "use the 'keepalive' key",
-    "serveralivecountmax": "sshwrap sets it from 'keepalive'",
-    **{
-        name.lower(): "is managed by sshwrap"
-        for name in (
-            "ExitOnForwardFailure", "SessionType", "RequestTTY", "ControlMaster",
-            "ControlPath", "ControlPersist", "BatchMode", "LogLevel", "ClearAllForwardings",
-        )
-    },
-}
-
 
 class _Collector:
     """Gathers problems for one file so that validation reports all of them at once."""
@@ -115,7 +78,7 @@ def _enum(c: _Collector, key: str, value: object, enum: type[T]) -> T | None:
     choices = [m.value for m in enum]  # type: ignore[attr-defined]
     if isinstance(value, str) and value in choices:
         return enum(value)  # type: ignore[call-arg]
-    c.add(key, f"must be one of {', '.join(repr(x) for x in choices)}, not {value!r}")
+    c.add(key, f"must be one of {', '.join(repr(x) for x in choices)}, not {shown(value)}")
     return None
 
 
@@ -155,6 +118,17 @@ def _check_exposure(c: _Collector, prefix: str, listen: Address | None, public: 
         c.add(prefix + ".public", "a unix socket has no public side")
 
 
+def _check_server_paths(c: _Collector, prefix: str, kind: ForwardType | None,
+                        listen: Address | None, to: Address | None) -> None:
+    """sshd resolves a relative socket path (or a '~') from its own working directory, which
+    the profile cannot know; only the local side's paths are taken from the profile's folder."""
+    server_side = {ForwardType.REMOTE: ("listen", listen), ForwardType.LOCAL: ("to", to)}
+    key, address = server_side.get(kind, ("", None)) if kind is not None else ("", None)
+    if isinstance(address, UnixAddress) and not address.path.startswith("/"):
+        c.add(f"{prefix}.{key}", f"socket path {shown(address.path)} is on the server, which "
+              "would resolve it from sshd's own working directory; write an absolute path")
+
+
 def _parse_forward(c: _Collector, index: int, raw: object) -> Forward | None:
     prefix = f"forward[{index}]"
     if not isinstance(raw, Mapping):
@@ -176,6 +150,7 @@ def _parse_forward(c: _Collector, index: int, raw: object) -> Forward | None:
     to = _forward_target(c, prefix, raw, kind)
     probe = _forward_probe(c, prefix, raw, kind)
     _check_exposure(c, prefix, listen, bool(public))
+    _check_server_paths(c, prefix, kind, listen, to)
     if kind is None or listen is None or (kind is not ForwardType.DYNAMIC and to is None):
         return None
     return Forward(type=kind, listen=listen, to=to, probe=probe, public=bool(public))
@@ -208,20 +183,13 @@ def _parse_options(c: _Collector, value: object) -> tuple[tuple[str, str], ...]:
     seen: set[str] = set()
     for name, raw in value.items():
         key = f"options.{name}"
-        if not syntax.OPTION_NAME_RE.fullmatch(name):
-            c.add(key, "is not an ssh option name (letters and digits only)")
-            continue
-        reason = FORBIDDEN_OPTIONS.get(name.lower())
-        if reason:
-            c.add(key, f"{name} {reason}" if reason.startswith(("runs", "is ")) else reason)
-            continue
         if name.lower() in seen:
             c.add(key, "is given twice (ssh option names ignore case)")
             continue
         seen.add(name.lower())
-        text = c.take(key, raw, partial(syntax.check_option_value, name))
-        if text is not None:
-            out.append((name, text))
+        option = c.take(key, raw, partial(check_option, name))
+        if option is not None:
+            out.append(option)
     return tuple(out)
 
 
@@ -232,7 +200,7 @@ def _parse_host_key(c: _Collector, value: object) -> HostKeyPolicy:
         if syntax.FINGERPRINT_RE.fullmatch(value):
             return HostKeyPolicy(HostKeyMode.PINNED, value)
     c.add("host_key", "must be 'strict', 'accept-new' or a pinned 'SHA256:...' fingerprint "
-          f"(43 base64 characters), not {value!r}")
+          f"(43 base64 characters), not {shown(value)}")
     return HostKeyPolicy()
 
 
@@ -275,7 +243,7 @@ def _parse_keepalive(c: _Collector, value: object) -> int | None:
     if not _typed(c, "keepalive", value, int, "a number"):
         return None
     if not isinstance(value, int) or not 0 <= value <= 3600:
-        c.add("keepalive", f"{value} is outside 0-3600 seconds (0 turns keep-alive off)")
+        c.add("keepalive", f"{shown(value)} is outside 0-3600 seconds (0 turns keep-alive off)")
         return None
     return value
 
@@ -286,7 +254,8 @@ def _parse_tags(c: _Collector, value: object) -> tuple[str, ...] | None:
         return None
     for i, tag in enumerate(value):
         if not syntax.TAG_RE.fullmatch(tag):
-            c.add(f"tags[{i}]", f"tag {tag!r} may hold only letters, digits, '.', '-', '_'")
+            c.add(f"tags[{i}]", f"tag {shown(tag)} may hold only ASCII letters, digits, "
+                  "'.', '-', '_' (at most 64)")
     return tuple(value)
 
 
@@ -295,7 +264,7 @@ def _parse_password_env(c: _Collector, value: object) -> str | None:
         return None
     if syntax.ENV_NAME_RE.fullmatch(value):
         return value
-    c.add("password_env", f"{value!r} is not an environment variable name; it names "
+    c.add("password_env", f"{shown(value)} is not an environment variable name; it names "
           "the variable holding the password, never the password itself")
     return None
 
@@ -341,7 +310,7 @@ def parse_profile(name: str, data: Mapping[str, object], source: str | None = No
     """Validate ``data`` (a parsed TOML document) as the profile ``name``; raise InvalidInput."""
     c = _Collector(source or name)
     if not syntax.PROFILE_NAME_RE.fullmatch(name):
-        c.add("name", f"profile name {name!r} must be letters, digits, '.', '-' or '_' "
+        c.add("name", f"profile name {shown(name)} must be letters, digits, '.', '-' or '_' "
               "(starting with a letter or digit, at most 64), so it is a safe ssh Host name")
     c.unknown_keys("", data, PROFILE_KEYS)
     fields: dict[str, Any] = {}

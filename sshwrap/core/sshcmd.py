@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sshwrap.core import syntax
-from sshwrap.errors import InvalidInput, Problem
+from sshwrap.core.options import check_option
+from sshwrap.errors import InvalidInput, Problem, shown
 
 SOURCE = "ssh command line"
 
@@ -46,7 +47,7 @@ _OPTION_KEYS = {
     "proxyjump": "jump",
 }
 #: ``-o`` options sshwrap always sets itself, so a pasted value is dropped.
-_OPTIONS_SET_BY_SSHWRAP = frozenset({"exitonforwardfailure", "batchmode"})
+_OPTIONS_SET_BY_SSHWRAP = frozenset({"exitonforwardfailure", "batchmode", "serveralivecountmax"})
 
 _YES = frozenset({"yes", "true"})
 _NO = frozenset({"no", "false"})
@@ -66,7 +67,8 @@ class _Reading:
 
     def set(self, where: str, key: str, value: object) -> None:
         if key in self.mapping and self.mapping[key] != value:
-            self.fail(where, f"sets {key} to {value!r} but it is already {self.mapping[key]!r}")
+            self.fail(where, f"sets {key} to {shown(value)} but it is already "
+                      f"{shown(self.mapping[key])}")
             return
         self.mapping[key] = value
 
@@ -79,13 +81,13 @@ def _split_fields(spec: str) -> list[str]:
         if rest.startswith("["):
             close = rest.find("]")
             if close < 0:
-                raise syntax.SyntaxProblem(f"{spec!r}: '[' without a closing ']'")
+                raise syntax.SyntaxProblem(f"{shown(spec)}: '[' without a closing ']'")
             fields.append(rest[1:close])
             rest = rest[close + 1 :]
             if not rest:
                 return fields
             if not rest.startswith(":"):
-                raise syntax.SyntaxProblem(f"{spec!r}: expected ':' after ']'")
+                raise syntax.SyntaxProblem(f"{shown(spec)}: expected ':' after ']'")
             rest = rest[1:]
             continue
         head, colon, rest = rest.partition(":")
@@ -102,7 +104,7 @@ def _address(host: str, port: str) -> str:
 def _listen_value(bind: str | None, port: str) -> object:
     """A profile ``listen``: a bare port stays a number; an empty bind means every address."""
     if bind is None:
-        return int(port) if port.isdigit() else port
+        return int(port) if syntax.PORT_RE.fullmatch(port) else port
     return _address(bind or "*", port)
 
 
@@ -115,23 +117,23 @@ def parse_forward_spec(flag: str, spec: str) -> dict[str, Any]:
     kind = {"-L": "local", "-R": "remote", "-D": "dynamic"}[flag]
     fields = _split_fields(spec)
     if any(f == "" for f in fields[1:]):
-        raise syntax.SyntaxProblem(f"{spec!r} has an empty field")
+        raise syntax.SyntaxProblem(f"{shown(spec)} has an empty field")
     if kind == "dynamic":
         if len(fields) == 1:
             return {"type": kind, "listen": _listen_value(None, fields[0])}
         if len(fields) == 2:
             return {"type": kind, "listen": _listen_value(fields[0], fields[1])}
-        raise syntax.SyntaxProblem(f"{spec!r} is not [bind_address:]port")
+        raise syntax.SyntaxProblem(f"{shown(spec)} is not [bind_address:]port")
     target = _listen_and_target(fields)
     if target is not None:
         return {"type": kind, "listen": target[0], "to": target[1]}
     if kind == "remote" and len(fields) <= 2:
         raise syntax.SyntaxProblem(
-            f"{spec!r} has no target: a remote SOCKS proxy (-R without host:port) is not "
+            f"{shown(spec)} has no target: a remote SOCKS proxy (-R without host:port) is not "
             "supported; write -R [bind:]port:host:hostport"
         )
     raise syntax.SyntaxProblem(
-        f"{spec!r} is not [bind_address:]port:host:hostport (or a unix-socket form)"
+        f"{shown(spec)} is not [bind_address:]port:host:hostport (or a unix-socket form)"
     )
 
 
@@ -164,13 +166,18 @@ def _split_option(text: str) -> tuple[str, str] | None:
     return text[:cut], value
 
 
+def _ascii_lower(text: str) -> str:
+    """Lower case for ASCII only: str.lower() maps the Kelvin sign to 'k', which ssh would not."""
+    return text.lower() if text.isascii() else text
+
+
 def _yes_no(value: str) -> bool | None:
-    lowered = value.lower()
+    lowered = _ascii_lower(value)
     return True if lowered in _YES else False if lowered in _NO else None
 
 
 def _host_key_mode(value: str) -> str | None:
-    lowered = value.lower()
+    lowered = _ascii_lower(value)
     if lowered in ("yes", "ask"):  # "ask" cannot prompt in a tunnel: it refuses unknown keys
         return "strict"
     if lowered == "accept-new":
@@ -179,7 +186,20 @@ def _host_key_mode(value: str) -> str | None:
 
 
 def _number(value: str) -> int | None:
-    return int(value) if value.isdigit() else None
+    return int(value) if syntax.PORT_RE.fullmatch(value) else None
+
+
+def _apply_listed_option(reading: _Reading, where: str, name: str, value: str) -> None:
+    """An option without a profile key of its own: only one of the allow-list."""
+    try:
+        name, value = check_option(name, value)
+    except syntax.SyntaxProblem as exc:
+        reading.fail(where, str(exc))
+        return
+    if name in reading.options:
+        reading.fail(where, f"{name} is given twice")
+        return
+    reading.options[name] = value
 
 
 def _apply_option(reading: _Reading, text: str) -> None:
@@ -189,15 +209,12 @@ def _apply_option(reading: _Reading, text: str) -> None:
         reading.fail(where, "expected Key=Value or 'Key Value'")
         return
     name, value = split
-    lowered = name.lower()
+    lowered = _ascii_lower(name)
     if lowered in _OPTIONS_SET_BY_SSHWRAP:
         return
     key = _OPTION_KEYS.get(lowered)
     if key is None:
-        if lowered in (k.lower() for k in reading.options):
-            reading.fail(where, f"{name} is given twice")
-            return
-        reading.options[name] = value
+        _apply_listed_option(reading, where, name, value)
         return
     converted: object
     if key in ("port", "keepalive"):
@@ -215,7 +232,7 @@ def _apply_option(reading: _Reading, text: str) -> None:
     else:
         converted = value
     if converted is None:
-        reading.fail(where, f"{value!r} is not a valid value for {name}")
+        reading.fail(where, f"{shown(value)} is not a valid value for {name}")
         return
     reading.set(where, key, converted)
 
@@ -234,7 +251,7 @@ def _apply_destination(reading: _Reading, text: str) -> None:
         if host is None:
             host = port
         elif _number(port) is None:
-            reading.fail(where, f"port {port!r} is not a number")
+            reading.fail(where, f"port {shown(port)} is not a number")
         else:
             reading.set(where, "port", _number(port))
     else:
@@ -259,7 +276,7 @@ def _apply_flag(reading: _Reading, letter: str, argument: str) -> None:
     elif letter == "p":
         port = _number(argument)
         if port is None:
-            reading.fail(where, f"port {argument!r} is not a number")
+            reading.fail(where, f"port {shown(argument)} is not a number")
         else:
             reading.set(where, "port", port)
     elif letter in "liF":
@@ -327,7 +344,7 @@ def parse_ssh_command(argv: Sequence[str]) -> dict[str, Any]:
             _apply_destination(reading, arg)
         else:
             command = " ".join([arg, *args])
-            reading.fail("command", f"a remote command ({command!r}) is not a tunnel; "
+            reading.fail("command", f"a remote command ({shown(command)}) is not a tunnel; "
                          "sshwrap runs ssh with -N")
             break
     if destination is None:

@@ -1,57 +1,135 @@
-"""Lexical rules for every value that reaches an ssh argv or config: hosts, users, paths, ports."""
+"""One grammar per kind of value that reaches an ssh argv or config: hosts, users, paths, ports."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
+from enum import StrEnum
 
 from sshwrap.core.model import Address, Hop, TcpAddress, UnixAddress
+from sshwrap.errors import shown
 
+# Every pattern below names its characters explicitly, so each is ASCII only: no fullwidth
+# digits, Cyrillic lookalikes or dotless i, which str.isdigit() and friends would let through.
 PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-HOSTNAME_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]{0,252})")
+#: One label of a host name: RFC 1123 letters, digits and inner hyphens, plus '_', which ssh
+#: config aliases and some internal names use.
+LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+PORT_RE = re.compile(r"[0-9]{1,5}")
 # Paths: no whitespace, quotes, '%' tokens, '#', ':' (it would split a forward spec) or shell
 # metacharacters; '~' only at the start, where ssh expands it.
 PATH_RE = re.compile(r"(~|~/|/|\./|\.\./)?[A-Za-z0-9._/+@,=-]*")
 TAG_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 OPTION_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
-OPTION_VALUE_RE = re.compile(r"[A-Za-z0-9._,+@:/~*=-]{1,512}")
+OPTION_VALUE_RE = re.compile(r"[A-Za-z0-9._,+@:/~*=^-]{1,512}")
 FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+#: An interface name (at most IFNAMSIZ - 1 characters) or an interface number: an IPv6
+#: scope id, and what BindInterface takes.
+INTERFACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_IPV6_TEXT_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+_DOTTED_QUAD_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+MAX_HOST_LENGTH = 253
+MAX_PATH_LENGTH = 1024
 
 # Recognised so that they can be refused unless a forward says public = true; nothing binds here.
 WILDCARD_BINDS = frozenset({"*", "0.0.0.0", "::"})  # noqa: S104
+#: The names that mean loopback on every system sshwrap runs on; any other name may resolve
+#: anywhere, whatever it looks like ("127.lan.example" is a name, not an address).
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 
 class SyntaxProblem(ValueError):
     """A value is malformed; the message says how (the caller adds file and key)."""
 
 
-def check_host(value: str, what: str = "host") -> str:
-    """A DNS name, an IPv4 address or an IPv6 address (without brackets)."""
+class HostKind(StrEnum):
+    NAME = "name"
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+@dataclass(frozen=True)
+class ParsedHost:
+    """A host value after parsing: its kind, canonical text and, for IPv6, the scope id."""
+
+    kind: HostKind
+    text: str
+    scope: str | None = None
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.kind is HostKind.NAME:
+            return self.text in LOOPBACK_NAMES
+        address = self.text.partition("%")[0]
+        if self.kind is HostKind.IPV4:
+            return ipaddress.IPv4Address(address) in ipaddress.IPv4Network("127.0.0.0/8")
+        return ipaddress.IPv6Address(address) == ipaddress.IPv6Address("::1")
+
+
+def _leading_dash(value: str, what: str) -> None:
+    if value.startswith("-"):
+        raise SyntaxProblem(
+            f"{what} {shown(value)} starts with '-' (it would be read as an option)")
+
+
+def _parse_ipv6(value: str, what: str) -> ParsedHost:
+    address, percent, scope = value.partition("%")
+    if percent and not INTERFACE_RE.fullmatch(scope):
+        raise SyntaxProblem(
+            f"{what} {shown(value)} has a scope id that is not an interface name or number "
+            "(letters, digits, '.', '-', '_', at most 15)")
+    try:
+        if not _IPV6_TEXT_RE.fullmatch(address):
+            raise ValueError(address)
+        parsed = ipaddress.IPv6Address(address)
+    except ValueError:
+        raise SyntaxProblem(f"{what} {shown(value)} is not a valid IPv6 address") from None
+    text = str(parsed) + (f"%{scope}" if percent else "")
+    return ParsedHost(HostKind.IPV6, text, scope if percent else None)
+
+
+def parse_host(value: str, what: str = "host") -> ParsedHost:
+    """A host name (RFC 1123 labels and '_'), a dotted-quad IPv4 or an IPv6 address."""
     if not value:
         raise SyntaxProblem(f"{what} is empty")
-    if value.startswith("-"):
-        raise SyntaxProblem(f"{what} {value!r} starts with '-' (it would be read as an option)")
+    _leading_dash(value, what)
     if ":" in value:
-        try:
-            ipaddress.IPv6Address(value)
-        except ValueError:
-            raise SyntaxProblem(f"{what} {value!r} is not a valid IPv6 address") from None
-        return value
-    if not HOSTNAME_RE.fullmatch(value):
-        raise SyntaxProblem(
-            f"{what} {value!r} may hold only letters, digits, '.', '-' and '_' "
-            "(no whitespace, shell metacharacters or % tokens)"
-        )
-    if _NUMERIC_LABELS_RE.fullmatch(value) and not _is_dotted_quad(value):
+        return _parse_ipv6(value, what)
+    if _DOTTED_QUAD_RE.fullmatch(value) and _is_dotted_quad(value):
+        return ParsedHost(HostKind.IPV4, value)
+    if _NUMERIC_LABELS_RE.fullmatch(value):
         # inet_aton reads "0", "127.1" or "0x7f000001" as IPv4 addresses; ssh would connect
         # somewhere other than the text suggests (host "0" is 0.0.0.0, this machine).
         raise SyntaxProblem(
-            f"{what} {value!r} would be read as a shorthand IPv4 address; write all four "
+            f"{what} {shown(value)} would be read as a shorthand IPv4 address; write all four "
             "parts in decimal, as 127.0.0.1"
         )
-    return value
+    if len(value) > MAX_HOST_LENGTH or not all(LABEL_RE.fullmatch(p) for p in value.split(".")):
+        raise SyntaxProblem(
+            f"{what} {shown(value)} may hold only ASCII letters, digits, '.', '-' and '_' in "
+            "labels of 1-63, at most 253 in all (no whitespace, shell metacharacters or "
+            "% tokens)"
+        )
+    return ParsedHost(HostKind.NAME, value)
+
+
+def check_host(value: str, what: str = "host") -> str:
+    """The canonical text of a host (see ``parse_host``)."""
+    return parse_host(value, what).text
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for no host (ssh's default is loopback), 127.0.0.0/8, ::1, localhost and
+    ip6-localhost; False for every other value, names that merely look like addresses included."""
+    if host is None:
+        return True
+    try:
+        return parse_host(host).is_loopback
+    except SyntaxProblem:
+        return False
 
 
 _NUMBER = r"(?:0[xX][0-9A-Fa-f]*|[0-9]+)"
@@ -75,11 +153,11 @@ def check_bind_host(value: str) -> str:
 def check_user(value: str) -> str:
     if not value:
         raise SyntaxProblem("user is empty")
-    if value.startswith("-"):
-        raise SyntaxProblem(f"user {value!r} starts with '-' (it would be read as an option)")
+    _leading_dash(value, "user")
     if not USER_RE.fullmatch(value):
         raise SyntaxProblem(
-            f"user {value!r} may hold only letters, digits, '.', '-' and '_'"
+            f"user {shown(value)} may hold only ASCII letters, digits, '.', '-' and '_' "
+            "(at most 64)"
         )
     return value
 
@@ -87,25 +165,25 @@ def check_user(value: str) -> str:
 def check_path(value: str, what: str = "path") -> str:
     if not value:
         raise SyntaxProblem(f"{what} is empty")
-    if value.startswith("-"):
-        raise SyntaxProblem(f"{what} {value!r} starts with '-' (it would be read as an option)")
-    if not PATH_RE.fullmatch(value) or "~" in value[1:]:
+    _leading_dash(value, what)
+    if len(value) > MAX_PATH_LENGTH or not PATH_RE.fullmatch(value) or "~" in value[1:]:
         raise SyntaxProblem(
-            f"{what} {value!r} holds a character sshwrap will not pass to ssh "
-            "(whitespace, quotes, ':', '%', '#', '$' or another shell metacharacter)"
+            f"{what} {shown(value)} holds a character sshwrap will not pass to ssh "
+            "(non-ASCII, whitespace, quotes, ':', '%', '#', '$' or another shell metacharacter)"
         )
     return value
 
 
 def check_port(value: object, what: str = "port") -> int:
+    """1-65535, as a number or a string of ASCII digits."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise SyntaxProblem(f"{what} must be a number from 1 to 65535")
     if isinstance(value, str):
-        if not value.isdigit():
-            raise SyntaxProblem(f"{what} {value!r} is not a number")
+        if not PORT_RE.fullmatch(value):
+            raise SyntaxProblem(f"{what} {shown(value)} is not a number (ASCII digits)")
         value = int(value)
     if not 1 <= value <= 65535:
-        raise SyntaxProblem(f"{what} {value} is outside 1-65535")
+        raise SyntaxProblem(f"{what} {shown(value)} is outside 1-65535")
     return value
 
 
@@ -114,13 +192,13 @@ def split_host_port(text: str) -> tuple[str | None, str]:
     if text.startswith("["):
         close = text.find("]")
         if close < 0 or text[close + 1 : close + 2] != ":":
-            raise SyntaxProblem(f"{text!r}: expected [ipv6-address]:port")
+            raise SyntaxProblem(f"{shown(text)}: expected [ipv6-address]:port")
         return text[1:close], text[close + 2 :]
     if text.count(":") == 1:
         host, port = text.split(":")
         return host, port
     if ":" in text:
-        raise SyntaxProblem(f"{text!r}: write an IPv6 address in brackets, as [::1]:port")
+        raise SyntaxProblem(f"{shown(text)}: write an IPv6 address in brackets, as [::1]:port")
     return None, text
 
 
@@ -150,7 +228,7 @@ def parse_target(value: object) -> Address:
         return UnixAddress(check_path(value, "socket path"))
     host, port = split_host_port(value)
     if host is None:
-        raise SyntaxProblem(f"{value!r} needs a host, as host:port")
+        raise SyntaxProblem(f"{shown(value)} needs a host, as host:port")
     return TcpAddress(check_host(host), check_port(port))
 
 
@@ -164,24 +242,21 @@ def parse_hop(text: str) -> Hop:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     elif text.startswith("[") or text.count(":") == 1:
-        host, port_text = split_host_port(text)
-        if host is None:
-            raise SyntaxProblem(f"{text!r} is not [user@]host[:port]")
+        host_text, port_text = split_host_port(text)
+        if host_text is None:
+            raise SyntaxProblem(f"{shown(text)} is not [user@]host[:port]")
         port = check_port(port_text, "jump port")
-        text = host
-    return Hop(host=check_host(text, "jump host"), user=user, port=port)
+        text = host_text
+    parsed = parse_host(text, "jump host")
+    if parsed.scope is not None:
+        # ssh builds the jump's own command from this text and expands '%' tokens in it.
+        raise SyntaxProblem(f"jump host {shown(text)}: ssh cannot reach a jump host by a "
+                            "scoped IPv6 address; name it in your ssh config instead")
+    return Hop(host=parsed.text, user=user, port=port)
 
 
-def check_option_value(name: str, value: object) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if not isinstance(value, str):
-        raise SyntaxProblem("must be a string, a number or a boolean")
-    if not OPTION_VALUE_RE.fullmatch(value):
-        raise SyntaxProblem(
-            f"value {value!r} for {name} holds a character sshwrap will not pass to ssh "
-            "(whitespace, quotes, '%', '#', newlines and shell metacharacters are refused)"
-        )
+def check_interface(value: str, what: str = "interface") -> str:
+    if not INTERFACE_RE.fullmatch(value) or value.startswith("-"):
+        raise SyntaxProblem(f"{what} {shown(value)} is not an interface name "
+                            "(letters, digits, '.', '-', '_', at most 15)")
     return value

@@ -290,8 +290,19 @@ def without_batch_mode(argv: list[str]) -> list[str]:
 
 
 def insert_before_host(argv: list[str], args: list[str], client: Client) -> list[str]:
-    """``args`` placed before the destination (before ``--`` for ssh, before HOST for plink)."""
-    at = argv.index("--") if client is Client.SSH and "--" in argv else len(argv) - 1
+    """``argv`` with the runtime's ``args`` added where they take effect.
+
+    For ssh they go right after the options sshwrap always sets (``-N`` and the leading
+    ``-o`` pairs of ``compile_ssh``), before anything taken from the profile: ssh keeps the
+    first value it sees, so a pinned known_hosts file or one password prompt cannot be
+    overridden by the profile's ``options``. For plink they go before the host.
+    """
+    if client is not Client.SSH:
+        at = len(argv) - 1
+        return [*argv[:at], *args, *argv[at:]]
+    at = 2 if argv[1:2] == ["-N"] else 1
+    while at + 1 < len(argv) and argv[at] == "-o":
+        at += 2
     return [*argv[:at], *args, *argv[at:]]
 
 

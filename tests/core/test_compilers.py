@@ -27,12 +27,18 @@ def _profile(**extra: Any) -> Profile:
 
 
 def test_ssh_argv_shape() -> None:
-    argv = compile_ssh(_profile(user="u", port=2, jump=["j"], compression=True),
+    argv = compile_ssh(_profile(user="u", port=2, jump=["j"], compression=True,
+                                options={"ConnectTimeout": 5}),
                        FACTS, program="/usr/bin/ssh", extra_args=["-o", "BatchMode=yes"])
     assert argv[:2] == ["/usr/bin/ssh", "-N"]
-    assert argv[-4:] == ["-o", "BatchMode=yes", "--", "gw"]
+    assert argv[-2:] == ["--", "gw"]
     assert "-L 127.0.0.1:3307:db:3306 -L '[::1]:3307:db:3306'" in shlex.join(argv)
     assert "StrictHostKeyChecking=yes" in argv and "ExitOnForwardFailure=yes" in argv
+    # ssh keeps the first value of an option: sshwrap's own, then the runtime's, then the
+    # profile's, whose options come last before the forwards.
+    order = [argv.index(a) for a in ("StrictHostKeyChecking=yes", "BatchMode=yes", "-p",
+                                     "ConnectTimeout=5", "-L")]
+    assert order == sorted(order)
 
 
 def test_keepalive_off() -> None:
@@ -74,12 +80,17 @@ def test_plink_refuses_what_it_cannot_express(extra: dict[str, Any], key: str) -
 
 def test_config_block() -> None:
     block = compile_config(_profile(user="u", jump=["j"], description="db tunnel",
-                                    options={"Ciphers": "a=b"}), FACTS)
+                                    options={"ciphers": "aes256-ctr"}), FACTS)
     lines = block.splitlines()
-    assert lines[:3] == ["# db tunnel", "Host p", "    HostName gw"]
+    assert lines[:3] == ["# db tunnel", "Host p", "    ExitOnForwardFailure yes"]
     assert "    LocalForward [::1]:3307 db:3306" in lines
-    assert '    Ciphers "a=b"' in lines
-    assert "    SessionType none" in lines
+    assert lines[-1] == "    Ciphers aes256-ctr"  # the profile's options last, spelled as ssh does
+    assert lines.index("    SessionType none") < lines.index("    HostName gw")
+
+
+def test_config_doubles_the_percent_of_a_scope_id() -> None:
+    block = compile_config(_profile(host="fe80::1%eth0"), FACTS)
+    assert '    HostName "fe80::1%%eth0"' in block.splitlines()
 
 
 def test_config_refuses_a_config_file() -> None:

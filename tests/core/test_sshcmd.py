@@ -113,9 +113,27 @@ def test_single_refusal(args: list[str], key: str, fragment: str) -> None:
 
 
 def test_command_line_values_are_still_validated_by_parse_profile() -> None:
-    mapping = parse_ssh_command(["ssh", "-o", "ProxyCommand=nc", "-L", "0.0.0.0:80:x:80",
+    mapping = parse_ssh_command(["ssh", "-o", "ciphers=aes128-ctr", "-L", "0.0.0.0:80:x:80",
                                  "-l", "-oops", "h"])
+    assert mapping["options"] == {"Ciphers": "aes128-ctr"}  # ssh's own spelling
     with pytest.raises(InvalidInput) as caught:
         parse_profile("x", mapping)
     keys = {p.key for p in caught.value.problems}
-    assert keys == {"options.ProxyCommand", "forward[0].listen", "user"}
+    assert keys == {"forward[0].listen", "user"}
+
+
+@pytest.mark.parametrize(("option", "fragment"), [
+    ("ProxyCommand=nc", "use the 'jump' key"),
+    ("PROXYCOMMAND=nc", "use the 'jump' key"),
+    ("NumberOfPasswordPrompts=5", "one attempt"),
+    ("userknownhostsfile=/dev/null", "host_key"),
+    ("NoHostAuthenticationForLocalhost=yes", "host_key"),
+    ("StreamLocalBindUnlink=yes", "never lets ssh remove"),
+    ("SendEnv=LANG", "sends something"),
+    ("GatewayPorts=yes", "public = true"),
+    ("ConnectTimeout=\uff15", "number"),
+])
+def test_pasted_options_go_through_the_allow_list(option: str, fragment: str) -> None:
+    option = option.encode().decode("unicode_escape")
+    problems = _refusals(["ssh", "-o", option, "h"])
+    assert fragment in problems[f"-o {option}"], problems

@@ -7,6 +7,7 @@ import pytest
 from sshwrap.core import syntax
 from sshwrap.core.binds import HostFacts, expand_forward, expanded_forwards
 from sshwrap.core.model import Forward, ForwardType, Hop, TcpAddress, UnixAddress
+from sshwrap.core.options import check_option
 from sshwrap.core.parse import parse_profile
 
 
@@ -83,11 +84,18 @@ def test_bad_listen(value: str) -> None:
 
 
 def test_option_values() -> None:
-    assert syntax.check_option_value("X", True) == "yes"
-    assert syntax.check_option_value("X", 5) == "5"
-    for bad in ("a b", "x\ny", "%h", "'q'", "a#b", ""):
+    assert check_option("tcpkeepalive", True) == ("TCPKeepAlive", "yes")
+    assert check_option("ConnectTimeout", 5) == ("ConnectTimeout", "5")
+    assert check_option("CertificateFile", "~/.ssh/id-cert.pub") == \
+        ("CertificateFile", "~/.ssh/id-cert.pub")
+    for bad in ("a b", "x\ny", "%h", "'q'", "a#b", "", "aes128-ctr\u200b"):
         with pytest.raises(syntax.SyntaxProblem):
-            syntax.check_option_value("X", bad)
+            check_option("Ciphers", bad)
+    for name, value in (("ConnectTimeout", "\uff15"), ("AddressFamily", "\u0131net"),
+                        ("IdentityAgent", "/tmp/a b"), ("BindInterface", "eth0;x"),
+                        ("TCPKeepAlive", "maybe")):
+        with pytest.raises(syntax.SyntaxProblem):
+            check_option(name, value)
 
 
 def _local(listen: TcpAddress) -> Forward:

@@ -314,7 +314,8 @@ def test_kill_9_never_leaves_a_broken_config(workspace: Workspace) -> None:
         outcomes.add((child.returncode, now == original))
         if workspace.owned.exists():
             data = workspace.owned.read_bytes()
-            assert owned.is_owned(data) and data.endswith(b"SessionType none\n")
+            # the block ends with its last forward (sshwrap's own options come first)
+            assert owned.is_owned(data) and data.endswith(b"localhost:9022 localhost:22\n")
     assert any(code == -signal.SIGKILL for code, _ in outcomes)
 
 

@@ -6,6 +6,7 @@ from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.ssh import ssh_options
 from sshwrap.core.model import ForwardType, Profile
+from sshwrap.errors import shown
 
 KEYWORD = {
     ForwardType.LOCAL: "LocalForward",
@@ -21,8 +22,8 @@ def _value(text: str) -> str:
     Profile values are already restricted to a safe alphabet; this is the second line of
     defence, and refuses what no quoting can make safe.
     """
-    if any(ch in text for ch in "\r\n\0\"\\"):
-        raise NotExpressible("ssh_config", "value", f"{text!r} cannot be written safely")
+    if any(ch in text for ch in "\r\n\0\"\\") or not text.isascii() or not text.isprintable():
+        raise NotExpressible("ssh_config", "value", f"{shown(text)} cannot be written safely")
     if not text or any(ch.isspace() or ch in "#=%'" for ch in text):
         return f'"{text}"'
     return text
@@ -43,7 +44,12 @@ def compile_config(profile: Profile, facts: HostFacts | None = None) -> str:
 
     if profile.description:
         lines.insert(0, f"# {profile.description}")
-    put("HostName", profile.host)
+    # ssh keeps the first value it reads for an option: sshwrap's own settings come first.
+    for name, value in ssh_options(profile):
+        put(name, value)
+    put("SessionType", "none")
+    # HostName expands %-tokens; a scoped IPv6 address's '%' must reach ssh as one.
+    put("HostName", profile.host.replace("%", "%%"))
     if profile.user:
         put("User", profile.user)
     if profile.port is not None:
@@ -57,9 +63,6 @@ def compile_config(profile: Profile, facts: HostFacts | None = None) -> str:
             put(KEYWORD[forward.type], forward.listen.render())
         else:
             put(KEYWORD[forward.type], forward.listen.render(), forward.to.render())
-    for name, value in ssh_options(profile):
-        put(name, value)
-    put("SessionType", "none")
     if profile.compression:
         put("Compression", "yes")
     for name, value in profile.options:

@@ -9,6 +9,7 @@ from sshwrap.core.binds import HostFacts, expand_forward
 from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
 from sshwrap.core.model import Forward, HostKeyMode, Profile, UnixAddress
 from sshwrap.core.syntax import FINGERPRINT_RE
+from sshwrap.errors import shown
 
 TARGET = "plink"
 
@@ -81,7 +82,7 @@ def _proxy_command(profile: Profile, program: str,
         inner = [program, "-ssh", "-batch"]
         for key in hop_host_keys[index] if index < len(hop_host_keys) else ():
             if not FINGERPRINT_RE.fullmatch(key):
-                raise _refuse("jump", f"{key!r} is not a SHA256 host-key fingerprint")
+                raise _refuse("jump", f"{shown(key)} is not a SHA256 host-key fingerprint")
             inner += ["-hostkey", key]
         if hop.port is not None:
             inner += ["-P", str(hop.port)]

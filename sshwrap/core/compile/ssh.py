@@ -6,17 +6,30 @@ from collections.abc import Sequence
 
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile import FORWARD_FLAG, forward_spec, strict_host_key_checking
-from sshwrap.core.model import DEFAULT_ALIVE_COUNT_MAX, Profile
+from sshwrap.core.model import DEFAULT_ALIVE_COUNT_MAX, ForwardType, Profile, UnixAddress
+
+
+def _unix_listener(profile: Profile) -> bool:
+    return any(isinstance(f.listen, UnixAddress) and f.type is not ForwardType.REMOTE
+               for f in profile.forwards)
 
 
 def ssh_options(profile: Profile) -> list[tuple[str, str]]:
-    """The ssh options sshwrap always sets, in the order they are passed."""
+    """The ssh options sshwrap always sets, in the order they are passed.
+
+    They come first wherever ssh reads them (ssh keeps the first value it sees), so neither
+    the profile's ``options`` nor the user's config can override them.
+    """
     options = [("ExitOnForwardFailure", "yes")]
     keepalive = profile.effective_keepalive
     options.append(("ServerAliveInterval", str(keepalive)))
     if keepalive:
         options.append(("ServerAliveCountMax", str(DEFAULT_ALIVE_COUNT_MAX)))
     options.append(("StrictHostKeyChecking", strict_host_key_checking(profile)))
+    if _unix_listener(profile):
+        # ssh must never replace an existing file with its socket; a stale socket of our own
+        # is removed by the runtime, which checks that it is one.
+        options.append(("StreamLocalBindUnlink", "no"))
     return options
 
 
@@ -27,12 +40,17 @@ def compile_ssh(
     program: str = "ssh",
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """``ssh -N ... -- HOST`` for the profile; ``extra_args`` (runtime: -E, -v, ...) go last
-    before ``--`` so that profile values can never reorder or override them."""
+    """``ssh -N ... -- HOST`` for the profile.
+
+    Order is what makes sshwrap's settings win, as ssh keeps the first value of an option:
+    sshwrap's own options, then ``extra_args`` (the runtime's: -E, -v, BatchMode, ...), then
+    what the profile says, with the profile's ``options`` last before the forwards and ``--``.
+    """
     facts = facts or HostFacts()
     argv = [program, "-N"]
     for name, value in ssh_options(profile):
         argv += ["-o", f"{name}={value}"]
+    argv += list(extra_args)
     if profile.ssh_config_file:
         argv += ["-F", profile.ssh_config_file]
     if profile.port is not None:
@@ -49,6 +67,5 @@ def compile_ssh(
         argv += ["-o", f"{name}={value}"]
     for forward in expanded_forwards(profile, facts):
         argv += [FORWARD_FLAG[forward.type], forward_spec(forward)]
-    argv += list(extra_args)
     argv += ["--", profile.host]
     return argv

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Client, Profile
+from sshwrap.errors import shown
 
 #: The unit's own Restart= is only a backstop: the supervisor restarts the client itself and
 #: exits non-zero only on a fatal failure or a crash of its own.
@@ -16,13 +17,13 @@ def _exec_word(word: str) -> str:
     # systemd expands %-specifiers and $VARIABLES in ExecStart; escaping keeps words literal.
     escaped = word.replace("%", "%%").replace("$", "$$")
     if any(ch in escaped for ch in " \t\"'\\;\n"):
-        raise ValueError(f"{word!r} cannot be written into a unit")
+        raise ValueError(f"{shown(word)} cannot be written into a unit")
     return escaped
 
 
 def _environment_line(name: str, value: str) -> str:
     if any(ch in value for ch in "\"\\\n") or not name.isidentifier():
-        raise ValueError(f"{name}={value!r} cannot be written into a unit")
+        raise ValueError(f"{name}={shown(value)} cannot be written into a unit")
     return f'Environment="{name}={value.replace("%", "%%")}"'
 
 
