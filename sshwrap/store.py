@@ -137,8 +137,8 @@ def parse_toml(raw: bytes, file: str) -> dict[str, object]:
         problem = f"not valid TOML: {exc}"
     except RecursionError:
         problem = "not valid TOML: nested too deeply"
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        problem = f"not valid TOML: {exc}"
+    except ValueError:  # an integer with more digits than Python converts
+        problem = "not valid TOML: a number has too many digits"
     raise InvalidInput(Problem(problem, file=file))
 
 

@@ -14,18 +14,24 @@ class HostFacts:
     ipv6_loopback: bool = True
 
 
-def _explicit_loopback(listen: TcpAddress, facts: HostFacts) -> tuple[TcpAddress, ...]:
+def _explicit_loopback(listen: TcpAddress, facts: HostFacts,
+                       family: str) -> tuple[TcpAddress, ...]:
     # OpenSSH counts a forward as bound if *any* address family binds, so "localhost:3307"
     # with a squatter on 127.0.0.1:3307 silently binds only [::1]. Naming each family makes
-    # ExitOnForwardFailure fail on a squatter on either.
-    binds = [TcpAddress("127.0.0.1", listen.port)]
-    if facts.ipv6_loopback:
+    # ExitOnForwardFailure fail on a squatter on either. AddressFamily limits ssh to one
+    # family, and a bind in the other would then fail.
+    binds = []
+    if family != "inet6":
+        binds.append(TcpAddress("127.0.0.1", listen.port))
+    if (facts.ipv6_loopback and family != "inet") or family == "inet6":
         binds.append(TcpAddress("::1", listen.port))
     return tuple(binds)
 
 
-def expand_forward(forward: Forward, facts: HostFacts) -> tuple[Forward, ...]:
-    """The forward as one or more forwards with explicit listen addresses."""
+def expand_forward(forward: Forward, facts: HostFacts,
+                   family: str = "any") -> tuple[Forward, ...]:
+    """The forward as one or more forwards with explicit listen addresses; ``family`` is the
+    profile's AddressFamily option (any, inet or inet6)."""
     listen = forward.listen
     if isinstance(listen, UnixAddress):
         return (forward,)
@@ -36,9 +42,11 @@ def expand_forward(forward: Forward, facts: HostFacts) -> tuple[Forward, ...]:
             return (replace(forward, listen=TcpAddress("localhost", listen.port)),)
         return (forward,)
     if listen.host in (None, "localhost", "ip6-localhost"):
-        return tuple(replace(forward, listen=addr) for addr in _explicit_loopback(listen, facts))
+        return tuple(replace(forward, listen=addr)
+                     for addr in _explicit_loopback(listen, facts, family))
     return (forward,)
 
 
 def expanded_forwards(profile: Profile, facts: HostFacts) -> tuple[Forward, ...]:
-    return tuple(f for fwd in profile.forwards for f in expand_forward(fwd, facts))
+    family = profile.option("AddressFamily") or "any"
+    return tuple(f for fwd in profile.forwards for f in expand_forward(fwd, facts, family))

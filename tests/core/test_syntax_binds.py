@@ -131,3 +131,51 @@ def test_expanded_forwards_keeps_order() -> None:
         {"type": "local", "listen": 1, "to": "a:1"}, {"type": "remote", "listen": 2, "to": "b:2"}]})
     kinds = [f.type for f in expanded_forwards(profile, HostFacts())]
     assert kinds == [ForwardType.LOCAL, ForwardType.LOCAL, ForwardType.REMOTE]
+
+
+@pytest.mark.parametrize(("family", "binds"), [
+    (None, ["127.0.0.1", "::1"]), ("inet", ["127.0.0.1"]), ("inet6", ["::1"]),
+])
+def test_address_family_limits_the_loopback_binds(family: str | None, binds: list[str]) -> None:
+    data: dict[str, object] = {"host": "gw", "forward": [
+        {"type": "local", "listen": 3307, "to": "db:1"}]}
+    if family:
+        data["options"] = {"addressfamily": family}
+    forwards = expanded_forwards(parse_profile("p", data), HostFacts(ipv6_loopback=True))
+    assert [f.listen.host for f in forwards if isinstance(f.listen, TcpAddress)] == binds
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    (None, True), ("127.0.0.1", True), ("127.255.3.4", True), ("::1", True),
+    ("localhost", True), ("ip6-localhost", True), ("127.lan.example", False),
+    ("127.0.0.1.nip.io", False), ("::ffff:127.0.0.1", False), ("128.0.0.1", False),
+    ("LOCALHOST", False), ("localhost.evil.example", False), ("\uff11\uff12\uff17.0.0.1", False),
+])
+def test_loopback_is_parsed_never_matched_by_prefix(host: str | None, loopback: bool) -> None:
+    assert syntax.is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize("value", [
+    "::1%h'$(touch x)'", "fe80::1%eth0;x", "fe80::1%" + "a" * 16, "fe80::1%", "fe80::1%a b",
+    "fe80::1%\u0435th0", "\uff11::1",
+])
+def test_scope_ids_are_interface_names(value: str) -> None:
+    with pytest.raises(syntax.SyntaxProblem):
+        syntax.check_host(value)
+
+
+def test_hosts_are_parsed_into_kinds() -> None:
+    assert syntax.parse_host("FE80::0:1%eth0.5") == syntax.ParsedHost(
+        syntax.HostKind.IPV6, "fe80::1%eth0.5", "eth0.5")
+    assert syntax.parse_host("10.0.0.7").kind is syntax.HostKind.IPV4
+    assert syntax.parse_host("my_alias.example").kind is syntax.HostKind.NAME
+    for bad in ("a" * 64, "-a.b", "a-.b", "a..b", ".a", ("a." * 127) + "a"):
+        with pytest.raises(syntax.SyntaxProblem):
+            syntax.check_host(bad)
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\uff18\uff10", "\u0668\u0660", "1e3", " 80", "80 ",
+                                  "+80"])
+def test_ports_are_ascii_digits(port: str) -> None:
+    with pytest.raises(syntax.SyntaxProblem):
+        syntax.check_port(port)
