@@ -96,3 +96,21 @@ def test_config_doubles_the_percent_of_a_scope_id() -> None:
 def test_config_refuses_a_config_file() -> None:
     with pytest.raises(NotExpressible):
         compile_config(_profile(ssh_config_file="/etc/c"), FACTS)
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"host": "gw;touch x"}, "host"),
+    ({"host": "::1%h'$(touch x)'"}, "host"),
+    ({"user": "-oProxyCommand=x"}, "user"),
+    ({"identity_file": "k $(x)"}, "identity_file"),
+    ({"options": (("Ciphers", "a\nProxyCommand x"),)}, "options.Ciphers"),
+    ({"description": "a\nHost *"}, "description"),
+])
+def test_compilers_refuse_values_that_were_never_parsed(change: dict[str, Any], key: str) -> None:
+    from dataclasses import replace
+
+    profile = replace(_profile(), **change)
+    for compile_to in (compile_ssh, compile_plink, compile_config):
+        with pytest.raises(NotExpressible) as caught:
+            compile_to(profile, FACTS)
+        assert caught.value.key == key

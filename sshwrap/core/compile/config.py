@@ -5,6 +5,7 @@ from __future__ import annotations
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.ssh import ssh_options
+from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import ForwardType, Profile
 from sshwrap.errors import shown
 
@@ -31,6 +32,7 @@ def _value(text: str) -> str:
 
 def compile_config(profile: Profile, facts: HostFacts | None = None) -> str:
     """The Host block, ending with a newline, with forwards as explicit binds."""
+    require_parsed(profile, "ssh_config")
     facts = facts or HostFacts()
     if profile.ssh_config_file:
         raise NotExpressible(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sshwrap.core.binds import HostFacts, expand_forward
 from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
+from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import Forward, HostKeyMode, Profile, UnixAddress
 from sshwrap.core.syntax import FINGERPRINT_RE
 from sshwrap.errors import shown
@@ -114,6 +115,7 @@ def compile_plink(
 
     A password never goes in argv: the runtime adds ``-pwfile`` for password profiles.
     """
+    require_parsed(profile, "plink")
     facts = facts or HostFacts()
     _check_expressible(profile)
     argv = [program, "-ssh", "-N", "-batch"]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile import FORWARD_FLAG, forward_spec, strict_host_key_checking
+from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import DEFAULT_ALIVE_COUNT_MAX, ForwardType, Profile, UnixAddress
 
 
@@ -46,6 +47,7 @@ def compile_ssh(
     sshwrap's own options, then ``extra_args`` (the runtime's: -E, -v, BatchMode, ...), then
     what the profile says, with the profile's ``options`` last before the forwards and ``--``.
     """
+    require_parsed(profile, "ssh")
     facts = facts or HostFacts()
     argv = [program, "-N"]
     for name, value in ssh_options(profile):

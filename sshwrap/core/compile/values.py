@@ -1,0 +1,63 @@
+"""Before any output is built: every value of the profile passes its grammar again."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+
+from sshwrap.core import syntax
+from sshwrap.core.compile import NotExpressible
+from sshwrap.core.model import Address, Profile, TcpAddress
+
+
+def _address(address: Address | None, listen: bool) -> None:
+    if address is None:
+        return
+    if isinstance(address, TcpAddress):
+        syntax.check_port(address.port)
+        if address.host is not None:
+            (syntax.check_bind_host if listen else syntax.check_host)(address.host)
+    else:
+        syntax.check_path(address.path, "socket path")
+
+
+def _check(profile: Profile) -> list[tuple[str, str]]:
+    """(key, problem) for each value outside its grammar."""
+    problems: list[tuple[str, str]] = []
+
+    def guard(key: str, check: Callable[..., object], *args: object) -> None:
+        try:
+            check(*args)
+        except syntax.SyntaxProblem as exc:
+            problems.append((key, str(exc)))
+
+    if not syntax.PROFILE_NAME_RE.fullmatch(profile.name):
+        problems.append(("name", "is not a profile name"))
+    guard("host", syntax.check_host, profile.host)
+    if profile.user is not None:
+        guard("user", syntax.check_user, profile.user)
+    if profile.port is not None:
+        guard("port", syntax.check_port, profile.port)
+    for key in ("identity_file", "ssh_config_file"):
+        if getattr(profile, key) is not None:
+            guard(key, syntax.check_path, getattr(profile, key), key)
+    for i, hop in enumerate(profile.jump):
+        guard(f"jump[{i}]", syntax.parse_hop, hop.render())
+    for i, forward in enumerate(profile.forwards):
+        guard(f"forward[{i}].listen", _address, forward.listen, True)
+        guard(f"forward[{i}].to", _address, forward.to, False)
+    for name, value in profile.options:
+        if not (syntax.OPTION_NAME_RE.fullmatch(name) and syntax.OPTION_VALUE_RE.fullmatch(value)):
+            problems.append((f"options.{name}", "holds a character sshwrap will not pass to ssh"))
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in profile.description):
+        problems.append(("description", "holds a control or invisible format character"))
+    return problems
+
+
+def require_parsed(profile: Profile, target: str) -> None:
+    """Refuse a profile whose values were not made by ``core.parse`` (built by hand, or
+    changed after parsing): no compiler output is built from an unchecked value."""
+    problems = _check(profile)
+    if problems:
+        key, message = problems[0]
+        raise NotExpressible(target, key, message)
