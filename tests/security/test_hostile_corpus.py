@@ -151,3 +151,37 @@ def test_corpus_is_large_and_covers_every_key() -> None:
     assert {"host", "user", "port", "jump", "identity_file", "ssh_config_file", "options",
             "forward", "description", "tags", "keepalive", "client", "host_key", "auth",
             "password_env"} <= keys
+
+
+#: ``sshwrap add NAME -- ssh ...`` lines (and flags) with the key their one problem names.
+ADD_CASES: list[tuple[list[str], str]] = [
+    (["--", "ssh", "-o", "ProxyCommand=touch @S@", "-L", "1:a:1", "h"], "-o ProxyCommand="),
+    (["--", "ssh", "-o", "proxycommand touch @S@", "-L", "1:a:1", "h"], "-o proxycommand"),
+    (["--", "ssh", "-oNOHOSTAUTHENTICATIONFORLOCALHOST=yes", "-L", "1:a:1", "h"], "-o NOHOST"),
+    (["--", "ssh", "-o", "NumberOfPasswordPrompts=5", "-L", "1:a:1", "h"], "-o Number"),
+    (["--", "ssh", "-o", "UserKnownHostsFile=/dev/null", "-L", "1:a:1", "h"], "-o UserKnown"),
+    (["--", "ssh", "-o", "StrictHostKeyChecking=no", "-L", "1:a:1", "h"], "-o StrictHost"),
+    (["--", "ssh", "-o", "SendEnv=AWS_SECRET", "-L", "1:a:1", "h"], "-o SendEnv"),
+    (["--", "ssh", "-o", "ConnectTimeout=\uff15", "-L", "1:a:1", "h"], "-o ConnectTimeout"),
+    (["--", "ssh", "-L", "1:[::1%x'$(touch @S@)']:80", "h"], "forward[0].to"),
+    (["--", "ssh", "-L", "127.lan.example:1:a:1", "h"], "forward[0].listen"),
+    (["--", "ssh", "-J", "j;touch @S@", "-L", "1:a:1", "h"], "jump[0]"),
+    (["--", "ssh", "-l", "$(touch @S@)", "-L", "1:a:1", "h"], "user"),
+    (["--", "ssh", "-p", "\u00b2", "-L", "1:a:1", "h"], "-p"),
+    (["--", "ssh", "-L", "1:a:1", "::1%h'$(touch @S@)'"], "host"),
+    (["--host", "h\x1b[2J", "-L", "1:a:1"], "host"),
+    (["--host", "h", "-L", "1:a:\uff18\uff10"], "forward[0].to"),
+]
+
+
+@pytest.mark.parametrize(("args", "key"), ADD_CASES, ids=[f"add-{i}" for i in range(16)])
+def test_add_refuses_hostile_input(args: list[str], key: str, sandbox: Sandbox) -> None:
+    before = sandbox.files()
+    args = [a.replace("@S@", str(sandbox.sentinel)) for a in args]
+    done = sandbox.run("add", "pasted", *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = _problem_lines(done, validate=False)
+    assert len(lines) == 1 and key in lines[0], lines
+    assert not any(ch in done.stdout + done.stderr for ch in "\x1b\r\x00")
+    assert sandbox.files() == before
+    assert not sandbox.sentinel.exists()

@@ -267,3 +267,26 @@ def test_order_alone_keeps_sshwrap_settings() -> None:
     assert one["numberofpasswordprompts"] == "1"
     assert one["streamlocalbindunlink"] == "no"
     assert one["serveraliveinterval"] == "3"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profiles())
+def test_synced_config_keeps_sshwrap_settings_after_a_hostile_config(profile: Profile) -> None:
+    """``config sync`` for real: the profile written to a store, synced into a user config
+    whose own ``Host *`` tries to undo every safety setting, then read by ``ssh -G``."""
+    from sshwrap.store import ProfileStore
+    from sshwrap.usecases import sshconfig
+    from tests.compile.sshg import _run_g as run_g
+    from tests.compile.sshg import parse_g
+
+    facts = HostFacts()
+    with tempfile.TemporaryDirectory(prefix="sshwrap-view-") as tmp:
+        store = ProfileStore((Path(tmp) / "profiles",))
+        store.write_dir.mkdir()
+        store.write(profile)
+        user_config = Path(tmp) / "ssh" / "config"
+        user_config.parent.mkdir(mode=0o700)
+        user_config.write_text(HOSTILE_CONFIG)
+        sshconfig.sync(store, config_file=user_config, facts=facts)
+        settings = parse_g(run_g(["-F", str(user_config), profile.name]))
+    _assert_intended(profile, settings, facts)
