@@ -87,8 +87,12 @@ def _parse_ipv6(value: str, what: str) -> ParsedHost:
         parsed = ipaddress.IPv6Address(address)
     except ValueError:
         raise SyntaxProblem(f"{what} {shown(value)} is not a valid IPv6 address") from None
-    text = str(parsed) + (f"%{scope}" if percent else "")
-    return ParsedHost(HostKind.IPV6, text, scope if percent else None)
+    if percent and scope.isdigit():
+        # A numeric scope is an interface index, and index 0 is no scope at all: ssh reads
+        # "fe80::1%0" as "fe80::1", so the canonical text must too (its jump-loop check does).
+        scope = str(int(scope)) if int(scope) else ""
+    text = str(parsed) + (f"%{scope}" if scope else "")
+    return ParsedHost(HostKind.IPV6, text, scope or None)
 
 
 def parse_host(value: str, what: str = "host") -> ParsedHost:

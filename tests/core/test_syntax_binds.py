@@ -167,6 +167,8 @@ def test_scope_ids_are_interface_names(value: str) -> None:
 def test_hosts_are_parsed_into_kinds() -> None:
     assert syntax.parse_host("FE80::0:1%eth0.5") == syntax.ParsedHost(
         syntax.HostKind.IPV6, "fe80::1%eth0.5", "eth0.5")
+    assert syntax.check_host("fe80::1%0") == "fe80::1"  # index 0 is no scope, as ssh reads it
+    assert syntax.check_host("fe80::1%007") == "fe80::1%7"
     assert syntax.parse_host("10.0.0.7").kind is syntax.HostKind.IPV4
     assert syntax.parse_host("my_alias.example").kind is syntax.HostKind.NAME
     for bad in ("a" * 64, "-a.b", "a-.b", "a..b", ".a", ("a." * 127) + "a"):

@@ -172,7 +172,11 @@ def _forwards_meant(profile: Profile, facts: HostFacts) -> set[str]:
 
 def _assert_intended(profile: Profile, settings: dict[str, list[str]], facts: HostFacts) -> None:
     one = {key: values[0] for key, values in settings.items()}
-    assert one["hostname"] == profile.host
+    address, _, scope = profile.host.partition("%")
+    if scope.isdigit():  # ssh names the interface of a numeric scope ("%1" is "%lo")
+        assert one["hostname"].partition("%")[0] == address
+    else:
+        assert one["hostname"] == profile.host
     assert one["port"] == str(profile.port or 22)
     if profile.user:
         assert one["user"] == profile.user
