@@ -39,7 +39,8 @@ def terminal_asker(*, password: bool, passphrase: bool) -> AskSecret | None:
 
 
 def _hop_lines(hop: HopKeys) -> list[str]:
-    lines = [f"{hop.label}: {hop.host} port {hop.port}"]
+    known_as = f" (known_hosts name {hop.known_as})" if hop.known_as else ""
+    lines = [f"{hop.label}: {hop.host} port {hop.port}{known_as}"]
     lines += [f"  {key_type} {fp}" for key_type, fp in hop.keys]
     return lines
 
