@@ -181,3 +181,20 @@ def test_keyscan_hint_without_alias_is_plain() -> None:
     assert keyscan_hint(settings, "db") == "ssh-keyscan -p 2222 db.example >> /k/known_hosts"
     aliased = keyscan_hint({**settings, "hostkeyalias": ["a/b&c"]}, "db")
     assert aliased.endswith("| sed 's/^[^ ]*/a\\/b\\&c/' >> /k/known_hosts")
+
+
+@pytest.mark.usefixtures("stop_all")
+def test_accept_new_of_a_host_key_alias_records_the_alias(sshd: Sshd, tmp_path: Path,
+                                                          profiles_dir: Path) -> None:
+    config, known = _alias_config(tmp_path, sshd)
+    listen = free_port()
+    with BannerServer() as target:
+        write_profile(profiles_dir, "newalias", _alias_profile(
+            sshd, config, target.port, listen, host_key="accept-new"))
+        done = run_cli("up", "newalias", "--profiles", str(profiles_dir))
+        assert done.returncode == 0, done.stderr
+        assert read_banner_through("127.0.0.1", listen)[0].startswith(b"220")
+    assert known.read_text().startswith("somealias ")
+    # and trust agrees with what ssh recorded: the key is already trusted, under the alias
+    again = run_cli("trust", "newalias", "--yes", "--profiles", str(profiles_dir))
+    assert again.returncode == 0 and "already-trusted" in again.stdout, again.stderr

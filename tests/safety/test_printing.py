@@ -112,3 +112,16 @@ def test_config_sync_diff_shows_ssh_config_lines_escaped(tmp_path: Path,
     assert done.returncode == 0, done.stderr
     assert not _raw_hidden(done.stdout + done.stderr)
     assert b"\\x1b[8mhidden" in done.stdout
+
+
+@pytest.mark.parametrize("command", [["validate"], ["list"], ["compile", "big"],
+                                     ["check", "big"], ["up", "big"]])
+def test_a_10_mb_host_is_not_echoed_whole(command: list[str], profiles_dir: Path,
+                                          state_dir: Path) -> None:
+    (profiles_dir / "big.toml").write_text(
+        f'host = "{"h" * 10_000_000}"\n[[forward]]\ntype = "local"\nlisten = 1\nto = "t:2"\n')
+    done = _sshwrap(*command)
+    assert done.returncode in (0, 2, 8), done.stderr[:2000]
+    assert b"big" in done.stdout + done.stderr
+    assert len(done.stdout) + len(done.stderr) < 3000
+    assert b"characters left out" in done.stdout + done.stderr

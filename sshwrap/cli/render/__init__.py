@@ -11,7 +11,7 @@ from functools import singledispatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sshwrap.textsafe import LINE_LIMIT, escaped, safe_lines
+from sshwrap.textsafe import LINE_LIMIT, escaped, safe_lines, shortened
 
 if TYPE_CHECKING:
     from sshwrap.errors import SshwrapError
@@ -75,10 +75,20 @@ def internal_error_text(error: BaseException) -> str:
             "hint: run again with --debug to see the traceback\n")
 
 
+def message(text: str) -> str:
+    """A message that may quote a user's or a server's value, as printed: every line cut at
+    LINE_LIMIT (a 10 MB host is not echoed whole) and escaped."""
+    return safe_lines(text, LINE_LIMIT)
+
+
+def _cell(value: object) -> str:
+    return escaped(shortened(str(value), LINE_LIMIT))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned table; the last column is not padded."""
     # escaped before measuring: an escape sequence is as wide as it is printed
-    cells = [[str(h) for h in headers]] + [["" if c is None else escaped(str(c)) for c in r]
+    cells = [[str(h) for h in headers]] + [["" if c is None else _cell(c) for c in r]
                                            for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
