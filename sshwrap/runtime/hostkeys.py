@@ -317,7 +317,8 @@ def with_hop_host_keys(profile: Profile, argv: list[str]) -> list[str]:
             raise AuthFailed(
                 f"{profile.name}: the host key of the {target.label} is not known yet "
                 f"(no entry for {target.name} in {target.known_hosts})",
-                hint=f"run 'sshwrap trust {profile.name}' to see its fingerprint and trust it")
+                hint=f"run 'sshwrap trust {profile.name}' to see its fingerprint and trust it, "
+                     f"or, once you have compared it: {target.keyscan_hint}")
         fingerprints.append(known)
     out = list(argv)
     at = out.index("-proxycmd") + 1
