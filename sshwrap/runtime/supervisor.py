@@ -218,7 +218,7 @@ class Supervisor:
         """Start the client, with the secret (if any) served through sshwrap's askpass helper
         and a pinned host key in place; the same starter serves every restart."""
         self._check_stop()
-        unixsock.clear_stale_listeners(profile)  # a killed client's socket file blocks a bind
+        unixsock.clear_stale_listeners(profile, self.say)  # a dead client's socket file
         if self._starter is None:
             self._starter = ClientStarter(profile, self._secret, self.paths.root,
                                           base_env=self.env)

@@ -7,7 +7,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sshwrap.core.model import ForwardType, Profile, UnixAddress
@@ -29,7 +29,7 @@ def _kind(mode: int) -> str:
 
 def _refuse(path: Path, why: str) -> ForwardingFailed:
     return ForwardingFailed(
-        f"unix socket {path}: {why}; sshwrap leaves it alone and does not start the tunnel",
+        f"unix socket {path}: {why}; sshwrap leaves it alone, so the tunnel cannot listen there",
         hint="remove it yourself or choose another listen path if it is not needed")
 
 
@@ -81,14 +81,28 @@ def clear_stale_socket(path: Path) -> bool:
     return False
 
 
-def clear_stale_paths(paths: Iterable[str | None]) -> None:
-    """``clear_stale_socket`` for each listen path given (None entries are TCP listeners)."""
+def clear_stale_paths(paths: Iterable[str | None],
+                      report: Callable[[str], object] | None = None) -> None:
+    """``clear_stale_socket`` for each listen path given (None entries are TCP listeners).
+
+    Without ``report`` the first path that cannot be freed raises ForwardingFailed. With it
+    (a supervisor, which retries a failed start), the reason is reported and the path left
+    as it is: the client's own bind then fails and takes the supervisor's failure path.
+    """
     for path in paths:
-        if path:
+        if not path:
+            continue
+        try:
             clear_stale_socket(Path(path).expanduser())
+        except ForwardingFailed as error:
+            if report is None:
+                raise
+            report(error.message)
 
 
-def clear_stale_listeners(profile: Profile) -> None:
+def clear_stale_listeners(profile: Profile,
+                          report: Callable[[str], object] | None = None) -> None:
     """Before a client of ``profile`` starts: every local forward's unix listen path free."""
-    clear_stale_paths(f.listen.path for f in profile.forwards
-                      if f.type is ForwardType.LOCAL and isinstance(f.listen, UnixAddress))
+    clear_stale_paths((f.listen.path for f in profile.forwards
+                       if f.type is ForwardType.LOCAL and isinstance(f.listen, UnixAddress)),
+                      report)

@@ -169,3 +169,20 @@ def test_up_alone_binds_over_a_stale_socket_and_never_over_a_file(
     assert isinstance(refused.error, ForwardingFailed), refused.error
     assert "is a regular file" in str(refused.error)
     assert kept.read_text() == "keep me\n" and state.read_record(runtime_paths, "onfile") is None
+
+
+@pytest.mark.sshd
+def test_a_supervised_tunnel_never_binds_over_a_file_and_says_why(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer, tmp_path: Path,
+) -> None:
+    kept = tmp_path / "important.txt"
+    kept.write_text("keep me\n")
+    write_profile("supfile", [{"type": "local", "listen": str(kept),
+                               "to": f"127.0.0.1:{banner_server.port}"}])
+    refused = up(store, ["supfile"], paths=runtime_paths).outcomes[0]
+    assert isinstance(refused.error, ForwardingFailed), refused.error
+    assert refused.error.exit_code == 5 and "Address already in use" in str(refused.error)
+    assert kept.read_text() == "keep me\n"
+    assert f"unix socket {kept}: the path exists and is a regular file" in \
+        runtime_paths.log("supfile").read_text()
