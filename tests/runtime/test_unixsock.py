@@ -27,6 +27,7 @@ from tests.runtime.tunnel_helpers import (
     eventually,
     record_of,
 )
+from tests.shared.conftest import shared_paths  # noqa: F401 - the fixture
 
 
 def _stale_socket(path: Path) -> Path:
@@ -186,3 +187,20 @@ def test_a_supervised_tunnel_never_binds_over_a_file_and_says_why(
     assert kept.read_text() == "keep me\n"
     assert f"unix socket {kept}: the path exists and is a regular file" in \
         runtime_paths.log("supfile").read_text()
+
+
+@pytest.mark.sshd
+def test_a_shared_connection_adds_a_unix_forward_over_a_stale_socket(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,  # noqa: F811
+    banner_server: BannerServer, tmp_path: Path,
+) -> None:
+    stale = _stale_socket(tmp_path / "shared.sock")
+    write_profile("first", [{"type": "local", "listen": str(tmp_path / "first.sock"),
+                             "to": f"127.0.0.1:{banner_server.port}"}], share_connection=True)
+    write_profile("second", [{"type": "local", "listen": str(stale),
+                              "to": f"127.0.0.1:{banner_server.port}"}], share_connection=True)
+    report = up(store, ["first", "second"], paths=shared_paths)
+    assert [o.action for o in report.outcomes] == [Action.STARTED] * 2, \
+        [o.error for o in report.outcomes]
+    assert record_of(shared_paths, "second").shared is not None
+    assert _banner_through_unix(stale) == (BANNER, ECHO)
