@@ -35,19 +35,17 @@ def _process_start(pid: int) -> int:
 
 
 def _writer_alive(pid: int, start: int) -> bool:
-    if pid == os.getpid():
-        return True  # a temp of this very process (another thread's write)
     now = _process_start(pid)
     if now == -1:
         return False
     if now and start:
         return now == start  # the pid was reused by another process when they differ
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # no /proc: alive is all that can be told
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's live process
     return True
 
 
