@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Runs a real sshwrap write in a child that stops just before its rename (the temp file is
 #: written and synced), says so on stdout, and waits there to be killed.
 _STOP_BEFORE_RENAME = """
-import os, sys
+import os, signal, sys
 real_replace = os.replace
 def stop(src, dst, *rest, **kw):
     if str(src).endswith({suffix!r}):
         sys.stdout.write("temp written\\n"); sys.stdout.flush()
         while True:
-            os.pause()
+            signal.pause()
     return real_replace(src, dst, *rest, **kw)
 os.replace = stop
 """
