@@ -3,10 +3,122 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import secrets
 import stat
-import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+TEMP_SUFFIX = ".sshwrap-tmp"
+#: A temp file this old was left by a killed writer, whoever holds its pid now.
+STALE_SECONDS = 600
+#: ``.NAME.PID-START-TOKEN.sshwrap-tmp``: the writer's pid and the start time of that process
+#: (clock ticks since boot, 0 where unknown), so that the next write can tell a dead writer's
+#: leftover from a file another process is writing right now.
+_TEMP_RE = re.compile(r"(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{12}")
+
+
+def _process_start(pid: int) -> int:
+    """The start time of process ``pid`` in clock ticks since boot; 0 when unknown, -1 when
+    there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # field 22 of stat(5), counted after the command name
+    except FileNotFoundError:
+        return -1
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _writer_alive(pid: int, start: int) -> bool:
+    now = _process_start(pid)
+    if now == -1:
+        return False
+    if now and start:
+        return now == start  # the pid was reused by another process when they differ
+    try:
+        os.kill(pid, 0)  # no /proc: alive is all that can be told
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's live process
+    return True
+
+
+def _temp_name(name: str) -> str:
+    pid = os.getpid()
+    return f".{name}.{pid}-{max(_process_start(pid), 0)}-{secrets.token_hex(6)}{TEMP_SUFFIX}"
+
+
+def write_temp(directory: Path, name: str, data: bytes, mode: int,
+               owner: tuple[int, int] | None = None) -> Path:
+    """A new temp file beside ``directory/name`` holding ``data`` (flushed to disk), with
+    ``mode`` and, when root writes someone else's file, ``owner``; created exclusively and
+    never through a symlink."""
+    tmp = directory / _temp_name(name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                with contextlib.suppress(PermissionError):  # only root may give a file away
+                    os.fchown(handle.fileno(), *owner)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def remove_stale_temps(directory: Path, name: str) -> list[Path]:
+    """Delete the temp files a killed write of ``directory/name`` left (kill -9, power loss):
+    only regular files named as this module names them, whose writer is dead, or that are
+    older than STALE_SECONDS. The removed paths."""
+    removed: list[Path] = []
+    now = time.time()
+    prefix, suffix = f".{name}.", TEMP_SUFFIX
+    for leftover in directory.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        middle = leftover.name[len(prefix):-len(suffix)]
+        try:
+            st = leftover.lstat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        match = _TEMP_RE.fullmatch(middle)
+        dead = match is not None and not _writer_alive(int(match["pid"]), int(match["start"]))
+        if dead or now - st.st_mtime > STALE_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                removed.append(leftover)
+    return removed
+
+
+def replace_atomically(target: Path, data: bytes, *, mode: int,
+                       owner: tuple[int, int] | None = None,
+                       before_rename: Callable[[], None] | None = None) -> None:
+    """Replace ``target`` (a resolved path) with ``data``: temp file beside it, fsync, the
+    ``before_rename`` check (it raises to cancel), rename, fsync of the folder; then the
+    temp files a killed earlier write of ``target`` left are removed."""
+    tmp = write_temp(target.parent, target.name, data, mode, owner)
+    try:
+        if before_rename is not None:
+            before_rename()
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+    remove_stale_temps(target.parent, target.name)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -21,24 +133,11 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         st: os.stat_result | None = target.stat()
     except FileNotFoundError:
         st = None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if st is not None:
-            os.chmod(tmp_name, stat.S_IMODE(st.st_mode))
-            with contextlib.suppress(PermissionError):  # only root may give a file away
-                os.chown(tmp_name, st.st_uid, st.st_gid)
-        else:
-            os.chmod(tmp_name, 0o600 if mode is None else mode)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    fsync_dir(target.parent)
+    if st is not None:
+        replace_atomically(target, data, mode=stat.S_IMODE(st.st_mode),
+                           owner=(st.st_uid, st.st_gid))
+    else:
+        replace_atomically(target, data, mode=0o600 if mode is None else mode)
 
 
 def fsync_dir(directory: Path) -> None:

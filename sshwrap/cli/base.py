@@ -26,3 +26,36 @@ ProfilesOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _name(value: str) -> str:
+    from sshwrap.names import checked_name
+
+    return checked_name(value)
+
+
+def _name_or_file(value: str) -> str:
+    from sshwrap.names import checked_name
+
+    return checked_name(value, file_ok=True)
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    from sshwrap.names import checked_name
+
+    return None if values is None else [checked_name(v) for v in values]
+
+
+def _names_or_files(values: list[str] | None) -> list[str] | None:
+    from sshwrap.names import checked_name
+
+    return None if values is None else [checked_name(v, file_ok=True) for v in values]
+
+
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Profile name.", callback=_name)]
+NameOrFileArg = Annotated[str, typer.Argument(
+    metavar="NAME", help="Profile name or path to a .toml file.", callback=_name_or_file)]
+NamesArg = Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", callback=_names)]
+NamesOrFilesArg = Annotated[list[str] | None, typer.Argument(
+    metavar="[NAME]...", help="Profile names or paths to .toml files.",
+    callback=_names_or_files)]

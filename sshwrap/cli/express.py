@@ -215,6 +215,7 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
     from sshwrap.cli.render import error_text, internal_error_text
     from sshwrap.cli.render.runtime import report_streams
     from sshwrap.errors import ExitCode, SshwrapError
+    from sshwrap.names import checked_name
     from sshwrap.runtime import tunnels
     from sshwrap.store import ProfileStore, default_profile_dirs
 
@@ -223,7 +224,8 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
     store = ProfileStore(tuple(Path(message["cwd"], d) for d in dirs))
     wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
     try:
-        profiles = tunnels.up_selection(store, message["names"], all_profiles=message["all"],
+        names = [checked_name(n, file_ok=True) for n in message["names"]]  # as the CLI does
+        profiles = tunnels.up_selection(store, names, all_profiles=message["all"],
                                         tag=message["tag"], wait=wait)
         if not all(tunnels.runs_in_resident(p) for p in profiles):
             channel.send({"fallback": True})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -88,7 +89,7 @@ class HopTarget:
     label: str  # "jump host 1 (bastion)" / "tunnel host (db)"
     host: str  # the hostname ssh connects to (after HostName)
     port: int
-    alias: str  # the name known_hosts uses (HostKeyAlias or host)
+    alias: str  # the HostKeyAlias ssh uses, or "" when it has none
     known_hosts: Path
     behind: tuple[Hop, ...]  # the jump hosts in front of it
     #: every file of its UserKnownHostsFile list, in order (``known_hosts`` is the first)
@@ -96,7 +97,48 @@ class HopTarget:
 
     @property
     def name(self) -> str:
-        return known_hosts_name(self.alias, self.port)
+        """The name ssh looks the key up under: a HostKeyAlias as it is (ssh adds no port to
+        it), else ``host`` or ``[host]:port``."""
+        return self.alias or known_hosts_name(self.host, self.port)
+
+    @property
+    def keyscan_hint(self) -> str:
+        """A shell line that adds the host's keys under the name ssh looks up."""
+        return keyscan_command(self.host, self.port, self.alias, self.known_hosts)
+
+
+def keyscan_command(host: str, port: int, alias: str, known_hosts: Path | str) -> str:
+    """``ssh-keyscan`` of the real host and port, the names rewritten to the HostKeyAlias when
+    ssh uses one (ssh-keyscan would record ``[host]:port``, which ssh then never looks up)."""
+    scan = f"ssh-keyscan -p {port} {shlex.quote(host)}"
+    if alias:
+        scan += f" | sed 's/^[^ ]*/{_sed_safe(alias)}/'"
+    return f"{scan} >> {shlex.quote(str(known_hosts))}"
+
+
+def _sed_safe(text: str) -> str:
+    # inside single quotes and a sed replacement: quote, backslash, slash and & are special
+    return "".join("\\" + c if c in "\\/&" else c for c in text).replace("'", "'\\''")
+
+
+def target_of(settings: dict[str, list[str]], host: str, *, label: str = "",
+              behind: tuple[Hop, ...] = ()) -> HopTarget:
+    """The host ssh really connects to and the known_hosts name and files it uses for it, from
+    its ``ssh -G`` settings (HostName, Port, HostKeyAlias, UserKnownHostsFile)."""
+    hostname = first(settings, "hostname") or host
+    port_text = first(settings, "port") or "22"
+    real_port = int(port_text) if port_text.isdigit() else 22
+    alias = first(settings, "hostkeyalias") or ""
+    files = settings.get("userknownhostsfile") or ["~/.ssh/known_hosts"]
+    # ssh -G prints a list of files on one line; ssh checks them all, writes to the first
+    listed = tuple(Path(f).expanduser() for value in files for f in value.split())
+    listed = listed or (Path("~/.ssh/known_hosts").expanduser(),)
+    return HopTarget(label or host, hostname, real_port, alias, listed[0], behind, listed)
+
+
+def keyscan_hint(settings: dict[str, list[str]], host: str) -> str:
+    """The ``ssh-keyscan`` line to suggest for ``host`` given its ``ssh -G`` settings."""
+    return target_of(settings, host).keyscan_hint
 
 
 def effective_settings(profile: Profile, host: str, port: int | None,
@@ -123,18 +165,9 @@ def hop_targets(profile: Profile) -> list[HopTarget]:
     hosts = [(f"jump host {i} ({hop.render()})", hop.host, hop.port, hop.user)
              for i, hop in enumerate(profile.jump, start=1)]
     hosts.append((f"tunnel host ({profile.host})", profile.host, profile.port, profile.user))
-    targets = []
-    for index, (label, host, port, user) in enumerate(hosts):
-        settings = effective_settings(profile, host, port, user)
-        hostname = first(settings, "hostname") or host
-        real_port = int(first(settings, "port") or 22)
-        alias = first(settings, "hostkeyalias") or hostname
-        files = settings.get("userknownhostsfile") or ["~/.ssh/known_hosts"]
-        # ssh -G prints a list of files on one line; ssh checks them all, writes to the first
-        listed = tuple(Path(f).expanduser() for value in files for f in value.split())
-        targets.append(HopTarget(label, hostname, real_port, alias, listed[0],
-                                 tuple(profile.jump[:index]), listed))
-    return targets
+    return [target_of(effective_settings(profile, host, port, user), host, label=label,
+                      behind=tuple(profile.jump[:index]))
+            for index, (label, host, port, user) in enumerate(hosts)]
 
 
 def keyscan(host: str, port: int, timeout: int = KEYSCAN_TIMEOUT) -> list[HostKey]:
@@ -284,7 +317,8 @@ def with_hop_host_keys(profile: Profile, argv: list[str]) -> list[str]:
             raise AuthFailed(
                 f"{profile.name}: the host key of the {target.label} is not known yet "
                 f"(no entry for {target.name} in {target.known_hosts})",
-                hint=f"run 'sshwrap trust {profile.name}' to see its fingerprint and trust it")
+                hint=f"run 'sshwrap trust {profile.name}' to see its fingerprint and trust it, "
+                     f"or, once you have compared it: {target.keyscan_hint}")
         fingerprints.append(known)
     out = list(argv)
     at = out.index("-proxycmd") + 1

@@ -44,7 +44,7 @@ from sshwrap.errors import (
     SshwrapError,
     StateConflict,
 )
-from sshwrap.runtime import sockets, state
+from sshwrap.runtime import sockets, state, unixsock
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.rendezvous import CONTROL_DIR, KEY_LENGTH, control_dir_fits
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
@@ -554,6 +554,7 @@ def wait_master_ready(launched: Launched, profile: Profile, control: Path, *,
 def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
                  master_pid: int) -> None:
     """``-O forward`` each forward; the first refusal raises the error that explains it."""
+    unixsock.clear_stale_paths(f.path for f in forwards if f.type == "local")
     for forward in forwards:
         result = mux(control, "forward", forward_args(forward))
         if result.returncode == 0:

@@ -30,7 +30,7 @@ from sshwrap.errors import (
     MissingBinary,
     SshwrapError,
 )
-from sshwrap.runtime import state
+from sshwrap.runtime import state, unixsock
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
@@ -218,6 +218,7 @@ class Supervisor:
         """Start the client, with the secret (if any) served through sshwrap's askpass helper
         and a pinned host key in place; the same starter serves every restart."""
         self._check_stop()
+        unixsock.clear_stale_listeners(profile, self.say)  # a dead client's socket file
         if self._starter is None:
             self._starter = ClientStarter(profile, self._secret, self.paths.root,
                                           base_env=self.env)

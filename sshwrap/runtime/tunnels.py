@@ -28,7 +28,7 @@ from sshwrap.errors import (
     StateConflict,
     Unhealthy,
 )
-from sshwrap.runtime import sockets, state
+from sshwrap.runtime import sockets, state, unixsock
 from sshwrap.runtime.auth import AskSecret, ClientStarter, client_env, secret_for
 from sshwrap.runtime.launch import Launched, client_argv, stop_group, terminate_process
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
@@ -279,6 +279,7 @@ def _start_alone(profile: Profile, paths: StatePaths, argv: list[str], digest: s
     its pid and forwards. On failure nothing is left running or recorded."""
     name = profile.name
     starter = ClientStarter(profile, secret, paths.root, base_env=environ)  # see runtime/auth.py
+    unixsock.clear_stale_listeners(profile)  # a killed client's socket file blocks a bind
     launched = starter.start(name, argv, paths.log(name))
     record = TunnelRecord(
         name=name, pid=launched.pid, create_time=launched.create_time,

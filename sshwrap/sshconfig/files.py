@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import stat
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sshwrap.errors import InvalidInput, Problem, StateConflict
-from sshwrap.fsutil import fsync_dir
+from sshwrap.fsutil import fsync_dir, replace_atomically
 
 BACKUP_SUFFIX = ".sshwrap-backup"
 
@@ -81,25 +77,6 @@ def check_writable(snap: Snapshot) -> None:
         raise InvalidInput(Problem(f"cannot write in {directory}", file=str(snap.path)))
 
 
-def _write_temp(directory: Path, name: str, data: bytes, mode: int,
-                owner: tuple[int, int] | None) -> str:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".sshwrap-tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        if owner is not None:
-            with contextlib.suppress(PermissionError):  # only root may give a file away
-                os.chown(tmp_name, *owner)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return tmp_name
-
-
 def replace_checked(snap: Snapshot, data: bytes, *, keep_backup: bool = True) -> None:
     """Replace the file read as ``snap`` with ``data`` atomically.
 
@@ -115,35 +92,12 @@ def replace_checked(snap: Snapshot, data: bytes, *, keep_backup: bool = True) ->
         st = target.stat()
         owner, mode = (st.st_uid, st.st_gid), stat.S_IMODE(st.st_mode)
     try:
-        tmp_name = _write_temp(target.parent, target.name, data, mode, owner)
+        if keep_backup and snap.exists:
+            replace_atomically(snap.backup, snap.data, mode=mode, owner=owner)
+        replace_atomically(target, data, mode=mode, owner=owner,
+                           before_rename=lambda: ensure_unchanged(snap))
     except OSError as exc:
         raise InvalidInput(Problem(f"cannot write: {exc.strerror}", file=str(snap.path))) from None
-    try:
-        if keep_backup and snap.exists:
-            backup_tmp = _write_temp(target.parent, snap.backup.name, snap.data, mode, owner)
-            os.replace(backup_tmp, snap.backup)
-        ensure_unchanged(snap)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    fsync_dir(target.parent)
-    _remove_stale_temps(target)
-
-
-#: A temp file this old was left by a killed sshwrap, not by one still writing.
-STALE_SECONDS = 600
-
-
-def _remove_stale_temps(target: Path) -> None:
-    """Delete temp files that a sshwrap killed mid-write (kill -9, power loss) left behind."""
-    now = time.time()
-    for name in (target.name, target.name + BACKUP_SUFFIX):
-        for leftover in target.parent.glob(f".{glob.escape(name)}.*.sshwrap-tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                if now - leftover.lstat().st_mtime > STALE_SECONDS:
-                    leftover.unlink()
 
 
 def remove_owned(path: Path) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sshwrap.core.model import Client
@@ -28,6 +28,8 @@ class HopKeys:
     known_hosts: str
     keys: tuple[tuple[str, str], ...]  # (type, SHA256 fingerprint)
     status: KeyStatus | None = None
+    #: the name ssh looks the key up under (its HostKeyAlias, or ``[host]:port``)
+    known_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def trust(store: ProfileStore, name: str, *, confirm: Confirm) -> TrustReport:
     for target in targets:
         offered = hostkeys.offered_keys(profile, target)
         hop = HopKeys(target.label, target.host, target.port, str(target.known_hosts),
-                      tuple((k.key_type, k.fingerprint) for k in offered))
+                      tuple((k.key_type, k.fingerprint) for k in offered), known_as=target.name)
         # plink's jump hosts are pinned at start from known_hosts (hostkeys.with_hop_host_keys)
         if profile.client is Client.PLINK and target is targets[-1]:
             done.append(_with(hop, KeyStatus.PIN))
@@ -73,4 +75,4 @@ def trust(store: ProfileStore, name: str, *, confirm: Confirm) -> TrustReport:
 
 
 def _with(hop: HopKeys, status: KeyStatus) -> HopKeys:
-    return HopKeys(hop.label, hop.host, hop.port, hop.known_hosts, hop.keys, status)
+    return replace(hop, status=status)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime.hostkeys import fingerprint, parse_key_lines
+from sshwrap.runtime.hostkeys import fingerprint, keyscan_hint, parse_key_lines
 from sshwrap.sandbox import BannerServer, Sshd, free_port
+from sshwrap.sshconfig.effective import parse_dump
 from tests.auth.auth_helpers import run_cli, write_profile
 from tests.runtime.tunnel_helpers import read_banner_through
 
@@ -110,3 +111,90 @@ def test_wrong_pin_names_both_fingerprints(sshd: Sshd, tmp_path: Path,
     done = run_cli("up", "wrongpin", "--profiles", str(profiles_dir))
     assert done.returncode == 4
     assert wrong in done.stderr and _server_fingerprint(sshd) in done.stderr
+
+
+def _alias_config(tmp_path: Path, sshd: Sshd) -> tuple[Path, Path]:
+    """A user's ssh config where ``myalias`` is the sandbox sshd under a HostKeyAlias."""
+    config, known = _fresh_config(tmp_path, sshd)
+    config.write_text(f"Host myalias\n    HostName 127.0.0.1\n    Port {sshd.port}\n"
+                      f"    HostKeyAlias somealias\n" + config.read_text())
+    return config, known
+
+
+def _alias_profile(sshd: Sshd, config: Path, target: int, listen: int, **keys: object) -> dict:
+    data = _profile(sshd, config, target, listen, **keys)
+    data["host"] = "myalias"
+    del data["port"]
+    return data
+
+
+@pytest.mark.usefixtures("stop_all")
+def test_pinned_key_of_a_host_key_alias(sshd: Sshd, tmp_path: Path, state_dir: Path,
+                                        profiles_dir: Path) -> None:
+    config, known = _alias_config(tmp_path, sshd)
+    listen = free_port()
+    with BannerServer() as target:
+        write_profile(profiles_dir, "pinalias", _alias_profile(
+            sshd, config, target.port, listen, host_key=_server_fingerprint(sshd)))
+        done = run_cli("up", "pinalias", "--profiles", str(profiles_dir))
+        assert done.returncode == 0, done.stderr
+        assert read_banner_through("127.0.0.1", listen)[0].startswith(b"220")
+    assert not known.read_text()
+    # ssh looks a HostKeyAlias up as it is, without the port
+    assert (state_dir / "known_hosts" / "pinalias").read_text().startswith("somealias ")
+
+
+@pytest.mark.usefixtures("stop_all")
+def test_trust_then_up_of_a_host_key_alias(sshd: Sshd, tmp_path: Path,
+                                           profiles_dir: Path) -> None:
+    config, known = _alias_config(tmp_path, sshd)
+    listen = free_port()
+    with BannerServer() as target:
+        write_profile(profiles_dir, "alias", _alias_profile(sshd, config, target.port, listen))
+        trusted = run_cli("trust", "alias", "--yes", "--profiles", str(profiles_dir))
+        assert trusted.returncode == 0, trusted.stderr
+        assert f"127.0.0.1 port {sshd.port} (known_hosts name somealias)" in trusted.stdout
+        assert known.read_text().startswith("somealias ")
+        done = run_cli("up", "alias", "--profiles", str(profiles_dir))
+        assert done.returncode == 0, done.stderr
+        assert read_banner_through("127.0.0.1", listen)[0].startswith(b"220")
+
+
+def test_keyscan_hint_records_what_ssh_looks_up(sshd: Sshd, tmp_path: Path) -> None:
+    config, known = _alias_config(tmp_path, sshd)
+    dump = subprocess.run(["ssh", "-G", "-F", str(config), "myalias"], capture_output=True,
+                          text=True, check=True).stdout
+    hint = keyscan_hint(parse_dump(dump), "myalias")
+    assert hint.startswith(f"ssh-keyscan -p {sshd.port} 127.0.0.1 ") and str(known) in hint
+    subprocess.run(["sh", "-c", hint], capture_output=True, check=True, timeout=60)
+    # ssh itself now accepts the host with strict checking: the hint wrote the right name
+    login = subprocess.run(["ssh", "-F", str(config), "-l", sshd.user, "-o", "BatchMode=yes",
+                            "-o", "StrictHostKeyChecking=yes", "myalias", "true"],
+                           capture_output=True, text=True, check=False, timeout=60,
+                           stdin=subprocess.DEVNULL)
+    assert login.returncode == 0, login.stderr
+
+
+def test_keyscan_hint_without_alias_is_plain() -> None:
+    settings = {"hostname": ["db.example"], "port": ["2222"],
+                "userknownhostsfile": ["/k/known_hosts /k/other"]}
+    assert keyscan_hint(settings, "db") == "ssh-keyscan -p 2222 db.example >> /k/known_hosts"
+    aliased = keyscan_hint({**settings, "hostkeyalias": ["a/b&c"]}, "db")
+    assert aliased.endswith("| sed 's/^[^ ]*/a\\/b\\&c/' >> /k/known_hosts")
+
+
+@pytest.mark.usefixtures("stop_all")
+def test_accept_new_of_a_host_key_alias_records_the_alias(sshd: Sshd, tmp_path: Path,
+                                                          profiles_dir: Path) -> None:
+    config, known = _alias_config(tmp_path, sshd)
+    listen = free_port()
+    with BannerServer() as target:
+        write_profile(profiles_dir, "newalias", _alias_profile(
+            sshd, config, target.port, listen, host_key="accept-new"))
+        done = run_cli("up", "newalias", "--profiles", str(profiles_dir))
+        assert done.returncode == 0, done.stderr
+        assert read_banner_through("127.0.0.1", listen)[0].startswith(b"220")
+    assert known.read_text().startswith("somealias ")
+    # and trust agrees with what ssh recorded: the key is already trusted, under the alias
+    again = run_cli("trust", "newalias", "--yes", "--profiles", str(profiles_dir))
+    assert again.returncode == 0 and "already-trusted" in again.stdout, again.stderr

@@ -317,6 +317,9 @@ def test_kill_9_never_leaves_a_broken_config(workspace: Workspace) -> None:
             # the block ends with its last forward (sshwrap's own options come first)
             assert owned.is_owned(data) and data.endswith(b"localhost:9022 localhost:22\n")
     assert any(code == -signal.SIGKILL for code, _ in outcomes)
+    # whatever temp files the killed runs left, the next write removes them
+    usecase.sync(workspace.store, config_file=workspace.config)
+    assert not [p for p in workspace.config.parent.iterdir() if p.name.endswith(".sshwrap-tmp")]
 
 
 def test_default_file_is_home_ssh_config(workspace: Workspace,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.base import JsonOpt, NameOrFileArg, ProfilesOpt, app
 from sshwrap.cli.render import emit, to_text
 from sshwrap.errors import ExitCode
 
@@ -26,20 +26,22 @@ def terminal_asker(*, password: bool, passphrase: bool) -> AskSecret | None:
         import getpass
 
         from sshwrap.core.model import AuthMethod
+        from sshwrap.textsafe import shown
 
-        where = f"{profile.user + '@' if profile.user else ''}{profile.host}"
+        where = shown(f"{profile.user + '@' if profile.user else ''}{profile.host}")
         if profile.auth is AuthMethod.PASSWORD and password:
             return getpass.getpass(f"Password for {profile.name} ({where}): ")
         if profile.auth is AuthMethod.KEY and passphrase:
             key = profile.identity_file or "the key"
-            return getpass.getpass(f"Passphrase of {key} for {profile.name}: ") or None
+            return getpass.getpass(f"Passphrase of {shown(key)} for {profile.name}: ") or None
         return None
 
     return ask
 
 
 def _hop_lines(hop: HopKeys) -> list[str]:
-    lines = [f"{hop.label}: {hop.host} port {hop.port}"]
+    known_as = f" (known_hosts name {hop.known_as})" if hop.known_as else ""
+    lines = [f"{hop.label}: {hop.host} port {hop.port}{known_as}"]
     lines += [f"  {key_type} {fp}" for key_type, fp in hop.keys]
     return lines
 
@@ -62,7 +64,7 @@ def _render_trust(report: TrustReport) -> str:
 
 @app.command()
 def trust(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: NameOrFileArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust without asking.")] = False,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
@@ -76,10 +78,12 @@ def trust(
             return True
         if not sys.stdin.isatty():
             return False
-        sys.stderr.write("\n".join(_hop_lines(hop)) + "\n")
+        from sshwrap.textsafe import safe_lines
+
+        sys.stderr.write(safe_lines("\n".join(_hop_lines(hop))) + "\n")
         sys.stderr.write("Compare these with the fingerprints the server's administrator "
                          "gives you.\n")
-        return typer.confirm(f"Trust the {hop.label}?", default=False, err=True)
+        return typer.confirm(f"Trust the {safe_lines(hop.label)}?", default=False, err=True)
 
     report = run_trust(ProfileStore.from_option(profiles), name, confirm=confirm)
     to_text.register(type(report), _render_trust)

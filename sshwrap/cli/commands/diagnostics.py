@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.base import JsonOpt, NameArg, NameOrFileArg, ProfilesOpt, app
 from sshwrap.cli.render import emit
 from sshwrap.errors import ExitCode
 
@@ -32,7 +32,7 @@ def ports(
 
 @app.command()
 def check(
-    name: Annotated[str, typer.Argument(help="Profile name or path to a .toml file.")],
+    name: NameOrFileArg,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
 ) -> int:
@@ -48,7 +48,7 @@ def check(
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Tunnel (profile) name.")],
+    name: NameArg,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")]
     = False,
     lines: Annotated[int, typer.Option("-n", "--lines", metavar="N",
@@ -61,19 +61,21 @@ def logs(
     from sshwrap.errors import InvalidInput
     from sshwrap.runtime import logs as tunnel_logs
     from sshwrap.runtime.paths import StatePaths
+    from sshwrap.textsafe import escaped
 
     if lines < 0:
         raise InvalidInput("-n: must be 0 or more")
     path = tunnel_logs.log_path(StatePaths.from_env(), name)
     last, end = tunnel_logs.tail_lines(path, lines)
+    # a log holds what servers and jump hosts sent: escape sequences are shown, not obeyed
     for line in last:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(escaped(line, keep_layout=True) + "\n")
     sys.stdout.flush()
     if not follow:
         return ExitCode.OK
     try:
         for line in tunnel_logs.follow(path, end):
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(escaped(line, keep_layout=True) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return ExitCode.OK

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.base import JsonOpt, NameArg, NameOrFileArg, NamesOrFilesArg, ProfilesOpt, app
 from sshwrap.cli.render import emit
 from sshwrap.errors import ExitCode
 
@@ -24,7 +24,7 @@ def list_cmd(json_out: JsonOpt = False, profiles: ProfilesOpt = None) -> int:
 
 @app.command()
 def validate(
-    targets: Annotated[list[str] | None, typer.Argument(metavar="[NAME|PATH]...")] = None,
+    targets: NamesOrFilesArg = None,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
 ) -> int:
@@ -40,7 +40,7 @@ def validate(
 
 @app.command("compile")
 def compile_cmd(
-    name: Annotated[str, typer.Argument(help="Profile name or path to a .toml file.")],
+    name: NameOrFileArg,
     to: Annotated[
         str, typer.Option("--to", help="ssh, plink, config or systemd.", metavar="TARGET")
     ] = "ssh",
@@ -64,7 +64,7 @@ def compile_cmd(
 
 @app.command()
 def add(
-    name: Annotated[str, typer.Argument(help="Name of the new profile (its file's stem).")],
+    name: NameArg,
     ssh_command: Annotated[
         list[str] | None,
         typer.Argument(metavar="[-- SSH COMMAND LINE]",

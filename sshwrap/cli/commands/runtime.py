@@ -7,14 +7,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.base import (
+    JsonOpt,
+    NameOrFileArg,
+    NamesArg,
+    NamesOrFilesArg,
+    ProfilesOpt,
+    app,
+)
 from sshwrap.cli.render import emit
 
 if TYPE_CHECKING:
     from sshwrap.cli.progress import ProgressLine
     from sshwrap.runtime.tunnels import TunnelsReport
 
-NamesArg = Annotated[list[str] | None, typer.Argument(metavar="[NAME]...")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every profile.")]
 TagOpt = Annotated[str | None, typer.Option("--tag", metavar="TAG",
                                             help="Every profile with this tag.")]
@@ -49,7 +55,7 @@ def _finish(report: TunnelsReport, as_json: bool, progress: ProgressLine | None)
 @app.command()
 def up(
     *,
-    names: NamesArg = None,
+    names: NamesOrFilesArg = None,
     all_profiles: AllOpt = False,
     tag: TagOpt = None,
     wait: WaitOpt = 15.0,
@@ -92,7 +98,7 @@ def down(
 @app.command()
 def restart(
     *,
-    names: NamesArg = None,
+    names: NamesOrFilesArg = None,
     all_profiles: AllOpt = False,
     tag: TagOpt = None,
     wait: WaitOpt = 15.0,
@@ -160,7 +166,7 @@ def demo() -> int:
 
 @app.command(hidden=True)
 def supervise(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: NameOrFileArg,
     foreground: Annotated[bool, typer.Option(
         "--foreground", help="Retry a failed first start too (how a systemd unit runs it).")
     ] = False,

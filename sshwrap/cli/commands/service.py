@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.base import JsonOpt, NameArg, NameOrFileArg, ProfilesOpt, app
 from sshwrap.cli.render import emit
 
 service_app = typer.Typer(help="Start tunnels at login under systemd (user units).",
                           no_args_is_help=True)
 app.add_typer(service_app, name="service")
 
-NameArg = Annotated[str, typer.Argument(metavar="NAME")]
 
 if TYPE_CHECKING:
     from sshwrap.usecases.service import ServiceReport
@@ -30,7 +29,7 @@ def _show(report: ServiceReport, as_json: bool) -> None:
 
 
 @service_app.command("install")
-def install(name: NameArg, json_out: JsonOpt = False, profiles: ProfilesOpt = None) -> int:
+def install(name: NameOrFileArg, json_out: JsonOpt = False, profiles: ProfilesOpt = None) -> int:
     """Write ~/.config/systemd/user/sshwrap-NAME.service and enable --now it."""
     from sshwrap.store import ProfileStore
     from sshwrap.usecases.service import install as run_install

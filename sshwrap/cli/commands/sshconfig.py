@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sshwrap.cli.base import JsonOpt, ProfilesOpt, app
+from sshwrap.cli.base import JsonOpt, NamesOrFilesArg, ProfilesOpt, app
 from sshwrap.cli.render import emit
 from sshwrap.errors import ExitCode
 
@@ -28,7 +28,7 @@ FileOpt = Annotated[
 
 @config_app.command("sync")
 def sync_cmd(
-    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...")] = None,
+    names: NamesOrFilesArg = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print a diff of what would change; change nothing.")
     ] = False,

@@ -1,4 +1,4 @@
-"""The one place where use-case results become text tables or JSON."""
+"""The one place where use-case results become text tables or JSON, made safe to print."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from enum import Enum
 from functools import singledispatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sshwrap.textsafe import LINE_LIMIT, escaped, safe_lines, shortened
 
 if TYPE_CHECKING:
     from sshwrap.errors import SshwrapError
@@ -39,11 +41,16 @@ def to_text(value: Any) -> str:
 
 
 def rendered(value: Any, *, as_json: bool = False) -> str:
-    """A result as JSON or as text, ending in a newline (empty when there is nothing to say)."""
+    """A result as JSON or as text, ending in a newline (empty when there is nothing to say).
+
+    Text keeps only newlines and tabs raw: a profile value, a server's message or an ssh
+    config line holding ESC, CR or a bidi override is shown escaped, never acted on by the
+    terminal. JSON escapes them itself (and every non-ASCII character).
+    """
     if as_json:
         json_form = value.to_json() if hasattr(value, "to_json") else to_jsonable(value)
         return json.dumps(json_form, indent=2) + "\n"
-    text = to_text(value)
+    text = safe_lines(to_text(value))
     return text if not text or text.endswith("\n") else text + "\n"
 
 
@@ -53,22 +60,36 @@ def emit(value: Any, *, as_json: bool = False) -> None:
 
 
 def error_text(error: SshwrapError) -> str:
-    """An error as ``sshwrap: error: ...`` lines and a hint, for stderr."""
-    lines = [f"sshwrap: error: {line}\n" for line in error.lines()]
+    """An error as ``sshwrap: error: ...`` lines and a hint, for stderr: escaped, and each
+    line cut short so that a huge value quoted back is not echoed whole."""
+    lines = [f"sshwrap: error: {safe_lines(line, LINE_LIMIT)}\n" for line in error.lines()]
     if error.hint:
-        lines.append(f"hint: {error.hint}\n")
+        lines.append(f"hint: {safe_lines(error.hint, LINE_LIMIT)}\n")
     return "".join(lines)
 
 
 def internal_error_text(error: BaseException) -> str:
     """The last resort for an unexpected error: one line, the traceback only on request."""
-    return (f"sshwrap: internal error: {type(error).__name__}: {error}\n"
+    return (f"sshwrap: internal error: {type(error).__name__}: "
+            f"{escaped(str(error)[:LINE_LIMIT])}\n"
             "hint: run again with --debug to see the traceback\n")
+
+
+def message(text: str) -> str:
+    """A message that may quote a user's or a server's value, as printed: every line cut at
+    LINE_LIMIT (a 10 MB host is not echoed whole) and escaped."""
+    return safe_lines(text, LINE_LIMIT)
+
+
+def _cell(value: object) -> str:
+    return escaped(shortened(str(value), LINE_LIMIT))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned table; the last column is not padded."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    # escaped before measuring: an escape sequence is as wide as it is printed
+    cells = [[str(h) for h in headers]] + [["" if c is None else _cell(c) for c in r]
+                                           for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sshwrap.cli.render import table, to_text
+from sshwrap.cli.render import message, table, to_text
 from sshwrap.runtime.check import CheckReport, StepStatus
 from sshwrap.runtime.ports import PortsReport
 
@@ -30,9 +30,9 @@ def _ports(value: PortsReport) -> str:
 def _check(value: CheckReport) -> str:
     lines = [f"check {value.name}"]
     for step in value.steps:
-        lines.append(f"  {_MARK[step.status]}  {step.name}: {step.detail}")
+        lines.append(f"  {_MARK[step.status]}  {step.name}: {message(step.detail)}")
         if step.hint and step.status is StepStatus.FAIL:
-            lines.append(f"        hint: {step.hint}")
+            lines.append(f"        hint: {message(step.hint)}")
     failed = sum(step.status is StepStatus.FAIL for step in value.steps)
     lines.append(f"{value.name}: " + ("all steps passed" if not failed
                                       else f"{failed} step(s) failed"))

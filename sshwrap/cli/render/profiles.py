@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sshwrap.cli.render import table, to_text
+from sshwrap.cli.render import message, table, to_text
 from sshwrap.usecases.profiles import AddResult, Compiled, ProfileList, ValidationReport
 
 
@@ -25,7 +25,7 @@ def _validation(value: ValidationReport) -> str:
     lines = []
     for result in value.results:
         lines.append(f"ok       {result.target}" if result.ok else f"invalid  {result.target}")
-        lines.extend(f"  {p}" for p in result.problems)
+        lines.extend(f"  {message(p)}" for p in result.problems)
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sshwrap.cli.render import error_text, rendered, table, to_text
+from sshwrap.cli.render import error_text, message, rendered, table, to_text
 from sshwrap.runtime.tunnels import Action, StatusReport, TunnelsReport, TunnelStatus
 
 
@@ -32,7 +32,7 @@ def _tunnels_report(value: TunnelsReport) -> str:
         lines.append(f"{outcome.name}: {outcome.action.value}{pid}")
         lines.extend(f"  {f.type} {f.listen} -> {f.to or 'SOCKS'}" for f in outcome.forwards)
         if outcome.message:
-            lines.append(f"  note: {outcome.message}")
+            lines.append(f"  note: {message(outcome.message)}")
     return "\n".join(lines)
 
 

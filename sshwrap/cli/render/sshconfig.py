@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sshwrap.cli.render import table, to_text
+from sshwrap.cli.render import message, table, to_text
 from sshwrap.usecases.sshconfig import ImportResult, RemoveResult, SyncResult
 
 
@@ -17,7 +17,7 @@ def _sync(value: SyncResult) -> str:
         for change in value.changes:
             lines.append(f"{'updated  ' if change.changed else 'unchanged'} {change.path}")
         lines.append(f"synced {len(value.profiles)} profile(s): {', '.join(value.profiles)}")
-    lines.extend(f"warning: {w}" for w in value.warnings)
+    lines.extend(f"warning: {message(w)}" for w in value.warnings)
     return "\n".join(lines)
 
 
@@ -27,7 +27,7 @@ def _remove(value: RemoveResult) -> str:
         f"{'restored ' if value.config_changed else 'unchanged'} {value.config}",
         f"{'deleted  ' if value.owned_removed else 'absent   '} {value.owned}",
     ]
-    lines.extend(f"warning: {w}" for w in value.warnings)
+    lines.extend(f"warning: {message(w)}" for w in value.warnings)
     return "\n".join(lines)
 
 
@@ -38,7 +38,7 @@ def _import(value: ImportResult) -> str:
         parts.append(table(["IMPORTED", "HOST", "FORWARDS", "FILE"],
                            [[i.name, i.host, "; ".join(i.forwards), i.path]
                             for i in value.imported]))
-        parts.extend(f"note: {i.name}: {n}" for i in value.imported for n in i.notes)
+        parts.extend(f"note: {i.name}: {message(n)}" for i in value.imported for n in i.notes)
     if value.skipped:
         parts.append(table(["SKIPPED", "REASON"], [[s.host, s.reason] for s in value.skipped]))
     if not parts:
