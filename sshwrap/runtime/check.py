@@ -163,7 +163,7 @@ def _authenticated(profile: Profile, log_text: str) -> bool:
 
 
 def _auth_step(profile: Profile, program: str) -> CheckStep:
-    from sshwrap.runtime.diagnose import diagnose_log, unknown_failure
+    from sshwrap.core.diagnose import diagnose_log, unknown_failure
 
     name = "authenticate" + (" through the jump hosts" if profile.jump else "")
     with tempfile.TemporaryDirectory(prefix="sshwrap-check-") as tmp:
@@ -226,8 +226,8 @@ def _far_end_steps(profile: Profile) -> list[CheckStep]:
 
 
 def _running_steps(profile: Profile, paths: StatePaths) -> list[CheckStep]:
+    from sshwrap.core.diagnose import open_failures
     from sshwrap.errors import StateConflict
-    from sshwrap.runtime.diagnose import open_failures
     from sshwrap.runtime.state import live_process, read_record
 
     try:
