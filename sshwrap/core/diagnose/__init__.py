@@ -6,6 +6,7 @@ from sshwrap.core.diagnose.forwards import (
     channel_failures,
     describe_channel,
     find_forward,
+    reached_address,
 )
 from sshwrap.core.diagnose.model import Diagnosis, FailureKind, PathHop, Segment, path_hops
 from sshwrap.core.diagnose.patterns import log_lines, open_failures
@@ -14,5 +15,5 @@ from sshwrap.core.diagnose.rules import diagnose_log, unknown_failure
 __all__ = [
     "ChannelFailure", "Diagnosis", "FailureKind", "PathHop", "Segment", "channel_diagnosis",
     "channel_failures", "describe_channel", "diagnose_log", "find_forward", "log_lines",
-    "open_failures", "path_hops", "unknown_failure",
+    "open_failures", "path_hops", "reached_address", "unknown_failure",
 ]

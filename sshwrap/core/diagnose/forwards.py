@@ -235,3 +235,24 @@ def rule_open_failed(ctx: Context) -> Diagnosis | None:
     if not failures:
         return None
     return channel_diagnosis(ctx.profile, ctx.hops[-1].label, failures[0])
+
+
+_SSH_CONNECTING_ADDR = re.compile(
+    r"^debug\d: Connecting to \S+ \[(?P<addr>[^\]]+)\] port (?P<port>\d+)\.$")
+_SSH_ESTABLISHED = "debug1: Connection established."
+_PLINK_CONNECTED = re.compile(r"^Connected to (?P<addr>\S+)$")
+
+
+def reached_address(lines: list[str]) -> tuple[str, int] | None:
+    """The address and port the client's TCP connection reached, as its log tells: the
+    tunnel host itself can connect there (None when the log does not say, e.g. behind a jump)."""
+    attempt: tuple[str, int] | None = None
+    for line in lines:
+        match = _SSH_CONNECTING_ADDR.match(line) or p.PLINK_CONNECTING.match(line)
+        if match:
+            host = match.groupdict().get("addr") or match["host"]
+            attempt = (host, int(match["port"]))
+            continue
+        if attempt is not None and (line == _SSH_ESTABLISHED or _PLINK_CONNECTED.match(line)):
+            return attempt
+    return None
