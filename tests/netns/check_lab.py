@@ -28,7 +28,7 @@ SERVER_HOSTS: tuple[HostSpec, ...] = (
 POLICY_HOSTS: tuple[HostSpec, ...] = (
     HostSpec("you", ("internet",), services=(Service(8888, "http", bind="127.0.0.1"),)),
     HostSpec("gateway", ("internet", "lan"), sshd=True,
-             services=(Service(9001, "banner", "busy", bind="127.0.0.1"),)),
+             services=(Service(9001, "banner", "busy", bind="::"),)),
     HostSpec("web", ("lan",), services=(Service(80, "http"), Service(81, "http"))),
 )
 
