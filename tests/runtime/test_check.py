@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,6 @@ from sshwrap.runtime.paths import StatePaths
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
 from tests.auth.auth_helpers import PasswordServer
-from tests.auth.conftest import password_server  # noqa: F401 - the shared fixture
 
 pytestmark = pytest.mark.sshd
 
@@ -239,6 +240,30 @@ def test_not_running_tells_why_its_last_start_failed(sshd: Sshd, profiles_dir: P
     assert "all steps passed" not in report["summary"]
 
 
+@pytest.fixture(scope="module")
+def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordServer]:
+    """A throwaway user with a password, and an sshd that takes only passwords (root only)."""
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chpasswd"):
+        pytest.skip("needs root and useradd/chpasswd to create a throwaway user")
+    user = f"swck{os.getpid() % 100000}"
+    password = "pw-" + secrets.token_hex(12)
+    home = tmp_path_factory.mktemp("checkhome")
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", user], check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
+        root = tmp_path_factory.mktemp("checksshd")
+        client = ClientIdentity(root / "client")
+        with Sshd(root / "server", client, user=user,
+                  extra_config={"PasswordAuthentication": "yes",
+                                "PubkeyAuthentication": "no"}) as server:
+            config = root / "password_ssh_config"
+            config.write_text(f"Host *\n    UserKnownHostsFile {client.known_hosts}\n"
+                              "    GlobalKnownHostsFile /dev/null\n    UpdateHostKeys no\n")
+            yield PasswordServer(server, user, password, config)
+    finally:
+        subprocess.run(["userdel", user], check=False)
+
+
 def _password_profile(server: PasswordServer, **keys: object) -> dict[str, object]:
     data: dict[str, object] = {
         "host": "127.0.0.1", "port": server.sshd.port, "user": server.user,
@@ -249,7 +274,7 @@ def _password_profile(server: PasswordServer, **keys: object) -> dict[str, objec
     return data
 
 
-def test_password_profile_logs_in_as_up_does(password_server: PasswordServer,  # noqa: F811
+def test_password_profile_logs_in_as_up_does(password_server: PasswordServer,
                                              profiles_dir: Path, state_dir: Path) -> None:
     (profiles_dir / "pw.toml").write_text(tomli_w.dumps(_password_profile(password_server)))
     env = dict(os.environ, TUNNEL_PW=password_server.password)
@@ -266,7 +291,7 @@ def test_password_profile_logs_in_as_up_does(password_server: PasswordServer,  #
 
 
 def test_plink_password_check_keeps_out_of_the_users_putty_files(
-        password_server: PasswordServer, profiles_dir: Path,  # noqa: F811
+        password_server: PasswordServer, profiles_dir: Path,
         state_dir: Path, tmp_path: Path) -> None:
     if shutil.which("plink") is None:
         pytest.skip("plink is not installed (scripts/dev installs putty-tools)")

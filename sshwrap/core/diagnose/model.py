@@ -39,6 +39,7 @@ class Segment(StrEnum):
     SERVER_POLICY = "server policy"  # the tunnel host's sshd forbids the forward
 
 
+#: What ssh and plink say when a connection fails, and the kind of failure it is.
 REASON_KIND = {
     "connection refused": FailureKind.CONNECTION_REFUSED,
     "connection timed out": FailureKind.TIMED_OUT,

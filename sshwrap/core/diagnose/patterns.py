@@ -34,10 +34,11 @@ FORWARD_REQUEST = re.compile(
     r" requested")
 PLINK_OPEN_REQUEST = re.compile(r"^Opening connection to (?P<target>\S+) for forwarding")
 CLOSED = re.compile(r"^Connection to (?P<host>\S+) closed by remote host\.?$|"
-                     r"^Connection closed by (?P<host2>\S+) port (?P<port>\d+)$|"
-                     r"^client_loop: send disconnect: (?P<reason>.+)$|"
-                     r"^Timeout, server (?P<host3>\S+) not responding\.?$")
+                    r"^Connection closed by (?P<host2>\S+) port (?P<port>\d+)$|"
+                    r"^client_loop: send disconnect: (?P<reason>.+)$|"
+                    r"^Timeout, server (?P<host3>\S+) not responding\.?$")
 PLINK_FATAL = re.compile(r"^FATAL ERROR: (?P<reason>.+)$")
+
 
 def log_lines(log_text: str) -> list[str]:
     """The log's lines with the ``\\r`` ssh writes at line ends (raw terminal mode) removed."""
