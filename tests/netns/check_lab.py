@@ -24,9 +24,10 @@ SERVER_HOSTS: tuple[HostSpec, ...] = (
 )
 
 #: A gateway whose administrator restricts forwarding (sshds added per scenario), a web
-#: server behind it, and a port on the gateway already taken.
+#: server behind it, a port on the gateway already taken, and tinyproxy on this side for the
+#: remote forwards to offer (the guide's reverse tunnel).
 POLICY_HOSTS: tuple[HostSpec, ...] = (
-    HostSpec("you", ("internet",), services=(Service(8888, "http", bind="127.0.0.1"),)),
+    HostSpec("you", ("internet",), services=(Service(8888, "tinyproxy"),)),
     HostSpec("gateway", ("internet", "lan"), sshd=True,
              services=(Service(9001, "banner", "busy", bind="::"),)),
     HostSpec("web", ("lan",), services=(Service(80, "http"), Service(81, "http"))),

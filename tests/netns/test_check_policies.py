@@ -16,7 +16,7 @@ pytestmark = pytest.mark.netns
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
-    yield from build_lab(tmp_path_factory.mktemp("policylab"), POLICY_HOSTS)
+    yield from build_lab(tmp_path_factory.mktemp("policylab"), POLICY_HOSTS, "tinyproxy")
 
 
 def _profile(port: int | None, forward: str) -> str:
@@ -65,6 +65,9 @@ def test_restriction_is_server_policy_until_lifted(lab: NetLab, you: Client, *,
     assert code == 0, err
     code, steps = check(you, "fwd")
     assert code == 0, failing(steps)
+    if kind == "remote":  # the far end on this side is the real proxy the gateway reaches
+        far = steps["far end of remote 9000 -> localhost:8888 (http)"]
+        assert far["detail"].startswith("HTTP/1."), far
     sshwrap(you, "down", "fwd")
 
 

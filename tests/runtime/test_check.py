@@ -309,3 +309,29 @@ def test_plink_password_check_keeps_out_of_the_users_putty_files(
     assert not (home / ".putty").exists()
     assert not (home / ".config" / "putty").exists()
     assert (state_dir / "putty").is_dir()
+
+
+def test_probe_target_is_a_host_and_port_of_local_or_dynamic_forwards() -> None:
+    from sshwrap.core.model import TcpAddress
+    from sshwrap.core.parse import parse_profile, profile_to_mapping
+    from sshwrap.errors import InvalidInput
+
+    def forward(**keys: object) -> dict[str, object]:
+        return {"host": "gw", "forward": [{"listen": 1080, **keys}]}
+
+    socks = parse_profile("p", forward(type="dynamic", probe_target="10.0.0.1:22"))
+    assert socks.forwards[0].probe_target == TcpAddress("10.0.0.1", 22)
+    assert profile_to_mapping(socks)["forward"][0]["probe_target"] == "10.0.0.1:22"
+    proxy = parse_profile("p", forward(type="local", to="proxy:3128", probe="http",
+                                       probe_target="example.org:443"))
+    assert proxy.forwards[0].probe_target == TcpAddress("example.org", 443)
+    for keys, message in [
+        ({"type": "remote", "to": "a:1", "probe_target": "a:1"}, "local or dynamic"),
+        ({"type": "local", "to": "a:1", "probe": "banner", "probe_target": "a:1"}, "'http'"),
+        ({"type": "dynamic", "probe_target": "/run/x.sock"}, "not a socket path"),
+        ({"type": "dynamic", "probe_target": "nohost"}, "host:port"),
+    ]:
+        with pytest.raises(InvalidInput) as caught:
+            parse_profile("p", forward(**keys), source="p.toml")
+        [line] = caught.value.lines()
+        assert line.startswith("p.toml: forward[0].probe_target: ") and message in line
