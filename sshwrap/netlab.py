@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sshwrap.errors import MissingBinary, SshwrapError
+from sshwrap.netservers import GUIDE_USER, PasswordUser, Program
 from sshwrap.sandbox import ClientIdentity, Sshd
 
 
 @dataclass(frozen=True)
 class Service:
-    """A small TCP service a host runs: ``banner`` (greets, then echoes) or ``http``."""
+    """A TCP service a host runs: ``banner`` (greets, then echoes) or ``http`` (Python), or
+    the real ``mariadb`` or ``tinyproxy`` (Debian packages, see sshwrap/netservers.py)."""
 
     port: int
     kind: str = "banner"
@@ -34,6 +36,9 @@ class HostSpec:
     segments: tuple[str, ...]
     sshd: bool = False
     services: tuple[Service, ...] = ()
+    sshd_config: tuple[tuple[str, str], ...] = ()  # sshd_config lines added to the defaults
+    password_login: bool = False  # the guide's user logs in to its sshd with a password only
+    dropbear: str = ""  # a segment: Dropbear listens on port 22 of that address only
 
 
 #: The hosts of the two classic guides. Segments have no routing between them: a host reaches
@@ -136,6 +141,8 @@ class Host:
     addresses: dict[str, str] = field(default_factory=dict)  # segment -> IPv4 address
     sshd: Sshd | None = None
     services: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    programs: dict[int, Program] = field(default_factory=dict)  # real servers, by port
+    extra_sshds: list[Sshd] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -156,6 +163,7 @@ class NetLab:
     client: ClientIdentity = field(init=False)
     by_name: dict[str, Host] = field(default_factory=dict, init=False)
     switch: str = field(init=False)
+    user: PasswordUser | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.switch = f"sw{self.tag}-switch"
@@ -198,6 +206,8 @@ class NetLab:
                 _run(IP, "-n", netns, "link", "set", f"eth{nic}", "up")
         for host in self.by_name.values():
             self._write_etc(host)
+        if any(spec.password_login or spec.dropbear for spec in self.hosts):
+            self.user = PasswordUser().create()
         for host in self.by_name.values():
             self._start_host(host)
 
@@ -230,12 +240,28 @@ class NetLab:
 
     def _start_host(self, host: Host) -> None:
         if host.spec.sshd:
+            config = dict(host.spec.sshd_config)
+            if host.spec.password_login:
+                # The lab key would let anyone in: the guide's user has its password only.
+                config.update(PasswordAuthentication="yes",
+                              Match=f"User {GUIDE_USER}\n    PubkeyAuthentication no")
             host.sshd = Sshd(self.root / host.name, self.client, host=ANY_ADDRESS, port=22,
-                             netns=host.netns, trust_client=False)
+                             netns=host.netns, trust_client=False, extra_config=config)
             host.sshd.start()
             self.client.trust(host.name, 22, host.sshd.host_public_key)
+        if host.spec.dropbear:
+            from sshwrap import netservers
+
+            server, key = netservers.dropbear(self.root / f"{host.name}-dropbear",
+                                              self.exec_argv(host.name, []),
+                                              host.addresses[host.spec.dropbear], 22)
+            host.programs[22] = server.start()
+            self.client.trust(host.name, 22, key)
         for service in host.spec.services:
-            command = [sys.executable, "-m", "sshwrap.netlab", "serve", service.kind,
+            if service.kind in ("mariadb", "tinyproxy"):
+                host.programs[service.port] = self._program(host, service).start()
+                continue
+            command = [sys.executable, "-m", "sshwrap.netservers", "serve", service.kind,
                        service.bind, str(service.port), service.banner or host.name]
             log = (self.root / f"{host.name}-{service.port}.log").open("ab")
             host.services.append(subprocess.Popen(
@@ -244,6 +270,31 @@ class NetLab:
             log.close()
         for service in host.spec.services:
             self._wait_listening(host, service.port)
+
+    def _program(self, host: Host, service: Service) -> Program:
+        from sshwrap import netservers
+
+        root, argv = self.root / f"{host.name}-{service.port}", self.exec_argv(host.name, [])
+        if service.kind == "mariadb":
+            return netservers.mariadb(root, argv, service.port)
+        return netservers.tinyproxy(root, argv, service.port)
+
+    def stop_service(self, host: str, port: int) -> None:
+        """Stop a real server (MariaDB, Dropbear...), as its administrator would."""
+        self.by_name[host].programs[port].stop()
+
+    def start_service(self, host: str, port: int) -> None:
+        self.by_name[host].programs[port].start()
+
+    def add_sshd(self, host: str, port: int, config: dict[str, str]) -> Sshd:
+        """Another sshd on ``host`` (the lab key logs in), e.g. with a forwarding policy."""
+        name = f"{host}-sshd-{port}"
+        server = Sshd(self.root / name, self.client, host=ANY_ADDRESS, port=port,
+                      netns=self.by_name[host].netns, trust_client=False, extra_config=config)
+        server.start()
+        self.by_name[host].extra_sshds.append(server)
+        self.client.trust(host, port, server.host_public_key)
+        return server
 
     def _wait_listening(self, host: Host, port: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -290,8 +341,11 @@ class NetLab:
     # -- tearing down -------------------------------------------------------------------
     def down(self) -> None:
         for host in self.by_name.values():
-            if host.sshd is not None:
-                host.sshd.stop()
+            for server in [host.sshd, *host.extra_sshds]:
+                if server is not None:
+                    server.stop()
+            for program in host.programs.values():
+                program.stop()
             for proc in host.services:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -302,6 +356,9 @@ class NetLab:
             _run(IP, "netns", "del", netns, check=False)
             shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
         self.by_name.clear()
+        if self.user is not None:
+            self.user.remove()
+            self.user = None
 
     @staticmethod
     def _kill_namespace_processes(netns: str) -> None:
@@ -336,46 +393,7 @@ def remove_leftovers() -> list[str]:
     return removed
 
 
-def _serve(kind: str, bind: str, port: int, banner: str) -> None:
-    """Run one service in the foreground (inside a namespace)."""
-    if kind == "http":
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = f"hello from {banner} port {port}, you asked for {self.path}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_HEAD(self) -> None:
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        ThreadingHTTPServer((bind, port), Handler).serve_forever()
-        return
-    from sshwrap.sandbox import BannerServer
-
-    server = BannerServer(banner.encode() + b"\r\n", host=bind, port=port).start()
-    with contextlib.suppress(KeyboardInterrupt):
-        while True:
-            time.sleep(3600)
-    server.stop()
-
-
 @contextlib.contextmanager
 def guide_lab(root: Path) -> Iterator[NetLab]:
     with NetLab(root) as lab:
         yield lab
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "serve":
-        _serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
-    else:
-        sys.exit("usage: python -m sshwrap.netlab serve KIND BIND PORT BANNER")

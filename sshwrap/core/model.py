@@ -88,6 +88,9 @@ class Forward:
     to: Address | None = None
     probe: Probe | None = None
     public: bool = False
+    #: Where the probe asks the far end to connect: the SOCKS CONNECT of a dynamic forward,
+    #: the HTTP CONNECT of a local forward to an HTTP proxy (``check``; None: a default).
+    probe_target: TcpAddress | None = None
 
     def describe(self) -> str:
         """A short human form: ``local 3307 -> db:3306``."""

@@ -35,7 +35,7 @@ PROFILE_KEYS = (
     "client", "compression", "keepalive", "restart", "host_key", "auth", "password_env",
     "share_connection", "options", "forward",
 )
-FORWARD_KEYS = ("type", "listen", "to", "probe", "public")
+FORWARD_KEYS = ("type", "listen", "to", "probe", "public", "probe_target")
 
 class _Collector:
     """Gathers problems for one file so that validation reports all of them at once."""
@@ -108,6 +108,26 @@ def _forward_probe(c: _Collector, prefix: str, raw: Mapping[str, Any],
     return probe
 
 
+def _forward_probe_target(c: _Collector, prefix: str, raw: Mapping[str, Any],
+                          kind: ForwardType | None, probe: Probe | None) -> TcpAddress | None:
+    """``probe_target = "host:port"``: what a dynamic forward's SOCKS probe, or a local
+    forward's HTTP-proxy probe, asks the far end to connect to."""
+    if "probe_target" not in raw:
+        return None
+    key = prefix + ".probe_target"
+    if kind is ForwardType.REMOTE:
+        c.add(key, "only a local or dynamic forward has a probe target")
+        return None
+    if kind is ForwardType.LOCAL and probe not in (None, Probe.HTTP):
+        c.add(key, "a local forward's probe target is for probe = 'http' (an HTTP proxy)")
+        return None
+    target = c.take(key, raw["probe_target"], syntax.parse_target)
+    if isinstance(target, UnixAddress):
+        c.add(key, "must be host:port, not a socket path")
+        return None
+    return target
+
+
 def _check_exposure(c: _Collector, prefix: str, listen: Address | None, public: bool) -> None:
     """Loopback unless the forward says otherwise; a unix socket has no public side."""
     if isinstance(listen, TcpAddress) and not public and not is_loopback_host(listen.host):
@@ -149,11 +169,13 @@ def _parse_forward(c: _Collector, index: int, raw: object) -> Forward | None:
         listen = c.take(prefix + ".listen", raw["listen"], syntax.parse_listen)
     to = _forward_target(c, prefix, raw, kind)
     probe = _forward_probe(c, prefix, raw, kind)
+    probe_target = _forward_probe_target(c, prefix, raw, kind, probe)
     _check_exposure(c, prefix, listen, bool(public))
     _check_server_paths(c, prefix, kind, listen, to)
     if kind is None or listen is None or (kind is not ForwardType.DYNAMIC and to is None):
         return None
-    return Forward(type=kind, listen=listen, to=to, probe=probe, public=bool(public))
+    return Forward(type=kind, listen=listen, to=to, probe=probe, public=bool(public),
+                   probe_target=probe_target)
 
 
 def _parse_jump(c: _Collector, value: object) -> tuple[Hop, ...]:
@@ -363,6 +385,8 @@ def _forward_to_mapping(fwd: Forward) -> dict[str, Any]:
         item["probe"] = fwd.probe.value
     if fwd.public:
         item["public"] = True
+    if fwd.probe_target is not None:
+        item["probe_target"] = fwd.probe_target.render()
     return item
 
 

@@ -248,7 +248,7 @@ class Supervisor:
             self.child = None
 
     def _failure_reason(self, launched: Launched, returncode: int, profile: Profile) -> str:
-        from sshwrap.runtime.diagnose import diagnose_log
+        from sshwrap.core.diagnose import diagnose_log
 
         text = LogReader(launched.log_path, launched.log_offset).read()
         diagnosis = diagnose_log(text, profile)

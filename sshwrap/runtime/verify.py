@@ -261,7 +261,7 @@ def _fallback_error(name: str, log_text: str) -> SshwrapError:
 def failure_from_log(name: str, log_text: str, profile: Profile) -> SshwrapError:
     """The error for a client that exited, from its own log."""
     try:
-        from sshwrap.runtime.diagnose import diagnose_log
+        from sshwrap.core.diagnose import diagnose_log
     except ImportError:
         return _fallback_error(name, log_text)
     diagnosis = diagnose_log(log_text, profile)

@@ -1,24 +1,28 @@
-"""diagnose_log over logs recorded from real ssh and plink runs (data/record_logs.py)."""
+"""core.diagnose over logs recorded from real ssh and plink runs (data/record_logs.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from sshwrap.core.model import Profile
-from sshwrap.core.parse import parse_profile
-from sshwrap.errors import AuthFailed, ConnectionFailed, ExitCode, ForwardingFailed
-from sshwrap.runtime.diagnose import (
+from sshwrap.core.diagnose import (
     Diagnosis,
     FailureKind,
     Segment,
+    channel_failures,
+    describe_channel,
     diagnose_log,
+    log_lines,
     open_failures,
 )
+from sshwrap.core.model import AuthMethod, Profile
+from sshwrap.core.parse import parse_profile
+from sshwrap.errors import AuthFailed, ConnectionFailed, ExitCode, ForwardingFailed
 
 LOGS = Path(__file__).parent / "data" / "logs"
 
@@ -50,16 +54,27 @@ EXPECTED = [
     ("ssh_network_unreachable", FailureKind.UNREACHABLE, Segment.GATEWAY, ConnectionFailed),
     ("ssh_no_route", FailureKind.UNREACHABLE, Segment.GATEWAY, ConnectionFailed),
     ("ssh_local_port_taken", FailureKind.PORT_TAKEN, Segment.CLIENT, ForwardingFailed),
-    ("ssh_remote_port_taken", FailureKind.REMOTE_FORWARD_REFUSED, Segment.GATEWAY,
+    ("ssh_remote_port_taken", FailureKind.REMOTE_PORT_BUSY, Segment.GATEWAY, ForwardingFailed),
+    ("ssh_forwarding_disabled_remote", FailureKind.REMOTE_FORWARD_FORBIDDEN,
+     Segment.SERVER_POLICY, ForwardingFailed),
+    ("ssh_forwarding_disabled_local", FailureKind.FORWARDING_DISABLED, Segment.SERVER_POLICY,
      ForwardingFailed),
-    ("ssh_forwarding_disabled_remote", FailureKind.REMOTE_FORWARD_REFUSED, Segment.GATEWAY,
+    ("ssh_forwarding_disabled_dynamic", FailureKind.FORWARDING_DISABLED, Segment.SERVER_POLICY,
      ForwardingFailed),
-    ("ssh_forwarding_disabled_local", FailureKind.FORWARDING_DISABLED, Segment.GATEWAY,
+    ("ssh_forwarding_remote_only", FailureKind.FORWARDING_DISABLED, Segment.SERVER_POLICY,
      ForwardingFailed),
-    ("ssh_forwarding_disabled_dynamic", FailureKind.FORWARDING_DISABLED, Segment.GATEWAY,
+    ("ssh_policy_permitopen_local", FailureKind.FORWARDING_DISABLED, Segment.SERVER_POLICY,
      ForwardingFailed),
-    ("ssh_forwarding_remote_only", FailureKind.FORWARDING_DISABLED, Segment.GATEWAY,
+    ("ssh_policy_permitopen_dynamic", FailureKind.FORWARDING_DISABLED, Segment.SERVER_POLICY,
      ForwardingFailed),
+    ("ssh_policy_disableforwarding_local", FailureKind.FORWARDING_DISABLED,
+     Segment.SERVER_POLICY, ForwardingFailed),
+    ("ssh_policy_disableforwarding_remote", FailureKind.REMOTE_FORWARD_FORBIDDEN,
+     Segment.SERVER_POLICY, ForwardingFailed),
+    ("ssh_policy_local_only_remote", FailureKind.REMOTE_FORWARD_FORBIDDEN,
+     Segment.SERVER_POLICY, ForwardingFailed),
+    ("ssh_policy_permitlisten_remote", FailureKind.REMOTE_FORWARD_FORBIDDEN,
+     Segment.SERVER_POLICY, ForwardingFailed),
     ("ssh_target_refused", FailureKind.TARGET_UNREACHABLE, Segment.SERVER, ForwardingFailed),
     ("ssh_jump_cannot_reach", FailureKind.JUMP_CANNOT_REACH_NEXT_HOP, Segment.GATEWAY,
      ConnectionFailed),
@@ -74,8 +89,7 @@ EXPECTED = [
     ("plink_name_not_resolved", FailureKind.NAME_NOT_RESOLVED, Segment.GATEWAY,
      ConnectionFailed),
     ("plink_local_port_taken", FailureKind.PORT_TAKEN, Segment.CLIENT, ForwardingFailed),
-    ("plink_remote_port_taken", FailureKind.REMOTE_FORWARD_REFUSED, Segment.GATEWAY,
-     ForwardingFailed),
+    ("plink_remote_port_taken", FailureKind.REMOTE_PORT_BUSY, Segment.GATEWAY, ForwardingFailed),
     ("plink_target_refused", FailureKind.TARGET_UNREACHABLE, Segment.SERVER, ForwardingFailed),
 ]
 
@@ -213,9 +227,75 @@ def test_open_failures_lists_server_side_failures_only() -> None:
 
 
 def test_diagnose_is_pure() -> None:
-    code = ("import sys, sshwrap.runtime.diagnose; "
+    code = ("import sys, sshwrap.core.diagnose; "
             "bad = {'subprocess', 'psutil', 'pexpect', 'socket'} & set(sys.modules); "
             "print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize(("name", "setting"), [
+    ("ssh_forwarding_disabled_remote", "AllowTcpForwarding"),
+    ("ssh_policy_disableforwarding_remote", "DisableForwarding"),
+    ("ssh_policy_local_only_remote", "AllowTcpForwarding"),
+    ("ssh_policy_permitlisten_remote", "PermitListen"),
+])
+def test_forbidden_remote_forward_names_the_setting_forward_and_host(name: str,
+                                                                     setting: str) -> None:
+    diagnosis, profile = _diagnose(name)
+    forward = profile.forwards[0].describe()
+    assert forward in diagnosis.message
+    assert _tunnel_host(profile) in diagnosis.message
+    assert setting in diagnosis.hint
+    assert profile.host in diagnosis.hint
+    assert "busy" not in diagnosis.message + diagnosis.hint
+
+
+@pytest.mark.parametrize("name", ["ssh_remote_port_taken", "plink_remote_port_taken"])
+def test_busy_remote_port_is_not_called_forbidden(name: str) -> None:
+    diagnosis, profile = _diagnose(name)
+    assert "busy" in diagnosis.message
+    assert profile.forwards[0].describe() in diagnosis.message
+    for setting in ("AllowTcpForwarding", "PermitListen", "DisableForwarding"):
+        assert setting not in diagnosis.hint
+
+
+@pytest.mark.parametrize("name", ["ssh_forwarding_disabled_local", "ssh_policy_permitopen_local",
+                                  "ssh_policy_disableforwarding_local",
+                                  "ssh_policy_permitopen_dynamic"])
+def test_prohibited_channel_is_server_policy_naming_forward_and_settings(name: str) -> None:
+    diagnosis, profile = _diagnose(name)
+    assert profile.forwards[0].describe() in diagnosis.message
+    for setting in ("AllowTcpForwarding", "PermitOpen", "DisableForwarding"):
+        assert setting in diagnosis.hint
+    assert "'to' address" not in diagnosis.hint
+
+
+def test_channel_failures_name_forward_and_target() -> None:
+    text, profile = _case("ssh_policy_permitopen_dynamic")
+    failures = channel_failures(log_lines(text))
+    assert len(failures) == 1
+    assert failures[0].prohibited
+    assert failures[0].listen_port == profile.forwards[0].listen.port  # type: ignore[union-attr]
+    assert failures[0].target is not None and failures[0].target.startswith("127.0.0.1:")
+    assert describe_channel(profile, failures[0]).startswith(profile.forwards[0].describe())
+    text, profile = _case("ssh_target_refused")
+    failures = channel_failures(log_lines(text))
+    assert [f.target for f in failures] == [profile.forwards[0].to.render()] * 2  # type: ignore[union-attr]
+    assert not failures[0].prohibited
+    assert describe_channel(profile, failures[0]) == profile.forwards[0].describe()
+
+
+def test_password_profile_gets_no_key_advice() -> None:
+    text, profile = _case("ssh_auth_failed")
+    as_password = replace(profile, auth=AuthMethod.PASSWORD, password_env="DB_PASSWORD")  # noqa: S106
+    diagnosis = diagnose_log(text, as_password)
+    assert diagnosis is not None
+    # The recorded server accepts only keys: a password user is told so, not about agents.
+    assert "authorized_keys" not in diagnosis.hint and "agent" not in diagnosis.hint
+    assert "does not take passwords" in diagnosis.hint
+    text = text.replace("(publickey)", "(publickey,password)")
+    diagnosis = diagnose_log(text, as_password)
+    assert diagnosis is not None
+    assert "$DB_PASSWORD" in diagnosis.hint and "authorized_keys" not in diagnosis.hint

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import threading
@@ -15,7 +16,14 @@ import pytest
 
 from sshwrap.core.model import Probe
 from sshwrap.runtime.launch import stop_group
-from sshwrap.runtime.probes import probe_banner, probe_http, probe_socks, probe_tcp, run_probe
+from sshwrap.runtime.probes import (
+    probe_banner,
+    probe_http,
+    probe_http_connect,
+    probe_socks,
+    probe_tcp,
+    run_probe,
+)
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 
 
@@ -97,9 +105,66 @@ def test_banner_probe_reports_the_greeting(banner_server: BannerServer) -> None:
 
 
 def test_banner_probe_fails_on_a_silent_service(silent_server: tuple[str, int]) -> None:
-    result = probe_banner(silent_server, timeout=0.3)
+    result = probe_banner(silent_server, timeout=0.3, wait=0.1)
     assert not result.ok
-    assert "no greeting" in result.detail
+    assert "sent nothing" in result.detail and "PING" in result.detail
+
+
+def _mysql_packet(payload: bytes, sequence: int = 0) -> bytes:
+    return len(payload).to_bytes(3, "little") + bytes([sequence]) + payload
+
+
+#: The handshake MariaDB 10.11 of Debian 12 sent (recorded): protocol 10, "5.5.5-" version prefix.
+MARIADB_HANDSHAKE = bytes.fromhex(
+    "640000000a352e352e352d31302e31312e31392d4d6172696144422d302b64656231327531000300000030"
+    "553d6e365e592300fef7080200ff81150000000000001d000000415b29585f556d46534f7376006d797371"
+    "6c5f6e61746976655f70617373776f726400")
+
+
+@pytest.mark.parametrize(("greeting", "shown"), [
+    (MARIADB_HANDSHAKE, "10.11.19-MariaDB-0+deb12u1"),
+    (_mysql_packet(b"\xffj\x04Host '10.0.0.1' is not allowed to connect"),
+     "MySQL error 1130: Host '10.0.0.1' is not allowed to connect"),
+    (b"SSH-2.0-dropbear_2022.83\r\n", "SSH-2.0-dropbear_2022.83"),
+    (b"220 mail.example ESMTP Postfix\r\n", "220 mail.example ESMTP Postfix"),
+    (b"* OK [CAPABILITY IMAP4rev1] ready.\r\n", "* OK [CAPABILITY IMAP4rev1] ready."),
+    (b"+OK Dovecot ready.\r\n", "+OK Dovecot ready."),
+    (b"220 (vsFTPd 3.0.3)\r\n", "220 (vsFTPd 3.0.3)"),
+    (b"\x00\x01\x02\xfe\xff\x80binary",
+     "12 bytes of binary data, starting 00 01 02 fe ff 80 62 69"),
+])
+def test_banner_probe_shows_greetings_as_text(greeting: bytes, shown: str) -> None:
+    with BannerServer(greeting) as server:
+        result = probe_banner((server.host, server.port))
+    assert result.ok, result.detail
+    assert result.detail == f"greeting: {shown}"
+
+
+@pytest.fixture
+def redis_like() -> Iterator[tuple[str, int]]:
+    """Waits for the client, as Redis does, and answers PING with +PONG."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                if conn.recv(64).startswith(b"PING"):
+                    conn.sendall(b"+PONG\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+def test_banner_probe_pings_a_service_that_waits(redis_like: tuple[str, int]) -> None:
+    result = probe_banner(redis_like, wait=0.2)
+    assert result.ok, result.detail
+    assert result.detail == "greeting: +PONG"
 
 
 def test_banner_probe_reads_an_sshd_greeting(sshd: Sshd) -> None:
@@ -170,3 +235,41 @@ def test_socks_probe_fails_on_a_non_socks_service(banner_server: BannerServer) -
 
 def test_socks_probe_without_target_is_refused(banner_server: BannerServer) -> None:
     assert not run_probe(Probe.SOCKS, (banner_server.host, banner_server.port)).ok
+
+
+@pytest.fixture
+def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A real tinyproxy (Debian package) on loopback that allows CONNECT to any port."""
+    program = shutil.which("tinyproxy")
+    if program is None:
+        pytest.skip("tinyproxy is not installed (scripts/dev installs it)")
+    port = free_port()
+    config = tmp_path / "tinyproxy.conf"
+    config.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 10\nAllow 127.0.0.1\n"
+                      f"LogLevel Info\nLogFile \"{tmp_path / 'tinyproxy.log'}\"\n"
+                      f"PidFile \"{tmp_path / 'tinyproxy.pid'}\"\n")
+    proc = subprocess.Popen([program, "-d", "-c", str(config)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert proc.poll() is None, "tinyproxy exited"
+            time.sleep(0.05)
+        yield "127.0.0.1", port
+    finally:
+        stop_group(proc.pid)
+        proc.wait(10)
+
+
+def test_http_probe_with_a_target_asks_a_real_proxy_to_connect(
+        tinyproxy: tuple[str, int], banner_server: BannerServer) -> None:
+    reached = run_probe(Probe.HTTP, tinyproxy,
+                        proxy_target=(banner_server.host, banner_server.port))
+    assert reached.ok, reached.detail
+    assert reached.detail.startswith(f"CONNECT 127.0.0.1:{banner_server.port} via ")
+    assert " 200 " in reached.detail
+    refused = probe_http_connect(tinyproxy, ("127.0.0.1", free_port()))
+    assert not refused.ok
+    assert "CONNECT" in refused.detail

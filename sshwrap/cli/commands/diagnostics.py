@@ -35,13 +35,23 @@ def check(
     name: NameOrFileArg,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
+    ask_password: Annotated[bool, typer.Option(
+        "--ask-password", help="Ask for a password profile's password on the terminal.")]
+    = False,
+    ask_passphrase: Annotated[bool, typer.Option(
+        "--ask-passphrase", help="Ask for an encrypted key's passphrase on the terminal.")]
+    = False,
 ) -> int:
-    """Walk the tunnel's path step by step (exit 8 if a step fails)."""
+    """Walk the tunnel's path, client, gateway, server side, as it is now (exit 8 if a step
+    fails, 2 for an unknown profile)."""
+    from sshwrap.cli.commands.auth import terminal_asker
     from sshwrap.cli.render import diagnostics as _render  # noqa: F401
     from sshwrap.runtime.check import run_check
     from sshwrap.store import ProfileStore
 
-    report = run_check(ProfileStore.from_option(profiles), name)
+    report = run_check(ProfileStore.from_option(profiles), name,
+                       ask_secret=terminal_asker(password=ask_password,
+                                                 passphrase=ask_passphrase))
     emit(report, as_json=json_out)
     return ExitCode.OK if report.ok else ExitCode.UNHEALTHY
 

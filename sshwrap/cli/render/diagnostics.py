@@ -1,9 +1,11 @@
-"""Text rendering of port listings and check reports."""
+"""Text rendering of port listings, and check reports as text or JSON from one step list."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sshwrap.cli.render import message, table, to_text
-from sshwrap.runtime.check import CheckReport, StepStatus
+from sshwrap.runtime.check import CheckReport, CheckStep, StepStatus
 from sshwrap.runtime.ports import PortsReport
 
 _MARK = {StepStatus.PASS: "pass", StepStatus.FAIL: "FAIL", StepStatus.SKIP: "skip"}
@@ -26,14 +28,34 @@ def _ports(value: PortsReport) -> str:
     return text
 
 
+def step_fields(step: CheckStep) -> dict[str, Any]:
+    """One step as both renderings see it: the JSON object, and the text line's parts."""
+    return {"name": step.name, "segment": step.segment, "status": step.status.value,
+            "ok": step.ok, "detail": step.detail, "hint": step.hint}
+
+
+def _summary(value: CheckReport) -> str:
+    failed = [step for step in value.steps if not step.ok]
+    if not failed:
+        return f"{value.name}: all steps passed"
+    segments = ", ".join(dict.fromkeys(step.segment for step in failed))
+    return f"{value.name}: {len(failed)} step(s) failed ({segments})"
+
+
+def check_json(value: CheckReport) -> dict[str, Any]:
+    return {"name": value.name, "ok": value.ok, "summary": _summary(value),
+            "steps": [step_fields(step) for step in value.steps]}
+
+
 @to_text.register
 def _check(value: CheckReport) -> str:
     lines = [f"check {value.name}"]
-    for step in value.steps:
-        lines.append(f"  {_MARK[step.status]}  {step.name}: {message(step.detail)}")
-        if step.hint and step.status is StepStatus.FAIL:
-            lines.append(f"        hint: {message(step.hint)}")
-    failed = sum(step.status is StepStatus.FAIL for step in value.steps)
-    lines.append(f"{value.name}: " + ("all steps passed" if not failed
-                                      else f"{failed} step(s) failed"))
+    width = max((len(step.segment) for step in value.steps), default=0)
+    for fields in (step_fields(step) for step in value.steps):
+        mark = _MARK[StepStatus(fields["status"])]
+        lines.append(f"  {mark}  {fields['segment']:<{width}}  {fields['name']}: "
+                     f"{message(fields['detail'])}")
+        if fields["hint"] and not fields["ok"]:
+            lines.append(f"  {'':4}  {'':<{width}}  hint: {message(fields['hint'])}")
+    lines.append(_summary(value))
     return "\n".join(lines)

@@ -396,13 +396,44 @@ def record_plink(rec: Recorder) -> None:
 
 
 
+def record_policies(rec: Recorder) -> None:
+    """Each sshd forwarding restriction, so the classifier reads what sshd really sends."""
+    sshd = rec.sshd
+    permit_open = rec.server("permitopen", PermitOpen=f"127.0.0.1:{sshd.port}")
+    listen = free_port()
+    rec.ssh("ssh_policy_permitopen_local",
+            rec.profile("db", local(listen, f"127.0.0.1:{free_port()}"), server=permit_open),
+            then=lambda _p: _poke(listen))
+    socks = free_port()
+    rec.ssh("ssh_policy_permitopen_dynamic", rec.profile("proxy", dynamic(socks),
+                                                         server=permit_open),
+            then=lambda _p: _socks_poke(socks, free_port()))
+    allowed = free_port()
+    permit_listen = rec.server("permitlisten", PermitListen=f"localhost:{allowed}")
+    rec.ssh("ssh_policy_permitlisten_remote",
+            rec.profile("back", remote(free_port(), f"127.0.0.1:{free_port()}"),
+                        server=permit_listen))
+    disabled = rec.server("disabled", DisableForwarding="yes")
+    listen = free_port()
+    rec.ssh("ssh_policy_disableforwarding_local",
+            rec.profile("db", local(listen, f"127.0.0.1:{sshd.port}"), server=disabled),
+            then=lambda _p: _poke(listen))
+    rec.ssh("ssh_policy_disableforwarding_remote",
+            rec.profile("back", remote(free_port(), f"127.0.0.1:{free_port()}"),
+                        server=disabled))
+    local_only = rec.server("localonly", AllowTcpForwarding="local")
+    rec.ssh("ssh_policy_local_only_remote",
+            rec.profile("back", remote(free_port(), f"127.0.0.1:{free_port()}"),
+                        server=local_only))
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sshwrap-record-") as tmp:
         rec = Recorder(Path(tmp))
         try:
             only = set(sys.argv[1:])
-            for step in (record_ssh, record_closed, record_netns, record_plink):
+            for step in (record_ssh, record_closed, record_netns, record_plink, record_policies):
                 if not only or step.__name__ in only:
                     step(rec)
         finally:

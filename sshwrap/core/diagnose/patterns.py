@@ -1,0 +1,52 @@
+"""What ssh and plink write in their logs, as regular expressions, and the log's lines."""
+
+from __future__ import annotations
+
+import re
+
+CONNECTING = re.compile(r"^debug\d: Connecting to (?P<host>\S+) \[[^\]]*\] port (?P<port>\d+)\.")
+PLINK_CONNECTING = re.compile(r"^Connecting to (?P<host>\S+) port (?P<port>\d+)$")
+AUTHENTICATED = re.compile(r"^Authenticated to (?P<host>\S+) \(\[[^\]]*\]:(?P<port>\d+)\)")
+SERVER_KEY = re.compile(r"^debug\d: Server host key: \S+ (?P<fp>SHA256:\S+)")
+PLINK_KEY = re.compile(r"^(?:ssh-\S+|ecdsa-\S+|rsa\S*) \d+ (?P<fp>SHA256:\S+)$")
+SSH_CONNECT_FAIL = re.compile(
+    r"^ssh: connect to host (?P<host>\S+) port (?P<port>\d+): (?P<reason>.+)$")
+SSH_RESOLVE = re.compile(r"^ssh: Could not resolve hostname (?P<host>\S+): (?P<reason>.+)$")
+SSH_TIMEOUT_BANNER = re.compile(r"^Connection to (?P<host>\S+) port (?P<port>\d+) timed out$")
+SSH_DENIED = re.compile(
+    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\S+): Permission denied \((?P<methods>[^)]*)\)")
+SSH_KEY_UNKNOWN = re.compile(r"^No \S+ host key is known for (?P<hostport>\S+) and you have "
+                              r"requested strict checking")
+SSH_KEY_CHANGED = re.compile(r"^Host key for (?P<hostport>\S+) has changed")
+SSH_FINGERPRINT_AFTER_CHANGE = re.compile(r"^(?P<fp>SHA256:[A-Za-z0-9+/=]+)\.?$")
+SSH_BIND = re.compile(r"^bind \[(?P<address>[^\]]+)\]:(?P<port>\d+): (?P<reason>.+)$")
+SSH_UNIX_BIND = re.compile(r"^unix_listener: cannot bind to path:? (?P<path>\S+): (?P<reason>.+)$")
+PLINK_BIND = re.compile(
+    r"^Local port (?P<address>\S+):(?P<port>\d+) forwarding to (?P<to>\S+) failed: (?P<reason>.+)$")
+SSH_REMOTE_FAIL = re.compile(
+    r"remote port forwarding failed for listen (?:port (?P<port>\d+)|path (?P<path>\S+))")
+SSH_REMOTE_FAIL_SPEC = re.compile(r"remote forward failure for: listen (?P<listen>\S+), connect")
+PLINK_REMOTE_FAIL = re.compile(r"^Remote port forwarding from (?P<listen>\S+) refused")
+OPEN_FAILED = re.compile(r"^channel (?P<channel>\d+): open failed: (?P<reason>.+)$")
+PLINK_OPEN_FAILED = re.compile(r"^Forwarded connection refused by remote: (?P<reason>.+)$")
+FORWARD_REQUEST = re.compile(
+    r"^debug\d: Connection to port (?P<listen>\d+) forwarding to (?P<host>\S+) port (?P<port>\d+)"
+    r" requested")
+PLINK_OPEN_REQUEST = re.compile(r"^Opening connection to (?P<target>\S+) for forwarding")
+CLOSED = re.compile(r"^Connection to (?P<host>\S+) closed by remote host\.?$|"
+                    r"^Connection closed by (?P<host2>\S+) port (?P<port>\d+)$|"
+                    r"^client_loop: send disconnect: (?P<reason>.+)$|"
+                    r"^Timeout, server (?P<host3>\S+) not responding\.?$")
+PLINK_FATAL = re.compile(r"^FATAL ERROR: (?P<reason>.+)$")
+
+
+def log_lines(log_text: str) -> list[str]:
+    """The log's lines with the ``\\r`` ssh writes at line ends (raw terminal mode) removed."""
+    return [line.rstrip("\r").rstrip() for line in log_text.replace("\r\n", "\n").split("\n")]
+
+
+def open_failures(log_text: str) -> list[str]:
+    """``channel N: open failed: ...`` lines (and plink's equivalent): the tunnel host could
+    not reach a forward's target, i.e. the server side of the path."""
+    return [line for line in log_lines(log_text)
+            if OPEN_FAILED.match(line) or PLINK_OPEN_FAILED.match(line)]

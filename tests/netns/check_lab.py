@@ -1,0 +1,77 @@
+"""Labs of the check scenarios: the guides' troubleshooting on real servers (Debian packages)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sshwrap.netlab import HostSpec, NetLab, Service, can_run
+from sshwrap.netservers import GUIDE_PASSWORD, missing
+from tests.netns.conftest import Client
+
+#: The Metawerx guide's path (CLIENT -> GATEWAY sshd, password login -> MYSQL), and a home
+#: router whose Dropbear listens on its LAN address only.
+SERVER_HOSTS: tuple[HostSpec, ...] = (
+    HostSpec("you", ("internet",)),
+    HostSpec("gateway", ("internet", "lan"), sshd=True, password_login=True),
+    HostSpec("db", ("lan",), services=(Service(3306, "mariadb"),)),
+    HostSpec("router", ("internet", "lan"), dropbear="internet"),
+)
+
+#: A gateway whose administrator restricts forwarding (sshds added per scenario), a web
+#: server behind it, a port on the gateway already taken, and tinyproxy on this side for the
+#: remote forwards to offer (the guide's reverse tunnel).
+POLICY_HOSTS: tuple[HostSpec, ...] = (
+    HostSpec("you", ("internet",), services=(Service(8888, "tinyproxy"),)),
+    HostSpec("gateway", ("internet", "lan"), sshd=True,
+             services=(Service(9001, "banner", "busy", bind="::"),)),
+    HostSpec("web", ("lan",), services=(Service(80, "http"), Service(81, "http"))),
+)
+
+
+def build_lab(root: Path, hosts: tuple[HostSpec, ...], *programs: str) -> Iterator[NetLab]:
+    reason = can_run() or missing(*programs)
+    if reason:
+        pytest.skip(f"check scenarios skipped: {reason}")
+    network = NetLab(root, hosts)
+    network.up()
+    try:
+        yield network
+    finally:
+        network.down()
+
+
+def sshwrap(you: Client, *args: str, password: str | None = None,
+            home: Path | None = None) -> tuple[int, str, str]:
+    """sshwrap run on 'you', with the password in $CASSIE_PW when given."""
+    env = you.env()
+    if password is not None:
+        env["CASSIE_PW"] = password
+    if home is not None:
+        env["HOME"] = str(home)
+        env.pop("XDG_CONFIG_HOME", None)
+    done = you.lab.run("you", [sys.executable, "-m", "sshwrap", *args], env=env, timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+def check(you: Client, name: str, **kwargs: Any) -> tuple[int, dict[str, dict[str, Any]]]:
+    """``check NAME --json``: its exit code and its steps by name."""
+    code, out, err = sshwrap(you, "check", name, "--json", **kwargs)
+    assert out, err
+    report = json.loads(out)
+    return code, {step["name"]: step for step in report["steps"]}
+
+
+def failing(steps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in steps.values() if not step["ok"]]
+
+
+def up(you: Client, name: str, password: str | None = GUIDE_PASSWORD) -> None:
+    code, _out, err = sshwrap(you, "up", name, password=password)
+    assert code == 0, err
+
