@@ -13,7 +13,8 @@ from sshwrap.core.diagnose.model import (
     Segment,
     strip_brackets,
 )
-from sshwrap.core.model import Forward, ForwardType, Profile, TcpAddress, is_loopback_host
+from sshwrap.core.model import Forward, ForwardType, Profile, TcpAddress
+from sshwrap.core.syntax import is_loopback_host
 
 #: What sshd refuses a direct-tcpip channel (-L, -D) for, and a tcpip-forward (-R) for.
 LOCAL_POLICY = "AllowTcpForwarding (no or remote), PermitOpen or DisableForwarding"
