@@ -198,3 +198,23 @@ def test_accept_new_of_a_host_key_alias_records_the_alias(sshd: Sshd, tmp_path: 
     # and trust agrees with what ssh recorded: the key is already trusted, under the alias
     again = run_cli("trust", "newalias", "--yes", "--profiles", str(profiles_dir))
     assert again.returncode == 0 and "already-trusted" in again.stdout, again.stderr
+
+
+@pytest.mark.usefixtures("stop_all")
+def test_trust_then_up_through_a_jump_host_with_a_host_key_alias(
+        sshd: Sshd, tmp_path: Path, profiles_dir: Path) -> None:
+    config, known = _fresh_config(tmp_path, sshd)
+    config.write_text(f"Host jumpalias\n    HostName 127.0.0.1\n    Port {sshd.port}\n"
+                      f"    User {sshd.user}\n    HostKeyAlias jumpkey\n" + config.read_text())
+    listen = free_port()
+    with BannerServer() as target:
+        write_profile(profiles_dir, "viajump", _profile(sshd, config, target.port, listen,
+                                                        jump=["jumpalias"]))
+        trusted = run_cli("trust", "viajump", "--yes", "--profiles", str(profiles_dir))
+        assert trusted.returncode == 0, trusted.stderr
+        assert f"127.0.0.1 port {sshd.port} (known_hosts name jumpkey)" in trusted.stdout
+        names = [line.split()[0] for line in known.read_text().splitlines()]
+        assert names == ["jumpkey", f"[127.0.0.1]:{sshd.port}"]
+        done = run_cli("up", "viajump", "--profiles", str(profiles_dir))
+        assert done.returncode == 0, done.stderr
+        assert read_banner_through("127.0.0.1", listen)[0].startswith(b"220")
