@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from sshwrap.textsafe import shown_key
+
 
 class ExitCode(IntEnum):
     """Stable exit codes, the same for every command (documented in the README)."""
@@ -18,52 +20,6 @@ class ExitCode(IntEnum):
     CONNECTION = 6
     NOT_READY = 7
     UNHEALTHY = 8
-
-
-#: How many characters of a user's value a message shows before it cuts the value short.
-SHOWN_LIMIT = 60
-
-
-def _escaped(text: str, limit: int) -> tuple[str, str]:
-    out: list[str] = []
-    for ch in text[:limit]:
-        code = ord(ch)
-        if ch in "\\'":
-            out.append("\\" + ch)
-        elif 0x20 <= code < 0x7F:
-            out.append(ch)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    cut = f"... ({len(text)} characters)" if len(text) > limit else ""
-    return "".join(out), cut
-
-
-def shown(value: object, *, limit: int = SHOWN_LIMIT) -> str:
-    """A user's value as a message quotes it: in quotes, every character outside printable
-    ASCII escaped (control characters, invisible format characters and lookalike letters
-    would otherwise reach the terminal or mislead the reader), cut after ``limit`` characters
-    with the full length given (a 10 MB value is not echoed back)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            body, cut = _escaped(str(value), limit)
-        except ValueError:  # an int with more digits than Python converts
-            return "<a number too large to show>"
-        return body + cut
-    text = value if isinstance(value, str) else repr(value)
-    body, cut = _escaped(text, limit)
-    return f"'{body}'{cut}"
-
-
-def shown_key(key: str) -> str:
-    """A file name or key path (which may hold a user's TOML key), safe to print."""
-    if key.isascii() and key.isprintable() and len(key) <= 2 * SHOWN_LIMIT:
-        return key
-    body, cut = _escaped(key, 2 * SHOWN_LIMIT)
-    return body + cut
 
 
 @dataclass(frozen=True)

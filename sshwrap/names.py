@@ -18,5 +18,5 @@ def checked_name(value: str, *, file_ok: bool = False) -> str:
         return value
     what = "a profile name or a path to a .toml file" if file_ok else "a profile name"
     raise InvalidInput(Problem(
-        f"'{shown(value)}' is not {what} (1 to 64 letters, digits, '.', '_' or '-', "
+        f"{shown(value)} is not {what} (1 to 64 letters, digits, '.', '_' or '-', "
         "starting with a letter or digit)", key="NAME"))

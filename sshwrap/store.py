@@ -11,8 +11,9 @@ from pathlib import Path
 from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
 from sshwrap.core.parse import parse_profile, profile_to_mapping
 from sshwrap.core.syntax import PROFILE_NAME_RE
-from sshwrap.errors import InvalidInput, Problem, ProfileNotFound, shown
+from sshwrap.errors import InvalidInput, Problem, ProfileNotFound
 from sshwrap.fsutil import atomic_write
+from sshwrap.textsafe import shown
 
 SUFFIX = ".toml"
 #: A profile is a few hundred bytes; a file far larger is a mistake, and is not parsed.

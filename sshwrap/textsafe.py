@@ -50,9 +50,40 @@ def shortened(text: str, limit: int = ECHO_LIMIT) -> str:
     return f"{text[:head]}...[{len(text) - head - tail} characters left out]...{text[-tail:]}"
 
 
-def shown(value: object, limit: int = ECHO_LIMIT) -> str:
-    """A user- or server-supplied value as it may be quoted in a message: cut, then escaped."""
-    return escaped(shortened(str(value), limit))
+#: How many characters of a user's value a message quotes before it cuts the value short.
+SHOWN_LIMIT = 60
+
+
+def _strict(text: str, limit: int) -> tuple[str, str]:
+    """``text[:limit]`` with everything outside printable ASCII escaped (lookalike letters
+    too, so that a quoted value reads as what it is), and the note of what was cut."""
+    body = "".join("\\" + ch if ch in "\\'" else ch if " " <= ch <= "~" else _escape(ch)
+                   for ch in text[:limit])
+    cut = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return body, cut
+
+
+def shown(value: object, *, limit: int = SHOWN_LIMIT) -> str:
+    """A user's value as a message quotes it: in quotes, every character outside printable
+    ASCII escaped (control characters, invisible format characters and lookalike letters
+    would otherwise reach the terminal or mislead the reader), cut after ``limit`` characters
+    with the full length given (a 10 MB value is not echoed back)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            body, cut = _strict(str(value), limit)
+        except ValueError:  # an int with more digits than Python converts
+            return "<a number too large to show>"
+        return body + cut
+    body, cut = _strict(value if isinstance(value, str) else repr(value), limit)
+    return f"'{body}'{cut}"
+
+
+def shown_key(key: str) -> str:
+    """A file name or key path (which may hold a user's TOML key), safe to print."""
+    if key.isascii() and key.isprintable() and len(key) <= 2 * SHOWN_LIMIT:
+        return key
+    body, cut = _strict(key, 2 * SHOWN_LIMIT)
+    return body + cut
 
 
 def safe_lines(text: str, limit: int | None = None) -> str:

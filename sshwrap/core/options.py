@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sshwrap.core import syntax
-from sshwrap.errors import shown
+from sshwrap.textsafe import shown
 
 _ALGORITHMS_RE = re.compile(r"[+^-]?[A-Za-z0-9@._*-]+(?:,[A-Za-z0-9@._*-]+)*")
 _METHODS_RE = re.compile(r"[a-z0-9@.-]+(?:,[a-z0-9@.-]+)*")

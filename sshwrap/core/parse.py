@@ -26,7 +26,8 @@ from sshwrap.core.model import (
 )
 from sshwrap.core.options import check_option
 from sshwrap.core.syntax import is_loopback_host
-from sshwrap.errors import InvalidInput, Problem, shown
+from sshwrap.errors import InvalidInput, Problem
+from sshwrap.textsafe import shown
 
 T = TypeVar("T")
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from sshwrap.core import syntax
 from sshwrap.core.options import check_option
-from sshwrap.errors import InvalidInput, Problem, shown
+from sshwrap.errors import InvalidInput, Problem
+from sshwrap.textsafe import shown
 
 SOURCE = "ssh command line"
 

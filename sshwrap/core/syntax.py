@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sshwrap.core.model import Address, Hop, TcpAddress, UnixAddress
-from sshwrap.errors import shown
+from sshwrap.textsafe import shown
 
 # Every pattern below names its characters explicitly, so each is ASCII only: no fullwidth
 # digits, Cyrillic lookalikes or dotless i, which str.isdigit() and friends would let through.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import shlex
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sshwrap.core.knownhosts import keyscan_command, known_hosts_name
 from sshwrap.core.model import Client, Hop, HostKeyMode, Profile
 from sshwrap.errors import AuthFailed, ConnectionFailed, InvalidInput, MissingBinary, Problem
 from sshwrap.fsutil import atomic_write
@@ -38,11 +38,6 @@ def fingerprint(key_base64: str) -> str:
     except binascii.Error as exc:
         raise ValueError(f"not a base64 key: {key_base64[:20]}...") from exc
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """How known_hosts names a host: ``host`` on port 22, else ``[host]:port``."""
-    return host if port == 22 else f"[{host}]:{port}"
 
 
 @dataclass(frozen=True)
@@ -104,21 +99,7 @@ class HopTarget:
     @property
     def keyscan_hint(self) -> str:
         """A shell line that adds the host's keys under the name ssh looks up."""
-        return keyscan_command(self.host, self.port, self.alias, self.known_hosts)
-
-
-def keyscan_command(host: str, port: int, alias: str, known_hosts: Path | str) -> str:
-    """``ssh-keyscan`` of the real host and port, the names rewritten to the HostKeyAlias when
-    ssh uses one (ssh-keyscan would record ``[host]:port``, which ssh then never looks up)."""
-    scan = f"ssh-keyscan -p {port} {shlex.quote(host)}"
-    if alias:
-        scan += f" | sed 's/^[^ ]*/{_sed_safe(alias)}/'"
-    return f"{scan} >> {shlex.quote(str(known_hosts))}"
-
-
-def _sed_safe(text: str) -> str:
-    # inside single quotes and a sed replacement: quote, backslash, slash and & are special
-    return "".join("\\" + c if c in "\\/&" else c for c in text).replace("'", "'\\''")
+        return keyscan_command(self.host, self.port, self.alias, str(self.known_hosts))
 
 
 def target_of(settings: dict[str, list[str]], host: str, *, label: str = "",

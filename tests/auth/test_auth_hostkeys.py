@@ -160,6 +160,21 @@ def test_trust_then_up_of_a_host_key_alias(sshd: Sshd, tmp_path: Path,
         assert read_banner_through("127.0.0.1", listen)[0].startswith(b"220")
 
 
+@pytest.mark.usefixtures("stop_all")
+def test_unknown_key_of_a_host_key_alias_hints_the_real_host_and_the_alias(
+        sshd: Sshd, tmp_path: Path, profiles_dir: Path) -> None:
+    config, _known = _alias_config(tmp_path, sshd)
+    with BannerServer() as target:
+        write_profile(profiles_dir, "alias", _alias_profile(sshd, config, target.port,
+                                                            free_port()))
+        failed = run_cli("up", "alias", "--profiles", str(profiles_dir))
+    assert failed.returncode == 4, failed.stderr
+    # not "ssh-keyscan -p 22 myalias": the host and port ssh connected to, the alias it looks up
+    assert (f"ssh-keyscan -p {sshd.port} 127.0.0.1 | sed 's/^[^ ]*/somealias/' >> "
+            "~/.ssh/known_hosts") in failed.stderr
+    assert "-p 22 myalias" not in failed.stderr
+
+
 def test_keyscan_hint_records_what_ssh_looks_up(sshd: Sshd, tmp_path: Path) -> None:
     config, known = _alias_config(tmp_path, sshd)
     dump = subprocess.run(["ssh", "-G", "-F", str(config), "myalias"], capture_output=True,

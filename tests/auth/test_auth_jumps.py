@@ -12,12 +12,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sshwrap.core.knownhosts import known_hosts_name
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
 from sshwrap.netlab import ANY_ADDRESS, HostSpec, NetLab, Service, can_run
 from sshwrap.runtime.auth import hop_options
-from sshwrap.runtime.hostkeys import fingerprint, known_hosts_name
+from sshwrap.runtime.hostkeys import fingerprint
 from sshwrap.runtime.launch import (
     client_config_text,
     with_config_file,

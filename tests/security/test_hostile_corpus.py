@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sshwrap.errors import shown_key
+from sshwrap.textsafe import shown_key
 from tests.security.corpus import CASES, Case
 
 REPO = Path(__file__).resolve().parents[2]

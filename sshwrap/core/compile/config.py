@@ -7,7 +7,7 @@ from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.ssh import ssh_options
 from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import ForwardType, Profile
-from sshwrap.errors import shown
+from sshwrap.textsafe import shown
 
 KEYWORD = {
     ForwardType.LOCAL: "LocalForward",

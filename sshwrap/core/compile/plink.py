@@ -10,7 +10,7 @@ from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
 from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import Forward, HostKeyMode, Profile, UnixAddress
 from sshwrap.core.syntax import FINGERPRINT_RE
-from sshwrap.errors import shown
+from sshwrap.textsafe import shown
 
 TARGET = "plink"
 

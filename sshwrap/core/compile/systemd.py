@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Client, Profile
-from sshwrap.errors import shown
+from sshwrap.textsafe import shown
 
 #: The unit's own Restart= is only a backstop: the supervisor restarts the client itself and
 #: exits non-zero only on a fatal failure or a crash of its own.

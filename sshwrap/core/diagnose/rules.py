@@ -17,6 +17,7 @@ from sshwrap.core.diagnose.model import (
     split_host_port,
 )
 from sshwrap.core.diagnose.patterns import log_lines
+from sshwrap.core.knownhosts import keyscan_command, known_hosts_name
 from sshwrap.core.model import AuthMethod, Profile
 
 # --- the diagnosis rules: each finds its failure or returns None ------------------------------
@@ -91,6 +92,21 @@ def _fingerprint_after_change(lines: list[str]) -> str | None:
     return None
 
 
+def _keyscan_hint(lines: list[str], index: int, looked_up: str | None, hop: PathHop) -> str:
+    """The ``ssh-keyscan`` line for the host ssh really connected to (its last "Connecting to"
+    before ``index``), recording the key under the name ssh looked up: with a HostKeyAlias
+    that is neither the host nor ``[host]:port``."""
+    host, port = hop.host, hop.port
+    for line in reversed(lines[:index]):
+        connecting = p.CONNECTING.match(line)
+        if connecting:
+            host, port = connecting["host"], int(connecting["port"])
+            break
+    plain = known_hosts_name(host, port)
+    alias = looked_up if looked_up and looked_up not in (plain, host) else ""
+    return keyscan_command(host, port, alias, "~/.ssh/known_hosts")
+
+
 def _rule_host_key_unknown(ctx: Context) -> Diagnosis | None:
     for i, line in enumerate(ctx.lines):
         match = p.SSH_KEY_UNKNOWN.match(line)
@@ -109,7 +125,7 @@ def _rule_host_key_unknown(ctx: Context) -> Diagnosis | None:
             details["fingerprint"] = fingerprint
         shown = f" Its fingerprint is {fingerprint}." if fingerprint else ""
         name = ctx.profile.name or "NAME"
-        keyscan = f"ssh-keyscan -p {hop.port} {hop.host} >> ~/.ssh/known_hosts"
+        keyscan = _keyscan_hint(ctx.lines, i, match["hostport"] if match else None, hop)
         if plink:
             pin = fingerprint or "SHA256:..."
             hint = (f"compare the fingerprint with the one the server's administrator gives you; "
