@@ -1,5 +1,4 @@
-"""A throwaway user with a password and an sshd that accepts passwords, for the safety tests
-(a user of its own: the authentication tests' session fixture creates theirs), and clean-up."""
+"""A password user and sshd of the safety tests' own (the auth tests' fixture holds theirs)."""
 
 from __future__ import annotations
 

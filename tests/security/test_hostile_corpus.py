@@ -1,5 +1,4 @@
-"""The hostile corpus through the real command line: every case refused with exit 2 and one
-line naming its key, with nothing written, nothing started and no command run."""
+"""The hostile corpus through the command line: exit 2, one line naming the key, nothing done."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""OpenSSH judges every accepted profile: ``ssh -G`` over the argv the runtime starts and over
-the Host block ``config sync`` writes shows exactly the intended destination, forwards and
-jump chain, and sshwrap's safety settings, even against a hostile ssh config."""
+"""ssh -G judges every accepted profile: exactly the intended tunnel, sshwrap's settings win."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Against a real sshd: the allowed options cannot weaken the tunnel (a changed host key stays
-fatal, a wrong password stays one attempt) and sshwrap never replaces a file with a socket."""
+"""Against a real sshd: allowed options cannot weaken host keys, passwords or files."""
 
 from __future__ import annotations
 
