@@ -290,13 +290,9 @@ def without_batch_mode(argv: list[str]) -> list[str]:
 
 
 def insert_before_host(argv: list[str], args: list[str], client: Client) -> list[str]:
-    """``argv`` with the runtime's ``args`` added where they take effect.
-
-    For ssh they go right after the options sshwrap always sets (``-N`` and the leading
-    ``-o`` pairs of ``compile_ssh``), before anything taken from the profile: ssh keeps the
-    first value it sees, so a pinned known_hosts file or one password prompt cannot be
-    overridden by the profile's ``options``. For plink they go before the host.
-    """
+    """``argv`` with the runtime's ``args`` right after sshwrap's own leading ``-o`` options,
+    before anything from the profile (ssh keeps the first value it sees, so the profile cannot
+    override a pinned known_hosts file or one password prompt); for plink, before the host."""
     if client is not Client.SSH:
         at = len(argv) - 1
         return [*argv[:at], *args, *argv[at:]]

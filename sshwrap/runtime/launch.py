@@ -58,6 +58,8 @@ def client_argv(profile: Profile, facts: HostFacts, log_path: Path) -> list[str]
 
         # -E keeps ssh's messages in our log; -v makes bind and remote-forward results visible;
         # BatchMode makes a prompt (password, passphrase, unknown key) fail instead of hanging.
+        # compile_ssh puts them right after sshwrap's own options, before anything from the
+        # profile: ssh keeps the first value of an option.
         return compile_ssh(profile, facts, program=program,
                            extra_args=["-E", str(log_path), "-v", "-o", "BatchMode=yes"])
     except NotExpressible as exc:

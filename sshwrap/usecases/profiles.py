@@ -11,7 +11,7 @@ from typing import Any
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Profile
-from sshwrap.errors import InvalidInput, Problem
+from sshwrap.errors import InvalidInput, Problem, shown_key
 from sshwrap.machine import host_facts
 from sshwrap.store import ProfileStore, load_profile_file
 
@@ -84,7 +84,7 @@ class Compiled:
 
 def _entry(profile: Profile, path: Path) -> ProfileEntry:
     return ProfileEntry(
-        name=profile.name, path=str(path), host=profile.host,
+        name=profile.name, path=shown_key(str(path)), host=profile.host,
         jump=tuple(h.render() for h in profile.jump), client=profile.client.value,
         forwards=tuple(f.describe() for f in profile.forwards), tags=profile.tags,
         description=profile.description,
@@ -97,8 +97,10 @@ def list_profiles(store: ProfileStore) -> ProfileList:
         try:
             entries.append(_entry(load_profile_file(path), path))
         except InvalidInput as exc:
+            # The file's name is not checked yet: it is shown with its characters escaped.
             entries.append(ProfileEntry(
-                name=name, path=str(path), host="", jump=(), client="", forwards=(), tags=(),
+                name=shown_key(name), path=shown_key(str(path)), host="", jump=(), client="",
+                forwards=(), tags=(),
                 description="", problems=tuple(exc.lines()),
             ))
     return ProfileList(dirs=tuple(str(d) for d in store.dirs), entries=tuple(entries))
@@ -114,7 +116,7 @@ def validate(store: ProfileStore, targets: list[str]) -> ValidationReport:
             problems = [str(Problem(p, file=str(path))) for p in compile_problems(profile)]
         except InvalidInput as exc:
             problems = exc.lines()
-        results.append(ValidationResult(str(path), not problems, tuple(problems)))
+        results.append(ValidationResult(shown_key(str(path)), not problems, tuple(problems)))
     return ValidationReport(tuple(results))
 
 

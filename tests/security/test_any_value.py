@@ -1,5 +1,4 @@
-"""Any TOML value under any key is either a valid profile or one InvalidInput per problem:
-never another exception (exit 1), and what parses also compiles or names what it cannot."""
+"""Any TOML value under any key is a profile or one-line bad input per problem, never exit 1."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The hostile corpus through the real command line: every case refused with exit 2 and one
-line naming its key, with nothing written, nothing started and no command run."""
+"""The hostile corpus through the command line: exit 2, one line naming the key, nothing done."""
 
 from __future__ import annotations
 
@@ -185,3 +184,14 @@ def test_add_refuses_hostile_input(args: list[str], key: str, sandbox: Sandbox) 
     assert not any(ch in done.stdout + done.stderr for ch in "\x1b\r\x00")
     assert sandbox.files() == before
     assert not sandbox.sentinel.exists()
+
+
+def test_file_names_are_escaped_in_list_and_validate(sandbox: Sandbox) -> None:
+    name = "evil\x1b[2J\u202e"
+    (sandbox.profiles / f"{name}.toml").write_text('host = "h"\n')
+    listed = sandbox.run("list")
+    validated = sandbox.run("validate")
+    assert (listed.returncode, validated.returncode) == (0, 2)
+    for output in (listed.stdout + listed.stderr, validated.stdout + validated.stderr):
+        assert "evil" in output
+        assert not any(ch in output for ch in "\x1b\u202e"), output

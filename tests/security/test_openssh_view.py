@@ -1,6 +1,4 @@
-"""OpenSSH judges every accepted profile: ``ssh -G`` over the argv the runtime starts and over
-the Host block ``config sync`` writes shows exactly the intended destination, forwards and
-jump chain, and sshwrap's safety settings, even against a hostile ssh config."""
+"""ssh -G judges every accepted profile: exactly the intended tunnel, sshwrap's settings win."""
 
 from __future__ import annotations
 
@@ -46,9 +44,6 @@ Host *
     PasswordAuthentication yes
 """
 PINNED = "/var/lib/sshwrap-test/pinned_known_hosts"
-_DIR = Path(tempfile.mkdtemp(prefix="sshwrap-view-"))
-HOSTILE_CONFIG_FILE = _DIR / "hostile_config"
-HOSTILE_CONFIG_FILE.write_text(HOSTILE_CONFIG)
 
 label = st.from_regex(r"[a-z0-9_]([a-z0-9_-]{0,8}[a-z0-9_])?", fullmatch=True)
 names = st.lists(label, min_size=1, max_size=3).map(".".join).filter(
@@ -227,9 +222,11 @@ def test_runtime_argv_keeps_sshwrap_settings_against_a_hostile_config(profile: P
     options, pinned known_hosts, per-tunnel config) still has ssh use sshwrap's values."""
     from dataclasses import replace
 
-    profile = replace(profile, ssh_config_file=str(HOSTILE_CONFIG_FILE))
     facts = HostFacts()
     with tempfile.TemporaryDirectory(prefix="sshwrap-view-") as tmp:
+        hostile = Path(tmp) / "hostile_config"
+        hostile.write_text(HOSTILE_CONFIG)
+        profile = replace(profile, ssh_config_file=str(hostile))
         config = Path(tmp) / "client.conf"
         config.write_text(client_config_text(profile, hop_options(profile,
                                                                   answers_prompts=True)))

@@ -1,5 +1,4 @@
-"""Against a real sshd: the allowed options cannot weaken the tunnel (a changed host key stays
-fatal, a wrong password stays one attempt) and sshwrap never replaces a file with a socket."""
+"""Against a real sshd: allowed options cannot weaken host keys, passwords or files."""
 
 from __future__ import annotations
 
@@ -102,21 +101,26 @@ def test_changed_host_key_with_every_allowed_option_is_fatal(sshd: Sshd, tmp_pat
 
 
 @pytest.mark.usefixtures("stop_all")
-def test_wrong_password_with_allowed_options_is_one_attempt(password_server: PasswordServer,
-                                                            tmp_path: Path,
-                                                            profiles_dir: Path) -> None:
+def test_wrong_password_with_allowed_options_is_one_attempt(
+        security_password_server: PasswordServer, tmp_path: Path, profiles_dir: Path) -> None:
+    server = security_password_server
     options = _allowed_options(tmp_path)
     options["PreferredAuthentications"] = "password,keyboard-interactive"
     options["PubkeyAuthentication"] = False
-    before = password_server.failed_passwords()
+
+    def failures() -> int:  # any failed attempt: password or keyboard-interactive
+        return sum(1 for line in server.sshd.log_path.read_text().splitlines()
+                   if "Failed " in line and f" for {server.user} " in line)
+
+    before, before_passwords = failures(), server.failed_passwords()
     write_profile(profiles_dir, "badpw", _profile(
-        password_server.sshd.port, password_server.user, password_server.ssh_config,
-        free_port(), "127.0.0.1:9", auth="password", password_env="TUNNEL_PW",  # noqa: S106
-        options=options))
-    env = dict(os.environ, TUNNEL_PW="not-" + password_server.password)
+        server.sshd.port, server.user, server.ssh_config, free_port(), "127.0.0.1:9",
+        auth="password", password_env="TUNNEL_PW", options=options))  # noqa: S106
+    env = dict(os.environ, TUNNEL_PW="not-" + server.password)
     done = run_cli("up", "badpw", "--profiles", str(profiles_dir), env=env)
     assert done.returncode == 4, done.stderr
-    assert password_server.failed_passwords() - before == 1
+    assert server.failed_passwords() - before_passwords == 1  # the password reached sshd once
+    assert failures() - before == 1  # and nothing else was tried
 
 
 @pytest.mark.usefixtures("stop_all")

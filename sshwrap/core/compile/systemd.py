@@ -47,7 +47,9 @@ def compile_systemd(
     """
     del facts  # the supervisor expands binds on the machine it runs on
     from sshwrap.core.compile import NotExpressible
+    from sshwrap.core.compile.values import require_parsed
 
+    require_parsed(profile, "systemd")
     if profile.client is Client.PLINK:
         raise NotExpressible("systemd", "client", "the unit runs OpenSSH; use client = \"ssh\"")
     argv = [python, "-m", "sshwrap", "supervise", profile.name, "--foreground"]
