@@ -11,9 +11,10 @@ from typing import Any
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Profile
-from sshwrap.errors import InvalidInput, Problem, shown_key
+from sshwrap.errors import InvalidInput, Problem
 from sshwrap.machine import host_facts
 from sshwrap.store import ProfileStore, load_profile_file
+from sshwrap.textsafe import shown_key
 
 
 class Target(StrEnum):
