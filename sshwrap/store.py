@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
 from sshwrap.core.parse import parse_profile, profile_to_mapping
-from sshwrap.core.syntax import PROFILE_NAME_RE
 from sshwrap.errors import InvalidInput, Problem, ProfileNotFound
 from sshwrap.fsutil import atomic_write
+from sshwrap.names import checked_name
 from sshwrap.textsafe import shown
 
 SUFFIX = ".toml"
@@ -60,9 +60,7 @@ class ProfileStore:
             if candidate.is_file():
                 return candidate
             raise ProfileNotFound(Problem("no such file", file=name_or_path))
-        if not PROFILE_NAME_RE.fullmatch(name_or_path):
-            raise ProfileNotFound(Problem(
-                f"{shown(name_or_path)} is not a profile name (letters, digits, '.', '-', '_')"))
+        checked_name(name_or_path)
         path = self.paths().get(name_or_path)
         if path is None:
             where = ", ".join(str(d) for d in self.dirs)
