@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.daemon import Channel, ResidentSupervisor
+    from sshwrap.runtime.engine import Channel, ResidentSupervisor
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"

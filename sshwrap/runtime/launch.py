@@ -19,7 +19,7 @@ from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
 from sshwrap.fsutil import atomic_write
-from sshwrap.runtime.state import reap_if_child
+from sshwrap.runtime.identity import reap_if_child
 
 INSTALL_HINT = {
     "ssh": "install OpenSSH's client: apt-get install openssh-client",

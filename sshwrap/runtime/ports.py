@@ -39,9 +39,9 @@ class PortsReport:
     warnings: tuple[str, ...]
 
     def to_json(self) -> object:
-        from sshwrap.cli.render import to_jsonable
+        from dataclasses import asdict
 
-        return {"sockets": [{**to_jsonable(e), "listen": e.listen} for e in self.entries],
+        return {"sockets": [{**asdict(e), "listen": e.listen} for e in self.entries],
                 "warnings": list(self.warnings)}
 
 

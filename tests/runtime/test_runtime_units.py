@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.errors import ExitCode, StateConflict
+from sshwrap.errors import ExitCode, StateConflict, StateUnusable
 from sshwrap.runtime import state
 from sshwrap.runtime.paths import StatePaths, default_state_dir
 from sshwrap.runtime.sockets import Listener
@@ -48,10 +48,11 @@ def test_record_round_trips_and_is_private(tmp_path: Path) -> None:
 def test_record_of_another_version_is_refused_not_guessed(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path).ensure()
     paths.record("db").write_text('{"version": 99, "name": "db"}')
-    with pytest.raises(StateConflict, match="schema version 99"):
+    with pytest.raises(StateUnusable, match="schema version 99") as foreign:
         state.read_record(paths, "db")
+    assert foreign.value.exit_code == 9 and str(paths.record("db")) in foreign.value.message
     paths.record("db").write_text("{not json")
-    with pytest.raises(StateConflict):
+    with pytest.raises(StateUnusable):
         state.read_record(paths, "db")
 
 

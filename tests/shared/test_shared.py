@@ -27,6 +27,7 @@ from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,
     ProfileWriter,
+    assert_failure_kept,
     eventually,
     process_gone,
     read_banner_through,
@@ -284,7 +285,8 @@ def test_authentication_failure_is_reported_and_leaves_nothing(
 
     assert outcome.action is Action.FAILED
     assert outcome.exit_code == ExitCode.AUTH, outcome.error
-    assert state.recorded_names(shared_paths) == []
+    kept = assert_failure_kept(shared_paths, "stranger", ExitCode.AUTH)
+    assert outcome.error is not None and kept.last_failure == outcome.error.message
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
 
 
