@@ -28,7 +28,8 @@ from bench_runtime import Bench, kill_raw, private_sshd
 from sshwrap.runtime import shared, state
 from sshwrap.runtime.paths import StatePaths
 
-SUPERVISOR_MARKERS = ("sshwrap.runtime.supervisor", "sshwrap.runtime.shared")
+#: Every process of sshwrap's own runs ``python -m sshwrap --engine ...`` (runtime/detach.py).
+SUPERVISOR_MARKERS = ("--engine",)
 
 
 def rss_of(port: int) -> tuple[int, int, int]:

@@ -199,7 +199,7 @@ def users(paths: StatePaths, key: str, *, besides: str | None = None) -> list[st
             continue
         try:
             record = state.read_record(paths, name)
-        except StateConflict:
+        except SshwrapError:  # a damaged record is reported by status, not here
             continue
         if record is not None and record.shared == key and record.phase != STOPPING \
                 and state.live_supervisor(record):
