@@ -69,10 +69,14 @@ def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) ->
     """Send one request and return its answer; Unreachable when nothing listens."""
     if not paths.root.is_dir():
         raise Unreachable(f"no state directory {paths.root}")
+    try:
+        path = socket_path(paths)
+    except OSError as error:  # no socket folder, and none can be made: nothing listens
+        raise Unreachable(str(error)) from None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         try:
-            conn.connect(str(socket_path(paths)))
+            conn.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise Unreachable(str(error)) from None
         conn.sendall(json.dumps(message).encode() + b"\n")
@@ -110,19 +114,16 @@ def start_request(paths: StatePaths, message: Mapping[str, Any], *,
 
 
 def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
-    """Start the resident supervisor of ``paths`` unless one answers already.
+    """Start the engine of ``paths`` unless one answers already.
 
     Two ``up`` racing here may both start one: the second finds the lock taken and exits,
-    and both talk to the first.
+    and both talk to the first. An engine that is exiting (``down --all``) holds the lock
+    until it is gone: then a new one is started.
     """
-    try:
-        request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
-        return
-    except Unreachable:
-        pass
+    from sshwrap.runtime.state import file_lock_is_free
+
     log = log_path(paths)
-    process = spawn_detached(own_command(), log,
-                             {**env, STATE_DIR_ENV: os.path.abspath(paths.root)})
+    process = None
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -130,14 +131,19 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
             return
         except Unreachable:
             pass
-        exited = process.poll() is not None
-        if (exited and process.returncode != 0) or time.monotonic() >= deadline:
-            if not exited:
+        exited = process is not None and process.poll() is not None
+        if exited and process is not None and process.returncode != 0:
+            raise StateConflict(f"the engine did not start (status {process.returncode})",
+                                hint=f"see {log}")
+        if (process is None or exited) and file_lock_is_free(lock_path(paths)):
+            process = spawn_detached(own_command(), log,
+                                     {**env, STATE_DIR_ENV: os.path.abspath(paths.root)})
+        if time.monotonic() >= deadline:
+            if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
-            raise StateConflict(
-                f"the engine did not start (status {process.returncode})",
-                hint=f"see {log}")
+            raise StateConflict("the engine did not answer within "
+                                f"{START_TIMEOUT:g} s", hint=f"see {log}")
         time.sleep(0.005)
 
 

@@ -117,6 +117,11 @@ class ResidentSupervisor:
                 continue
             threading.Thread(target=self._handle, args=(conn,), name="request",
                              daemon=True).start()
+        # Nobody is answered any more: refuse new askers at once (they start a new engine,
+        # once this one has let go of the lock), rather than leave them waiting.
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(self.paths).unlink()
         self._stop_all()
         self.say("exited")
         return 0

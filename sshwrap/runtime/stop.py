@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from sshwrap.errors import InvalidInput, SshwrapError, StateConflict, StateUnusable
-from sshwrap.runtime import sockets, state
+from sshwrap.runtime import launch, sockets, state
 from sshwrap.runtime.launch import stop_group, terminate_process
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
@@ -68,11 +68,11 @@ def _stop_damaged(name: str, paths: StatePaths, damaged: StateUnusable,
     from sshwrap.runtime import daemon
     from sshwrap.runtime.identity import tunnel_clients
 
-    with contextlib.suppress(OSError, ValueError):
-        daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN + timeout)
     clients = tunnel_clients(paths.log(name))
+    with contextlib.suppress(OSError, ValueError):  # the engine stops it if it runs it
+        daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN + timeout)
     for client in clients:
-        if not stop_group(client.pid, timeout=timeout):
+        if not launch.process_gone(client.pid) and not stop_group(client.pid, timeout=timeout):
             raise StateConflict(f"{name}: pid {client.pid} did not end, even after SIGKILL")
     with state.state_errors(paths):
         state.remove_record(paths, name)

@@ -333,6 +333,7 @@ def restart(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: boo
             tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
             progress: ProgressCallback | None = None) -> UpReport:
     """Stop, then start again (with the profile as it is now)."""
+    check_wait(wait)  # before anything is stopped
     profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
     paths = (paths or StatePaths.from_env()).ensure()
     stopped = down([p.name for p in profiles], paths=paths)
