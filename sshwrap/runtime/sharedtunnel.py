@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sshwrap.core.model import Client, Profile, RestartPolicy
-from sshwrap.errors import ConnectionFailed, ForwardingFailed, SshwrapError
+from sshwrap.errors import ConnectionFailed, ForwardingFailed, NotReady, SshwrapError
 from sshwrap.runtime import sockets, state
 from sshwrap.runtime.identity import Identity
 from sshwrap.runtime.paths import StatePaths
@@ -24,6 +24,8 @@ from sshwrap.runtime.shared import (
     control_path,
     ensure_master,
     forward_args,
+    master_name,
+    master_paths,
     mux,
     release,
     users,
@@ -189,8 +191,17 @@ class SharedTunnel:
                 raise ForwardingFailed(
                     f"{self.name}: {clash[1]} is already forwarded by tunnel {clash[0]} on the "
                     "same shared connection", hint="choose another listen address or port")
-        master = ensure_master(self.paths, self.profile, self.key, wait=wait,
-                               secret=self.sup.secret)
+        try:
+            master = ensure_master(self.paths, self.profile, self.key, wait=wait,
+                                   secret=self.sup.secret)
+        except NotReady:  # in the words of a tunnel of its own: what is missing, last words
+            from sshwrap.runtime.verify import LogReader, not_ready_error
+
+            missing = [ForwardCheck(f, False, "waiting for the server" if f.type == "remote"
+                                    else "not listening") for f in self.forwards]
+            log = master_paths(self.paths).log(master_name(self.key))
+            raise not_ready_error(self.name, wait, missing, LogReader(log, 0).read()) \
+                from None
         control = control_path(self.paths, self.key)
         self.added = True
         try:

@@ -296,7 +296,7 @@ class Supervisor:
                 if is_fatal(error) or (first and not self.foreground):
                     raise  # up reports the first failure itself; a fatal one would repeat
                 failures += 1
-                if is_remote_held(error):
+                if is_remote_held(error) and not first:
                     reason = (f"{error.message}: the server still holds it from the previous "
                               "session; retrying until it lets go")
                     hint = REMOTE_HELD_HINT

@@ -299,14 +299,20 @@ def wait_ready(
                         raise port_taken_error(name, check)
                 raise failure_from_log(name, reader.read(), profile)
             if time.monotonic() >= deadline:
-                missing = "; ".join(f"{c.forward.type} {c.forward.listen}: {c.detail}"
-                                    for c in checks if not c.healthy)
-                tail = last_lines(log_text)
-                raise NotReady(
-                    f"{name}: not ready after {wait:g} s ({missing})"
+                raise not_ready_error(name, wait, checks, log_text)
+            time.sleep(_WAITERS.interval())
+
+
+def not_ready_error(name: str, wait: float, checks: Sequence[ForwardCheck],
+                    log_text: str) -> NotReady:
+    """The deadline passed: what is still missing, and the client's last words. The same
+    words whichever way the tunnel runs (alone, in the engine, on a shared connection)."""
+    missing = "; ".join(f"{c.forward.type} {c.forward.listen}: {c.detail}"
+                        for c in checks if not c.healthy)
+    tail = last_lines(log_text)
+    return NotReady(f"{name}: not ready after {wait:g} s ({missing})"
                     + (f"; last messages:\n{tail}" if tail else ""),
                     hint="raise --wait, or run 'sshwrap check' on the profile")
-            time.sleep(_WAITERS.interval())
 
 
 class _Waiters:
