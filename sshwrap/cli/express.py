@@ -1,14 +1,12 @@
-"""The express lane of ``up``: a plain ``sshwrap up`` is run by the resident supervisor.
+"""The express lane of ``up``: a plain ``sshwrap up`` is run by the engine of the state dir.
 
-The resident supervisor already runs Python with the runtime imported, so a command it runs
-starts in milliseconds where the full command line spends about a hundred importing itself,
-half of the time ssh takes to connect. The lane takes ``up NAME...`` with ``--all``,
-``--tag``, ``--wait``, ``--json`` and ``--profiles``, when a resident supervisor answers and
-every selected tunnel is one it would run anyway. Anything else (other options, help, a
-profile given as a file, a tunnel that runs alone or on a shared connection, no resident
-supervisor) runs the full command line, with the same result. The client half below imports
-only os, sys, json and the C socket module; the resident half imports the rest when it first
-serves.
+The engine already runs Python with the runtime imported, so a command it runs starts in
+milliseconds where the full command line spends about a hundred importing itself, half of
+the time ssh takes to connect. The lane takes ``up NAME...`` with ``--all``, ``--tag``,
+``--wait``, ``--json`` and ``--profiles``, when an engine answers. Anything else (other
+options, help, a profile given as a file, no engine) runs the full command line, with the
+same result. The client half below imports only os, sys, json and the C socket module; the
+engine's half imports the rest when it first serves.
 """
 
 from __future__ import annotations
@@ -208,8 +206,7 @@ HANGUP_POLL = 1.0
 
 def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
     """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
-    command line renders it. It falls back (nothing done) unless every selected tunnel would
-    be run by this supervisor; when the asker hangs up, what this up started is stopped."""
+    command line renders it; when the asker hangs up, what this up started is stopped."""
     from pathlib import Path
 
     from sshwrap.cli.render import error_text, internal_error_text
@@ -225,9 +222,6 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
     try:
         profiles = tunnels.up_selection(store, message["names"], all_profiles=message["all"],
                                         tag=message["tag"], wait=wait)
-        if not all(tunnels.runs_in_resident(p) for p in profiles):
-            channel.send({"fallback": True})
-            return
         with _Asker(channel, resident, show_progress=message["progress"]) as asker:
             report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
                                             progress=asker.progress, environ=env)

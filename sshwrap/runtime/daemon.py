@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -153,6 +154,7 @@ def stop_if_idle(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:
     try:
         answer = request(paths, {"op": "quit", "only_if_idle": True}, timeout=timeout)
     except Unreachable:
+        _remove_stale_socket(paths)
         return
     if answer.get("quitting"):
         wait_gone(paths, timeout)
@@ -163,6 +165,7 @@ def shutdown(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:
     try:
         request(paths, {"op": "quit", "only_if_idle": False}, timeout=timeout)
     except Unreachable:
+        _remove_stale_socket(paths)
         return
     wait_gone(paths, timeout)
 
@@ -177,3 +180,12 @@ def wait_gone(paths: StatePaths, timeout: float) -> None:
             raise StateConflict("the resident supervisor did not exit",
                                 hint=f"see {log_path(paths)}")
         time.sleep(0.01)
+
+
+def _remove_stale_socket(paths: StatePaths) -> None:
+    """The socket an engine killed with SIGKILL left behind, once no engine holds the lock."""
+    from sshwrap.runtime.state import file_lock_is_free
+
+    if paths.root.is_dir() and file_lock_is_free(lock_path(paths)):
+        with contextlib.suppress(OSError, StateConflict):
+            socket_path(paths).unlink()

@@ -198,6 +198,7 @@ class ResidentSupervisor:
             name, self.paths, ProfileStore(tuple(Path(d) for d in message["dirs"])),
             first_wait=float(message["wait"]), foreground=False, secret=message.get("secret"),
             log=log, env=dict(message["env"]), identity=self.identity,
+            share=bool(message.get("share")),
             on_first_result=first.put)
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)

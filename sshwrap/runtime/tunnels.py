@@ -4,26 +4,21 @@ status live in runtime/stop.py and runtime/status.py and are taken from here too
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from sshwrap.core.binds import HostFacts
-from sshwrap.core.model import Profile, RestartPolicy
+from sshwrap.core.model import Profile
 from sshwrap.errors import (
-    ConnectionFailed,
     NotReady,
     SshwrapError,
     StateConflict,
-    StateUnusable,
     Unhealthy,
 )
 from sshwrap.runtime import sockets, state
-from sshwrap.runtime.auth import AskSecret, ClientStarter, client_env, secret_for
-from sshwrap.runtime.launch import Launched, client_argv, stop_group
-from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.auth import AskSecret, client_env, secret_for
+from sshwrap.runtime.launch import client_argv
+from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
     DEFAULT_WAIT,
     LOCK_GRACE,
@@ -43,10 +38,10 @@ from sshwrap.runtime.results import (
     parallel,
     select_profiles,
 )
-from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord, expected_forwards
+from sshwrap.runtime.state import TunnelRecord, expected_forwards
 from sshwrap.runtime.status import status
 from sshwrap.runtime.stop import _stop_orphan, down, stop_tunnel
-from sshwrap.runtime.verify import ListenerView, check_forwards, wait_ready
+from sshwrap.runtime.verify import ListenerView, check_forwards
 from sshwrap.runtime.wire import error_from_data
 from sshwrap.store import ProfileStore
 
@@ -57,19 +52,6 @@ __all__ = [
 ]
 
 
-def _stop_launched(launched: Launched) -> None:
-    # Our own child: until we reap it its pid cannot be reused, so signalling is safe.
-    stop_group(launched.pid, timeout=2.0)
-    launched.popen.poll()
-
-
-def runs_in_resident(profile: Profile, share: bool = False) -> bool:
-    """True when ``up`` hands the tunnel to the resident supervisor (see start_tunnel)."""
-    from sshwrap.runtime.shared import wants_sharing
-
-    return profile.restart is not RestartPolicy.NO and not wants_sharing(profile, share)
-
-
 def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
                  progress: ProgressCallback | None = None,
                  profile_dirs: Sequence[Path] | None = None,
@@ -77,16 +59,13 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
                  environ: Mapping[str, str] | None = None) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
-    With ``restart = "no"`` the client runs alone; otherwise it is supervised and restarted:
-    by the resident supervisor of the state dir, or, on a shared connection (``share`` or
-    the profile's ``share_connection``), by a supervisor process of its own that adds the
-    forwards to the master and watches it. ``profile_dirs`` tell the supervisor where to
-    load the profile from. ``secret`` (a password, say) goes over a private socket or pipe,
-    never to argv, environment or state. ``environ`` is the environment of the ``up`` that
-    asks (default: ours); the client starts from it.
+    The engine of the state dir runs it, by the profile's restart policy (``restart = "no"``:
+    run once, never restarted), alone or on a shared connection (``share`` or the profile's
+    ``share_connection``). ``profile_dirs`` tell the engine where to load the profile from.
+    ``secret`` (a password, say) goes over the private socket, never to argv, environment or
+    state. ``environ`` is the environment of the ``up`` that asks (default: ours); the
+    client starts from it.
     """
-    from sshwrap.runtime.shared import wants_sharing
-
     name = profile.name
     try:
         argv = client_argv(profile, facts, paths.log(name))
@@ -96,67 +75,17 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             running = _running_outcome(paths, name, digest)
             if running is not None:
                 return running
-            sharing = wants_sharing(profile, share)
             if progress is not None:
                 progress(name, 0, len(forwards))
-            if profile.restart is RestartPolicy.NO and not sharing:
-                pid, found = _start_alone(profile, paths, argv, digest, forwards, wait=wait,
-                                          progress=progress, secret=secret, environ=environ)
-                return TunnelOutcome(name, Action.STARTED, pid, found)
             dirs = [str(d.resolve())
                     for d in profile_dirs or ProfileStore.from_option(None).dirs]
-            if sharing:
-                record = _start_supervisor_process(profile, paths, wait=wait, dirs=dirs,
-                                                   secret=secret, share=share, environ=environ)
-                found = _forwards_of(record)
-            else:
-                record, found = _start_resident(profile, paths, wait=wait, dirs=dirs,
-                                                secret=secret, environ=environ)
+            record, found = _start_in_engine(profile, paths, wait=wait, dirs=dirs,
+                                             secret=secret, environ=environ, share=share)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
         return TunnelOutcome(name, Action.STARTED, record.pid, found)
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
-
-
-def _start_alone(profile: Profile, paths: StatePaths, argv: list[str], digest: str,
-                 forwards: tuple[ExpectedForward, ...], *, wait: float,
-                 progress: ProgressCallback | None, secret: str | None,
-                 environ: Mapping[str, str] | None) -> tuple[int, tuple[ForwardStatus, ...]]:
-    """Start the client with no supervisor and verify it (the caller holds the name's lock):
-    its pid and forwards. On failure nothing is left running, and the record is kept
-    ``failed`` with the reason (removed when the start was interrupted)."""
-    name = profile.name
-    record = TunnelRecord(
-        name=name, pid=0, create_time=0.0, argv=(), profile_hash=digest,
-        client=profile.client.value, started_at=time.time(), forwards=forwards,
-        log_path=str(paths.log(name)), mode=Mode.ALONE.value)
-    starter = ClientStarter(profile, secret, paths.root, base_env=environ)  # see runtime/auth.py
-    try:
-        launched = starter.start(name, argv, paths.log(name))
-    except SshwrapError as error:
-        state.write_record(paths, record.failed(error))
-        raise
-    record = replace(record, pid=launched.pid, create_time=launched.create_time,
-                     argv=launched.argv, log_offset=launched.log_offset)
-    try:
-        state.write_record(paths, record)
-        report = None if progress is None else (
-            lambda done, total: progress(name, done, total))
-        checks = wait_ready(launched, profile, forwards, wait=wait, progress=report)
-        state.write_record(paths, record.verified_now())
-    except SshwrapError as error:
-        _stop_launched(launched)
-        if not isinstance(error, StateUnusable):
-            state.write_record(paths, record.failed(error))
-        raise
-    except BaseException:
-        _stop_launched(launched)
-        state.remove_record(paths, name)
-        raise
-    finally:
-        starter.settle()
-    return launched.pid, tuple(ForwardStatus.from_check(c) for c in checks)
 
 
 #: How long ``up`` gives a new supervisor beyond --wait (Python start-up, first scan).
@@ -171,17 +100,18 @@ def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
     return tuple(ForwardStatus.from_check(c) for c in checks)
 
 
-def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
-                    secret: str | None, environ: Mapping[str, str] | None,
-                    ) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
-    """Ask the resident supervisor to run the tunnel (the caller holds the name's lock): its
-    verified record, and its forwards as the supervisor found them."""
+def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
+                     secret: str | None, environ: Mapping[str, str] | None, share: bool,
+                     ) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
+    """Ask the engine to run the tunnel (the caller holds the name's lock): its verified
+    record, and its forwards as found. A failed first start is raised as it was raised in
+    the engine, and its record is kept ``failed``."""
     from sshwrap.runtime import daemon
 
     name = profile.name
     env = client_env(profile, base=environ)  # auth: never hand the password variable on
     message = {"op": "start", "name": name, "wait": wait, "dirs": dirs, "env": env,
-               "secret": secret}
+               "secret": secret, "share": share}
     try:
         answer = daemon.start_request(paths, message, timeout=wait + SUPERVISOR_GRACE)
     except BaseException as error:
@@ -201,60 +131,11 @@ def _start_resident(profile: Profile, paths: StatePaths, *, wait: float, dirs: l
     record = state.read_record(paths, name)
     if answer.get("code") == 0 and record is not None and record.verified \
             and record.phase == "up":
-        return record, tuple(ForwardStatus(**found) for found in answer.get("forwards", ()))
+        found = tuple(ForwardStatus(**f) for f in answer.get("forwards", ()))
+        return record, found or _forwards_of(record)
     raise (record.failure() if record is not None else None) or StateConflict(
         f"{name}: the engine answered {answer!r} but recorded no verified tunnel",
         hint=f"see {daemon.log_path(paths)}")
-
-
-def _start_supervisor_process(profile: Profile, paths: StatePaths, *, wait: float,
-                              dirs: list[str], secret: str | None, share: bool,
-                              environ: Mapping[str, str] | None) -> TunnelRecord:
-    """Start a supervisor process for the tunnel, detached; its verified record (caller
-    holds the name's lock). The secret is written to its stdin pipe, closed right after."""
-    from sshwrap.runtime.detach import spawn_detached
-    from sshwrap.runtime.supervisor import supervisor_command
-
-    name = profile.name
-    env = client_env(profile, base=environ)  # auth: never hand the password variable on
-    env[STATE_DIR_ENV] = str(paths.root)
-    if dirs:
-        env["SSHWRAP_PROFILES"] = ":".join(dirs)
-    log_path = paths.log(name)
-    supervisor = spawn_detached(supervisor_command(name, wait=wait, share=share), log_path,
-                                env, secret=secret)
-    try:
-        record = _wait_supervised(supervisor, paths, name, wait + SUPERVISOR_GRACE)
-    except BaseException:
-        stop_group(supervisor.pid, timeout=STOP_TIMEOUT)
-        supervisor.poll()
-        state.remove_record(paths, name)
-        raise
-    if record is None:
-        failed = state.read_record(paths, name)
-        raise (failed.failure() if failed is not None else None) or ConnectionFailed(
-            f"{name}: its supervisor ended with status {supervisor.returncode} before the "
-            "tunnel was ready", hint=f"see 'sshwrap logs {name}' ({log_path})")
-    return record
-
-
-def _wait_supervised(supervisor: Any, paths: StatePaths, name: str,
-                     timeout: float) -> TunnelRecord | None:
-    """The verified record the supervisor wrote; None if it exited first; NotReady at the
-    deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = supervisor.poll() is not None
-        record = state.read_record(paths, name)
-        if (record is not None and record.supervisor_pid == supervisor.pid
-                and record.verified and record.phase == "up"):
-            return record
-        if exited:
-            return None
-        if time.monotonic() >= deadline:
-            raise NotReady(f"{name}: the supervisor did not report the tunnel ready within "
-                           f"{timeout:g} s", hint=f"see 'sshwrap logs {name}'")
-        time.sleep(0.02)
 
 
 def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome | None:
