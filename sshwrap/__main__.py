@@ -8,10 +8,6 @@ def own_process(args: list[str]) -> int:
     the composition root of the engine: the commands it serves are registered here, so that
     nothing under runtime/ knows the command line."""
     mode, rest = (args[0], args[1:]) if args else ("", [])
-    if mode == "supervise":
-        from sshwrap.runtime.supervisor import main as supervise
-
-        return supervise(rest)
     if mode == "master":
         from sshwrap.runtime.masters import main as master
 

@@ -1,5 +1,5 @@
 """The one place sshwrap starts a process of its own, detached: the engine of a state dir, a
-tunnel's supervisor, a shared connection's supervisor (``python -m sshwrap --engine ...``)."""
+shared connection's master supervisor (``python -m sshwrap --engine ...``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ENGINE_MARK = "--engine"
 
 def own_command(*mode: str) -> list[str]:
     """The argv of one of sshwrap's own process modes, run with this Python: none for the
-    engine, ``supervise NAME ...`` or ``master PROFILE ...``."""
+    engine, ``master PROFILE ...`` for a shared connection's master."""
     return [sys.executable, "-m", "sshwrap", ENGINE_MARK, *mode]
 
 

@@ -1,4 +1,4 @@
-"""The engine: one process per state dir runs every supervised tunnel, each in a thread.
+"""The engine: one process per state dir runs every tunnel, each in a thread of its own.
 
 It is started on demand (runtime/daemon.py) and ends once it has run nothing for
 ``IDLE_EXIT`` seconds, or on ``down --all``. It knows nothing of the command line: the

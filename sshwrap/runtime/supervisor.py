@@ -6,7 +6,6 @@ systemd unit, a shared connection's tunnel). Whatever ends it, a failure is reco
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import random
@@ -14,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from enum import StrEnum
 from types import FrameType
@@ -24,7 +23,7 @@ from sshwrap.core.model import Profile, RestartPolicy
 from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
-from sshwrap.runtime.detach import own_command, read_secret
+from sshwrap.runtime.detach import read_secret
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
@@ -59,19 +58,6 @@ class Phase(StrEnum):
 class Stopping(BaseException):
     """Raised when a stop was asked (SIGTERM/SIGINT, or the resident supervisor's ``down``):
     unwind, stop the client, exit 0."""
-
-
-def supervisor_command(name: str, *, wait: float | None = None,
-                       foreground: bool = False, share: bool = False) -> list[str]:
-    """The argv that runs the supervisor of ``name`` in a process of its own."""
-    argv = own_command("supervise", name)
-    if wait is not None:
-        argv += ["--wait", f"{wait:g}"]
-    if foreground:
-        argv.append("--foreground")
-    if share:
-        argv.append("--share")
-    return argv
 
 
 
@@ -360,16 +346,3 @@ def run_supervisor(name: str, *, wait: float, foreground: bool,
                             store or ProfileStore.from_option(None), first_wait=wait,
                             foreground=foreground, secret=secret, share=share)
     return supervisor.run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sshwrap --engine supervise")
-    parser.add_argument("name")
-    parser.add_argument("--wait", type=float, default=RESTART_READY_WAIT)
-    parser.add_argument("--foreground", action="store_true")
-    parser.add_argument("--share", action="store_true")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(OSError):
-        os.umask(0o077)
-    return run_supervisor(args.name, wait=args.wait, foreground=args.foreground,
-                          stdin=sys.stdin, share=args.share)

@@ -29,7 +29,7 @@ from tests.runtime.tunnel_helpers import eventually
 pytestmark = pytest.mark.sshd
 
 NAME = "matrix"
-MODES = ("engine", "alone", "shared", "foreground")
+MODES = ("engine", "run once", "shared", "foreground")
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _profile(sshd: Sshd, kind: Kind, mode: str, listen: int) -> dict[str, Any]:
     data: dict[str, Any] = {
         "host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
         "ssh_config_file": str(sshd.client.ssh_config),
-        "restart": "no" if mode == "alone" else "always",
+        "restart": "no" if mode == "run once" else "always",
         "forward": [{"type": "local", "listen": listen, "to": "127.0.0.1:9"}],
     }
     if mode == "shared":
