@@ -1,4 +1,5 @@
-"""The engine: one process per state dir runs every tunnel, each in a thread of its own.
+"""The engine: one process per state dir runs every tunnel, each in a thread of its own, and
+the masters of shared connections, each in a thread too.
 
 It is started on demand (runtime/daemon.py) and ends once it has run nothing for
 ``IDLE_EXIT`` seconds, or on ``down --all``. It knows nothing of the command line: the
@@ -101,6 +102,10 @@ class ResidentSupervisor:
             self.quit.set()
 
         daemon.serve_locally(self.paths.root, self.start)
+        # Shared connections' masters are supervised here too, each in a thread.
+        from sshwrap.runtime import masters, shared
+
+        shared.host_masters(self.paths.root, masters.start_hosted)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         listener.settimeout(0.5)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ExitCode, InvalidInput, NotReady, SshwrapError, StateConflict
-from sshwrap.runtime import state
-from sshwrap.runtime.identity import own_identity
+from sshwrap.runtime import shared, state
+from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.shared import (
     MASTER_RESTART_WAIT,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 
 class Stopping(BaseException):
-    """Raised by the master supervisor's SIGTERM handler."""
+    """Raised when a stop was asked: SIGTERM, or (in the engine) ``request_stop``."""
 
 
 @dataclass
@@ -57,6 +58,8 @@ class MasterSupervisor:
     first_wait: float
     secret: str | None = None
     log: TextIO = sys.stderr
+    #: The engine's identity when a thread of it runs this (None: a process of its own).
+    identity: Identity | None = None
 
     def __post_init__(self) -> None:
         import random
@@ -68,6 +71,17 @@ class MasterSupervisor:
         self.record: TunnelRecord | None = None
         self._starter: ClientStarter | None = None
         self._stopping = False
+        self._stop_requested = threading.Event()
+
+    def request_stop(self) -> None:
+        """Ask the loop, from another thread, to stop the master and end."""
+        self._stop_requested.set()
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but end the loop at once when a stop is asked."""
+        if self._stop_requested.wait(seconds) and not self._stopping:
+            self._stopping = True
+            raise Stopping("stop requested")
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -100,9 +114,10 @@ class MasterSupervisor:
             _remove_socket(control_path(self.paths, self.key))
         state.remove_record(self.mpaths, self.name)
 
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def run(self, *, handle_signals: bool = True) -> int:
+        if handle_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
         try:
             return self._supervise()
         except Stopping:
@@ -142,13 +157,14 @@ class MasterSupervisor:
 
         control = control_path(self.paths, self.key)
         argv = master_argv(self.profile, host_facts(), control, self.mpaths.log(self.name))
-        pid, create_time, own_argv = own_identity()
+        pid, create_time, own_argv = self.identity or own_identity()
         self.record = TunnelRecord(
             name=self.name, pid=0, create_time=0.0, argv=(), profile_hash=self.key,
             client=Client.SSH.value, started_at=time.time(), forwards=(),
             log_path=str(self.mpaths.log(self.name)), supervisor_pid=pid,
             supervisor_create_time=create_time, supervisor_argv=own_argv,
-            shared=self.key, mode=Mode.PROCESS.value)
+            shared=self.key,
+            mode=(Mode.PROCESS if self.identity is None else Mode.ENGINE).value)
         self._update(phase="starting")
         failures = restarts = 0
         first = True
@@ -168,7 +184,7 @@ class MasterSupervisor:
                 self._update(phase="reconnecting", last_failure=error.message,
                              next_retry=time.time() + delay)
                 self.say(f"reconnecting in {delay:.1f} s: {error.message}")
-                wait_for_path(first_hop(self.profile), delay)
+                wait_for_path(first_hop(self.profile), delay, sleep=self._sleep)
                 if self._unused():
                     return int(ExitCode.OK)
                 continue
@@ -189,13 +205,13 @@ class MasterSupervisor:
             self._update(phase="reconnecting", verified=False, last_failure=reason,
                          restarts=restarts, next_retry=time.time() + delay)
             self.say(f"{reason}; restarting in {delay:.1f} s")
-            wait_for_path(first_hop(self.profile), delay)
+            wait_for_path(first_hop(self.profile), delay, sleep=self._sleep)
 
     def _watch(self, launched: Launched) -> bool:
         """Until the master ends (False) or no tunnel uses it any more (True: stopped)."""
         next_users = time.monotonic() + USERS_INTERVAL
         while launched.popen.poll() is None:
-            time.sleep(WATCH_INTERVAL)
+            self._sleep(WATCH_INTERVAL)
             if time.monotonic() >= next_users:
                 next_users = time.monotonic() + USERS_INTERVAL
                 if self._unused():
@@ -211,6 +227,43 @@ class MasterSupervisor:
             self.say("no tunnel uses the shared connection any more; stopping it")
             self._cleanup()
             return True
+
+
+@dataclass
+class _Hosted:
+    """A master supervised by a thread of the engine."""
+
+    supervisor: MasterSupervisor
+    thread: threading.Thread
+
+    def stop(self, timeout: float) -> None:
+        self.supervisor.request_stop()
+        self.thread.join(timeout + STOP_TIMEOUT)
+
+
+def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float,
+                 secret: str | None) -> int:
+    """Supervise the master of ``key`` in a thread of this process, the engine (registered
+    with shared.host_masters); this process's pid. The thread lives as long as the master:
+    the master's parent-death signal follows it."""
+    log = open(master_paths(paths).ensure().log(master_name(key)), "a",  # noqa: SIM115
+               encoding="utf-8")  # the thread closes it
+    supervisor = MasterSupervisor(profile, key, paths, wait, secret, log=log,
+                                  identity=own_identity())
+
+    def run() -> None:
+        try:
+            supervisor.run(handle_signals=False)
+        finally:
+            log.close()
+            if shared.hosted.get((paths.root, key)) is hosted:
+                del shared.hosted[(paths.root, key)]
+
+    hosted = _Hosted(supervisor, threading.Thread(target=run, name=f"master {key}",
+                                                  daemon=True))
+    shared.hosted[(paths.root, key)] = hosted
+    hosted.thread.start()
+    return os.getpid()
 
 
 def wait_master_ready(launched: Launched, profile: Profile, control: Path, *,

@@ -1,11 +1,12 @@
 """Shared connections: one OpenSSH ControlMaster per destination, forwards added with ``-O``.
 
 Tunnels that opt in (``share_connection = true`` or ``up --share``) and whose connection
-settings are identical use one master connection. The master has a small supervisor of its
-own (``python -m sshwrap.runtime.shared``): it restarts the master when it dies and stops it
-once no tunnel uses it any more. Each tunnel's own supervisor adds its forwards to the master
-with ``ssh -O forward``, watches the master, re-adds them after a restart, and removes them
-with ``ssh -O cancel`` on ``down`` without touching the other tunnels on the master.
+settings are identical use one master connection. The master's supervisor
+(runtime/masters.py: a thread of the engine, or a process of its own beside a foreground
+supervisor) restarts the master when it dies and stops it once no tunnel uses it any more.
+Each tunnel (runtime/sharedtunnel.py) adds its forwards to the master with ``ssh -O
+forward``, watches the master, re-adds them after a restart, and removes them with ``ssh -O
+cancel`` on ``down`` without touching the other tunnels on the master.
 
 A shared tunnel's record names the master (``TunnelRecord.shared``) and carries the master's
 pid, so that verification, ``status`` and ``ports`` see the master as the listener's owner.
@@ -22,10 +23,10 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import FORWARD_FLAG
@@ -212,8 +213,31 @@ def _remove_socket(control: Path) -> None:
         control.unlink()
 
 
+class HostedMaster(Protocol):
+    """A master supervised by a thread of this process (the engine's; runtime/masters.py)."""
+
+    def stop(self, timeout: float) -> None: ...
+
+
+#: Starts a master's supervisor in a thread of this process: (paths, profile, key, wait,
+#: secret) -> the supervisor's pid. The engine registers it for its state dir.
+MasterHost = Callable[[StatePaths, Profile, str, float, "str | None"], int]
+_hosts: dict[Path, MasterHost] = {}
+#: The masters that threads of this process supervise, by state dir and key.
+hosted: dict[tuple[Path, str], HostedMaster] = {}
+
+
+def host_masters(root: Path, start: MasterHost) -> None:
+    """Have the masters of the state dir ``root`` supervised in threads of this process."""
+    _hosts[root] = start
+
+
 def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> None:
-    """Stop the master of ``key`` and its supervisor (the caller holds the master's lock)."""
+    """Stop the master of ``key`` and its supervisor (the caller holds the master's lock).
+
+    A master that the engine of another process supervises is that engine's to stop (it
+    does once no tunnel uses it): the engine is never signalled from here."""
+    from sshwrap.runtime.detach import is_engine
     from sshwrap.runtime.launch import stop_group, terminate_process
 
     mpaths = master_paths(paths)
@@ -222,7 +246,13 @@ def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> N
     if record is None:
         return
     supervisor = state.live_supervisor(record)
-    if supervisor is not None:
+    if supervisor is not None and supervisor.pid == os.getpid():
+        here = hosted.get((paths.root, key))
+        if here is not None:
+            here.stop(timeout)
+    elif supervisor is not None and is_engine(record.supervisor_argv):
+        return
+    elif supervisor is not None:
         terminate_process(supervisor.pid, timeout=timeout)  # a SIGKILL takes the master along
     latest = state.read_record(mpaths, name) or record
     if state.live_process(latest) is not None:
@@ -297,7 +327,9 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
             record = None
         supervisor_pid = None if record is None else record.supervisor_pid
         if record is None:
-            supervisor_pid = _spawn_master_supervisor(paths, profile, key, wait, secret)
+            host = _hosts.get(paths.root)
+            supervisor_pid = host(paths, profile, key, wait, secret) if host is not None \
+                else _spawn_master_supervisor(paths, profile, key, wait, secret)
         return _wait_master_up(mpaths, name, supervisor_pid, profile.name,
                                wait if record is None else MASTER_RESTART_WAIT)
 

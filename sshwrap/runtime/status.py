@@ -125,10 +125,15 @@ def _ended_error(record: TunnelRecord, profile: Profile | None) -> SshwrapError:
 
 def _keep_failure(paths: StatePaths, record: TunnelRecord, error: SshwrapError) -> TunnelRecord:
     """Mark the record failed for good and write it; a state dir that cannot be written
-    still gets the row shown."""
+    still gets the row shown. A tunnel of a shared connection lets go of its master (whose
+    supervisor died with the engine): the master's socket and record go with the last."""
     failed = record.failed(error)
     with contextlib.suppress(SshwrapError):
         state.write_record(paths, failed)
+        if record.shared is not None:
+            from sshwrap.runtime.shared import release
+
+            release(paths, failed, cancel=False)
     return failed
 
 

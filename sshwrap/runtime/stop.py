@@ -102,6 +102,7 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
     supervisor = state.live_supervisor(record)
     client = state.live_process(record)
     if supervisor is None and client is None:
+        _stop_orphan(record, paths)  # a shared connection's master may be left to clean
         state.remove_record(paths, name)
         return TunnelOutcome(name, Action.CLEANED, record.pid,
                              message="its processes had ended; the stale state is removed")
