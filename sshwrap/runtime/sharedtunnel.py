@@ -78,11 +78,13 @@ def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
 def verify_forwards(name: str, forwards: Sequence[ExpectedForward], master_pid: int) -> None:
     """Every local and dynamic listener exists and belongs to the master (remote forwards
     were confirmed by ``-O forward``'s exit status: the master waits for the server)."""
-    from sshwrap.runtime.verify import port_taken_error
+    from sshwrap.runtime.verify import ListenerView, port_taken_error
 
     deadline = time.monotonic() + VERIFY_WAIT
     while True:
-        checks = check_forwards(forwards, master_pid, sockets.listening_sockets(), None)
+        # sock_diag and the master's own sockets; a scan of every process only when one is
+        # not found healthy (fifty tunnels joining a master would otherwise scan fifty times)
+        checks = ListenerView().check(forwards, master_pid)
         bad = [c for c in checks if not c.healthy]
         if not bad:
             return

@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -278,9 +279,30 @@ def recorded_names(paths: StatePaths) -> list[str]:
     return sorted(p.stem for p in paths.tunnels.glob("*.json"))
 
 
+#: Threads of one process (the engine's tunnels joining one master) queue on these before
+#: they try the flock, instead of polling it against each other.
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def name_lock(paths: StatePaths, name: str, timeout: float = 30.0) -> Iterator[None]:
     """Hold the lock of one tunnel name, across processes; StateConflict after ``timeout``."""
+    path = str(paths.lock(name))
+    with _thread_locks_guard:
+        local = _thread_locks.setdefault(path, threading.Lock())
+    if not local.acquire(timeout=timeout):
+        raise StateConflict(f"{name}: another sshwrap has held the lock for over {timeout:g} s",
+                            hint=f"wait for it to finish, or check {path}")
+    try:
+        with _flock(paths, name, timeout):
+            yield
+    finally:
+        local.release()
+
+
+@contextlib.contextmanager
+def _flock(paths: StatePaths, name: str, timeout: float) -> Iterator[None]:
     with state_errors(paths):
         paths.ensure()
         fd = os.open(paths.lock(name), os.O_RDWR | os.O_CREAT, 0o600)
