@@ -120,8 +120,11 @@ def run_express(args: list[str]) -> int | None:
         request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
         import json
 
-        conn.sendall(json.dumps(request).encode() + b"\n")
-        return _follow(_Lines(conn), show_progress=request["progress"])
+        try:
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            return _follow(_Lines(conn), show_progress=request["progress"])
+        except (ConnectionResetError, BrokenPipeError):
+            return None  # the engine was exiting and never read it: the full command line
     finally:
         conn.close()
 

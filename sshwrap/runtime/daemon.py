@@ -80,9 +80,14 @@ def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) ->
             conn.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise Unreachable(str(error)) from None
-        conn.sendall(json.dumps(message).encode() + b"\n")
-        with conn.makefile("rb") as reader:
-            line = reader.readline(MAX_REQUEST)
+        try:
+            conn.sendall(json.dumps(message).encode() + b"\n")
+            with conn.makefile("rb") as reader:
+                line = reader.readline(MAX_REQUEST)
+        except (ConnectionResetError, BrokenPipeError) as error:
+            # An engine that is exiting closed its socket with this request still queued:
+            # it was never read, so nothing was done.
+            raise Unreachable(str(error)) from None
     if not line:
         raise Unreachable("the resident supervisor closed the connection without an answer")
     answer: dict[str, Any] = json.loads(line)

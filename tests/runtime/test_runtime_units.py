@@ -192,3 +192,20 @@ def test_sock_diag_lists_the_listeners_psutil_sees_with_their_inodes() -> None:
     ours = {(ln.family, ln.address, ln.port) for ln in found if ln.inode in inodes}
     assert ours == expected
     assert inodes <= own
+
+
+def test_status_text_shows_a_kept_failure_with_its_exit_code_and_time() -> None:
+    import time
+
+    from sshwrap.cli.render import runtime as _registered  # noqa: F401
+    from sshwrap.cli.render import to_text
+    from sshwrap.runtime.tunnels import StatusReport, TunnelState, TunnelStatus
+
+    failed_at = time.mktime((2026, 3, 1, 12, 30, 5, 0, 0, -1))
+    row = TunnelStatus("db", TunnelState.FAILED, None, None, 0, False, (),
+                       detail="db: permission denied (publickey)", failure_code=4,
+                       failed_at=failed_at)
+    text = to_text(StatusReport((row,), ExitCode.UNHEALTHY))
+    assert "note: db: permission denied (publickey) [exit 4, since 2026-03-01 12:30:05]" \
+        in text
+
