@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +34,35 @@ def own_identity() -> Identity:
     return me.pid, me.create_time(), tuple(me.cmdline())
 
 
+_memo = threading.local()
+
+
+@contextlib.contextmanager
+def memoized() -> Iterator[None]:
+    """Within the block, in this thread, each identity is checked once: ``status`` of a
+    hundred tunnels run by one engine asks about the engine a hundred times."""
+    _memo.found = {}
+    try:
+        yield
+    finally:
+        del _memo.found
+
+
 def identified(pid: int, create_time: float, argv: Sequence[str]) -> psutil.Process | None:
     """The process ``pid`` if it is still the one recorded: not a zombie, the same create
     time and command line (a record's client, or the engine's own command). Anything else
     is another (or a dead) process and must not be signalled."""
+    found: dict[tuple[int, float, tuple[str, ...]], psutil.Process | None] | None = getattr(
+        _memo, "found", None)
+    if found is None:
+        return _identified(pid, create_time, argv)
+    key = (pid, create_time, tuple(argv))
+    if key not in found:
+        found[key] = _identified(pid, create_time, argv)
+    return found[key]
+
+
+def _identified(pid: int, create_time: float, argv: Sequence[str]) -> psutil.Process | None:
     import psutil
 
     if pid <= 0:  # no process recorded yet

@@ -12,6 +12,7 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile
 from sshwrap.errors import ConnectionFailed, ExitCode, Problem, ProfileNotFound, SshwrapError
 from sshwrap.runtime import state
+from sshwrap.runtime.identity import memoized
 from sshwrap.runtime.launch import client_argv
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
@@ -45,8 +46,9 @@ def status(store: ProfileStore, names: Sequence[str] = (),
 
     facts = host_facts()
     view = ListenerView()  # one read of the sockets for every row
-    rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths,
-                           facts=facts, view=view) for n in targets]
+    with memoized():  # the engine's identity, checked once for all its tunnels
+        rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths,
+                               facts=facts, view=view) for n in targets]
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)
