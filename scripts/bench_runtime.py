@@ -36,17 +36,32 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def median_of(runs: int, action: Callable[[], object], between: Callable[[], object]) -> float:
+class Timing(float):
+    """The median of several runs in seconds, with the fastest and the slowest (the spread)."""
+
+    low: float
+    high: float
+
+    def __new__(cls, samples: list[float]) -> Timing:
+        timing = super().__new__(cls, statistics.median(samples))
+        timing.low, timing.high = min(samples), max(samples)
+        return timing
+
+    def ms(self) -> str:
+        return f"{self * 1000:.0f} ms ({self.low * 1000:.0f}-{self.high * 1000:.0f})"
+
+
+def median_of(runs: int, action: Callable[[], object], between: Callable[[], object]) -> Timing:
     samples = []
     for _ in range(runs):
         samples.append(timed(action))
         between()
-    return statistics.median(samples)
+    return Timing(samples)
 
 
 def paired_medians(runs: int, first: Callable[[], object], after_first: Callable[[], object],
                    second: Callable[[], object],
-                   after_second: Callable[[], object]) -> tuple[float, float]:
+                   after_second: Callable[[], object]) -> tuple[Timing, Timing]:
     """Medians of two actions timed in turns, so that a change in the machine's load weighs
     on both alike."""
     a, b = [], []
@@ -55,7 +70,7 @@ def paired_medians(runs: int, first: Callable[[], object], after_first: Callable
         after_first()
         b.append(timed(second))
         after_second()
-    return statistics.median(a), statistics.median(b)
+    return Timing(a), Timing(b)
 
 
 class Bench:
@@ -173,8 +188,8 @@ def private_sshd(root: Path) -> Iterator[Bench]:
                            capture_output=True, check=False)
 
 
-def resident_start_time(bench: Bench, name: str, runs: int) -> float:
-    """Median time the resident supervisor takes from a start request to a verified tunnel:
+def resident_start_time(bench: Bench, name: str, runs: int) -> Timing:
+    """Median time the engine takes from a start request to a verified tunnel:
     ``up`` without the command line around it."""
     from sshwrap.runtime import daemon
     from sshwrap.runtime.paths import StatePaths
@@ -186,7 +201,7 @@ def resident_start_time(bench: Bench, name: str, runs: int) -> float:
 
     def begin() -> None:
         if daemon.request(paths, start, timeout=30).get("code") != 0:
-            raise SystemExit(f"the resident supervisor could not start {name}")
+            raise SystemExit(f"the engine could not start {name}")
 
     return median_of(runs, begin,
                      lambda: daemon.request(paths, {"op": "stop", "name": name}, timeout=30))
@@ -209,32 +224,32 @@ def main() -> int:
             private_sshd(Path(tmp)) as bench:
         port = bench.port()
         bench.profile("one", port, ipv4_only=True)  # the very forward raw ssh -L makes
-        bench.sshwrap("up", "one")  # the resident supervisor runs from here on
+        bench.sshwrap("up", "one")  # the engine runs from here on
         bench.sshwrap("down", "one")
         up, raw = paired_medians(
             args.runs, lambda: bench.sshwrap("up", "one"), lambda: bench.sshwrap("down", "one"),
             lambda: subprocess.run(bench.raw_ssh(port), check=True), lambda: kill_raw(port))
-        rows.append(("up one tunnel, to verified-ready", f"{up * 1000:.0f} ms",
-                     f"raw ssh -f: {raw * 1000:.0f} ms", f"{up / raw:.2f}x"))
+        rows.append(("up one tunnel, to verified-ready", f"{up.ms()}",
+                     f"raw ssh -f: {raw.ms()}", f"{up / raw:.2f}x"))
         here = [sys.executable, "-m", "sshwrap"]
         checkout = median_of(args.runs, lambda: bench.sshwrap("up", "one", launcher=here),
                              lambda: bench.sshwrap("down", "one"))
         rows.append(("  the same through python -m sshwrap with this interpreter's hooks",
-                     f"{checkout * 1000:.0f} ms", f"raw ssh -f: {raw * 1000:.0f} ms",
+                     f"{checkout.ms()}", f"raw ssh -f: {raw.ms()}",
                      f"{checkout / raw:.2f}x"))
         resident = resident_start_time(bench, "one", args.runs)
-        rows.append(("  of which the resident supervisor's part (request to verified)",
-                     f"{resident * 1000:.0f} ms", f"raw ssh -f: {raw * 1000:.0f} ms",
+        rows.append(("  of which the engine's part (request to verified)",
+                     f"{resident.ms()}", f"raw ssh -f: {raw.ms()}",
                      f"{resident / raw:.2f}x"))
-        # down --all also ends the resident supervisor: each up starts one first.
+        # down --all also ends the engine: each up starts one first.
         cold = median_of(args.runs, lambda: bench.sshwrap("up", "one"),
                          lambda: bench.sshwrap("down", "--all"))
-        rows.append(("  the same, no resident supervisor running yet", f"{cold * 1000:.0f} ms",
-                     f"raw ssh -f: {raw * 1000:.0f} ms", f"{cold / raw:.2f}x"))
+        rows.append(("  the same, no engine running yet", f"{cold.ms()}",
+                     f"raw ssh -f: {raw.ms()}", f"{cold / raw:.2f}x"))
 
         startup = median_of(args.runs, lambda: bench.sshwrap("--version"), lambda: None)
         rows.append(("  start-up of the full command line (--version)",
-                     f"{startup * 1000:.0f} ms", "", ""))
+                     f"{startup.ms()}", "", ""))
 
         bench.sshwrap("up", "one")
         status_one = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),
@@ -244,8 +259,8 @@ def main() -> int:
         bench.sshwrap("up", "--tag", "many", "--wait", "60")
         status_many = median_of(args.runs, lambda: bench.sshwrap("status", "--json"),
                                 lambda: None)
-        rows.append((f"status, {args.many} running tunnels", f"{status_many * 1000:.0f} ms",
-                     f"1 running: {status_one * 1000:.0f} ms",
+        rows.append((f"status, {args.many} running tunnels", f"{status_many.ms()}",
+                     f"1 running: {status_one.ms()}",
                      f"{status_many / status_one:.2f}x"))
         clients, client_rss, supervisors, supervisor_rss = memory_of(
             Path(bench.env["SSHWRAP_STATE_DIR"]))
@@ -271,13 +286,13 @@ def main() -> int:
         all20, raw20 = paired_medians(
             max(3, args.runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
             lambda: bench.sshwrap("down", "--all"), raw_twenty, kill_twenty)
-        rows.append(("up --tag of 20 profiles", f"{all20 * 1000:.0f} ms",
-                     f"up of 1: {up * 1000:.0f} ms", f"{all20 / up:.2f}x"))
+        rows.append(("up --tag of 20 profiles", f"{all20.ms()}",
+                     f"up of 1: {up.ms()}", f"{all20 / up:.2f}x"))
         rows.append(("  the same against 20 raw ssh -f started at once", "",
-                     f"{raw20 * 1000:.0f} ms", f"{all20 / raw20:.2f}x"))
+                     f"{raw20.ms()}", f"{all20 / raw20:.2f}x"))
         bench.sshwrap("down", "--all")
 
-    print(f"sshwrap runtime benchmark ({args.runs} runs each, medians; "
+    print(f"sshwrap runtime benchmark ({args.runs} runs each, medians and (fastest-slowest); "
           f"{os.cpu_count()} cores)\n")
     print("| measurement | sshwrap | baseline | ratio |")
     print("| --- | --- | --- | --- |")

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     CONNECTION = 6
     NOT_READY = 7
     UNHEALTHY = 8
+    STATE = 9
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,9 @@ class StateConflict(SshwrapError):
     """A file changed under us, or another sshwrap holds the lock for too long."""
 
     exit_code = ExitCode.INTERNAL
+
+
+class StateUnusable(SshwrapError):
+    """The state directory cannot be written (read-only, full) or holds a damaged record."""
+
+    exit_code = ExitCode.STATE

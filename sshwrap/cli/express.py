@@ -1,14 +1,12 @@
-"""The express lane of ``up``: a plain ``sshwrap up`` is run by the resident supervisor.
+"""The express lane of ``up``: a plain ``sshwrap up`` is run by the engine of the state dir.
 
-The resident supervisor already runs Python with the runtime imported, so a command it runs
-starts in milliseconds where the full command line spends about a hundred importing itself,
-half of the time ssh takes to connect. The lane takes ``up NAME...`` with ``--all``,
-``--tag``, ``--wait``, ``--json`` and ``--profiles``, when a resident supervisor answers and
-every selected tunnel is one it would run anyway. Anything else (other options, help, a
-profile given as a file, a tunnel that runs alone or on a shared connection, no resident
-supervisor) runs the full command line, with the same result. The client half below imports
-only os, sys, json and the C socket module; the resident half imports the rest when it first
-serves.
+The engine already runs Python with the runtime imported, so a command it runs starts in
+milliseconds where the full command line spends about a hundred importing itself, half of
+the time ssh takes to connect. The lane takes ``up NAME...`` with ``--all``, ``--tag``,
+``--wait``, ``--json`` and ``--profiles``, when an engine answers. Anything else (other
+options, help, a profile given as a file, no engine) runs the full command line, with the
+same result. The client half below imports only os, sys, json and the C socket module; the
+engine's half imports the rest when it first serves.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.daemon import Channel, ResidentSupervisor
+    from sshwrap.runtime.engine import Channel, ResidentSupervisor
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
@@ -122,8 +120,11 @@ def run_express(args: list[str]) -> int | None:
         request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
         import json
 
-        conn.sendall(json.dumps(request).encode() + b"\n")
-        return _follow(_Lines(conn), show_progress=request["progress"])
+        try:
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            return _follow(_Lines(conn), show_progress=request["progress"])
+        except (ConnectionResetError, BrokenPipeError):
+            return None  # the engine was exiting and never read it: the full command line
     finally:
         conn.close()
 
@@ -208,8 +209,7 @@ HANGUP_POLL = 1.0
 
 def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
     """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
-    command line renders it. It falls back (nothing done) unless every selected tunnel would
-    be run by this supervisor; when the asker hangs up, what this up started is stopped."""
+    command line renders it; when the asker hangs up, what this up started is stopped."""
     from pathlib import Path
 
     from sshwrap.cli.render import error_text, internal_error_text
@@ -227,9 +227,6 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
         names = [checked_name(n, file_ok=True) for n in message["names"]]  # as the CLI does
         profiles = tunnels.up_selection(store, names, all_profiles=message["all"],
                                         tag=message["tag"], wait=wait)
-        if not all(tunnels.runs_in_resident(p) for p in profiles):
-            channel.send({"fallback": True})
-            return
         with _Asker(channel, resident, show_progress=message["progress"]) as asker:
             report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
                                             progress=asker.progress, environ=env)

@@ -19,7 +19,7 @@ from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
 from sshwrap.fsutil import atomic_write
-from sshwrap.runtime.state import reap_if_child
+from sshwrap.runtime.identity import reap_if_child
 
 INSTALL_HINT = {
     "ssh": "install OpenSSH's client: apt-get install openssh-client",
@@ -39,8 +39,19 @@ class Launched:
     log_offset: int  # where this run's lines start in the (appended) log
 
 
+#: How long a program found on PATH is taken as there without looking again: ``status``
+#: compiles every tunnel's command line, and PATH does not change within a second.
+WHICH_TTL = 1.0
+_which: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+
 def find_program(client: Client) -> str:
-    found = shutil.which(client.value)
+    now = time.monotonic()
+    key = (client.value, os.environ.get("PATH", os.defpath))
+    seen = _which.get(key)
+    if seen is None or now - seen[0] > WHICH_TTL:
+        seen = _which[key] = (now, shutil.which(client.value))
+    found = seen[1]
     if not found:
         raise MissingBinary(f"{client.value} is not installed", hint=INSTALL_HINT[client.value])
     return found

@@ -39,23 +39,23 @@ class PortsReport:
     warnings: tuple[str, ...]
 
     def to_json(self) -> object:
-        from sshwrap.cli.render import to_jsonable
+        from dataclasses import asdict
 
-        return {"sockets": [{**to_jsonable(e), "listen": e.listen} for e in self.entries],
+        return {"sockets": [{**asdict(e), "listen": e.listen} for e in self.entries],
                 "warnings": list(self.warnings)}
 
 
 def running_tunnels(paths: StatePaths) -> dict[int, str]:
     """pid -> tunnel name for every recorded tunnel whose process is still the one started
     (pid, create time and command line all match)."""
-    from sshwrap.errors import StateConflict
+    from sshwrap.errors import SshwrapError
     from sshwrap.runtime.state import live_process, read_record, recorded_names
 
     owners: dict[int, str] = {}
     for name in recorded_names(paths):
         try:
             record = read_record(paths, name)
-        except StateConflict:
+        except SshwrapError:  # a damaged record: status reports it
             continue
         if record is not None and live_process(record) is not None:
             # A shared master's listeners are owned by every tunnel on it ("a,b"): which

@@ -7,25 +7,27 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.model import Forward, Profile, TcpAddress, UnixAddress
 from sshwrap.core.parse import profile_to_mapping
-from sshwrap.errors import StateConflict
+from sshwrap.errors import ExitCode, SshwrapError, StateConflict, StateUnusable
 from sshwrap.fsutil import atomic_write
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.detach import is_engine
+from sshwrap.runtime.identity import identified
+from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 
 if TYPE_CHECKING:
     import psutil
 
 SCHEMA_VERSION = 1
 
-#: psutil derives create_time from boot time and clock ticks; the same process always
-#: gives the same value, a reused pid a different one.
-CREATE_TIME_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ class TunnelRecord:
     #: The key of the shared connection (runtime/shared.py) whose master carries the forwards;
     #: then pid, create_time and argv are the master's, which this tunnel must never stop.
     shared: str | None = None
+    #: How the tunnel runs (Mode); older records leave it to be inferred (``mode_of``).
+    mode: str = ""
+    #: The class of the last failure's error (runtime/wire.py), and when it happened.
+    failure_kind: str = ""
+    failed_at: float | None = None
     version: int = field(default=SCHEMA_VERSION)
 
     def to_json(self) -> dict[str, Any]:
@@ -96,12 +103,15 @@ class TunnelRecord:
             "supervisor_create_time": self.supervisor_create_time,
             "supervisor_argv": list(self.supervisor_argv), "phase": self.phase,
             "failure_code": self.failure_code, "failure_hint": self.failure_hint,
-            "next_retry": self.next_retry, "shared": self.shared,
+            "next_retry": self.next_retry, "shared": self.shared, "mode": self.mode,
+            "failure_kind": self.failure_kind, "failed_at": self.failed_at,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TunnelRecord:
+    def from_json(cls, data: object) -> TunnelRecord:
         """Raise ValueError for a record of another schema version or a damaged one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"not a record but a JSON {type(data).__name__}")
         if data.get("version") != SCHEMA_VERSION:
             raise ValueError(f"record schema version {data.get('version')!r} is not "
                              f"{SCHEMA_VERSION}")
@@ -125,20 +135,71 @@ class TunnelRecord:
                 next_retry=None if data.get("next_retry") is None
                 else float(data["next_retry"]),
                 shared=None if data.get("shared") is None else str(data["shared"]),
+                mode=str(data.get("mode", "")),
+                failure_kind=str(data.get("failure_kind", "")),
+                failed_at=None if data.get("failed_at") is None else float(data["failed_at"]),
             )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"damaged record: {exc}") from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"a field is missing or wrong: {exc}") from None
 
     def verified_now(self) -> TunnelRecord:
         return replace(self, verified=True, phase="up")
+
+    def failed(self, error: SshwrapError, *, at: float | None = None) -> TunnelRecord:
+        """This record marked failed by ``error``: kept, with its reason, exit code and time,
+        until the user runs ``up`` or ``down`` for the tunnel."""
+        from sshwrap.runtime.wire import error_data
+
+        data = error_data(error)
+        return replace(self, phase="failed", verified=False, next_retry=None,
+                       last_failure=error.message, failure_code=data["exit_code"],
+                       failure_hint=error.hint, failure_kind=data["kind"],
+                       failed_at=time.time() if at is None else at)
+
+    def failure(self) -> SshwrapError | None:
+        """The error the record was marked failed by, as it was raised; None when none."""
+        if self.phase != "failed" or not self.last_failure:
+            return None
+        from sshwrap.runtime.wire import error_from_data
+
+        return error_from_data({"kind": self.failure_kind, "message": self.last_failure,
+                                "hint": self.failure_hint,
+                                "exit_code": self.failure_code or int(ExitCode.CONNECTION)})
 
     @property
     def supervised(self) -> bool:
         return self.supervisor_pid is not None
 
+    @property
+    def kept_failure(self) -> bool:
+        """A failed tunnel whose record is kept for the user to see (nothing of it runs)."""
+        return self.phase == "failed"
+
+
+class Mode(StrEnum):
+    """How a tunnel runs, as its record names it."""
+
+    ALONE = "alone"  # restart = "no": the client only, nothing restarts it
+    ENGINE = "engine"  # supervised by the engine of the state dir (runtime/daemon.py)
+    PROCESS = "process"  # supervised by a process of its own (shared connection, systemd)
+
+
+def mode_of(record: TunnelRecord) -> Mode:
+    """The record's mode; for a record written before modes were recorded, inferred."""
+    if record.mode in {m.value for m in Mode}:
+        return Mode(record.mode)
+    if record.supervisor_pid is None:
+        return Mode.ALONE
+    return Mode.ENGINE if is_engine(record.supervisor_argv) else Mode.PROCESS
+
 
 def _optional_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def expected_forwards(profile: Profile, facts: HostFacts) -> tuple[ExpectedForward, ...]:
+    """The forwards the tunnel of ``profile`` must provide on this host, expanded."""
+    return tuple(ExpectedForward.from_forward(f) for f in expanded_forwards(profile, facts))
 
 
 def profile_hash(profile: Profile, argv: Sequence[str]) -> str:
@@ -148,26 +209,63 @@ def profile_hash(profile: Profile, argv: Sequence[str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@contextlib.contextmanager
+def state_errors(paths: StatePaths) -> Iterator[None]:
+    """Turn a failed write in the state dir (read-only, full, not ours) into one clear error."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, FileNotFoundError | BlockingIOError | InterruptedError):
+            raise
+        what = error.strerror or type(error).__name__
+        raise StateUnusable(
+            f"{paths.root}: the state directory cannot be written: {what}",
+            hint=f"free space or make it writable, or set {STATE_DIR_ENV} to another "
+                 "directory") from None
+
+
+#: What a writability probe writes: as much as a large record.
+PROBE_BYTES = 8192
+
+
+def check_writable(paths: StatePaths) -> None:
+    """StateUnusable unless records can be written now: checked before anything starts."""
+    import tempfile
+
+    with state_errors(paths):
+        paths.ensure()
+        with tempfile.NamedTemporaryFile(dir=paths.tunnels, prefix=".probe-") as probe:
+            probe.write(b"\0" * PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+
+
 def write_record(paths: StatePaths, record: TunnelRecord) -> None:
-    paths.ensure()
     data = json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
-    atomic_write(paths.record(record.name), data.encode(), mode=0o600)
+    with state_errors(paths):
+        paths.ensure()
+        atomic_write(paths.record(record.name), data.encode(), mode=0o600)
 
 
 def read_record(paths: StatePaths, name: str) -> TunnelRecord | None:
     """The record of ``name``; None when there is none. A damaged or foreign-version record
-    is reported as a StateConflict rather than guessed at."""
+    is reported as StateUnusable naming the file, rather than guessed at."""
     path = paths.record(name)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as error:
+        raise StateUnusable(f"{path}: cannot be read: {error.strerror}") from None
     try:
-        return TunnelRecord.from_json(json.loads(text))
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise StateConflict(
-            f"{path}: {exc}",
-            hint=f"remove {path} if no sshwrap of another version uses it") from None
+        return TunnelRecord.from_json(json.loads(raw.decode("utf-8")))
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start})"
+    except (ValueError, RecursionError) as exc:
+        problem = str(exc)
+    raise StateUnusable(
+        f"{path}: damaged record: {problem}",
+        hint=f"'sshwrap down {name}' stops its tunnel and removes the record")
 
 
 def remove_record(paths: StatePaths, name: str) -> None:
@@ -181,11 +279,33 @@ def recorded_names(paths: StatePaths) -> list[str]:
     return sorted(p.stem for p in paths.tunnels.glob("*.json"))
 
 
+#: Threads of one process (the engine's tunnels joining one master) queue on these before
+#: they try the flock, instead of polling it against each other.
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def name_lock(paths: StatePaths, name: str, timeout: float = 30.0) -> Iterator[None]:
     """Hold the lock of one tunnel name, across processes; StateConflict after ``timeout``."""
-    paths.ensure()
-    fd = os.open(paths.lock(name), os.O_RDWR | os.O_CREAT, 0o600)
+    path = str(paths.lock(name))
+    with _thread_locks_guard:
+        local = _thread_locks.setdefault(path, threading.Lock())
+    if not local.acquire(timeout=timeout):
+        raise StateConflict(f"{name}: another sshwrap has held the lock for over {timeout:g} s",
+                            hint=f"wait for it to finish, or check {path}")
+    try:
+        with _flock(paths, name, timeout):
+            yield
+    finally:
+        local.release()
+
+
+@contextlib.contextmanager
+def _flock(paths: StatePaths, name: str, timeout: float) -> Iterator[None]:
+    with state_errors(paths):
+        paths.ensure()
+        fd = os.open(paths.lock(name), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -211,7 +331,7 @@ def lock_is_free(paths: StatePaths, name: str) -> bool:
 def file_lock_is_free(path: os.PathLike[str]) -> bool:
     """True when no process holds an flock on ``path`` right now (non-blocking)."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)  # flock needs no write access (a read-only dir)
     except FileNotFoundError:
         return True
     try:
@@ -223,46 +343,17 @@ def file_lock_is_free(path: os.PathLike[str]) -> bool:
     return True
 
 
-def reap_if_child(pid: int) -> None:
-    """Collect the exit status of our own dead child so that it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def live_process(record: TunnelRecord) -> psutil.Process | None:
-    """The record's process if it is still the one sshwrap started, else None.
-
-    Alive means: the pid exists, is not a zombie, and has the recorded create time and
-    command line. Anything else is a different (or dead) process and must not be signalled.
-    """
-    return _identified(record.pid, record.create_time, record.argv)
+    """The record's process if it is still the one sshwrap started, else None (see
+    runtime/identity.py: the pid, its create time and its command line must all match)."""
+    return identified(record.pid, record.create_time, record.argv)
 
 
 def live_supervisor(record: TunnelRecord) -> psutil.Process | None:
     """The record's supervisor if it still runs (same pid, create time and command line) and
     still supervises the tunnel: once it has recorded the tunnel ``failed`` it has let go
-    (the resident supervisor lives on for other tunnels)."""
+    (the engine lives on for other tunnels)."""
     if record.supervisor_pid is None or record.phase == "failed":
         return None
-    return _identified(record.supervisor_pid, record.supervisor_create_time,
-                       record.supervisor_argv)
-
-
-def _identified(pid: int, create_time: float, argv: Sequence[str]) -> psutil.Process | None:
-    import psutil
-
-    if pid <= 0:  # no process recorded yet
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            reap_if_child(pid)
-            return None
-        same = abs(proc.create_time() - create_time) <= CREATE_TIME_TOLERANCE \
-            and tuple(proc.cmdline()) == tuple(argv)
-    except psutil.ZombieProcess:
-        reap_if_child(pid)
-        return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return proc if same else None
+    return identified(record.supervisor_pid, record.supervisor_create_time,
+                      record.supervisor_argv)

@@ -1,63 +1,51 @@
 """The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it.
 
-It runs as a thread of the resident supervisor (runtime/daemon.py), or alone in a process of
-its own (a systemd unit, a shared connection's tunnel).
+It runs as a thread of the engine (runtime/daemon.py), or alone in a process of its own (a
+systemd unit, a shared connection's tunnel). Whatever ends it, a failure is recorded.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from enum import StrEnum
 from types import FrameType
 from typing import TextIO
 
 from sshwrap.core.model import Profile, RestartPolicy
-from sshwrap.errors import (
-    AuthFailed,
-    ExitCode,
-    ForwardingFailed,
-    InvalidInput,
-    MissingBinary,
-    SshwrapError,
-)
+from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
 from sshwrap.runtime import state, unixsock
 from sshwrap.runtime.auth import ClientStarter
+from sshwrap.runtime.detach import read_secret
+from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.shared import SharedTunnel, wants_sharing
-from sshwrap.runtime.state import TunnelRecord
+from sshwrap.runtime.restart import (
+    REMOTE_HELD_HINT,
+    RESTART_READY_WAIT,
+    STABLE_AFTER,
+    backoff_delay,
+    first_hop,
+    is_fatal,
+    is_remote_held,
+    wait_for_path,
+)
+from sshwrap.runtime.shared import wants_sharing
+from sshwrap.runtime.sharedtunnel import SharedTunnel
+from sshwrap.runtime.state import Mode, TunnelRecord, expected_forwards
 from sshwrap.runtime.verify import ForwardCheck, LogReader, wait_ready
 from sshwrap.store import ProfileStore
 
-BACKOFF_START = 0.5
-BACKOFF_CAP = 30.0
-#: A client that stayed up this long starts the backoff over from BACKOFF_START.
-STABLE_AFTER = 60.0
-#: While waiting out a backoff the first hop is probed this often, to retry as soon as it is back.
-PROBE_INTERVAL = 0.25
-#: A restart attempt (not the first start, which uses up's --wait) gets this long to verify.
-RESTART_READY_WAIT = 30.0
 STOP_TIMEOUT = 5.0
-MODULE = "sshwrap.runtime.supervisor"
-
-#: Failures that the same attempt would meet again: no retry loop, the tunnel goes failed.
-FATAL_ERRORS: tuple[type[SshwrapError], ...] = (AuthFailed, InvalidInput, MissingBinary)
-REMOTE_HELD_HINT = ("the server keeps a dead session's ports until it notices; set "
-                    "ClientAliveInterval 5 and ClientAliveCountMax 2 in its sshd_config")
-
-
-#: pid, create time and command line of a supervisor, as tunnel records keep them
-Identity = tuple[int, float, tuple[str, ...]]
+#: Told how the first attempt went: None once verified, else its error.
+FirstResult = Callable[[SshwrapError | None], None]
 
 
 class Phase(StrEnum):
@@ -72,62 +60,6 @@ class Stopping(BaseException):
     unwind, stop the client, exit 0."""
 
 
-def backoff_delay(failures: int, rng: random.Random) -> float:
-    """Seconds before attempt number ``failures`` (1-based): doubling from BACKOFF_START up to
-    BACKOFF_CAP, with jitter so that many tunnels cut at once do not retry in lockstep."""
-    base = min(BACKOFF_CAP, BACKOFF_START * 2 ** max(0, failures - 1))
-    return float(base * rng.uniform(0.75, 1.0))
-
-
-def is_fatal(error: SshwrapError) -> bool:
-    return isinstance(error, FATAL_ERRORS)
-
-
-def is_remote_held(error: SshwrapError) -> bool:
-    """The server refused a remote forward: on a restart, most likely the dead session's."""
-    return isinstance(error, ForwardingFailed) and "refused remote forward" in error.message
-
-
-def supervisor_command(name: str, *, wait: float | None = None,
-                       foreground: bool = False, share: bool = False) -> list[str]:
-    """The argv that runs the supervisor of ``name`` with this Python."""
-    argv = [sys.executable, "-m", MODULE, name]
-    if wait is not None:
-        argv += ["--wait", f"{wait:g}"]
-    if foreground:
-        argv.append("--foreground")
-    if share:
-        argv.append("--share")
-    return argv
-
-
-def first_hop(profile: Profile) -> tuple[str, int]:
-    """Host and port the first TCP connection of the tunnel goes to."""
-    if profile.jump:
-        return profile.jump[0].host, profile.jump[0].port or 22
-    return profile.host, profile.port or 22
-
-
-def probe(host: str, port: int, timeout: float = PROBE_INTERVAL) -> bool | None:
-    """True when ``host:port`` accepts a TCP connection, False when not, None when the name
-    does not resolve here (an alias only ssh's config knows: nothing to learn from a probe)."""
-    try:
-        with socket.create_connection((host.strip("[]"), port), timeout=timeout):
-            return True
-    except socket.gaierror:
-        return None
-    except OSError:
-        return False
-
-
-def read_secret(stream: TextIO | None) -> str | None:
-    """One optional line handed over by ``up`` through the stdin pipe (never argv, env or
-    state); kept in memory for every restart. None when nothing was given."""
-    if stream is None or stream.closed or stream.isatty():
-        return None
-    line = stream.readline()
-    return line.rstrip("\n") or None
-
 
 class Supervisor:
     """Runs one tunnel's client until stopped, restarting it according to ``restart``."""
@@ -136,7 +68,7 @@ class Supervisor:
                  first_wait: float, foreground: bool, secret: str | None = None,
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
-                 on_first_result: Callable[[int], None] | None = None) -> None:
+                 on_first_result: FirstResult | None = None) -> None:
         self.name = name
         self.paths = paths.ensure()
         self.store = store
@@ -155,8 +87,10 @@ class Supervisor:
         #: The environment of the ``up`` that started the tunnel (agent socket and all).
         self.env = env
         self._identity_given = identity
-        #: Told the exit code of the first attempt: 0 once verified, else its failure's code.
+        #: Told how the first attempt went (None: verified; else its error).
         self._on_first_result = on_first_result
+        #: How the record names this tunnel's way of running.
+        self.mode = Mode.ENGINE if identity is not None else Mode.PROCESS
         self._stop_requested = threading.Event()
         #: The forwards as the last verification of a client found them.
         self.ready_checks: list[ForwardCheck] = []
@@ -171,13 +105,34 @@ class Supervisor:
     def _identity(self) -> Identity:
         if self._identity_given is not None:
             return self._identity_given
-        return process_identity()
+        return own_identity()
 
-    def report_first(self, code: int) -> None:
+    @property
+    def secret(self) -> str | None:
+        """The secret ``up`` handed over, for the client's authentication."""
+        return self._secret
+
+    def report_first(self, error: SshwrapError | None) -> None:
         """Tell whoever waits on the first attempt how it went (once)."""
         callback, self._on_first_result = self._on_first_result, None
         if callback is not None:
-            callback(code)
+            callback(error)
+
+    def fail(self, error: SshwrapError) -> int:
+        """Record the tunnel failed for good by ``error`` (kept until ``up`` or ``down``);
+        its exit code."""
+        if self.record is None:  # it failed before a client was started: a record anyway
+            pid, create_time, own_argv = self._identity()
+            self.record = TunnelRecord(
+                name=self.name, pid=0, create_time=0.0, argv=(), profile_hash="",
+                client="", started_at=time.time(), forwards=(),
+                log_path=str(self.paths.log(self.name)), supervisor_pid=pid,
+                supervisor_create_time=create_time, supervisor_argv=own_argv,
+                mode=self.mode.value)
+        self.record = self.record.failed(error)
+        state.write_record(self.paths, self.record)
+        self.say(f"failed: {error.message}")
+        return int(error.exit_code)
 
     def request_stop(self) -> None:
         """Ask the loop, from another thread, to stop the client and end (as SIGTERM does)."""
@@ -271,8 +226,13 @@ class Supervisor:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         code = int(ExitCode.INTERNAL)
+        error: SshwrapError | None = None
         try:
             code = self._supervise()
+        except SshwrapError as failure:  # wherever it came from: kept, and told as itself
+            error = failure
+            self._stop_child()
+            code = self.fail(failure)
         except Stopping:
             self.say("stopping on request")
             if self.on_stop is not None:
@@ -280,23 +240,24 @@ class Supervisor:
             self._stop_child()
             state.remove_record(self.paths, self.name)
             code = int(ExitCode.OK)
+        except Exception as bug:
+            error = SshwrapError(f"{self.name}: internal error of its supervisor: "
+                                 f"{type(bug).__name__}: {bug}")
+            raise
         finally:
             self._stop_child()
-            self.report_first(code)
+            if code != 0 and error is None:
+                error = (self.record.failure() if self.record is not None else None) \
+                    or SshwrapError(f"{self.name}: supervision ended with status {code}")
+            self.report_first(error if code != 0 else None)
         return code
 
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        try:
-            profile = self.store.load(self.name)
-            facts = host_facts()
-            argv = client_argv(profile, facts, self.paths.log(self.name))
-        except SshwrapError as error:
-            self.say(f"cannot start: {error.message}")
-            return int(error.exit_code)
-        from sshwrap.runtime.tunnels import expected_forwards
-
+        profile = self.store.load(self.name)
+        facts = host_facts()
+        argv = client_argv(profile, facts, self.paths.log(self.name))
         forwards = expected_forwards(profile, facts)
         if wants_sharing(profile, self.share):
             return SharedTunnel(self, profile, state.profile_hash(profile, argv), forwards).run()
@@ -311,7 +272,7 @@ class Supervisor:
                 client=profile.client.value, started_at=time.time(), forwards=forwards,
                 log_path=str(launched.log_path), log_offset=launched.log_offset,
                 supervisor_pid=pid, supervisor_create_time=create_time,
-                supervisor_argv=own_argv), first=first)
+                supervisor_argv=own_argv, mode=self.mode.value), first=first)
             try:
                 self.ready_checks = wait_ready(
                     launched, profile, forwards,
@@ -320,14 +281,9 @@ class Supervisor:
                 self._check_stop()  # the client ended because a stop was asked
                 self._stop_child()
                 if is_fatal(error) or (first and not self.foreground):
-                    # up reports the first failure itself; a fatal one would only repeat.
-                    self._update(phase=Phase.FAILED.value, last_failure=error.message,
-                                 failure_code=int(error.exit_code), failure_hint=error.hint,
-                                 verified=False)
-                    self.say(f"failed: {error.message}")
-                    return int(error.exit_code)
+                    raise  # up reports the first failure itself; a fatal one would repeat
                 failures += 1
-                if is_remote_held(error):
+                if is_remote_held(error) and not first:
                     reason = (f"{error.message}: the server still holds it from the previous "
                               "session; retrying until it lets go")
                     hint = REMOTE_HELD_HINT
@@ -351,9 +307,7 @@ class Supervisor:
                 if returncode == 0:
                     state.remove_record(self.paths, self.name)
                     return int(ExitCode.OK)
-                self._update(phase=Phase.FAILED.value, last_failure=reason, verified=False,
-                             failure_code=int(ExitCode.CONNECTION))
-                return int(ExitCode.CONNECTION)
+                raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
             failures += 1
             self._reconnect_later(profile, failures, reason, "", int(ExitCode.CONNECTION))
             restarts += 1
@@ -363,7 +317,7 @@ class Supervisor:
         self._settle_credentials()
         self._update(phase=Phase.UP.value, verified=True, next_retry=None)
         self.say(f"up (client pid {launched.pid})")
-        self.report_first(int(ExitCode.OK))
+        self.report_first(None)
 
     def _begin_attempt(self, launched: Launched, fresh: TunnelRecord, *, first: bool) -> None:
         """Record the new client, keeping restarts and the last failure of earlier ones."""
@@ -384,36 +338,6 @@ class Supervisor:
         wait_for_path(first_hop(profile), delay, sleep=self.sleep)
 
 
-def process_identity() -> Identity:
-    """This process's pid, create time and command line: what a record checks it by."""
-    import psutil
-
-    me = psutil.Process(os.getpid())
-    return me.pid, me.create_time(), tuple(me.cmdline())
-
-
-def wait_for_path(hop: tuple[str, int], delay: float,
-                  sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Sleep ``delay`` seconds, probing ``hop``: return at once when it answers again after
-    having failed; past ``delay``, keep waiting (up to BACKOFF_CAP more) while it is down, so
-    that an attempt is not spent on a path known to be cut. True when the path came back."""
-    host, port = hop
-    deadline = time.monotonic() + delay
-    give_up = deadline + BACKOFF_CAP
-    saw_down = False
-    while True:
-        started = time.monotonic()
-        reachable = probe(host, port)
-        if reachable is False:
-            saw_down = True
-        elif reachable and saw_down:
-            return True
-        now = time.monotonic()
-        if now >= give_up or (now >= deadline and reachable is not False):
-            return False
-        sleep(max(0.0, PROBE_INTERVAL - (now - started)))
-
-
 def run_supervisor(name: str, *, wait: float, foreground: bool,
                    paths: StatePaths | None = None, store: ProfileStore | None = None,
                    stdin: TextIO | None = None, share: bool = False) -> int:
@@ -423,20 +347,3 @@ def run_supervisor(name: str, *, wait: float, foreground: bool,
                             store or ProfileStore.from_option(None), first_wait=wait,
                             foreground=foreground, secret=secret, share=share)
     return supervisor.run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
-    parser.add_argument("name")
-    parser.add_argument("--wait", type=float, default=RESTART_READY_WAIT)
-    parser.add_argument("--foreground", action="store_true")
-    parser.add_argument("--share", action="store_true")
-    args = parser.parse_args(argv)
-    with contextlib.suppress(OSError):
-        os.umask(0o077)
-    return run_supervisor(args.name, wait=args.wait, foreground=args.foreground,
-                          stdin=sys.stdin, share=args.share)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

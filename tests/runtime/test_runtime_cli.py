@@ -16,7 +16,7 @@ from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.tunnels import Action, down, up
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.store import ProfileStore
-from tests.runtime.tunnel_helpers import ProfileWriter, read_banner_through
+from tests.runtime.tunnel_helpers import ProfileWriter, assert_failure_kept, read_banner_through
 
 pytestmark = pytest.mark.sshd
 
@@ -66,7 +66,7 @@ def test_cli_port_taken_exit_5_names_the_holder(
         in result.stderr
     assert f"pid {os.getpid()}" in result.stderr
     assert "hint: stop that process or choose another listen port" in result.stderr
-    assert state.recorded_names(runtime_paths) == []
+    assert_failure_kept(runtime_paths, "taken", 5)
 
 
 def test_cli_bad_input_changes_nothing(runtime_paths: StatePaths, profiles_dir: Path) -> None:
@@ -156,4 +156,4 @@ def test_plink_port_taken_is_caught_without_exit_on_forward_failure(
         outcome = up(store, ["putty2"], paths=runtime_paths).outcomes[0]
     assert outcome.error is not None and outcome.exit_code == 5
     assert f"pid {os.getpid()}" in outcome.error.message
-    assert state.recorded_names(runtime_paths) == []
+    assert_failure_kept(runtime_paths, "putty2", 5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.errors import ExitCode, StateConflict
+from sshwrap.errors import ExitCode, StateConflict, StateUnusable
 from sshwrap.runtime import state
 from sshwrap.runtime.paths import StatePaths, default_state_dir
 from sshwrap.runtime.sockets import Listener
@@ -48,10 +48,11 @@ def test_record_round_trips_and_is_private(tmp_path: Path) -> None:
 def test_record_of_another_version_is_refused_not_guessed(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path).ensure()
     paths.record("db").write_text('{"version": 99, "name": "db"}')
-    with pytest.raises(StateConflict, match="schema version 99"):
+    with pytest.raises(StateUnusable, match="schema version 99") as foreign:
         state.read_record(paths, "db")
+    assert foreign.value.exit_code == 9 and str(paths.record("db")) in foreign.value.message
     paths.record("db").write_text("{not json")
-    with pytest.raises(StateConflict):
+    with pytest.raises(StateUnusable):
         state.read_record(paths, "db")
 
 
@@ -191,3 +192,20 @@ def test_sock_diag_lists_the_listeners_psutil_sees_with_their_inodes() -> None:
     ours = {(ln.family, ln.address, ln.port) for ln in found if ln.inode in inodes}
     assert ours == expected
     assert inodes <= own
+
+
+def test_status_text_shows_a_kept_failure_with_its_exit_code_and_time() -> None:
+    import time
+
+    from sshwrap.cli.render import runtime as _registered  # noqa: F401
+    from sshwrap.cli.render import to_text
+    from sshwrap.runtime.tunnels import StatusReport, TunnelState, TunnelStatus
+
+    failed_at = time.mktime((2026, 3, 1, 12, 30, 5, 0, 0, -1))
+    row = TunnelStatus("db", TunnelState.FAILED, None, None, 0, False, (),
+                       detail="db: permission denied (publickey)", failure_code=4,
+                       failed_at=failed_at)
+    text = to_text(StatusReport((row,), ExitCode.UNHEALTHY))
+    assert "note: db: permission denied (publickey) [exit 4, since 2026-03-01 12:30:05]" \
+        in text
+

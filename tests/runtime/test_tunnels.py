@@ -17,10 +17,24 @@ import pytest
 from sshwrap.errors import ExitCode
 from sshwrap.runtime import state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import Action, TunnelState, down, restart, status, up
+from sshwrap.runtime.tunnels import (
+    Action,
+    TunnelOutcome,
+    TunnelState,
+    down,
+    restart,
+    status,
+    up,
+)
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.store import ProfileStore
-from tests.runtime.tunnel_helpers import ProfileWriter, read_banner_through, socks5_banner
+from tests.runtime.tunnel_helpers import (
+    ProfileWriter,
+    assert_failure_kept,
+    eventually,
+    read_banner_through,
+    socks5_banner,
+)
 
 pytestmark = pytest.mark.sshd
 BANNER = b"220 sshwrap-demo ready\r\n"
@@ -145,7 +159,7 @@ def test_port_held_on_ipv4_only_names_the_holder_and_leaves_nothing(
     assert f"pid {os.getpid()}" in outcome.error.message
     assert f"127.0.0.1:{port}" in outcome.error.message
     assert "listen = " in outcome.error.hint
-    assert state.read_record(runtime_paths, "squat") is None
+    assert_failure_kept(runtime_paths, "squat", ExitCode.FORWARDING)
     assert _ssh_processes(str(runtime_paths.log("squat"))) == []
 
 
@@ -158,7 +172,7 @@ def test_unreachable_host_is_a_connection_failure(
     outcome = up(store, ["nowhere"], paths=runtime_paths).outcomes[0]
 
     assert outcome.exit_code is ExitCode.CONNECTION, outcome.error
-    assert state.read_record(runtime_paths, "nowhere") is None
+    assert_failure_kept(runtime_paths, "nowhere", ExitCode.CONNECTION)
 
 
 def _client_config(tmp_path: Path, key: Path, known_hosts: Path) -> Path:
@@ -230,36 +244,49 @@ def test_remote_forward_on_a_busy_server_port_is_refused(
     assert _ssh_processes(str(runtime_paths.log("refused"))) == []
 
 
-def test_kill_9_shows_failed_once_then_down(
+def test_kill_9_shows_failed_until_up_or_down(
     store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer,
 ) -> None:
-    # restart = "no" runs the client alone (no supervisor): a killed client stays dead.
+    # restart = "no" runs the client once, never restarted: a killed client stays dead.
     write_profile("fragile", [{"type": "local", "listen": free_port(),
                                "to": f"127.0.0.1:{banner_server.port}"}], restart="no")
     outcome = up(store, ["fragile"], paths=runtime_paths).outcomes[0]
     assert outcome.pid is not None
 
     os.kill(outcome.pid, signal.SIGKILL)
-    psutil.Process(outcome.pid).wait(5)  # reaps our own child, as a real kill -9 would leave it
 
+    eventually(lambda: status(store, ["fragile"], paths=runtime_paths).tunnels[0].state
+               is TunnelState.FAILED, "status shows the killed tunnel failed")
     after = status(store, ["fragile"], paths=runtime_paths)
-    assert after.tunnels[0].state is TunnelState.FAILED
     assert after.exit_code is ExitCode.UNHEALTHY
-    assert state.read_record(runtime_paths, "fragile") is None
+    # A failure is state: the next status still shows it, with its reason, until down.
+    again = status(store, ["fragile"], paths=runtime_paths).tunnels[0]
+    assert again.state is TunnelState.FAILED and again.detail == after.tunnels[0].detail
+    assert f"pid {outcome.pid}" in (again.last_failure or "")
+    assert "SIGKILL" in (again.last_failure or "")
+    assert again.failed_at is not None and again.failure_code is not None
+    assert down(["fragile"], paths=runtime_paths).outcomes[0].action is Action.CLEANED
     assert status(store, ["fragile"], paths=runtime_paths).tunnels[0].state is TunnelState.DOWN
 
 
 def test_killed_child_left_as_zombie_counts_as_dead(
     store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
-    banner_server: BannerServer,
 ) -> None:
-    write_profile("zombie", [{"type": "local", "listen": free_port(),
-                              "to": f"127.0.0.1:{banner_server.port}"}], restart="no")
-    outcome = up(store, ["zombie"], paths=runtime_paths).outcomes[0]
-    assert outcome.pid is not None
-    os.kill(outcome.pid, signal.SIGKILL)  # not reaped: our child stays a zombie
-    killed = psutil.Process(outcome.pid)
+    write_profile("zombie", [{"type": "local", "listen": free_port(), "to": "127.0.0.1:9"}],
+                  restart="no")
+    # A client of this process recorded as the tunnel's (tunnels run in the engine; a zombie
+    # is left only by a parent that has not reaped its child yet, as this test does).
+    child = subprocess.Popen(["sleep", "60"])
+    proc = psutil.Process(child.pid)
+    state.write_record(runtime_paths, state.TunnelRecord(
+        name="zombie", pid=child.pid, create_time=proc.create_time(), argv=("sleep", "60"),
+        profile_hash="x", client="ssh", started_at=0.0, forwards=(),
+        log_path=str(runtime_paths.log("zombie")), verified=True, phase="up"))
+    assert status(store, ["zombie"], paths=runtime_paths).tunnels[0].state is TunnelState.UP
+    outcome = TunnelOutcome("zombie", Action.STARTED, child.pid)
+    os.kill(child.pid, signal.SIGKILL)  # not reaped: our child stays a zombie
+    killed = psutil.Process(outcome.pid or 0)
     for _ in range(500):  # the kill is delivered asynchronously
         if killed.status() == psutil.STATUS_ZOMBIE:
             break
@@ -403,5 +430,5 @@ def test_deadline_passed_is_not_ready_and_stops_the_client(
 
     assert outcome.exit_code is ExitCode.NOT_READY, outcome.error
     assert outcome.error is not None and "not ready after" in outcome.error.message
-    assert state.read_record(runtime_paths, "slow") is None
+    assert_failure_kept(runtime_paths, "slow", ExitCode.NOT_READY)
     assert _ssh_processes(str(runtime_paths.log("slow"))) == []

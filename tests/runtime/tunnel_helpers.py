@@ -94,3 +94,14 @@ def stop_all_and_check_gone(paths: StatePaths) -> None:
     for record in records:
         if record is not None:
             assert state.live_process(record) is None, f"{record.name} still runs"
+
+
+def assert_failure_kept(paths: StatePaths, name: str, code: int) -> TunnelRecord:
+    """The tunnel failed with exit ``code``: its record is kept ``failed`` with the reason,
+    the code and the time, and none of its processes runs."""
+    record = record_of(paths, name)
+    assert record.phase == "failed", record
+    assert record.failure_code == code and record.last_failure, record
+    assert record.failed_at is not None, record
+    assert state.live_process(record) is None and state.live_supervisor(record) is None
+    return record

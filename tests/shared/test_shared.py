@@ -27,6 +27,7 @@ from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,
     ProfileWriter,
+    assert_failure_kept,
     eventually,
     process_gone,
     read_banner_through,
@@ -156,6 +157,9 @@ def test_one_down_leaves_the_other_then_the_last_removes_the_master(
     first, second, master = _start_pair(store, shared_paths, write_profile, banner_server)
     control = shared.control_path(shared_paths, master.shared or "")
     assert control.exists()
+    # The master is supervised by a thread of the engine that runs both tunnels.
+    assert master.mode == "engine"
+    assert master.supervisor_pid == record_of(shared_paths, "alpha").supervisor_pid
 
     assert down(["alpha"], paths=shared_paths).outcomes[0].action is Action.STOPPED
 
@@ -166,7 +170,7 @@ def test_one_down_leaves_the_other_then_the_last_removes_the_master(
 
     assert down(["beta"], paths=shared_paths).outcomes[0].action is Action.STOPPED
 
-    assert process_gone(master.pid) and process_gone(master.supervisor_pid or 0)
+    assert process_gone(master.pid)  # the engine runs on, for other tunnels
     assert not control.exists()
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
     assert not _listening(second)
@@ -266,9 +270,13 @@ def test_supervisor_killed_9_leaves_no_master(
 
     os.kill(record.supervisor_pid or 0, signal.SIGKILL)
 
-    # No live tunnel uses the master any more: its supervisor stops it and cleans up.
+    # The master's supervisor was a thread of the engine: the master dies with it
+    # (parent-death signal), and the next status, which shows the tunnel failed, cleans up.
     eventually(lambda: process_gone(master.pid) and process_gone(master.supervisor_pid or 0),
-                "the unused master and its supervisor are gone")
+                "the master and the engine are gone")
+    assert master.supervisor_pid == record.supervisor_pid
+    row = status(store, ["lonely"], paths=shared_paths).tunnels[0]
+    assert row.state is TunnelState.FAILED and "engine" in row.detail
     assert not shared.control_path(shared_paths, record.shared or "").exists()
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
 
@@ -284,7 +292,8 @@ def test_authentication_failure_is_reported_and_leaves_nothing(
 
     assert outcome.action is Action.FAILED
     assert outcome.exit_code == ExitCode.AUTH, outcome.error
-    assert state.recorded_names(shared_paths) == []
+    kept = assert_failure_kept(shared_paths, "stranger", ExitCode.AUTH)
+    assert outcome.error is not None and kept.last_failure == outcome.error.message
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
 
 
@@ -297,6 +306,8 @@ def test_down_all_at_once_removes_the_master_before_returning(
     report = down(all_tunnels=True, paths=shared_paths)  # both supervisors stop in parallel
 
     assert [o.action for o in report.outcomes] == [Action.STOPPED] * 2
-    assert process_gone(master.pid) and process_gone(master.supervisor_pid or 0)
+    assert process_gone(master.pid)
+    # down --all ends the idle engine too; it has let go of its lock, and exits.
+    eventually(lambda: process_gone(master.supervisor_pid or 0), "the engine exited")
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
     assert not shared.control_path(shared_paths, master.shared or "").exists()

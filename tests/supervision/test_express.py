@@ -175,17 +175,19 @@ def test_bad_input_reads_the_same_in_both_lanes_and_starts_nothing(
 
 
 @pytest.mark.sshd
-def test_tunnels_that_run_alone_go_to_the_full_command_line(
+def test_tunnels_run_once_are_served_by_the_engine_too(
     paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
 ) -> None:
     _resident_running(paths, write_profile, banner_server)
-    port = _local(write_profile, "alone", banner_server, restart="no")
+    port = _local(write_profile, "once", banner_server, restart="no")
 
-    started = sshwrap("up", "alone")
+    started = sshwrap("up", "once")
 
     assert started.code == 0, started.stderr
-    assert started.full_command_line
-    assert not record_of(paths, "alone").supervised
+    assert started.express
+    record = record_of(paths, "once")
+    assert record.mode == "engine" and record.supervisor_pid == record_of(paths, "first") \
+        .supervisor_pid
     assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
 
 

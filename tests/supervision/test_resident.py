@@ -7,6 +7,7 @@ import signal
 
 import psutil
 
+from sshwrap.errors import ExitCode
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
@@ -16,6 +17,7 @@ from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,
     ProfileWriter,
+    assert_failure_kept,
     eventually,
     process_gone,
     read_banner_through,
@@ -107,7 +109,12 @@ def test_killing_the_resident_takes_every_client_with_it(
                "both clients died with their supervisor (parent-death signal)")
     rows = status(store, ["alpha", "beta"], paths=runtime_paths).tunnels
     assert [r.state for r in rows] == [TunnelState.FAILED, TunnelState.FAILED], rows
-    assert state.recorded_names(runtime_paths) == []  # stale records cleaned by status
+    # The failure is kept, with its reason, for the next status and in the records.
+    again = status(store, ["alpha", "beta"], paths=runtime_paths).tunnels
+    assert [r.state for r in again] == [TunnelState.FAILED, TunnelState.FAILED], again
+    assert all(f"engine (pid {resident}) ended" in (r.last_failure or "") for r in again)
+    for name in ("alpha", "beta"):
+        assert_failure_kept(runtime_paths, name, ExitCode.CONNECTION)
 
 
 def test_a_failed_tunnel_lets_go_while_the_resident_runs_others(
@@ -123,7 +130,7 @@ def test_a_failed_tunnel_lets_go_while_the_resident_runs_others(
 
         assert outcome.action is Action.FAILED and outcome.error is not None
         assert f"{squatter.port}" in outcome.error.message
-        assert state.read_record(runtime_paths, "beta") is None
+        assert_failure_kept(runtime_paths, "beta", ExitCode.FORWARDING)
     # The same name starts at once when its port is free again, under the same resident.
     write_profile("beta", [{"type": "local", "listen": f"127.0.0.1:{ports['beta']}",
                             "to": f"127.0.0.1:{banner_server.port}"}])

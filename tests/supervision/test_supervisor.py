@@ -19,8 +19,7 @@ import pytest
 from sshwrap.errors import AuthFailed, ConnectionFailed, ExitCode, ForwardingFailed
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.state import TunnelRecord
-from sshwrap.runtime.supervisor import (
+from sshwrap.runtime.restart import (
     BACKOFF_CAP,
     BACKOFF_START,
     PROBE_INTERVAL,
@@ -29,6 +28,7 @@ from sshwrap.runtime.supervisor import (
     is_remote_held,
     wait_for_path,
 )
+from sshwrap.runtime.state import TunnelRecord
 from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
@@ -36,6 +36,7 @@ from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,
     ProfileWriter,
+    assert_failure_kept,
     eventually,
     process_gone,
     read_banner_through,
@@ -136,8 +137,9 @@ def test_supervisor_killed_leaves_no_ssh(
     eventually(lambda: process_gone(record.pid), "the client died with its supervisor")
     eventually(lambda: process_gone(record.supervisor_pid or 0), "the supervisor is gone")
     row = status(store, ["owned"], paths=runtime_paths).tunnels[0]
-    assert row.state is TunnelState.FAILED and "supervisor" in row.detail
-    assert state.read_record(runtime_paths, "owned") is None
+    assert row.state is TunnelState.FAILED and "engine" in row.detail
+    assert status(store, ["owned"], paths=runtime_paths).tunnels[0] == row  # kept as it was
+    assert_failure_kept(runtime_paths, "owned", ExitCode.CONNECTION)
 
 
 def test_sigterm_to_supervisor_exits_0_and_cleans_up(
@@ -267,7 +269,7 @@ def test_auth_failure_is_failed_with_one_attempt(
     outcome = up(store, ["intruder"], paths=runtime_paths).outcomes[0]
 
     assert outcome.exit_code is ExitCode.AUTH, outcome.error
-    assert state.read_record(runtime_paths, "intruder") is None
+    assert_failure_kept(runtime_paths, "intruder", ExitCode.AUTH)
     time.sleep(2 * BACKOFF_START)  # a retry, if there were one, would have begun by now
     text = own_sshd.log_path.read_bytes()[log_start:].decode("utf-8", "replace")
     assert text.count("Connection from 127.0.0.1") == 1, text
@@ -322,10 +324,12 @@ def test_status_truth_table(
         assert got.state is TunnelState.UP and not got.healthy
         assert "supervisor" in got.detail and "nothing restarts" in got.detail
 
-        # Both dead: failed once (with the reason), then down.
+        # Both dead: failed (with the reason), and kept so until down.
         write(supervisor_pid=dead, pid=dead, phase="up")
         got = status(store, ["truth"], paths=runtime_paths).tunnels[0]
-        assert got.state is TunnelState.FAILED
+        assert got.state is TunnelState.FAILED and f"pid {dead}" in got.detail
+        assert status(store, ["truth"], paths=runtime_paths).tunnels[0] == got
+        assert down(["truth"], paths=runtime_paths).outcomes[0].action is Action.CLEANED
         assert status(store, ["truth"], paths=runtime_paths).tunnels[0].state \
             is TunnelState.DOWN
         assert stand_in.poll() is None, "status signalled a process"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sshwrap.cli.render import error_text, message, rendered, table, to_text
 from sshwrap.runtime.tunnels import Action, StatusReport, TunnelsReport, TunnelStatus
 
@@ -42,6 +44,14 @@ def report_streams(report: TunnelsReport, *, as_json: bool) -> tuple[str, str]:
     return rendered(report, as_json=as_json), errors
 
 
+def _failed_when(row: TunnelStatus) -> str:
+    """A kept failure's exit code and time: it stays until up or down."""
+    if row.failure_code is None or row.failed_at is None:
+        return ""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.failed_at))
+    return f" [exit {row.failure_code}, since {when}]"
+
+
 def _forward_cell(row: TunnelStatus) -> list[str]:
     if not row.forwards:
         return [""]
@@ -63,7 +73,7 @@ def _status(value: StatusReport) -> str:
                      cells[0]])
         rows.extend(["", "", "", "", "", cell] for cell in cells[1:])
         if row.detail:
-            rows.append(["", "", "", "", "", f"note: {row.detail}"])
+            rows.append(["", "", "", "", "", f"note: {message(row.detail)}{_failed_when(row)}"])
         elif row.last_failure and row.restarts:
             rows.append(["", "", "", "", "", f"last failure: {row.last_failure}"])
     return table(["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "FORWARDS"], rows)

@@ -1,0 +1,304 @@
+"""The engine: one process per state dir runs every tunnel, each in a thread of its own, and
+the masters of shared connections, each in a thread too.
+
+It is started on demand (runtime/daemon.py) and ends once it has run nothing for
+``IDLE_EXIT`` seconds, or on ``down --all``. It knows nothing of the command line: the
+commands it serves besides its own (the express lane of ``up``) are registered by the
+composition root, ``python -m sshwrap --engine`` (sshwrap/__main__.py). A first start's
+failure is answered as data (runtime/wire.py) and raised again as itself by the asker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sshwrap.errors import ExitCode, SshwrapError
+from sshwrap.runtime import daemon
+from sshwrap.runtime.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
+from sshwrap.runtime.identity import own_identity
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.supervisor import Supervisor
+from sshwrap.runtime.wire import error_data
+
+#: With no tunnel to supervise for this long, the engine exits.
+IDLE_EXIT = 300.0
+
+
+@dataclass
+class Tunnel:
+    supervisor: Supervisor
+    thread: threading.Thread
+
+
+class Channel:
+    """One request's connection: answers go out as JSON lines, and the asker may hang up."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, frame: Mapping[str, Any]) -> None:
+        """Send one answer; OSError when the asker is gone."""
+        with self._lock:
+            self._conn.sendall(json.dumps(frame).encode() + b"\n")
+
+    def hung_up(self, timeout: float, wake_fd: int | None = None) -> bool:
+        """Wait up to ``timeout`` seconds, or until ``wake_fd`` is readable; True once the
+        asker has closed its end."""
+        import select
+
+        poller = select.poll()
+        poller.register(self._conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        ready = {fd for fd, _events in poller.poll(timeout * 1000)}
+        if self._conn.fileno() not in ready:
+            return False
+        try:
+            return self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+#: A command served with a stream of answers: the request, its channel, the engine.
+Command = Callable[[dict[str, Any], Channel, "ResidentSupervisor"], None]
+
+
+class ResidentSupervisor:
+    """Accepts requests on the socket; runs each tunnel's Supervisor in a thread of its own."""
+
+    def __init__(self, paths: StatePaths, commands: Mapping[str, Command] | None = None) -> None:
+        self.paths = paths
+        self.commands = dict(commands or {})
+        self.identity = own_identity()
+        self.tunnels: dict[str, Tunnel] = {}
+        self.lock = threading.Lock()
+        self.quit = threading.Event()
+        self.idle_since = time.monotonic()
+        self.serving = 0  # commands under way: not idle while one runs
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        sys.stderr.write(f"--- sshwrap resident supervisor {os.getpid()} {stamp}: {text}\n")
+        sys.stderr.flush()
+
+    def serve(self, listener: socket.socket) -> int:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self.quit.set()
+
+        daemon.serve_locally(self.paths.root, self.start)
+        # Shared connections' masters are supervised here too, each in a thread.
+        from sshwrap.runtime import masters, shared
+
+        shared.host_masters(self.paths.root, masters.start_hosted)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        listener.settimeout(0.5)
+        self.say("serving")
+        while not self.quit.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                with self.lock:
+                    if not self.tunnels and not self.serving \
+                            and time.monotonic() - self.idle_since >= IDLE_EXIT:
+                        self.say(f"nothing supervised for {IDLE_EXIT:g} s: exiting")
+                        break
+                continue
+            threading.Thread(target=self._handle, args=(conn,), name="request",
+                             daemon=True).start()
+        # Nobody is answered any more: refuse new askers at once (they start a new engine,
+        # once this one has let go of the lock), rather than leave them waiting.
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(self.paths).unlink()
+        self._stop_all()
+        self.say("exited")
+        return 0
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _handle(self, conn: socket.socket) -> None:
+        from sshwrap.runtime.sockets import peer_is_same_user
+
+        with conn:
+            try:
+                if not peer_is_same_user(conn):
+                    return
+                with conn.makefile("rb") as reader:
+                    line = reader.readline(MAX_REQUEST)
+                message = json.loads(line)
+                command = self.commands.get(str(message.get("op")))
+                if command is not None:
+                    self._serve(command, message, Channel(conn))
+                    return
+                answer = self._answer(message)
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except (OSError, ValueError) as error:
+                self.say(f"a request failed: {type(error).__name__}")  # never its content
+
+    def _serve(self, command: Command, message: dict[str, Any], channel: Channel) -> None:
+        with self.lock:
+            if self.quit.is_set():
+                channel.send({"exiting": True})  # the asker starts a new engine
+                return
+            self.serving += 1
+        try:
+            command(message, channel, self)
+        finally:
+            with self.lock:
+                self.serving -= 1
+                self.idle_since = time.monotonic()
+
+    def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "start":
+            return self.start(message)
+        if op == "stop":
+            return {"stopped": self.stop(str(message["name"]))}
+        if op == "quit":
+            with self.lock:
+                if message.get("only_if_idle") and self.tunnels:
+                    return {"quitting": False}
+                self.quit.set()
+            return {"quitting": True}
+        return {"error": f"unknown request {op!r}"}
+
+    def start(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Start supervising a tunnel; the first attempt's exit code (0: verified), its error
+        as data when it failed, its forwards as found when verified."""
+        from queue import Queue
+
+        from sshwrap.store import ProfileStore
+
+        name = str(message["name"])
+        with self.lock:
+            previous = self.tunnels.get(name)
+        if previous is not None:  # a stop of it is still under way: let it finish first
+            previous.supervisor.request_stop()
+            previous.thread.join(STOP_JOIN)
+            if previous.thread.is_alive():
+                return {"code": int(ExitCode.INTERNAL), "error": error_data(SshwrapError(
+                    f"{name}: its previous supervision did not end within {STOP_JOIN:g} s"))}
+        first: Queue[SshwrapError | None] = Queue(maxsize=1)
+        log = open(self.paths.log(name), "a", encoding="utf-8")  # noqa: SIM115 - the thread closes it
+        supervisor = Supervisor(
+            name, self.paths, ProfileStore(tuple(Path(d) for d in message["dirs"])),
+            first_wait=float(message["wait"]), foreground=False, secret=message.get("secret"),
+            log=log, env=dict(message["env"]), identity=self.identity,
+            share=bool(message.get("share")),
+            on_first_result=first.put)
+        thread = threading.Thread(target=self._run, args=(name, supervisor, log),
+                                  name=f"tunnel {name}", daemon=True)
+        with self.lock:
+            if self.quit.is_set():
+                log.close()
+                return {"exiting": True}
+            self.tunnels[name] = Tunnel(supervisor, thread)
+            # The client's parent-death signal follows this thread: it lives as long as the
+            # tunnel does, and stops the client before it ends.
+            thread.start()
+        error = first.get()
+        if error is not None:
+            return {"code": int(error.exit_code), "error": error_data(error)}
+        return {"code": 0, "forwards": [
+            {"type": c.forward.type, "listen": c.forward.listen, "to": c.forward.to,
+             "healthy": c.healthy, "detail": c.detail} for c in supervisor.ready_checks]}
+
+    def _run(self, name: str, supervisor: Supervisor, log: Any) -> None:
+        try:
+            code = supervisor.run(handle_signals=False)
+            self.say(f"{name}: supervision ended with status {code}")
+        except Exception as error:  # one tunnel's bug must not end the others
+            self.say(f"{name}: internal error: {type(error).__name__}: {error}")
+            _record_failure(self.paths, name, f"internal error of its supervisor: {error}")
+        finally:
+            log.close()
+            with self.lock:
+                current = self.tunnels.get(name)
+                if current is not None and current.supervisor is supervisor:
+                    del self.tunnels[name]
+                if not self.tunnels:
+                    self.idle_since = time.monotonic()
+
+    def stop(self, name: str) -> bool:
+        """Stop one tunnel (its client ends, its record goes); False if it was not ours."""
+        with self.lock:
+            tunnel = self.tunnels.get(name)
+        if tunnel is None:
+            return False
+        tunnel.supervisor.request_stop()
+        tunnel.thread.join(STOP_JOIN)
+        return not tunnel.thread.is_alive()
+
+    def _stop_all(self) -> None:
+        with self.lock:
+            tunnels = list(self.tunnels.values())
+        for tunnel in tunnels:
+            tunnel.supervisor.request_stop()
+        for tunnel in tunnels:
+            tunnel.thread.join(STOP_JOIN)
+
+
+def _record_failure(paths: StatePaths, name: str, reason: str) -> None:
+    from sshwrap.runtime import state
+
+    with contextlib.suppress(SshwrapError, OSError):
+        record = state.read_record(paths, name)
+        if record is not None:
+            state.write_record(paths, record.failed(SshwrapError(reason)))
+
+
+def _listen(paths: StatePaths) -> socket.socket:
+    path = socket_path(paths)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a dead predecessor's: we hold the lock, so nobody else serves it
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is created 0600
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(64)
+    return listener
+
+
+def main(commands: Mapping[str, Command] | None = None) -> int:
+    """Serve the state dir of ``SSHWRAP_STATE_DIR`` until idle; ``commands`` are served
+    besides the engine's own requests (registered by the composition root)."""
+    with contextlib.suppress(OSError):
+        os.umask(0o077)
+    paths = StatePaths(StatePaths.from_env().root.absolute()).ensure()
+    # Hold no caller's directory: nothing here may depend on where the first up ran.
+    os.chdir("/")
+    lock_fd = os.open(lock_path(paths), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another one serves this state dir
+    listener = _listen(paths)
+    try:
+        return ResidentSupervisor(paths, commands).serve(listener)
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(paths).unlink()
+        os.close(lock_fd)
+

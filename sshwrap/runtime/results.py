@@ -1,0 +1,192 @@
+"""The results of the runtime's use cases, which carry their exit code, and their inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sshwrap.core import syntax
+from sshwrap.core.model import Profile
+from sshwrap.errors import ExitCode, InvalidInput, Problem, SshwrapError
+from sshwrap.runtime.state import ExpectedForward
+from sshwrap.runtime.verify import ForwardCheck
+from sshwrap.store import ProfileStore
+
+DEFAULT_WAIT = 15.0
+#: The longest --wait taken: a day (beyond it a deadline is no deadline).
+MAX_WAIT = 86400.0
+STOP_TIMEOUT = 5.0
+#: Another ``up`` of the same name may hold the lock for its whole --wait; wait a bit longer.
+LOCK_GRACE = 30.0
+MAX_PARALLEL = 32
+
+#: The most severe failure decides the exit code of a command over several tunnels.
+SEVERITY = (
+    ExitCode.INTERNAL, ExitCode.BAD_INPUT, ExitCode.MISSING_BINARY, ExitCode.AUTH,
+    ExitCode.STATE, ExitCode.CONNECTION, ExitCode.FORWARDING, ExitCode.NOT_READY,
+    ExitCode.UNHEALTHY, ExitCode.OK,
+)
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def most_severe(codes: Iterable[ExitCode]) -> ExitCode:
+    return min(codes, key=SEVERITY.index, default=ExitCode.OK)
+
+
+class Action(StrEnum):
+    STARTED = "started"
+    ALREADY_UP = "already-up"
+    CHANGED = "changed"  # running, but from an older version of the profile
+    FAILED = "failed"
+    STOPPED = "stopped"
+    NOT_RUNNING = "not-running"
+    CLEANED = "cleaned"  # a stale record was removed; its process was gone already
+
+
+class TunnelState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    STARTING = "starting"
+    FAILED = "failed"
+    RECONNECTING = "reconnecting"
+
+
+@dataclass(frozen=True)
+class ForwardStatus:
+    type: str
+    listen: str
+    to: str | None
+    healthy: bool
+    detail: str
+
+    @classmethod
+    def from_check(cls, check: ForwardCheck) -> ForwardStatus:
+        f = check.forward
+        return cls(f.type, f.listen, f.to, check.healthy, check.detail)
+
+    @classmethod
+    def idle(cls, forward: ExpectedForward, detail: str = "not running") -> ForwardStatus:
+        return cls(forward.type, forward.listen, forward.to, False, detail)
+
+
+@dataclass(frozen=True)
+class TunnelOutcome:
+    """What one command did to one tunnel."""
+
+    name: str
+    action: Action
+    pid: int | None = None
+    forwards: tuple[ForwardStatus, ...] = ()
+    message: str = ""
+    error: SshwrapError | None = field(default=None, compare=False)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.error.exit_code if self.error is not None else ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "action": self.action.value, "pid": self.pid,
+            "forwards": [asdict(f) for f in self.forwards], "message": self.message,
+            "error": self.error.message if self.error is not None else None,
+            "hint": self.error.hint if self.error is not None else None,
+            "exit_code": int(self.exit_code),
+        }
+
+
+@dataclass(frozen=True)
+class TunnelsReport:
+    """The outcome of up, down or restart over one or more tunnels."""
+
+    command: str
+    outcomes: tuple[TunnelOutcome, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return most_severe(o.exit_code for o in self.outcomes)
+
+    def to_json(self) -> object:
+        return [o.to_json() for o in self.outcomes]
+
+
+UpReport = TunnelsReport
+DownReport = TunnelsReport
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    name: str
+    state: TunnelState
+    pid: int | None
+    uptime: float | None
+    restarts: int
+    healthy: bool
+    forwards: tuple[ForwardStatus, ...]
+    changed: bool = False  # running from an older version of the profile
+    detail: str = ""
+    last_failure: str | None = None
+    supervisor_pid: int | None = None
+    next_retry: float | None = None  # epoch seconds, while reconnecting
+    shared: bool = False  # on a shared connection: pid is the master's (runtime/shared.py)
+    #: Of a failed tunnel (kept until up or down): the exit code up gave or would give, and
+    #: when it failed (epoch seconds).
+    failure_code: int | None = None
+    failed_at: float | None = None
+    mode: str = ""  # how it runs (state.Mode), when it has a record
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    tunnels: tuple[TunnelStatus, ...]
+    exit_code: ExitCode
+
+    def to_json(self) -> object:
+        return [asdict(row) for row in self.tunnels]
+
+
+# -- selecting profiles -------------------------------------------------------------------
+
+
+def check_wait(wait: float) -> float:
+    """``--wait`` as given, if it is a usable number of seconds; InvalidInput if not."""
+    if not math.isfinite(wait) or wait <= 0 or wait > MAX_WAIT:
+        raise InvalidInput(Problem(f"must be a number of seconds above 0 and at most "
+                                   f"{MAX_WAIT:g}, not {wait!r}", key="--wait"))
+    return wait
+
+
+def select_profiles(store: ProfileStore, names: Sequence[str], *, all_profiles: bool = False,
+                    tag: str | None = None) -> list[Profile]:
+    """The profiles a command acts on; InvalidInput (nothing done) if any is missing or bad."""
+    if not names and not all_profiles and tag is None:
+        raise InvalidInput("name at least one profile, or pass --all or --tag TAG")
+    if names:
+        return store.load_many(dict.fromkeys(names))
+    profiles, problems = store.load_all()
+    if problems:
+        raise InvalidInput(problems, hint="fix or remove these profiles, or name the ones to use")
+    if tag is not None:
+        profiles = [p for p in profiles if tag in p.tags]
+        if not profiles:
+            raise InvalidInput(f"--tag: no profile has the tag {tag!r}")
+    return profiles
+
+
+def check_names(names: Iterable[str]) -> list[str]:
+    bad = [n for n in names if not syntax.PROFILE_NAME_RE.fullmatch(n)]
+    if bad:
+        raise InvalidInput([Problem(f"{n!r} is not a tunnel name", key="NAME") for n in bad])
+    return list(dict.fromkeys(names))
+
+
+def parallel(items: Sequence[Any], work: Callable[[Any], TunnelOutcome]) -> list[TunnelOutcome]:
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
+        return list(pool.map(work, items))

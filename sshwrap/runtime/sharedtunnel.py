@@ -1,0 +1,220 @@
+"""A tunnel on a shared connection: its forwards added to the master, watched, taken off."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from sshwrap.core.model import Client, Profile, RestartPolicy
+from sshwrap.errors import ConnectionFailed, ForwardingFailed, NotReady, SshwrapError
+from sshwrap.runtime import sockets, state, unixsock
+from sshwrap.runtime.identity import Identity
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.shared import (
+    POLL_INTERVAL,
+    STOPPING,
+    VERIFY_WAIT,
+    WATCH_INTERVAL,
+    cancel_forwards,
+    connection_key,
+    control_path,
+    ensure_master,
+    forward_args,
+    master_name,
+    master_paths,
+    mux,
+    release,
+    users,
+)
+from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord
+from sshwrap.runtime.verify import ForwardCheck, check_forwards
+
+
+class Host(Protocol):
+    """What a shared tunnel needs of the supervisor that runs it (runtime/supervisor.py)."""
+
+    name: str
+    paths: StatePaths
+    record: TunnelRecord | None
+    first_wait: float
+    foreground: bool
+    on_stop: Callable[[], None] | None
+    mode: Mode
+    rng: random.Random
+
+    def _update(self, **changes: object) -> None: ...
+    def say(self, text: str) -> None: ...
+    def report_first(self, error: SshwrapError | None) -> None: ...
+    def sleep(self, seconds: float) -> None: ...
+    def _identity(self) -> Identity: ...
+    @property
+    def secret(self) -> str | None: ...
+
+
+
+def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
+                 master_pid: int) -> None:
+    """``-O forward`` each forward; the first refusal raises the error that explains it."""
+    unixsock.clear_stale_paths(f.path for f in forwards if f.type == "local")
+    for forward in forwards:
+        result = mux(control, "forward", forward_args(forward))
+        if result.returncode == 0:
+            continue
+        from sshwrap.runtime.verify import port_taken_error, refused_error
+
+        if forward.type == "remote":
+            raise refused_error(name, ForwardCheck(forward, False, "", refused=True))
+        check = check_forwards([forward], master_pid, sockets.listening_sockets(), None)[0]
+        if check.holder is not None or check.blocked:
+            raise port_taken_error(name, check)
+        why = result.stderr.strip().splitlines()[-1:] or ["no reason given"]
+        raise ForwardingFailed(f"{name}: the shared connection did not add {forward.type} "
+                               f"forward {forward.listen}: {why[0]}")
+
+
+def verify_forwards(name: str, forwards: Sequence[ExpectedForward], master_pid: int) -> None:
+    """Every local and dynamic listener exists and belongs to the master (remote forwards
+    were confirmed by ``-O forward``'s exit status: the master waits for the server)."""
+    from sshwrap.runtime.verify import ListenerView, port_taken_error
+
+    deadline = time.monotonic() + VERIFY_WAIT
+    while True:
+        # sock_diag and the master's own sockets; a scan of every process only when one is
+        # not found healthy (fifty tunnels joining a master would otherwise scan fifty times)
+        checks = ListenerView().check(forwards, master_pid)
+        bad = [c for c in checks if not c.healthy]
+        if not bad:
+            return
+        if bad[0].holder is not None:
+            raise port_taken_error(name, bad[0])
+        if time.monotonic() >= deadline:
+            raise ForwardingFailed(f"{name}: {bad[0].forward.listen}: {bad[0].detail} after "
+                                   "it was added to the shared connection")
+        time.sleep(POLL_INTERVAL)
+
+
+def conflicting_user(paths: StatePaths, name: str, key: str,
+                     forwards: Sequence[ExpectedForward]) -> tuple[str, str] | None:
+    """Another tunnel on the same master with a forward on the same address: the master
+    would accept the duplicate silently, and that tunnel's ``down`` would cut this one."""
+    mine = {(f.type == "remote", f.listen) for f in forwards}
+    for other in users(paths, key, besides=name):
+        record = state.read_record(paths, other)
+        for forward in record.forwards if record is not None else ():
+            if (forward.type == "remote", forward.listen) in mine:
+                return other, forward.listen
+    return None
+
+
+class SharedTunnel:
+    """The tunnel half of a supervisor whose forwards ride on a shared master."""
+
+    def __init__(self, supervisor: Host, profile: Profile, digest: str,
+                 forwards: tuple[ExpectedForward, ...]) -> None:
+        self.sup = supervisor
+        self.profile = profile
+        self.digest = digest
+        self.forwards = forwards
+        self.key = connection_key(profile)
+        self.paths = supervisor.paths
+        self.name = supervisor.name
+        #: True while this tunnel's forwards may be on the master (from the first -O forward).
+        self.added = False
+
+    def release(self) -> None:
+        """On stop: off the master (its forwards cancelled; the master stopped if last)."""
+        if self.sup.record is not None:
+            with contextlib.suppress(SshwrapError):
+                self.sup._update(phase=STOPPING)
+                release(self.paths, self.sup.record, cancel=self.added)
+
+    def run(self) -> int:
+        """Attach to the master and keep the forwards on it, by the restart policy; a failure
+        for good is raised (the supervisor records it)."""
+        from sshwrap.runtime.restart import (
+            RESTART_READY_WAIT,
+            backoff_delay,
+            first_hop,
+            is_fatal,
+            wait_for_path,
+        )
+
+        sup = self.sup
+        pid, create_time, own_argv = sup._identity()
+        sup.record = TunnelRecord(
+            name=self.name, pid=0, create_time=0.0, argv=(), profile_hash=self.digest,
+            client=Client.SSH.value, started_at=time.time(), forwards=self.forwards,
+            log_path=str(self.paths.log(self.name)), supervisor_pid=pid,
+            supervisor_create_time=create_time, supervisor_argv=own_argv, shared=self.key,
+            mode=sup.mode.value)
+        sup.on_stop = self.release
+        sup._update(phase="starting")  # registered: the master's supervisor counts it
+        failures = restarts = 0
+        first = True
+        while True:
+            try:
+                master = self._attach(first, sup.first_wait if first else RESTART_READY_WAIT)
+            except SshwrapError as error:
+                if (first and not sup.foreground) or is_fatal(error):
+                    self.release()
+                    raise
+                failures += 1
+                restarts += 1
+                delay = backoff_delay(failures, sup.rng)
+                sup._update(phase="reconnecting", verified=False, last_failure=error.message,
+                            failure_hint=error.hint, failure_code=int(error.exit_code),
+                            next_retry=time.time() + delay, restarts=restarts)
+                sup.say(f"reconnecting in {delay:.1f} s: {error.message}")
+                wait_for_path(first_hop(self.profile), delay, sleep=sup.sleep)
+                continue
+            first = False
+            sup._update(pid=master.pid, create_time=master.create_time, argv=master.argv,
+                        started_at=time.time(), phase="up", verified=True, next_retry=None)
+            sup.say(f"up on the shared connection (master pid {master.pid})")
+            sup.report_first(None)
+            while state.live_process(master) is not None:
+                sup.sleep(WATCH_INTERVAL)
+            reason = f"the shared connection (master pid {master.pid}) ended"
+            sup.say(reason)
+            if self.profile.restart is RestartPolicy.NO:
+                self.release()
+                raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
+            restarts += 1
+            # No backoff here: the master's supervisor paces the restarts of the master.
+            sup._update(phase="reconnecting", verified=False, last_failure=reason,
+                        restarts=restarts)
+
+    def _attach(self, first: bool, wait: float) -> TunnelRecord:
+        """The master up (started if need be), this tunnel's forwards added and verified."""
+        if first:
+            clash = conflicting_user(self.paths, self.name, self.key, self.forwards)
+            if clash is not None:
+                raise ForwardingFailed(
+                    f"{self.name}: {clash[1]} is already forwarded by tunnel {clash[0]} on the "
+                    "same shared connection", hint="choose another listen address or port")
+        try:
+            master = ensure_master(self.paths, self.profile, self.key, wait=wait,
+                                   secret=self.sup.secret)
+        except NotReady:  # in the words of a tunnel of its own: what is missing, last words
+            from sshwrap.runtime.verify import LogReader, not_ready_error
+
+            missing = [ForwardCheck(f, False, "waiting for the server" if f.type == "remote"
+                                    else "not listening") for f in self.forwards]
+            log = master_paths(self.paths).log(master_name(self.key))
+            raise not_ready_error(self.name, wait, missing, LogReader(log, 0).read()) \
+                from None
+        control = control_path(self.paths, self.key)
+        self.added = True
+        try:
+            add_forwards(self.name, control, self.forwards, master.pid)
+            verify_forwards(self.name, self.forwards, master.pid)
+        except SshwrapError:
+            cancel_forwards(control, self.forwards)
+            self.added = False
+            raise
+        return master
+

@@ -1,0 +1,143 @@
+"""The house shows the design: no import cycle in sshwrap/, no upward import, small modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "sshwrap"
+#: Being moved to sshwrap/core/diagnose/ and reworked elsewhere: judged once they land.
+MOVING = frozenset({"sshwrap.runtime.check", "sshwrap.runtime.diagnose",
+                    "sshwrap.runtime.probes"})
+#: Layers that must never import the ones named: what lies above them.
+FORBIDDEN = {
+    "sshwrap.runtime": ("sshwrap.cli", "sshwrap.usecases"),
+    "sshwrap.core": ("sshwrap.runtime", "sshwrap.cli", "sshwrap.usecases"),
+}
+MAX_LINES = 400
+
+
+def _modules(root: Path = PACKAGE) -> dict[str, Path]:
+    found = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the sshwrap modules it imports anywhere in it: at the top, in a function, or
+    for type checking only (a cycle through those is still a cycle of the design)."""
+    modules = _modules(root)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parent, base] if base else parent)
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            for target in targets:
+                known = target
+                while known and known not in modules:
+                    known = known.rpartition(".")[0]
+                if known and known != name:
+                    graph[name].add(known)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted(
+        (module, target) for module, targets in graph.items() if module not in MOVING
+        for layer, above in FORBIDDEN.items()
+        if module == layer or module.startswith(layer + ".")
+        for target in targets if any(target == a or target.startswith(a + ".") for a in above))
+
+
+def test_no_import_cycle_anywhere_in_sshwrap() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_no_upward_import() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_runtime_modules_are_small() -> None:
+    big = {name: n for name, path in _modules().items()
+           if name.startswith("sshwrap.runtime") and name not in MOVING
+           and (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert big == {}
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"a.py": "from pkg import b\n", "b.py": "def f():\n    from pkg.c import x\n",
+      "c.py": "x = 1\nfrom pkg import a\n"}, [["pkg.a", "pkg.b", "pkg.c"]]),
+    ({"a.py": "from . import b\n", "b.py": "x = 1\n"}, []),
+    ({"a.py": "from .b import y\n", "b.py": "from .a import z\n"}, [["pkg.a", "pkg.b"]]),
+])
+def test_the_cycle_finder_finds_cycles(tmp_path: Path, files: dict[str, str],
+                                       expected: list[list[str]]) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (package / name).write_text(text)
+    assert cycles(import_graph(package)) == expected
+
+
+def test_an_upward_import_is_found(tmp_path: Path) -> None:
+    graph = {"sshwrap.runtime.x": {"sshwrap.cli.render", "sshwrap.errors"},
+             "sshwrap.core.y": {"sshwrap.runtime.state"}, "sshwrap.cli.z": {"sshwrap.runtime.x"}}
+    assert upward_imports(graph) == [("sshwrap.core.y", "sshwrap.runtime.state"),
+                                     ("sshwrap.runtime.x", "sshwrap.cli.render")]
