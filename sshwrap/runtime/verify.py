@@ -104,7 +104,17 @@ def port_taken_error(name: str, check: ForwardCheck) -> ForwardingFailed:
         hint=hint)
 
 
-def refused_error(name: str, check: ForwardCheck) -> ForwardingFailed:
+def refused_error(name: str, check: ForwardCheck, log_text: str = "",
+                  profile: Profile | None = None) -> SshwrapError:
+    """A refused remote forward: busy or forbidden as the client's log tells (sshd says which),
+    or both named when there is no log to read (a shared connection's ``-O forward``)."""
+    if profile is not None and log_text:
+        from sshwrap.core.diagnose import FailureKind, diagnose_log
+
+        diagnosis = diagnose_log(log_text, profile)
+        if diagnosis is not None and diagnosis.kind in (FailureKind.REMOTE_PORT_BUSY,
+                                                        FailureKind.REMOTE_FORWARD_FORBIDDEN):
+            return diagnosis.error()
     fwd = check.forward
     return ForwardingFailed(
         f"{name}: the server refused remote forward {fwd.listen} -> {fwd.to}",
@@ -292,7 +302,7 @@ def wait_ready(
                 if check.holder is not None:
                     raise port_taken_error(name, check)
                 if check.refused:
-                    raise refused_error(name, check)
+                    raise refused_error(name, check, log_text, profile)
             if exited:
                 for check in checks:
                     if check.blocked:
