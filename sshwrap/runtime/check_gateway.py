@@ -11,7 +11,7 @@ from pathlib import Path
 from sshwrap.core.diagnose import Diagnosis, Segment, diagnose_log, unknown_failure
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import SshwrapError
-from sshwrap.runtime.check import (
+from sshwrap.runtime.check_steps import (
     CLIENT,
     GATEWAY,
     SERVER_POLICY,

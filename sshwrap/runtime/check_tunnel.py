@@ -22,7 +22,8 @@ from sshwrap.core.diagnose import (
     reached_address,
 )
 from sshwrap.core.model import Forward, ForwardType, Probe, Profile, TcpAddress, UnixAddress
-from sshwrap.runtime.check import (
+from sshwrap.runtime.check_gateway import diagnosis_segment
+from sshwrap.runtime.check_steps import (
     CLIENT,
     SERVER_SIDE,
     CheckStep,
@@ -30,7 +31,6 @@ from sshwrap.runtime.check import (
     passed,
     skipped,
 )
-from sshwrap.runtime.check_gateway import diagnosis_segment
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.state import TunnelRecord
 
@@ -80,9 +80,17 @@ def _not_running(profile: Profile, record: TunnelRecord) -> CheckStep:
         state = "reconnecting" if record.phase == "reconnecting" else record.phase
         detail = f"not running now ({state})" + (f": {reason}" if reason else "")
         return failed(name, detail, hint or f"see 'sshwrap logs {profile.name}'", segment)
-    detail = (f"not running: its last start failed: {reason}" if reason
+    when = f" ({_stamp(record.failed_at)})" if record.failed_at is not None else ""
+    detail = (f"not running: its last start{when} failed: {reason}" if reason
               else "not running: its client has ended")
     return failed(name, detail, hint or f"start it: sshwrap up {profile.name}", segment)
+
+
+def _stamp(when: float) -> str:
+    """A time as the log's start markers write it."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))
 
 
 #: What keeps a client from starting; a refused channel or a closed session does not.

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "sshwrap"
-#: Being moved to sshwrap/core/diagnose/ and reworked elsewhere: judged once they land.
-MOVING = frozenset({"sshwrap.runtime.check", "sshwrap.runtime.diagnose",
-                    "sshwrap.runtime.probes"})
 #: Layers that must never import the ones named: what lies above them.
 FORBIDDEN = {
     "sshwrap.runtime": ("sshwrap.cli", "sshwrap.usecases"),
@@ -99,7 +96,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     return sorted(
-        (module, target) for module, targets in graph.items() if module not in MOVING
+        (module, target) for module, targets in graph.items()
         for layer, above in FORBIDDEN.items()
         if module == layer or module.startswith(layer + ".")
         for target in targets if any(target == a or target.startswith(a + ".") for a in above))
@@ -115,7 +112,7 @@ def test_no_upward_import() -> None:
 
 def test_runtime_modules_are_small() -> None:
     big = {name: n for name, path in _modules().items()
-           if name.startswith("sshwrap.runtime") and name not in MOVING
+           if name.startswith("sshwrap.runtime")
            and (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert big == {}
 

@@ -46,8 +46,8 @@ def check(
     fails, 2 for an unknown profile)."""
     from sshwrap.cli.commands.auth import terminal_asker
     from sshwrap.cli.render import diagnostics as _render  # noqa: F401
-    from sshwrap.runtime.check import run_check
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases.check import run_check
 
     report = run_check(ProfileStore.from_option(profiles), name,
                        ask_secret=terminal_asker(password=ask_password,

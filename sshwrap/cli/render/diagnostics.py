@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sshwrap.cli.render import message, table, to_text
-from sshwrap.runtime.check import CheckReport, CheckStep, StepStatus
+from sshwrap.runtime.check_steps import CheckReport, StepStatus
 from sshwrap.runtime.ports import PortsReport
 
 _MARK = {StepStatus.PASS: "pass", StepStatus.FAIL: "FAIL", StepStatus.SKIP: "skip"}
@@ -28,34 +26,15 @@ def _ports(value: PortsReport) -> str:
     return text
 
 
-def step_fields(step: CheckStep) -> dict[str, Any]:
-    """One step as both renderings see it: the JSON object, and the text line's parts."""
-    return {"name": step.name, "segment": step.segment, "status": step.status.value,
-            "ok": step.ok, "detail": step.detail, "hint": step.hint}
-
-
-def _summary(value: CheckReport) -> str:
-    failed = [step for step in value.steps if not step.ok]
-    if not failed:
-        return f"{value.name}: all steps passed"
-    segments = ", ".join(dict.fromkeys(step.segment for step in failed))
-    return f"{value.name}: {len(failed)} step(s) failed ({segments})"
-
-
-def check_json(value: CheckReport) -> dict[str, Any]:
-    return {"name": value.name, "ok": value.ok, "summary": _summary(value),
-            "steps": [step_fields(step) for step in value.steps]}
-
-
 @to_text.register
 def _check(value: CheckReport) -> str:
     lines = [f"check {value.name}"]
     width = max((len(step.segment) for step in value.steps), default=0)
-    for fields in (step_fields(step) for step in value.steps):
+    for fields in (step.fields() for step in value.steps):
         mark = _MARK[StepStatus(fields["status"])]
         lines.append(f"  {mark}  {fields['segment']:<{width}}  {fields['name']}: "
                      f"{message(fields['detail'])}")
         if fields["hint"] and not fields["ok"]:
             lines.append(f"  {'':4}  {'':<{width}}  hint: {message(fields['hint'])}")
-    lines.append(_summary(value))
+    lines.append(value.summary)
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sshwrap.core.diagnose import patterns as p
+import sshwrap.core.diagnose.patterns as p
 from sshwrap.core.diagnose.model import (
     Context,
     Diagnosis,

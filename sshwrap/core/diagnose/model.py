@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sshwrap.core.diagnose import patterns as p
+import sshwrap.core.diagnose.patterns as p
 from sshwrap.core.model import Profile
 from sshwrap.errors import AuthFailed, ConnectionFailed, ForwardingFailed, SshwrapError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sshwrap.core.diagnose import patterns as p
+import sshwrap.core.diagnose.patterns as p
 from sshwrap.core.diagnose.forwards import rule_open_failed, rule_port_taken, rule_remote_refused
 from sshwrap.core.diagnose.model import (
     Context,

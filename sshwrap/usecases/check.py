@@ -4,76 +4,23 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput
+from sshwrap.runtime.check_steps import (
+    GATEWAY,
+    CheckReport,
+    CheckStep,
+    failed,
+    passed,
+    skipped,
+)
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.store import ProfileStore
 
 if TYPE_CHECKING:
     from sshwrap.runtime.auth import AskSecret
-
-
-class StepStatus(StrEnum):
-    PASS = "pass"  # noqa: S105 - a step status, not a secret
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-#: Where along the path a step looks (the guides' words): this machine, a jump host ("hop N"),
-#: the tunnel host, what lies behind it, and the tunnel host's forwarding rules.
-CLIENT = "client"
-GATEWAY = "gateway"
-SERVER_SIDE = "server side"
-SERVER_POLICY = "server policy"
-
-
-def hop_segment(index: int) -> str:
-    """The segment of jump host ``index`` (1-based)."""
-    return f"hop {index}"
-
-
-@dataclass(frozen=True)
-class CheckStep:
-    name: str
-    status: StepStatus
-    detail: str
-    hint: str = ""
-    segment: str = CLIENT
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not StepStatus.FAIL
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    name: str
-    steps: tuple[CheckStep, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(step.ok for step in self.steps)
-
-    def to_json(self) -> object:
-        from sshwrap.cli.render.diagnostics import check_json
-
-        return check_json(self)
-
-
-def passed(name: str, detail: str, segment: str = CLIENT) -> CheckStep:
-    return CheckStep(name, StepStatus.PASS, detail, "", segment)
-
-
-def failed(name: str, detail: str, hint: str, segment: str = CLIENT) -> CheckStep:
-    return CheckStep(name, StepStatus.FAIL, detail, hint, segment)
-
-
-def skipped(name: str, detail: str, segment: str = CLIENT) -> CheckStep:
-    return CheckStep(name, StepStatus.SKIP, detail, "", segment)
 
 
 def _secret_step(profile: Profile, ask: AskSecret | None,
