@@ -56,18 +56,30 @@ class Host(Protocol):
 
 
 
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
 def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
-                 master_pid: int) -> None:
-    """``-O forward`` each forward; the first refusal raises the error that explains it."""
+                 master_pid: int, *, profile: Profile | None = None,
+                 master_log: Path | None = None) -> None:
+    """``-O forward`` each forward; the first refusal raises the error that explains it (for a
+    remote forward, from what the master's log says of it, as a tunnel of its own would)."""
     unixsock.clear_stale_paths(f.path for f in forwards if f.type == "local")
     for forward in forwards:
+        offset = _size(master_log)
         result = mux(control, "forward", forward_args(forward))
         if result.returncode == 0:
             continue
-        from sshwrap.runtime.verify import port_taken_error, refused_error
+        from sshwrap.runtime.verify import LogReader, port_taken_error, refused_error
 
         if forward.type == "remote":
-            raise refused_error(name, ForwardCheck(forward, False, "", refused=True))
+            said = LogReader(master_log, offset).read() if master_log is not None else ""
+            raise refused_error(name, ForwardCheck(forward, False, "", refused=True),
+                                said, profile)
         check = check_forwards([forward], master_pid, sockets.listening_sockets(), None)[0]
         if check.holder is not None or check.blocked:
             raise port_taken_error(name, check)
@@ -210,7 +222,8 @@ class SharedTunnel:
         control = control_path(self.paths, self.key)
         self.added = True
         try:
-            add_forwards(self.name, control, self.forwards, master.pid)
+            add_forwards(self.name, control, self.forwards, master.pid, profile=self.profile,
+                         master_log=master_paths(self.paths).log(master_name(self.key)))
             verify_forwards(self.name, self.forwards, master.pid)
         except SshwrapError:
             cancel_forwards(control, self.forwards)

@@ -173,7 +173,7 @@ class Supervisor:
         """Start the client, with the secret (if any) served through sshwrap's askpass helper
         and a pinned host key in place; the same starter serves every restart."""
         self._check_stop()
-        unixsock.clear_stale_listeners(profile, self.say)  # a dead client's socket file
+        unixsock.clear_stale_listeners(profile)  # a dead client's socket file; never a file
         if self._starter is None:
             self._starter = ClientStarter(profile, self._secret, self.paths.root,
                                           base_env=self.env)

@@ -7,7 +7,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from sshwrap.core.model import ForwardType, Profile, UnixAddress
@@ -81,28 +81,15 @@ def clear_stale_socket(path: Path) -> bool:
     return False
 
 
-def clear_stale_paths(paths: Iterable[str | None],
-                      report: Callable[[str], object] | None = None) -> None:
-    """``clear_stale_socket`` for each listen path given (None entries are TCP listeners).
-
-    Without ``report`` the first path that cannot be freed raises ForwardingFailed. With it
-    (a supervisor, which retries a failed start), the reason is reported and the path left
-    as it is: the client's own bind then fails and takes the supervisor's failure path.
-    """
+def clear_stale_paths(paths: Iterable[str | None]) -> None:
+    """``clear_stale_socket`` for each listen path given (None entries are TCP listeners); the
+    first path that cannot be freed raises ForwardingFailed, before any client starts."""
     for path in paths:
-        if not path:
-            continue
-        try:
+        if path:
             clear_stale_socket(Path(path).expanduser())
-        except ForwardingFailed as error:
-            if report is None:
-                raise
-            report(error.message)
 
 
-def clear_stale_listeners(profile: Profile,
-                          report: Callable[[str], object] | None = None) -> None:
+def clear_stale_listeners(profile: Profile) -> None:
     """Before a client of ``profile`` starts: every local forward's unix listen path free."""
-    clear_stale_paths((f.listen.path for f in profile.forwards
-                       if f.type is ForwardType.LOCAL and isinstance(f.listen, UnixAddress)),
-                      report)
+    clear_stale_paths(f.listen.path for f in profile.forwards
+                       if f.type is ForwardType.LOCAL and isinstance(f.listen, UnixAddress))

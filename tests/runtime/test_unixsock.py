@@ -169,7 +169,10 @@ def test_up_alone_binds_over_a_stale_socket_and_never_over_a_file(
     refused = up(store, ["onfile"], paths=runtime_paths).outcomes[0]
     assert isinstance(refused.error, ForwardingFailed), refused.error
     assert "is a regular file" in str(refused.error)
-    assert kept.read_text() == "keep me\n" and state.read_record(runtime_paths, "onfile") is None
+    assert kept.read_text() == "keep me\n"
+    kept_failure = state.read_record(runtime_paths, "onfile")  # failures are state
+    assert kept_failure is not None and kept_failure.phase == "failed"
+    assert kept_failure.pid == 0 and "is a regular file" in (kept_failure.last_failure or "")
 
 
 @pytest.mark.sshd
@@ -183,10 +186,11 @@ def test_a_supervised_tunnel_never_binds_over_a_file_and_says_why(
                                "to": f"127.0.0.1:{banner_server.port}"}])
     refused = up(store, ["supfile"], paths=runtime_paths).outcomes[0]
     assert isinstance(refused.error, ForwardingFailed), refused.error
-    assert refused.error.exit_code == 5 and "Address already in use" in str(refused.error)
+    assert refused.error.exit_code == 5
+    assert f"unix socket {kept}: the path exists and is a regular file" in str(refused.error)
     assert kept.read_text() == "keep me\n"
-    assert f"unix socket {kept}: the path exists and is a regular file" in \
-        runtime_paths.log("supfile").read_text()
+    record = state.read_record(runtime_paths, "supfile")
+    assert record is not None and record.phase == "failed" and record.failure_code == 5
 
 
 @pytest.mark.sshd

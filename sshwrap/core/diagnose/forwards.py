@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 import sshwrap.core.diagnose.patterns as p
+from sshwrap.core.binds import HostFacts, expand_forward
 from sshwrap.core.diagnose.model import (
     Context,
     Diagnosis,
@@ -205,6 +206,8 @@ def rule_remote_refused(ctx: Context) -> Diagnosis | None:
         hop = ctx.hops[-1]
         forward = _remote_forward(ctx.profile, listen)
         what = forward.describe() if forward else f"the remote forward on {listen}"
+        if forward is not None:  # as ssh asks for it, whichever way the log gave it
+            listen = expand_forward(forward, HostFacts())[0].listen.render()
         details = {"listen": listen, "forward": what}
         said = _server_says(ctx.lines, i)
         if said is None:
