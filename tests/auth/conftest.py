@@ -47,13 +47,6 @@ def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Passwo
         subprocess.run(["userdel", user], check=False)
 
 
-@pytest.fixture(autouse=True)
-def _private_state(state_dir: Path) -> Path:
-    """Every test here runs its tunnels in a state dir of its own: the engine a test starts
-    is shut down after it, and a failure it keeps stays there."""
-    return state_dir
-
-
 @pytest.fixture
 def stop_all(state_dir: Path, profiles_dir: Path) -> Iterator[None]:
     """Stops every tunnel the test started."""
