@@ -9,7 +9,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sshwrap.core import syntax
+from sshwrap.core.hooks import parse_hooks
 from sshwrap.core.model import (
+    HOOK_STATES,
     Address,
     AuthMethod,
     Client,
@@ -34,8 +36,9 @@ T = TypeVar("T")
 PROFILE_KEYS = (
     "host", "user", "port", "identity_file", "description", "tags", "jump", "ssh_config_file",
     "client", "compression", "keepalive", "restart", "host_key", "auth", "password_env",
-    "share_connection", "options", "forward",
+    "share_connection", "options", "hooks", "forward",
 )
+
 FORWARD_KEYS = ("type", "listen", "to", "probe", "public", "probe_target")
 
 class _Collector:
@@ -326,6 +329,7 @@ _KEY_PARSERS: tuple[tuple[str, Callable[[_Collector, object], Any]], ...] = (
     ("host_key", _parse_host_key),
     ("password_env", _parse_password_env),
     ("options", _parse_options),
+    ("hooks", parse_hooks),
 )
 
 
@@ -414,5 +418,11 @@ def profile_to_mapping(profile: Profile) -> dict[str, Any]:
         out["host_key"] = profile.host_key.render()
     if profile.options:
         out["options"] = dict(profile.options)
+    if profile.hooks != defaults.hooks:
+        hooks = profile.hooks
+        out["hooks"] = {f"on_{s}": list(hooks.for_state(s)) for s in HOOK_STATES
+                        if hooks.for_state(s)}
+        if hooks.timeout != defaults.hooks.timeout:
+            out["hooks"]["timeout"] = hooks.timeout
     out["forward"] = [_forward_to_mapping(fwd) for fwd in profile.forwards]
     return out
