@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sshwrap.core.model import HOOK_STATES, Hooks
+from sshwrap.core.model import DEFAULT_HOOK_TIMEOUT, HOOK_STATES, Hooks
 from sshwrap.textsafe import shown
 
 
@@ -65,3 +65,13 @@ def parse_hooks(c: _Collector, value: object) -> Hooks | None:
         else:
             fields["timeout"] = timeout
     return Hooks(**{k: v for k, v in fields.items() if v is not None})
+
+
+def hooks_to_mapping(hooks: Hooks) -> dict[str, Any]:
+    """The ``[hooks]`` table for ``hooks``: only the states that have one, and a timeout
+    other than the default."""
+    out: dict[str, Any] = {f"on_{s}": list(hooks.for_state(s)) for s in HOOK_STATES
+                           if hooks.for_state(s)}
+    if hooks.timeout != DEFAULT_HOOK_TIMEOUT:
+        out["timeout"] = hooks.timeout
+    return out

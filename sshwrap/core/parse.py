@@ -9,9 +9,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sshwrap.core import syntax
-from sshwrap.core.hooks import parse_hooks
+from sshwrap.core.hooks import hooks_to_mapping, parse_hooks
 from sshwrap.core.model import (
-    HOOK_STATES,
     Address,
     AuthMethod,
     Client,
@@ -419,10 +418,6 @@ def profile_to_mapping(profile: Profile) -> dict[str, Any]:
     if profile.options:
         out["options"] = dict(profile.options)
     if profile.hooks != defaults.hooks:
-        hooks = profile.hooks
-        out["hooks"] = {f"on_{s}": list(hooks.for_state(s)) for s in HOOK_STATES
-                        if hooks.for_state(s)}
-        if hooks.timeout != defaults.hooks.timeout:
-            out["hooks"]["timeout"] = hooks.timeout
+        out["hooks"] = hooks_to_mapping(profile.hooks)
     out["forward"] = [_forward_to_mapping(fwd) for fwd in profile.forwards]
     return out
