@@ -142,6 +142,9 @@ class ResidentSupervisor:
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.paths).unlink()
         self._stop_all()
+        from sshwrap.runtime import hooks
+
+        hooks.drain()  # the tunnels' on_down hooks, bounded: none outlives us unwatched
         self._end_followers()
         self.say("exited")
         return 0

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sshwrap.core.model import Profile
 from sshwrap.textsafe import escaped
@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 
 #: One line of a hook's output is cut here in the log.
 MAX_LINE = 4096
+#: How long an exiting engine lets running hooks finish before it kills them.
+DRAIN = 5.0
+
+#: The hooks running in this process: an exiting engine ends them rather than leave them
+#: running with nobody to enforce their timeout.
+_running: dict[threading.Thread, subprocess.Popen[bytes] | None] = {}
+_running_lock = threading.Lock()
 
 
 def hook_env(profile: Profile, event: Event, base: Mapping[str, str] | None) -> dict[str, str]:
@@ -45,11 +52,44 @@ def run_for(profile: Profile, event: Event, base_env: Mapping[str, str] | None,
     if not argv:
         return None
     thread = threading.Thread(
-        target=run, name=f"hook {profile.name} {event.to_state}",
+        target=_run_tracked, name=f"hook {profile.name} {event.to_state}",
         args=(list(argv), hook_env(profile, event, base_env), log_path,
               f"on_{event.to_state}", float(profile.hooks.timeout)), daemon=True)
+    with _running_lock:
+        _running[thread] = None
     thread.start()
     return thread
+
+
+def drain(timeout: float = DRAIN) -> None:
+    """Give the running hooks ``timeout`` seconds to end, then kill those left (the
+    process is exiting: nothing would enforce their timeout any more)."""
+    deadline = time.monotonic() + timeout
+    with _running_lock:
+        threads = list(_running)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with _running_lock:
+        left = [p for t, p in _running.items() if t.is_alive() and p is not None]
+    for process in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _run_tracked(*args: Any) -> None:
+    try:
+        run(*args)
+    finally:
+        _track(None)
+
+
+def _track(process: subprocess.Popen[bytes] | None) -> None:
+    with _running_lock:
+        me = threading.current_thread()
+        if process is None:
+            _running.pop(me, None)
+        elif me in _running:
+            _running[me] = process
 
 
 def _log(log_path: Path, text: str) -> None:
@@ -74,6 +114,7 @@ def run(argv: list[str], env: dict[str, str], log_path: Path, what: str,
     except OSError as error:
         _log(log_path, f"{what}: {escaped(argv[0])} could not start: {error.strerror}")
         return None
+    _track(process)
     _log(log_path, f"{what}: started {escaped(program)} (pid {process.pid})")
     expired = threading.Event()
 

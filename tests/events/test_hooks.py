@@ -92,10 +92,26 @@ def test_a_hook_that_hangs_is_killed_with_its_whole_group(tmp_path: Path) -> Non
     code = hooks.run(["/bin/sh", "-c", script], {"PATH": os.defpath}, log, "on_up", 1.0)
 
     assert code is None
-    for pid in pids.read_text().split():
-        assert process_gone(int(pid))
+    for pid in pids.read_text().split():  # killed: gone once the kernel has reaped it
+        eventually(lambda pid=pid: process_gone(int(pid)), f"pid {pid} gone")
     text = log.read_text()
     assert "on_up: | started" in text and "on_up: killed after 1 s" in text
+
+
+def test_an_exiting_engine_ends_the_hooks_still_running(tmp_path: Path) -> None:
+    pids, log = tmp_path / "pids", tmp_path / "p.log"
+    profile = parse_profile("p", {**BASE, "hooks": {"timeout": 3600, "on_down": [
+        "/bin/sh", "-c", f"sleep 600 & echo $$ $! > {pids}; wait"]}}, "p.toml")
+    thread = hooks.run_for(profile, _event("down"), {"PATH": os.defpath}, log)
+    assert thread is not None
+    eventually(lambda: pids.exists() and len(pids.read_text().split()) == 2, "hook started")
+
+    hooks.drain(0.2)  # its hour-long timeout is not waited for
+
+    thread.join()
+    for pid in pids.read_text().split():  # killed: gone once the kernel has reaped it
+        eventually(lambda pid=pid: process_gone(int(pid)), f"pid {pid} gone")
+    assert "on_down: exited with status -9" in log.read_text()
 
 
 def test_a_hook_gets_the_change_but_never_a_secret(
