@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -71,3 +72,16 @@ def test_names_select_the_tunnels_followed(
     seen = events.until("beta", "down")
     assert {e["name"] for e in seen} == {"beta"}
     assert _chain(seen, "beta") == ["starting", "up", "down"]
+
+
+def test_an_event_line_shows_every_field_and_obeys_no_escape_sequence() -> None:
+    from sshwrap.cli.render.events import event_line
+    from sshwrap.runtime.events import Event
+
+    event = Event(time=0.0, name="db", from_state="up", to_state="reconnecting",
+                  reason="server said \x1b[2Jhi", pid=42, restarts=3)
+
+    line = event_line(event)
+    assert " db up -> reconnecting (pid 42, restarts 3): server said " in line
+    assert "\x1b" not in line and line.endswith("hi\n")
+    assert Event.from_json(json.loads(event_line(event, as_json=True))) == event
