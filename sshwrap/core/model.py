@@ -124,6 +124,26 @@ class HostKeyPolicy:
         return self.mode.value
 
 
+#: The states a hook may be run on, as ``[hooks]`` names them (``on_<state>``).
+HOOK_STATES = ("up", "down", "failed", "reconnecting")
+#: Seconds a hook may run before its process group is killed, when ``[hooks]`` does not say.
+DEFAULT_HOOK_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """``[hooks]``: an argv per state (empty: none), run by the engine on a state change."""
+
+    on_up: tuple[str, ...] = ()
+    on_down: tuple[str, ...] = ()
+    on_failed: tuple[str, ...] = ()
+    on_reconnecting: tuple[str, ...] = ()
+    timeout: int = DEFAULT_HOOK_TIMEOUT
+
+    def for_state(self, state: str) -> tuple[str, ...]:
+        return tuple(getattr(self, f"on_{state}", ())) if state in HOOK_STATES else ()
+
+
 @dataclass(frozen=True)
 class Profile:
     """A validated tunnel profile. ``source`` is the file it came from, if any."""
@@ -147,6 +167,7 @@ class Profile:
     password_env: str | None = None
     share_connection: bool = False
     options: tuple[tuple[str, str], ...] = ()
+    hooks: Hooks = field(default_factory=Hooks)
     source: str | None = None
 
     @property

@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sshwrap.core import syntax
+from sshwrap.core.hooks import hooks_to_mapping, parse_hooks
 from sshwrap.core.model import (
     Address,
     AuthMethod,
@@ -34,8 +35,9 @@ T = TypeVar("T")
 PROFILE_KEYS = (
     "host", "user", "port", "identity_file", "description", "tags", "jump", "ssh_config_file",
     "client", "compression", "keepalive", "restart", "host_key", "auth", "password_env",
-    "share_connection", "options", "forward",
+    "share_connection", "options", "hooks", "forward",
 )
+
 FORWARD_KEYS = ("type", "listen", "to", "probe", "public", "probe_target")
 
 class _Collector:
@@ -326,6 +328,7 @@ _KEY_PARSERS: tuple[tuple[str, Callable[[_Collector, object], Any]], ...] = (
     ("host_key", _parse_host_key),
     ("password_env", _parse_password_env),
     ("options", _parse_options),
+    ("hooks", parse_hooks),
 )
 
 
@@ -414,5 +417,7 @@ def profile_to_mapping(profile: Profile) -> dict[str, Any]:
         out["host_key"] = profile.host_key.render()
     if profile.options:
         out["options"] = dict(profile.options)
+    if profile.hooks != defaults.hooks:
+        out["hooks"] = hooks_to_mapping(profile.hooks)
     out["forward"] = [_forward_to_mapping(fwd) for fwd in profile.forwards]
     return out

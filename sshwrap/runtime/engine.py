@@ -28,6 +28,7 @@ from typing import Any
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime import daemon
 from sshwrap.runtime.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
+from sshwrap.runtime.events import EventBus
 from sshwrap.runtime.identity import own_identity
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.supervisor import Supervisor
@@ -41,6 +42,8 @@ IDLE_EXIT = 300.0
 class Tunnel:
     supervisor: Supervisor
     thread: threading.Thread
+    #: The request that started it: a reload starts it again with the same one.
+    message: dict[str, Any] | None = None
 
 
 class Channel:
@@ -91,6 +94,12 @@ class ResidentSupervisor:
         self.quit = threading.Event()
         self.idle_since = time.monotonic()
         self.serving = 0  # commands under way: not idle while one runs
+        #: State changes of every tunnel, for ``sshwrap events``; a follower does not keep
+        #: the engine from exiting when idle.
+        self.events = EventBus()
+        self.followers = 0
+        self._followers_done = threading.Condition(self.lock)
+        self._reload_asked = threading.Event()
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -108,9 +117,14 @@ class ResidentSupervisor:
         shared.host_masters(self.paths.root, masters.start_hosted)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
         listener.settimeout(0.5)
         self.say("serving")
         while not self.quit.is_set():
+            if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
+                self._reload_asked.clear()
+                threading.Thread(target=self._reload_on_signal, name="reload",
+                                 daemon=True).start()
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
@@ -128,6 +142,10 @@ class ResidentSupervisor:
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.paths).unlink()
         self._stop_all()
+        from sshwrap.runtime import hooks
+
+        hooks.drain()  # the tunnels' on_down hooks, bounded: none outlives us unwatched
+        self._end_followers()
         self.say("exited")
         return 0
 
@@ -143,6 +161,15 @@ class ResidentSupervisor:
                 with conn.makefile("rb") as reader:
                     line = reader.readline(MAX_REQUEST)
                 message = json.loads(line)
+                if message.get("op") == "events":
+                    self._stream_events(Channel(conn))
+                    return
+                if message.get("op") == "reload":
+                    from sshwrap.runtime.reload import reload_tunnels
+
+                    self._serve(lambda _m, channel, engine: channel.send(
+                        reload_tunnels(engine)), message, Channel(conn))
+                    return
                 command = self.commands.get(str(message.get("op")))
                 if command is not None:
                     self._serve(command, message, Channel(conn))
@@ -168,7 +195,7 @@ class ResidentSupervisor:
     def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
         if op == "ping":
-            return {"pid": os.getpid()}
+            return {"pid": os.getpid(), "followers": self.followers}
         if op == "start":
             return self.start(message)
         if op == "stop":
@@ -205,13 +232,14 @@ class ResidentSupervisor:
             log=log, env=dict(message["env"]), identity=self.identity,
             share=bool(message.get("share")),
             on_first_result=first.put)
+        supervisor.on_event = self.events.publish
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)
         with self.lock:
             if self.quit.is_set():
                 log.close()
                 return {"exiting": True}
-            self.tunnels[name] = Tunnel(supervisor, thread)
+            self.tunnels[name] = Tunnel(supervisor, thread, dict(message))
             # The client's parent-death signal follows this thread: it lives as long as the
             # tunnel does, and stops the client before it ends.
             thread.start()
@@ -247,6 +275,53 @@ class ResidentSupervisor:
         tunnel.supervisor.request_stop()
         tunnel.thread.join(STOP_JOIN)
         return not tunnel.thread.is_alive()
+
+    # -- events and reload ------------------------------------------------------------------
+
+    def _stream_events(self, channel: Channel) -> None:
+        """Send every event from now on to a follower, until it hangs up or we exit."""
+        import queue
+
+        inbox = self.events.subscribe()
+        with self.lock:
+            self.followers += 1
+        try:
+            channel.send({"subscribed": True})
+            while True:
+                try:
+                    event = inbox.get(timeout=1.0)
+                except queue.Empty:
+                    if channel.hung_up(0):
+                        return
+                    continue
+                if event is None:
+                    channel.send({"exiting": True})
+                    return
+                channel.send({"event": event.to_json()})
+        except OSError:
+            return  # the follower is gone
+        finally:
+            self.events.unsubscribe(inbox)
+            with self.lock:
+                self.followers -= 1
+                self._followers_done.notify_all()
+
+    def _end_followers(self) -> None:
+        """Let the followers have the last events (the tunnels' downs) before we exit."""
+        self.events.close()
+        with self.lock:
+            self._followers_done.wait_for(lambda: self.followers == 0, timeout=2.0)
+
+    def _reload_on_signal(self) -> None:
+        from sshwrap.runtime.reload import reload_tunnels
+
+        try:
+            answer = reload_tunnels(self)
+        except Exception as error:  # a bug here must not end the engine
+            self.say(f"reload failed: {type(error).__name__}: {error}")
+            return
+        done = ", ".join(f"{r['name']} {r['action']}" for r in answer["tunnels"])
+        self.say(f"reloaded on SIGHUP: {done or 'nothing runs'}")
 
     def _stop_all(self) -> None:
         with self.lock:

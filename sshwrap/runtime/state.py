@@ -87,6 +87,8 @@ class TunnelRecord:
     #: The class of the last failure's error (runtime/wire.py), and when it happened.
     failure_kind: str = ""
     failed_at: float | None = None
+    #: Why the last reload did not apply the edited profile (it runs from the older one).
+    reload_error: str | None = None
     version: int = field(default=SCHEMA_VERSION)
 
     def to_json(self) -> dict[str, Any]:
@@ -105,6 +107,7 @@ class TunnelRecord:
             "failure_code": self.failure_code, "failure_hint": self.failure_hint,
             "next_retry": self.next_retry, "shared": self.shared, "mode": self.mode,
             "failure_kind": self.failure_kind, "failed_at": self.failed_at,
+            "reload_error": self.reload_error,
         }
 
     @classmethod
@@ -138,9 +141,15 @@ class TunnelRecord:
                 mode=str(data.get("mode", "")),
                 failure_kind=str(data.get("failure_kind", "")),
                 failed_at=None if data.get("failed_at") is None else float(data["failed_at"]),
+                reload_error=None if data.get("reload_error") is None
+                else str(data["reload_error"]),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"a field is missing or wrong: {exc}") from None
+
+    def not_applied(self, reason: str | None) -> TunnelRecord:
+        """The record with (or, None, without) a reload's reason for not applying a profile."""
+        return replace(self, reload_error=reason)
 
     def verified_now(self) -> TunnelRecord:
         return replace(self, verified=True, phase="up")
@@ -203,8 +212,11 @@ def expected_forwards(profile: Profile, facts: HostFacts) -> tuple[ExpectedForwa
 
 
 def profile_hash(profile: Profile, argv: Sequence[str]) -> str:
-    """sha256 of the canonical profile mapping and the argv: changes when a restart would."""
-    canonical = json.dumps({"profile": profile_to_mapping(profile), "argv": list(argv)},
+    """sha256 of the canonical profile mapping and the argv: changes when a restart would
+    (hooks change no client: a reload applies them to the running tunnel)."""
+    mapping = profile_to_mapping(profile)
+    mapping.pop("hooks", None)
+    canonical = json.dumps({"profile": mapping, "argv": list(argv)},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

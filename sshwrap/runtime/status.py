@@ -202,8 +202,10 @@ def _supervised_status(record: TunnelRecord, profile: Profile | None, *, paths: 
                             **common)
     checks = view.check(record.forwards, record.pid)
     healthy = all(c.healthy for c in checks) and record.phase == "up"
-    changed = _profile_changed(record, profile, facts, paths)
+    # A reload that could not apply the edited profile: it runs from the older one.
+    changed = record.reload_error is not None or _profile_changed(record, profile, facts, paths)
     return TunnelStatus(
         name, TunnelState.UP if record.phase == "up" else TunnelState.STARTING, record.pid,
         max(0.0, time.time() - record.started_at), healthy=healthy,
-        forwards=tuple(ForwardStatus.from_check(c) for c in checks), changed=changed, **common)
+        forwards=tuple(ForwardStatus.from_check(c) for c in checks), changed=changed,
+        detail=record.reload_error or "", **common)

@@ -24,6 +24,7 @@ from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
 from sshwrap.runtime import state, unixsock
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.detach import read_secret
+from sshwrap.runtime.events import Event
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
@@ -53,6 +54,10 @@ class Phase(StrEnum):
     UP = "up"
     RECONNECTING = "reconnecting"
     FAILED = "failed"
+
+
+#: The reason told for entering a state that is not a failure.
+_REASONS = {Phase.STARTING.value: "starting the client", Phase.UP.value: "every forward verified"}
 
 
 class Stopping(BaseException):
@@ -94,6 +99,11 @@ class Supervisor:
         self._stop_requested = threading.Event()
         #: The forwards as the last verification of a client found them.
         self.ready_checks: list[ForwardCheck] = []
+        #: Told every state change (the engine publishes it to ``sshwrap events``).
+        self.on_event: Callable[[Event], None] | None = None
+        #: The profile being run (its hooks are run on state changes; reload swaps them).
+        self.profile: Profile | None = None
+        self._phase = "down"
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -132,6 +142,7 @@ class Supervisor:
         self.record = self.record.failed(error)
         state.write_record(self.paths, self.record)
         self.say(f"failed: {error.message}")
+        self.announce(Phase.FAILED.value, error.message)
         return int(error.exit_code)
 
     def request_stop(self) -> None:
@@ -159,6 +170,30 @@ class Supervisor:
             return
         self.record = replace(self.record, **changes)  # type: ignore[arg-type]
         state.write_record(self.paths, self.record)
+        phase = changes.get("phase")
+        if isinstance(phase, str):
+            self.announce(phase, _REASONS.get(phase) or self.record.last_failure or "")
+
+    def announce(self, to_state: str, reason: str) -> None:
+        """Tell a state change (not a repeat of the same state) to the engine's followers,
+        and run the profile's hook for it; neither can affect the tunnel."""
+        if to_state == self._phase:
+            return
+        event = Event(time=time.time(), name=self.name, from_state=self._phase,
+                      to_state=to_state, reason=reason,
+                      pid=self.record.pid if self.record is not None and to_state != "down"
+                      else None,
+                      restarts=self.record.restarts if self.record is not None else 0)
+        self._phase = to_state
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception as error:  # a follower's trouble is never the tunnel's
+                self.say(f"could not publish a state change: {error}")
+        if self.profile is not None:
+            from sshwrap.runtime import hooks
+
+            hooks.run_for(self.profile, event, self.env, self.paths.log(self.name))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._stopping:
@@ -239,6 +274,7 @@ class Supervisor:
                 self.on_stop()
             self._stop_child()
             state.remove_record(self.paths, self.name)
+            self.announce("down", "stopped on request")
             code = int(ExitCode.OK)
         except Exception as bug:
             error = SshwrapError(f"{self.name}: internal error of its supervisor: "
@@ -255,7 +291,7 @@ class Supervisor:
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        profile = self.store.load(self.name)
+        profile = self.profile = self.store.load(self.name)
         facts = host_facts()
         argv = client_argv(profile, facts, self.paths.log(self.name))
         forwards = expected_forwards(profile, facts)
@@ -306,6 +342,7 @@ class Supervisor:
                     profile.restart is RestartPolicy.ON_FAILURE and returncode == 0):
                 if returncode == 0:
                     state.remove_record(self.paths, self.name)
+                    self.announce("down", reason)
                     return int(ExitCode.OK)
                 raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
             failures += 1
