@@ -45,6 +45,7 @@ COMMAND_MODULES = {
     "demo": "runtime", "supervise": "runtime",
     "ports": "diagnostics", "check": "diagnostics", "logs": "diagnostics",
     "config": "sshconfig", "import": "sshconfig", "service": "service", "trust": "auth",
+    "password": "password",
 }
 
 

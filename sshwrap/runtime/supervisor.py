@@ -175,6 +175,11 @@ class Supervisor:
         self._check_stop()
         unixsock.clear_stale_listeners(profile)  # a dead client's socket file; never a file
         if self._starter is None:
+            if self._secret is None and profile.password_keyring:
+                # Run by a systemd unit or a LaunchAgent, nobody handed a password over.
+                from sshwrap.runtime.keyring_secret import keyring_password
+
+                self._secret = keyring_password(profile.name, profile.source or profile.name)
             self._starter = ClientStarter(profile, self._secret, self.paths.root,
                                           base_env=self.env)
         self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
