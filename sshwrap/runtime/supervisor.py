@@ -94,6 +94,9 @@ class Supervisor:
         self._stop_requested = threading.Event()
         #: The forwards as the last verification of a client found them.
         self.ready_checks: list[ForwardCheck] = []
+        #: Why the client was ended after a network change (runtime/netwatch.py), until seen.
+        self._dropped: str | None = None
+        self._profile: Profile | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -143,6 +146,28 @@ class Supervisor:
         if child is not None and child.popen.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.pid, signal.SIGTERM)
+
+    # -- re-verified after a network change or a resume (runtime/netwatch.py) -------------
+
+    def client_pid(self) -> int | None:
+        """The verified client's pid; None while starting or reconnecting."""
+        child = self.child
+        up = self.record is not None and self.record.verified
+        return child.pid if child is not None and child.popen.returncode is None and up else None
+
+    def first_hop(self) -> tuple[str, int] | None:
+        return first_hop(self._profile) if self._profile is not None else None
+
+    def drop_connection(self, reason: str) -> None:
+        """End a client whose connection cannot survive (from another thread): the loop
+        restarts it with no backoff, as soon as its first hop answers."""
+        child = self.child
+        if child is None or child.popen.returncode is not None:
+            return
+        self._dropped = reason
+        self.say(f"{reason}: restarting the client")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGTERM)
 
     def _check_stop(self) -> None:
         if self._stop_requested.is_set():
@@ -260,7 +285,7 @@ class Supervisor:
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        profile = self.store.load(self.name)
+        profile = self._profile = self.store.load(self.name)
         facts = host_facts()
         argv = client_argv(profile, facts, self.paths.log(self.name))
         forwards = expected_forwards(profile, facts)
@@ -305,15 +330,18 @@ class Supervisor:
             returncode = self._wait_client(launched)
             if time.monotonic() - up_since >= STABLE_AFTER:
                 failures = 0
-            reason = self._failure_reason(launched, returncode, profile)
+            dropped, self._dropped = self._dropped, None
+            reason = dropped or self._failure_reason(launched, returncode, profile)
             self.say(f"client ended: {reason}")
+            if dropped:  # ssh may exit 0 on our SIGTERM: a dropped connection is a failure
+                returncode = returncode or 255
             if profile.restart is RestartPolicy.NO or (
                     profile.restart is RestartPolicy.ON_FAILURE and returncode == 0):
                 if returncode == 0:
                     state.remove_record(self.paths, self.name)
                     return int(ExitCode.OK)
                 raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
-            failures += 1
+            failures = 0 if dropped else failures + 1  # dropped: no backoff, only the path
             self._reconnect_later(profile, failures, reason, "", int(ExitCode.CONNECTION))
             restarts += 1
             self._update(restarts=restarts)
@@ -336,7 +364,7 @@ class Supervisor:
     def _reconnect_later(self, profile: Profile, failures: int, reason: str, hint: str,
                          code: int) -> None:
         """Record ``reconnecting`` and wait out the backoff, cut short when the path returns."""
-        delay = backoff_delay(failures, self.rng)
+        delay = backoff_delay(failures, self.rng) if failures else 0.0
         self._update(phase=Phase.RECONNECTING.value, verified=False, last_failure=reason,
                      failure_hint=hint, failure_code=code, next_retry=time.time() + delay)
         self.say(f"reconnecting in {delay:.1f} s: {reason}")
