@@ -45,7 +45,7 @@ COMMAND_MODULES = {
     "demo": "runtime", "supervise": "runtime",
     "ports": "diagnostics", "check": "diagnostics", "logs": "diagnostics",
     "config": "sshconfig", "import": "sshconfig", "service": "service", "trust": "auth",
-    "events": "events", "reload": "events",
+    "events": "events", "reload": "events", "password": "password",
 }
 
 
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("SSHWRAP_DEBUG", "") not in ("", "0")
     command = _register_commands(args)
+    # --install-completion and --show-completion belong to the bare program (help, completion
+    # requests): a known command is built without them, as cheaply as before.
+    app._add_completion = command is None
     try:
         with _only(command):
             result = app(args=args, prog_name="sshwrap", standalone_mode=False)

@@ -165,6 +165,7 @@ class Profile:
     host_key: HostKeyPolicy = field(default_factory=HostKeyPolicy)
     auth: AuthMethod = AuthMethod.KEY
     password_env: str | None = None
+    password_keyring: bool = False  # the password is in the keyring: service sshwrap, user NAME
     share_connection: bool = False
     options: tuple[tuple[str, str], ...] = ()
     hooks: Hooks = field(default_factory=Hooks)

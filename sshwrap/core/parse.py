@@ -35,7 +35,7 @@ T = TypeVar("T")
 PROFILE_KEYS = (
     "host", "user", "port", "identity_file", "description", "tags", "jump", "ssh_config_file",
     "client", "compression", "keepalive", "restart", "host_key", "auth", "password_env",
-    "share_connection", "options", "hooks", "forward",
+    "share_connection", "options", "hooks", "forward", "password_keyring",
 )
 
 FORWARD_KEYS = ("type", "listen", "to", "probe", "public", "probe_target")
@@ -247,6 +247,7 @@ _SIMPLE_KEYS: tuple[tuple[str, type, str, Callable[[Any], Any]], ...] = (
     ("description", str, "a string", _check_description),
     ("compression", bool, "true or false", bool),
     ("share_connection", bool, "true or false", bool),
+    ("password_keyring", bool, "true or false", bool),
 )
 
 
@@ -349,10 +350,20 @@ def parse_profile(name: str, data: Mapping[str, object], source: str | None = No
     _check_jump_loop(c, fields)
     if fields.get("auth") is AuthMethod.PASSWORD and fields.get("identity_file"):
         c.add("auth", "auth = \"password\" with an identity_file: choose one")
+    _check_keyring(c, fields)
     if c.problems:
         raise InvalidInput(c.problems)
     clean = {k: v for k, v in fields.items() if v is not None}
     return Profile(name=name, forwards=forwards, source=source, **clean)
+
+
+def _check_keyring(c: _Collector, fields: Mapping[str, Any]) -> None:
+    if not fields.get("password_keyring"):
+        return
+    if fields.get("auth") is not AuthMethod.PASSWORD:
+        c.add("password_keyring", "needs auth = \"password\" (the keyring holds a password)")
+    elif fields.get("password_env"):
+        c.add("password_keyring", "password_keyring with password_env: choose one")
 
 
 def _check_jump_loop(c: _Collector, fields: Mapping[str, Any]) -> None:
@@ -409,7 +420,8 @@ def profile_to_mapping(profile: Profile) -> dict[str, Any]:
         out["tags"] = list(profile.tags)
     if profile.jump:
         out["jump"] = [hop.render() for hop in profile.jump]
-    for key in ("client", "compression", "restart", "auth", "share_connection"):
+    for key in ("client", "compression", "restart", "auth", "password_keyring",
+                "share_connection"):
         value = getattr(profile, key)
         if value != getattr(defaults, key):
             out[key] = value.value if hasattr(value, "value") else value

@@ -221,13 +221,17 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
                environ: Mapping[str, str] | None = None) -> str | None:
     """The secret to answer the profile's prompts with, or None (key auth, agent or no prompt).
 
-    ``ask`` (e.g. hidden terminal input) wins over the environment variable ``password_env``.
+    ``ask`` (e.g. hidden terminal input) wins over ``password_env`` and ``password_keyring``.
     A password profile without any secret is bad input: nothing is started.
     """
     environ = os.environ if environ is None else environ
     secret = ask(profile) if ask is not None else None
     if secret is None and profile.password_env:
         secret = environ.get(profile.password_env)
+    if secret is None and profile.password_keyring:
+        from sshwrap.runtime.keyring_secret import keyring_password
+
+        secret = keyring_password(profile.name, profile.source or profile.name)
     if secret is not None and ("\n" in secret or "\0" in secret):
         raise InvalidInput(Problem("the secret contains a line break or NUL byte",
                                    key="password_env", file=profile.source or profile.name))

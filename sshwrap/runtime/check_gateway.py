@@ -129,7 +129,8 @@ def _authenticated(profile: Profile, log_text: str) -> bool:
 def _how(profile: Profile, secret: str | None) -> str:
     user = f" as {profile.user}" if profile.user else ""
     if profile.auth is AuthMethod.PASSWORD:
-        source = f"${profile.password_env}" if profile.password_env else "the terminal"
+        source = (f"${profile.password_env}" if profile.password_env
+                  else "the keyring" if profile.password_keyring else "the terminal")
         return f"logged in{user} with the password (from {source}), as 'up' does"
     if secret is not None:
         return f"logged in{user} with the key and its passphrase, as 'up' does"

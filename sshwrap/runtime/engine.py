@@ -118,6 +118,9 @@ class ResidentSupervisor:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
+        from sshwrap.runtime.netwatch import NetWatch
+
+        watch = NetWatch(self._network_changed).start()
         listener.settimeout(0.5)
         self.say("serving")
         while not self.quit.is_set():
@@ -141,6 +144,7 @@ class ResidentSupervisor:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(self.paths).unlink()
+        watch.stop()
         self._stop_all()
         from sshwrap.runtime import hooks
 
@@ -148,6 +152,18 @@ class ResidentSupervisor:
         self._end_followers()
         self.say("exited")
         return 0
+
+    def _network_changed(self, change: Any) -> None:
+        """Re-verify every tunnel at once (runtime/netwatch.py) instead of waiting for
+        keep-alives to time out."""
+        from sshwrap.runtime.netwatch import recheck
+
+        with self.lock:
+            supervisors = [tunnel.supervisor for tunnel in self.tunnels.values()]
+        if supervisors:
+            dropped = recheck(supervisors, change)
+            self.say(f"{change.reason}: {len(supervisors)} tunnel(s) re-verified, "
+                     f"{len(dropped)} restarted")
 
     # -- requests ---------------------------------------------------------------------------
 

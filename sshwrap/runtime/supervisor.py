@@ -104,6 +104,8 @@ class Supervisor:
         #: The profile being run (its hooks are run on state changes; reload swaps them).
         self.profile: Profile | None = None
         self._phase = "down"
+        #: Why the client was ended after a network change (runtime/netwatch.py), until seen.
+        self._dropped: str | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -154,6 +156,28 @@ class Supervisor:
         if child is not None and child.popen.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.pid, signal.SIGTERM)
+
+    # -- re-verified after a network change or a resume (runtime/netwatch.py) -------------
+
+    def client_pid(self) -> int | None:
+        """The verified client's pid; None while starting or reconnecting."""
+        child = self.child
+        up = self.record is not None and self.record.verified
+        return child.pid if child is not None and child.popen.returncode is None and up else None
+
+    def first_hop(self) -> tuple[str, int] | None:
+        return first_hop(self.profile) if self.profile is not None else None
+
+    def drop_connection(self, reason: str) -> None:
+        """End a client whose connection cannot survive (from another thread): the loop
+        restarts it with no backoff, as soon as its first hop answers."""
+        child = self.child
+        if child is None or child.popen.returncode is not None:
+            return
+        self._dropped = reason
+        self.say(f"{reason}: restarting the client")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGTERM)
 
     def _check_stop(self) -> None:
         if self._stop_requested.is_set():
@@ -210,6 +234,11 @@ class Supervisor:
         self._check_stop()
         unixsock.clear_stale_listeners(profile)  # a dead client's socket file; never a file
         if self._starter is None:
+            if self._secret is None and profile.password_keyring:
+                # Run by a systemd unit or a LaunchAgent, nobody handed a password over.
+                from sshwrap.runtime.keyring_secret import keyring_password
+
+                self._secret = keyring_password(profile.name, profile.source or profile.name)
             self._starter = ClientStarter(profile, self._secret, self.paths.root,
                                           base_env=self.env)
         self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
@@ -336,8 +365,11 @@ class Supervisor:
             returncode = self._wait_client(launched)
             if time.monotonic() - up_since >= STABLE_AFTER:
                 failures = 0
-            reason = self._failure_reason(launched, returncode, profile)
+            dropped, self._dropped = self._dropped, None
+            reason = dropped or self._failure_reason(launched, returncode, profile)
             self.say(f"client ended: {reason}")
+            if dropped:  # ssh may exit 0 on our SIGTERM: a dropped connection is a failure
+                returncode = returncode or 255
             if profile.restart is RestartPolicy.NO or (
                     profile.restart is RestartPolicy.ON_FAILURE and returncode == 0):
                 if returncode == 0:
@@ -345,7 +377,7 @@ class Supervisor:
                     self.announce("down", reason)
                     return int(ExitCode.OK)
                 raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
-            failures += 1
+            failures = 0 if dropped else failures + 1  # dropped: no backoff, only the path
             self._reconnect_later(profile, failures, reason, "", int(ExitCode.CONNECTION))
             restarts += 1
             self._update(restarts=restarts)
@@ -368,7 +400,7 @@ class Supervisor:
     def _reconnect_later(self, profile: Profile, failures: int, reason: str, hint: str,
                          code: int) -> None:
         """Record ``reconnecting`` and wait out the backoff, cut short when the path returns."""
-        delay = backoff_delay(failures, self.rng)
+        delay = backoff_delay(failures, self.rng) if failures else 0.0
         self._update(phase=Phase.RECONNECTING.value, verified=False, last_failure=reason,
                      failure_hint=hint, failure_code=code, next_retry=time.time() + delay)
         self.say(f"reconnecting in {delay:.1f} s: {reason}")

@@ -22,6 +22,7 @@ class Target(StrEnum):
     PLINK = "plink"
     CONFIG = "config"
     SYSTEMD = "systemd"
+    LAUNCHD = "launchd"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ def compile_profile(store: ProfileStore, name: str, target: Target) -> Compiled:
             from sshwrap.core.compile.config import compile_config
 
             return Compiled(profile.name, target, None, compile_config(profile, facts))
+        if target is Target.LAUNCHD:
+            return Compiled(profile.name, target, None, _launch_agent(store, profile))
         from sshwrap.usecases.service import render_unit
 
         return Compiled(profile.name, target, None, render_unit(store, name))
@@ -159,6 +162,21 @@ def compile_profile(store: ProfileStore, name: str, target: Target) -> Compiled:
             Problem(exc.message + f" ({exc.target} cannot express it)", key=exc.key,
                     file=profile.source or profile.name)
         ) from None
+
+
+def _launch_agent(store: ProfileStore, profile: Profile) -> str:
+    import sys
+
+    from sshwrap.core.compile.launchd import compile_launchd
+    from sshwrap.usecases.service import unit_environment
+
+    try:
+        return compile_launchd(profile, python=sys.executable,
+                               environment=unit_environment(store))
+    except NotExpressible:
+        raise
+    except ValueError as exc:  # a value XML cannot carry (a control character)
+        raise InvalidInput(Problem(str(exc), file=profile.source or profile.name)) from None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,13 @@ def check(
     = False,
 ) -> int:
     """Walk the tunnel's path, client, gateway, server side, as it is now (exit 8 if a step
-    fails, 2 for an unknown profile)."""
+    fails, 2 for an unknown profile).
+
+    \b
+    Examples:
+      sshwrap check web
+      sshwrap check web --json
+    """
     from sshwrap.cli.commands.auth import terminal_asker
     from sshwrap.cli.render import diagnostics as _render  # noqa: F401
     from sshwrap.store import ProfileStore
@@ -65,7 +71,13 @@ def logs(
                                        help="How many of the last lines to show.")] = 50,
     profiles: ProfilesOpt = None,
 ) -> int:
-    """Show a tunnel's ssh (or plink) log; -f follows it until Ctrl-C."""
+    """Show a tunnel's ssh (or plink) log; -f follows it until Ctrl-C.
+
+    \b
+    Examples:
+      sshwrap logs web
+      sshwrap logs -f web
+    """
     import sys
 
     from sshwrap.errors import InvalidInput

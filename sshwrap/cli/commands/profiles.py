@@ -42,12 +42,19 @@ def validate(
 def compile_cmd(
     name: NameOrFileArg,
     to: Annotated[
-        str, typer.Option("--to", help="ssh, plink, config or systemd.", metavar="TARGET")
+        str, typer.Option("--to", help="ssh, plink, config, systemd or launchd.", metavar="TARGET")
     ] = "ssh",
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
 ) -> int:
-    """Print what a profile compiles to: an ssh or plink command, a Host block, a unit."""
+    """Print what a profile compiles to: an ssh or plink command, a Host block, a systemd unit
+    or a launchd LaunchAgent plist.
+
+    \b
+    Examples:
+      sshwrap compile web
+      sshwrap compile web --to launchd > ~/Library/LaunchAgents/org.sshwrap.web.plist
+    """
     from sshwrap.cli.render import profiles as _render  # noqa: F401
     from sshwrap.errors import InvalidInput
     from sshwrap.store import ProfileStore

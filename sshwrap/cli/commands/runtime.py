@@ -15,6 +15,7 @@ from sshwrap.cli.base import (
     ProfilesOpt,
     app,
 )
+from sshwrap.cli.complete import profile_tags
 from sshwrap.cli.render import emit
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 AllOpt = Annotated[bool, typer.Option("--all", help="Every profile.")]
 TagOpt = Annotated[str | None, typer.Option("--tag", metavar="TAG",
-                                            help="Every profile with this tag.")]
+                                            help="Every profile with this tag.",
+                                            autocompletion=profile_tags)]
 WaitOpt = Annotated[float, typer.Option(
     "--wait", metavar="SECONDS", help="How long to wait for every forward to be verified.")]
 
@@ -69,7 +71,13 @@ def up(
         "--share", help="One shared ssh connection per destination (as share_connection = "
                         "true does).")] = False,
 ) -> int:
-    """Start tunnels; return once every forward is verified, or fail with the reason."""
+    """Start tunnels; return once every forward is verified, or fail with the reason.
+
+    \b
+    Examples:
+      sshwrap up web mysql
+      sshwrap up --tag database --wait 60
+    """
     from sshwrap.cli.commands.auth import terminal_asker
     from sshwrap.runtime.tunnels import up as run_up
     from sshwrap.store import ProfileStore
@@ -89,7 +97,13 @@ def down(
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
 ) -> int:
-    """Stop tunnels (only processes sshwrap started); stopping what is not running is a no-op."""
+    """Stop tunnels (only processes sshwrap started); stopping what is not running is a no-op.
+
+    \b
+    Examples:
+      sshwrap down web
+      sshwrap down --all
+    """
     from sshwrap.runtime.tunnels import down as run_down
 
     return _finish(run_down(names or [], all_tunnels=all_tunnels), json_out, None)
@@ -125,7 +139,14 @@ def status(
                                             help="Refresh interval of --watch.")] = 1.0,
     profiles: ProfilesOpt = None,
 ) -> int:
-    """Every tunnel's state, pid, uptime and forward health (exit 8 if one is unhealthy)."""
+    """Every tunnel's state, pid, uptime and forward health (exit 8 if one is unhealthy).
+
+    \b
+    Examples:
+      sshwrap status
+      sshwrap status --watch
+      sshwrap status web --json
+    """
     from sshwrap.cli.render import runtime as _render  # noqa: F401
     from sshwrap.runtime.tunnels import status as run_status
     from sshwrap.store import ProfileStore

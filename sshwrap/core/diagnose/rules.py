@@ -147,7 +147,9 @@ def _auth_hint(profile: Profile, methods: str) -> str:
             return (f"the server does not take passwords (it accepts: {methods}): ask its "
                     "administrator for a key login and set auth = \"key\"")
         where = (f"${profile.password_env} (or type it with --ask-password)"
-                 if profile.password_env else "the one typed with --ask-password")
+                 if profile.password_env else
+                 f"the keyring's (change it with 'sshwrap password set {profile.name}')"
+                 if profile.password_keyring else "the one typed with --ask-password")
         return f"check the user and the password: sshwrap sent {where}"
     if accepted and "publickey" not in accepted:
         return (f"the server does not take keys (it accepts: {methods}): set "
