@@ -19,11 +19,13 @@ from enum import StrEnum
 from types import FrameType
 from typing import TextIO
 
+from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile, RestartPolicy
-from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
+from sshwrap.errors import ConnectionFailed, ExitCode, ForwardingFailed, SshwrapError
 from sshwrap.runtime import state, unixsock
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.detach import read_secret
+from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, client_argv, stop_group
 from sshwrap.runtime.paths import StatePaths
@@ -39,11 +41,13 @@ from sshwrap.runtime.restart import (
 )
 from sshwrap.runtime.shared import wants_sharing
 from sshwrap.runtime.sharedtunnel import SharedTunnel
-from sshwrap.runtime.state import Mode, TunnelRecord, expected_forwards
+from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord, expected_forwards
 from sshwrap.runtime.verify import ForwardCheck, LogReader, wait_ready
 from sshwrap.store import ProfileStore
 
 STOP_TIMEOUT = 5.0
+#: How often a first start chooses new ports when a ``listen = 0`` port was taken meanwhile.
+FREE_PORT_RETRIES = 3
 #: Told how the first attempt went: None once verified, else its error.
 FirstResult = Callable[[SshwrapError | None], None]
 
@@ -94,6 +98,8 @@ class Supervisor:
         self._stop_requested = threading.Event()
         #: The forwards as the last verification of a client found them.
         self.ready_checks: list[ForwardCheck] = []
+        #: The profile the client runs: as loaded, with the ports chosen for ``listen = 0``.
+        self.profile: Profile | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -255,20 +261,23 @@ class Supervisor:
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        profile = self.store.load(self.name)
+        requested = self.store.load(self.name)
         facts = host_facts()
-        argv = client_argv(profile, facts, self.paths.log(self.name))
-        forwards = expected_forwards(profile, facts)
+        log_path = self.paths.log(self.name)
+        # The record keeps the hash of the profile as written (listen = 0 included), which
+        # is what up and status compare it with.
+        digest = state.profile_hash(requested, client_argv(requested, facts, log_path))
+        profile, argv, forwards = self._compiled(requested, facts)
         if wants_sharing(profile, self.share):
-            return SharedTunnel(self, profile, state.profile_hash(profile, argv), forwards).run()
+            return SharedTunnel(self, profile, digest, forwards).run()
         pid, create_time, own_argv = self._identity()
-        failures = restarts = 0
+        failures = restarts = port_tries = 0
         first = True
         while True:
             launched = self.spawn_client(profile, argv)
             self._begin_attempt(launched, TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
-                argv=launched.argv, profile_hash=state.profile_hash(profile, argv),
+                argv=launched.argv, profile_hash=digest,
                 client=profile.client.value, started_at=time.time(), forwards=forwards,
                 log_path=str(launched.log_path), log_offset=launched.log_offset,
                 supervisor_pid=pid, supervisor_create_time=create_time,
@@ -280,6 +289,12 @@ class Supervisor:
             except SshwrapError as error:
                 self._check_stop()  # the client ended because a stop was asked
                 self._stop_child()
+                if first and isinstance(error, ForwardingFailed) \
+                        and port_tries < FREE_PORT_RETRIES and wants_free_ports(requested):
+                    # Someone took a chosen port between the choice and ssh's bind: choose again.
+                    port_tries += 1
+                    profile, argv, forwards = self._compiled(requested, facts)
+                    continue
                 if is_fatal(error) or (first and not self.foreground):
                     raise  # up reports the first failure itself; a fatal one would repeat
                 failures += 1
@@ -312,6 +327,13 @@ class Supervisor:
             self._reconnect_later(profile, failures, reason, "", int(ExitCode.CONNECTION))
             restarts += 1
             self._update(restarts=restarts)
+
+    def _compiled(self, requested: Profile, facts: HostFacts,
+                  ) -> tuple[Profile, list[str], tuple[ExpectedForward, ...]]:
+        """The profile with ports chosen for ``listen = 0``, its argv and its forwards."""
+        profile = self.profile = with_free_ports(requested, facts)
+        return (profile, client_argv(profile, facts, self.paths.log(self.name)),
+                expected_forwards(profile, facts))
 
     def _mark_up(self, launched: Launched) -> None:
         self._settle_credentials()
