@@ -187,7 +187,7 @@ class Tunnel:
             if self.is_running:
                 return self
             # Logs, client config and askpass socket in a private directory of this tunnel.
-            self._root = Path(tempfile.mkdtemp(prefix="sshwrap-"))
+            self._root = Path(tempfile.mkdtemp(prefix="sshwrap-tunnel-"))
             paths = StatePaths(self._root).ensure()
             first: Queue[SshwrapError | None] = Queue(maxsize=1)
             self._log = open(self._root / "supervisor.log", "a", encoding="utf-8")  # noqa: SIM115

