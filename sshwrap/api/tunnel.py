@@ -40,6 +40,22 @@ def _stop_all_at_exit() -> None:
 
 atexit.register(_stop_all_at_exit)
 
+#: The private directory of a tunnel: ``<tmp>/sshwrap-tunnel-<pid of its program>-<random>``.
+PRIVATE_PREFIX = "sshwrap-tunnel-"
+
+
+def _remove_dead_tunnels_files() -> None:
+    """Remove the private directories of tunnels whose program was killed (nothing of
+    theirs runs: their clients died with them)."""
+    import psutil
+
+    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = path.name[len(PRIVATE_PREFIX):].partition("-")[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and path.stat().st_uid == os.getuid() \
+                    and not psutil.pid_exists(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
 
 @dataclass(frozen=True)
 class _OneProfile(ProfileStore):
@@ -187,7 +203,8 @@ class Tunnel:
             if self.is_running:
                 return self
             # Logs, client config and askpass socket in a private directory of this tunnel.
-            self._root = Path(tempfile.mkdtemp(prefix="sshwrap-tunnel-"))
+            _remove_dead_tunnels_files()
+            self._root = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
             paths = StatePaths(self._root).ensure()
             first: Queue[SshwrapError | None] = Queue(maxsize=1)
             self._log = open(self._root / "supervisor.log", "a", encoding="utf-8")  # noqa: SIM115
