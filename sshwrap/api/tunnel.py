@@ -21,6 +21,8 @@ from typing import IO, Any
 from sshwrap.api.forwards import ForwardSpec, OpenForward
 from sshwrap.core.model import AuthMethod, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import SshwrapError
+from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.supervisor import Supervisor
 from sshwrap.store import ProfileStore
 
 #: Seconds ``start`` waits for every forward to be verified, as ``sshwrap up --wait``.
@@ -120,7 +122,8 @@ class Tunnel:
         self._secret = secret_for(self.profile, lambda _p: given)
         self.wait = wait
         self._lock = threading.Lock()
-        self._supervisor: Any = None
+        self._starting = threading.Lock()
+        self._supervisor: Supervisor | None = None
         self._thread: threading.Thread | None = None
         self._root: Path | None = None
         self._log: IO[str] | None = None
@@ -153,13 +156,15 @@ class Tunnel:
     @property
     def pid(self) -> int | None:
         """The ssh (or plink) client's pid while it runs."""
-        child = getattr(self._supervisor, "child", None)
+        supervisor = self._supervisor
+        child = supervisor.child if supervisor is not None else None
         return child.pid if child is not None else None
 
     @property
     def forwards(self) -> tuple[OpenForward, ...]:
         """The forwards, in the order given, with the ports bound once started."""
-        running = getattr(self._supervisor, "profile", None)
+        supervisor = self._supervisor
+        running = supervisor.profile if supervisor is not None else None
         profile: Profile = running if running is not None and self.is_running else self.profile
         out = []
         for forward in profile.forwards:
@@ -196,9 +201,10 @@ class Tunnel:
     def start(self) -> Tunnel:
         """Start the client and return once every forward is verified; raise the error
         ``sshwrap up`` would report otherwise (nothing is left running then)."""
-        from sshwrap.runtime.paths import StatePaths
-        from sshwrap.runtime.supervisor import Supervisor
+        with self._starting:  # a second start() waits for the first, then finds it running
+            return self._start()
 
+    def _start(self) -> Tunnel:
         with self._lock:
             if self.is_running:
                 return self
