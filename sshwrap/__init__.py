@@ -1,42 +1,15 @@
 """sshwrap: declarative, named and verifiable SSH tunnels."""
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from sshwrap.errors import (
-    AuthFailed,
-    ConnectionFailed,
-    ExitCode,
-    ForwardingFailed,
-    InvalidInput,
-    MissingBinary,
-    NotReady,
-    ProfileNotFound,
-    SshwrapError,
-)
-
-if TYPE_CHECKING:
-    from sshwrap.api.forwards import Dynamic, Local, OpenForward, Remote
-    from sshwrap.api.managed import down, status, up
-    from sshwrap.api.tunnel import Tunnel
-    from sshwrap.runtime.results import (
-        Action,
-        DownReport,
-        ForwardStatus,
-        StatusReport,
-        TunnelOutcome,
-        TunnelState,
-        TunnelStatus,
-        UpReport,
-    )
+# Nothing is imported here until a name is used: the command line's express lane starts
+# from this file and must stay light, and so must the pure core. The names and their types
+# are declared in __init__.pyi.
 
 __version__ = "0.1.0"
 
-# Loaded on first use: importing the pure core (sshwrap.core...) runs this file, and must
-# not pull in the runtime with it.
 _LAZY = {
+    "sshwrap.errors": ("AuthFailed", "ConnectionFailed", "ExitCode", "ForwardingFailed",
+                       "InvalidInput", "MissingBinary", "NotReady", "ProfileNotFound",
+                       "SshwrapError"),
     "sshwrap.api.forwards": ("Dynamic", "Local", "OpenForward", "Remote"),
     "sshwrap.api.managed": ("down", "status", "up"),
     "sshwrap.api.tunnel": ("Tunnel",),
@@ -54,10 +27,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'sshwrap' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

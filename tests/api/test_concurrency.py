@@ -84,8 +84,8 @@ def test_async_with_does_not_block_the_loop(keys: dict[str, Any],
 
 
 def test_password_is_kept_out_of_argv_and_environment(
-        password_server: PasswordServer, banner_server: BannerServer) -> None:
-    server = password_server
+        api_password_server: PasswordServer, banner_server: BannerServer) -> None:
+    server = api_password_server
     tunnel = sshwrap.Tunnel(
         host="127.0.0.1", port=server.sshd.port, user=server.user,
         ssh_config_file=str(server.ssh_config), password=server.password,
@@ -102,10 +102,10 @@ def test_password_is_kept_out_of_argv_and_environment(
                        forwards=[sshwrap.Local(to="127.0.0.1:9")]).start()
 
 
-def test_password_env_names_a_variable(password_server: PasswordServer,
+def test_password_env_names_a_variable(api_password_server: PasswordServer,
                                        monkeypatch: pytest.MonkeyPatch,
                                        banner_server: BannerServer) -> None:
-    server = password_server
+    server = api_password_server
     common = {"host": "127.0.0.1", "port": server.sshd.port, "user": server.user,
               "ssh_config_file": str(server.ssh_config), "auth": "password",
               "password_env": "DB_TUNNEL_PASSWORD",
