@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sshwrap.core.binds import HostFacts
@@ -50,3 +55,16 @@ def test_chosen_ports_are_distinct_and_free_on_both_families() -> None:
     assert ports[2] == 7000 and 0 not in ports and len(set(ports)) == 3
     argv = compile_ssh(chosen, HostFacts(ipv6_loopback=True))
     assert f"127.0.0.1:{ports[0]}:db:5432" in argv and f"[::1]:{ports[0]}:db:5432" in argv
+
+
+def test_compile_to_config_on_the_command_line_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "db.toml"
+    path.write_text('host = "example.org"\n[[forward]]\ntype = "local"\nlisten = 0\n'
+                    'to = "db:5432"\n')
+    done = subprocess.run([sys.executable, "-m", "sshwrap", "compile", str(path), "--to",
+                           "config"], capture_output=True, text=True, check=False,
+                          env=os.environ | {"PYTHONPATH": str(Path.cwd())}, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"sshwrap: error: {path}: forward[0].listen: listen = 0 (a free port chosen at start) "
+        "needs sshwrap to run the tunnel; give a fixed port (ssh_config cannot express it)"]
