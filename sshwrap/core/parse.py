@@ -174,6 +174,9 @@ def _parse_forward(c: _Collector, index: int, raw: object) -> Forward | None:
     probe = _forward_probe(c, prefix, raw, kind)
     probe_target = _forward_probe_target(c, prefix, raw, kind, probe)
     _check_exposure(c, prefix, listen, bool(public))
+    if kind is ForwardType.REMOTE and isinstance(listen, TcpAddress) and listen.port == 0:
+        c.add(prefix + ".listen", "0 (a port chosen at start) is for local and dynamic "
+              "forwards; a remote forward needs a fixed port")
     _check_server_paths(c, prefix, kind, listen, to)
     if kind is None or listen is None or (kind is not ForwardType.DYNAMIC and to is None):
         return None
@@ -381,6 +384,8 @@ def _check_forward_clashes(c: _Collector, forwards: list[Forward]) -> None:
     for i, fwd in enumerate(forwards):
         side = "remote" if fwd.type is ForwardType.REMOTE else "local"
         spot = fwd.listen.path if isinstance(fwd.listen, UnixAddress) else str(fwd.listen.port)
+        if spot == "0":  # each gets a port of its own at start
+            continue
         if (side, spot) in seen:
             c.add(f"forward[{i}].listen",
                   f"{fwd.listen.render()} is already used by forward[{seen[side, spot]}]")

@@ -191,6 +191,13 @@ def check_port(value: object, what: str = "port") -> int:
     return value
 
 
+def check_listen_port(value: object) -> int:
+    """A forward's listen port: 1-65535, or 0 for a port sshwrap chooses when it starts."""
+    if value in (0, "0") and not isinstance(value, bool):
+        return 0
+    return check_port(value)
+
+
 def split_host_port(text: str) -> tuple[str | None, str]:
     """Split ``host:port``, ``[v6]:port`` or ``port`` into (host, port text)."""
     if text.startswith("["):
@@ -213,7 +220,7 @@ def is_unix_path(text: str) -> bool:
 def parse_listen(value: object) -> Address:
     """A forward's ``listen``: a port, ``addr:port``, ``[v6]:port`` or a unix-socket path."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return TcpAddress(None, check_port(value))
+        return TcpAddress(None, check_listen_port(value))
     if not isinstance(value, str):
         raise SyntaxProblem("must be a port number or a string such as '127.0.0.1:8080'")
     if is_unix_path(value):
@@ -221,7 +228,7 @@ def parse_listen(value: object) -> Address:
     host, port = split_host_port(value)
     if host is not None:
         host = check_bind_host(host)
-    return TcpAddress(host, check_port(port))
+    return TcpAddress(host, check_listen_port(port))
 
 
 def parse_target(value: object) -> Address:

@@ -6,8 +6,6 @@ systemd unit, a shared connection's tunnel). Whatever ends it, a failure is reco
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import signal
 import sys
@@ -19,14 +17,17 @@ from enum import StrEnum
 from types import FrameType
 from typing import TextIO
 
+from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile, RestartPolicy
-from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
-from sshwrap.runtime import state, unixsock
+from sshwrap.errors import ConnectionFailed, ExitCode, ForwardingFailed, SshwrapError
+from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
+from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.detach import read_secret
 from sshwrap.runtime.events import Event
+from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
-from sshwrap.runtime.launch import Launched, client_argv, stop_group
+from sshwrap.runtime.launch import Launched, client_argv
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.restart import (
     REMOTE_HELD_HINT,
@@ -40,11 +41,12 @@ from sshwrap.runtime.restart import (
 )
 from sshwrap.runtime.shared import wants_sharing
 from sshwrap.runtime.sharedtunnel import SharedTunnel
-from sshwrap.runtime.state import Mode, TunnelRecord, expected_forwards
-from sshwrap.runtime.verify import ForwardCheck, LogReader, wait_ready
+from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord, expected_forwards
+from sshwrap.runtime.verify import ForwardCheck, wait_ready
 from sshwrap.store import ProfileStore
 
-STOP_TIMEOUT = 5.0
+#: How often a first start chooses new ports when a ``listen = 0`` port was taken meanwhile.
+FREE_PORT_RETRIES = 3
 #: Told how the first attempt went: None once verified, else its error.
 FirstResult = Callable[[SshwrapError | None], None]
 
@@ -60,13 +62,14 @@ class Phase(StrEnum):
 _REASONS = {Phase.STARTING.value: "starting the client", Phase.UP.value: "every forward verified"}
 
 
-class Stopping(BaseException):
-    """Raised when a stop was asked (SIGTERM/SIGINT, or the resident supervisor's ``down``):
-    unwind, stop the client, exit 0."""
+class Finished(Exception):
+    """The client ended well and the restart policy does not start it again."""
 
 
 
-class Supervisor:
+
+
+class Supervisor(ClientOwner):
     """Runs one tunnel's client until stopped, restarting it according to ``restart``."""
 
     def __init__(self, name: str, paths: StatePaths, store: ProfileStore, *,
@@ -101,7 +104,8 @@ class Supervisor:
         self.ready_checks: list[ForwardCheck] = []
         #: Told every state change (the engine publishes it to ``sshwrap events``).
         self.on_event: Callable[[Event], None] | None = None
-        #: The profile being run (its hooks are run on state changes; reload swaps them).
+        #: The profile being run, with the ports chosen for ``listen = 0`` (its hooks are run
+        #: on state changes; reload swaps them).
         self.profile: Profile | None = None
         self._phase = "down"
         #: Why the client was ended after a network change (runtime/netwatch.py), until seen.
@@ -123,6 +127,9 @@ class Supervisor:
     def secret(self) -> str | None:
         """The secret ``up`` handed over, for the client's authentication."""
         return self._secret
+
+    def first_hop(self) -> tuple[str, int] | None:
+        return first_hop(self.profile) if self.profile is not None else None
 
     def report_first(self, error: SshwrapError | None) -> None:
         """Tell whoever waits on the first attempt how it went (once)."""
@@ -146,48 +153,6 @@ class Supervisor:
         self.say(f"failed: {error.message}")
         self.announce(Phase.FAILED.value, error.message)
         return int(error.exit_code)
-
-    def request_stop(self) -> None:
-        """Ask the loop, from another thread, to stop the client and end (as SIGTERM does)."""
-        self._stop_requested.set()
-        child = self.child
-        # Wakes a loop blocked on the client (_stop_child finishes it); a reaped child's pid
-        # may belong to another process already, and is left alone.
-        if child is not None and child.popen.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGTERM)
-
-    # -- re-verified after a network change or a resume (runtime/netwatch.py) -------------
-
-    def client_pid(self) -> int | None:
-        """The verified client's pid; None while starting or reconnecting."""
-        child = self.child
-        up = self.record is not None and self.record.verified
-        return child.pid if child is not None and child.popen.returncode is None and up else None
-
-    def first_hop(self) -> tuple[str, int] | None:
-        return first_hop(self.profile) if self.profile is not None else None
-
-    def drop_connection(self, reason: str) -> None:
-        """End a client whose connection cannot survive (from another thread): the loop
-        restarts it with no backoff, as soon as its first hop answers."""
-        child = self.child
-        if child is None or child.popen.returncode is not None:
-            return
-        self._dropped = reason
-        self.say(f"{reason}: restarting the client")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGTERM)
-
-    def _check_stop(self) -> None:
-        if self._stop_requested.is_set():
-            self._stopping = True
-            raise Stopping("stop requested")
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep, but end the loop at once when a stop is asked."""
-        if self._stop_requested.wait(seconds):
-            self._check_stop()
 
     def _update(self, **changes: object) -> None:
         if self.record is None:
@@ -226,58 +191,6 @@ class Supervisor:
         self._stop_requested.set()
         raise Stopping(signal.Signals(signum).name)
 
-    # -- the client -----------------------------------------------------------------------
-
-    def spawn_client(self, profile: Profile, argv: list[str]) -> Launched:
-        """Start the client, with the secret (if any) served through sshwrap's askpass helper
-        and a pinned host key in place; the same starter serves every restart."""
-        self._check_stop()
-        unixsock.clear_stale_listeners(profile)  # a dead client's socket file; never a file
-        if self._starter is None:
-            if self._secret is None and profile.password_keyring:
-                # Run by a systemd unit or a LaunchAgent, nobody handed a password over.
-                from sshwrap.runtime.keyring_secret import keyring_password
-
-                self._secret = keyring_password(profile.name, profile.source or profile.name)
-            self._starter = ClientStarter(profile, self._secret, self.paths.root,
-                                          base_env=self.env)
-        self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
-                                         owned_by_parent=True)
-        self._check_stop()  # asked while it was being spawned: request_stop saw no child
-        return self.child
-
-    def _wait_client(self, launched: Launched) -> int:
-        """Block until the verified client ends; its exit status."""
-        returncode = launched.popen.wait()
-        self._check_stop()
-        self.child = None
-        return returncode
-
-    def _settle_credentials(self) -> None:
-        """Close the askpass socket of the last start once its client is verified or gone."""
-        if self._starter is not None:
-            self._starter.settle()
-
-    def _stop_child(self) -> None:
-        self._settle_credentials()
-        if self.child is not None:
-            # Our own child: until we reap it its pid cannot be reused, so signalling is safe.
-            stop_group(self.child.pid, timeout=STOP_TIMEOUT)
-            self.child.popen.poll()
-            self.child = None
-
-    def _failure_reason(self, launched: Launched, returncode: int, profile: Profile) -> str:
-        from sshwrap.core.diagnose import diagnose_log
-
-        text = LogReader(launched.log_path, launched.log_offset).read()
-        diagnosis = diagnose_log(text, profile)
-        if diagnosis is not None:
-            return diagnosis.message
-        if returncode < 0:
-            return f"the client (pid {launched.pid}) was killed by " \
-                   f"{signal.Signals(-returncode).name}"
-        return f"the client (pid {launched.pid}) exited with status {returncode}"
-
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, *, handle_signals: bool = True) -> int:
@@ -293,6 +206,8 @@ class Supervisor:
         error: SshwrapError | None = None
         try:
             code = self._supervise()
+        except Finished:  # the client ended well and the policy does not restart it
+            code = int(ExitCode.OK)
         except SshwrapError as failure:  # wherever it came from: kept, and told as itself
             error = failure
             self._stop_child()
@@ -320,20 +235,23 @@ class Supervisor:
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        profile = self.profile = self.store.load(self.name)
+        requested = self.profile = self.store.load(self.name)
         facts = host_facts()
-        argv = client_argv(profile, facts, self.paths.log(self.name))
-        forwards = expected_forwards(profile, facts)
+        log_path = self.paths.log(self.name)
+        # The record keeps the hash of the profile as written (listen = 0 included), which
+        # is what up and status compare it with.
+        digest = state.profile_hash(requested, client_argv(requested, facts, log_path))
+        profile, argv, forwards = self._compiled(requested, facts)
         if wants_sharing(profile, self.share):
-            return SharedTunnel(self, profile, state.profile_hash(profile, argv), forwards).run()
+            return SharedTunnel(self, profile, digest, forwards).run()
         pid, create_time, own_argv = self._identity()
-        failures = restarts = 0
+        failures = restarts = port_tries = 0
         first = True
         while True:
             launched = self.spawn_client(profile, argv)
             self._begin_attempt(launched, TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
-                argv=launched.argv, profile_hash=state.profile_hash(profile, argv),
+                argv=launched.argv, profile_hash=digest,
                 client=profile.client.value, started_at=time.time(), forwards=forwards,
                 log_path=str(launched.log_path), log_offset=launched.log_offset,
                 supervisor_pid=pid, supervisor_create_time=create_time,
@@ -345,6 +263,12 @@ class Supervisor:
             except SshwrapError as error:
                 self._check_stop()  # the client ended because a stop was asked
                 self._stop_child()
+                if first and isinstance(error, ForwardingFailed) \
+                        and port_tries < FREE_PORT_RETRIES and wants_free_ports(requested):
+                    # Someone took a chosen port between the choice and ssh's bind: choose again.
+                    port_tries += 1
+                    profile, argv, forwards = self._compiled(requested, facts)
+                    continue
                 if is_fatal(error) or (first and not self.foreground):
                     raise  # up reports the first failure itself; a fatal one would repeat
                 failures += 1
@@ -365,22 +289,35 @@ class Supervisor:
             returncode = self._wait_client(launched)
             if time.monotonic() - up_since >= STABLE_AFTER:
                 failures = 0
-            dropped, self._dropped = self._dropped, None
-            reason = dropped or self._failure_reason(launched, returncode, profile)
-            self.say(f"client ended: {reason}")
-            if dropped:  # ssh may exit 0 on our SIGTERM: a dropped connection is a failure
-                returncode = returncode or 255
-            if profile.restart is RestartPolicy.NO or (
-                    profile.restart is RestartPolicy.ON_FAILURE and returncode == 0):
-                if returncode == 0:
-                    state.remove_record(self.paths, self.name)
-                    self.announce("down", reason)
-                    return int(ExitCode.OK)
-                raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
+            dropped, reason = self._ended(launched, returncode, profile)
             failures = 0 if dropped else failures + 1  # dropped: no backoff, only the path
             self._reconnect_later(profile, failures, reason, "", int(ExitCode.CONNECTION))
             restarts += 1
             self._update(restarts=restarts)
+
+    def _ended(self, launched: Launched, returncode: int, profile: Profile) -> tuple[bool, str]:
+        """After the verified client ended: (dropped after a network change, why it ended)
+        when the policy restarts it; else return through Finished or fail for good."""
+        dropped, self._dropped = self._dropped, None
+        reason = dropped or self._failure_reason(launched, returncode, profile)
+        self.say(f"client ended: {reason}")
+        if dropped:  # ssh may exit 0 on our SIGTERM: a dropped connection is a failure
+            returncode = returncode or 255
+        if profile.restart is RestartPolicy.NO or (
+                profile.restart is RestartPolicy.ON_FAILURE and returncode == 0):
+            if returncode == 0:
+                state.remove_record(self.paths, self.name)
+                self.announce("down", reason)
+                raise Finished
+            raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
+        return dropped is not None, reason
+
+    def _compiled(self, requested: Profile, facts: HostFacts,
+                  ) -> tuple[Profile, list[str], tuple[ExpectedForward, ...]]:
+        """The profile with ports chosen for ``listen = 0``, its argv and its forwards."""
+        profile = self.profile = with_free_ports(requested, facts)
+        return (profile, client_argv(profile, facts, self.paths.log(self.name)),
+                expected_forwards(profile, facts))
 
     def _mark_up(self, launched: Launched) -> None:
         self._settle_credentials()

@@ -42,7 +42,11 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
                 if node.level:
                     parent = package.split(".")[:len(package.split(".")) - node.level + 1]
                     base = ".".join([*parent, base] if base else parent)
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+                targets = [f"{base}.{alias.name}" for alias in node.names]
+                # "from sshwrap import askpass" depends on sshwrap.askpass, as "from
+                # sshwrap.askpass import X" would: not on the package's own __init__.
+                if not all(target in modules for target in targets):
+                    targets.insert(0, base)
             for target in targets:
                 known = target
                 while known and known not in modules:

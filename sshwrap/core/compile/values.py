@@ -14,7 +14,7 @@ def _address(address: Address | None, listen: bool) -> None:
     if address is None:
         return
     if isinstance(address, TcpAddress):
-        syntax.check_port(address.port)
+        (syntax.check_listen_port if listen else syntax.check_port)(address.port)
         if address.host is not None:
             (syntax.check_bind_host if listen else syntax.check_host)(address.host)
     else:

@@ -1,0 +1,53 @@
+"""The command line's managed tunnels from Python: ``up``, ``status`` and ``down`` hand
+profiles to the engine of the state directory, and return what ``--json`` prints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from sshwrap.runtime.results import DEFAULT_WAIT, Action, DownReport, StatusReport, UpReport
+from sshwrap.store import ProfileStore
+
+
+def _store(profiles_dir: Sequence[str | os.PathLike[str]] | None) -> ProfileStore:
+    return ProfileStore.from_option([Path(d) for d in profiles_dir] if profiles_dir else None)
+
+
+def _raise_failed(report: UpReport | DownReport, check: bool) -> None:
+    if not check:
+        return
+    for outcome in report.outcomes:
+        if outcome.action is Action.FAILED and outcome.error is not None:
+            raise outcome.error
+
+
+def up(*names: str, all_profiles: bool = False, tag: str | None = None,
+       wait: float = DEFAULT_WAIT, share: bool = False, check: bool = True,
+       profiles_dir: Sequence[str | os.PathLike[str]] | None = None) -> UpReport:
+    """Start the named profiles in the engine (they outlive this program), verified as
+    ``sshwrap up`` verifies them. With ``check`` the first failure is raised; the report
+    (``.to_json()`` is ``up --json``) holds every outcome either way."""
+    from sshwrap.runtime.tunnels import up as run_up
+    store = _store(profiles_dir)
+    report = run_up(store, names, all_profiles=all_profiles, tag=tag, wait=wait, share=share)
+    _raise_failed(report, check)
+    return report
+
+
+def status(*names: str,
+           profiles_dir: Sequence[str | os.PathLike[str]] | None = None) -> StatusReport:
+    """Every profile (or the named ones) with its state and forwards, as ``status --json``."""
+    from sshwrap.runtime.status import status as run_status
+    store = _store(profiles_dir)
+    return run_status(store, names)
+
+
+def down(*names: str, all_tunnels: bool = False, check: bool = True) -> DownReport:
+    """Stop the named managed tunnels (or all of them); stopping one not running is a no-op."""
+    from sshwrap.runtime.stop import down as run_down
+
+    report = run_down(names, all_tunnels=all_tunnels)
+    _raise_failed(report, check)
+    return report
