@@ -58,10 +58,10 @@ def banner_server() -> Iterator[BannerServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private sshwrap state directory for every test (none touches the user's own); its
-    engine, if one was started, is gone at the end."""
+    """A private sshwrap state directory for one test; its engine, if one was started, is
+    gone at the end."""
     from sshwrap.runtime import daemon
     from sshwrap.runtime.paths import StatePaths
 
@@ -78,3 +78,4 @@ def profiles_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("SSHWRAP_PROFILES", str(path))
     return path
+

@@ -53,3 +53,10 @@ def stop_all(state_dir: Path, profiles_dir: Path) -> Iterator[None]:
     yield
     done = run_cli("down", "--all", "--profiles", str(profiles_dir))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(autouse=True)
+def _private_state(state_dir: Path) -> Path:
+    """Every test here runs in a state dir of its own: the engine a test starts is shut down
+    after it, and a failure it keeps stays there."""
+    return state_dir

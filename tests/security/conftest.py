@@ -7,6 +7,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,10 @@ def security_password_server(
             server.stop()
     finally:
         subprocess.run(["userdel", user], check=False)
+
+
+@pytest.fixture(autouse=True)
+def _private_state(state_dir: Path) -> Path:
+    """Every test here runs in a state dir of its own: the engine a test starts is shut down
+    after it, and a failure it keeps stays there."""
+    return state_dir
