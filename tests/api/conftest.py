@@ -3,10 +3,7 @@ test leaves no client process and no private directory behind."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,39 +12,16 @@ from typing import Any
 import psutil
 import pytest
 
-from sshwrap.sandbox import ClientIdentity, Sshd
-from tests.auth.auth_helpers import PasswordServer
+from sshwrap.sandbox import Sshd
+from tests.auth.auth_helpers import PasswordServer, throwaway_password_server
 
 
 @pytest.fixture(scope="session")
 def api_password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordServer]:
     """A throwaway user with a password and an sshd that accepts it (as tests/auth has, under
     a user name of its own: both may run in one session)."""
-    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chpasswd"):
-        pytest.skip("needs root and useradd/chpasswd to create a throwaway user")
-    user = f"swapi{os.getpid() % 100000}"
-    password = "pw-" + secrets.token_hex(12)
-    subprocess.run(["useradd", "-M", "-d", str(tmp_path_factory.mktemp("apihome")), "-s",
-                    "/bin/sh", user], check=True)
-    try:
-        subprocess.run(["chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
-        root = tmp_path_factory.mktemp("apisshd")
-        client = ClientIdentity(root / "client")
-        server = Sshd(root / "server", client, user=user,
-                      extra_config={"PasswordAuthentication": "yes"})
-        server.start()
-        config = root / "password_ssh_config"
-        config.write_text(
-            f"Host *\n    UserKnownHostsFile {client.known_hosts}\n"
-            "    GlobalKnownHostsFile /dev/null\n    PubkeyAuthentication no\n"
-            "    KbdInteractiveAuthentication no\n    UpdateHostKeys no\n")
-        try:
-            yield PasswordServer(server, user, password, config)
-        finally:
-            server.stop()
-    finally:
-        subprocess.run(["userdel", user], check=False)
-
+    with throwaway_password_server(tmp_path_factory, "swapi") as server:
+        yield server
 
 @pytest.fixture
 def keys(sshd: Sshd) -> dict[str, Any]:

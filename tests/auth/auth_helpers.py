@@ -1,16 +1,25 @@
-"""Helpers of the authentication tests: the password server's handle, profiles, the CLI."""
+"""Helpers of the authentication tests: a password server, profiles, the CLI."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomli_w
 
-from sshwrap.sandbox import Sshd
+from sshwrap.sandbox import ClientIdentity, Sshd
+
+#: Client settings that leave the password as the only way in.
+KEYLESS_CLIENT = "    PubkeyAuthentication no\n    KbdInteractiveAuthentication no\n"
 
 
 @dataclass(frozen=True)
@@ -34,3 +43,33 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sshwrap", *args], capture_output=True,
                           text=True, check=False, env=env, input=stdin, timeout=120)
+
+
+@contextlib.contextmanager
+def throwaway_password_server(tmp_path_factory: pytest.TempPathFactory, prefix: str, *,
+                              client_settings: str = KEYLESS_CLIENT,
+                              sshd_settings: Mapping[str, str] | None = None,
+                              ) -> Iterator[PasswordServer]:
+    """A user of its own (``prefix`` + pid, so that folders of tests may run in one session)
+    with a random password, and an sshd that accepts passwords; root only, as the user is
+    made with useradd and removed afterwards."""
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chpasswd"):
+        pytest.skip("needs root and useradd/chpasswd to create a throwaway user")
+    user = f"{prefix}{os.getpid() % 100000}"
+    password = "pw-" + secrets.token_hex(12)
+    home = tmp_path_factory.mktemp(f"{prefix}home")
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", user], check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
+        root = tmp_path_factory.mktemp(f"{prefix}sshd")
+        client = ClientIdentity(root / "client")
+        config = root / "password_ssh_config"
+        config.write_text(f"Host *\n    UserKnownHostsFile {client.known_hosts}\n"
+                          "    GlobalKnownHostsFile /dev/null\n    UpdateHostKeys no\n"
+                          + client_settings)
+        with Sshd(root / "server", client, user=user,
+                  extra_config={"PasswordAuthentication": "yes", **(sshd_settings or {})},
+                  ) as server:
+            yield PasswordServer(server, user, password, config)
+    finally:
+        subprocess.run(["userdel", user], check=False)

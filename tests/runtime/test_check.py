@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -22,7 +21,7 @@ from sshwrap.runtime.paths import StatePaths
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
 from sshwrap.usecases.check import run_check
-from tests.auth.auth_helpers import PasswordServer
+from tests.auth.auth_helpers import PasswordServer, throwaway_password_server
 
 pytestmark = pytest.mark.sshd
 
@@ -244,26 +243,9 @@ def test_not_running_tells_why_its_last_start_failed(sshd: Sshd, profiles_dir: P
 @pytest.fixture(scope="module")
 def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordServer]:
     """A throwaway user with a password, and an sshd that takes only passwords (root only)."""
-    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chpasswd"):
-        pytest.skip("needs root and useradd/chpasswd to create a throwaway user")
-    user = f"swck{os.getpid() % 100000}"
-    password = "pw-" + secrets.token_hex(12)
-    home = tmp_path_factory.mktemp("checkhome")
-    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", user], check=True)
-    try:
-        subprocess.run(["chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
-        root = tmp_path_factory.mktemp("checksshd")
-        client = ClientIdentity(root / "client")
-        with Sshd(root / "server", client, user=user,
-                  extra_config={"PasswordAuthentication": "yes",
-                                "PubkeyAuthentication": "no"}) as server:
-            config = root / "password_ssh_config"
-            config.write_text(f"Host *\n    UserKnownHostsFile {client.known_hosts}\n"
-                              "    GlobalKnownHostsFile /dev/null\n    UpdateHostKeys no\n")
-            yield PasswordServer(server, user, password, config)
-    finally:
-        subprocess.run(["userdel", user], check=False)
-
+    with throwaway_password_server(tmp_path_factory, "swck", client_settings="",
+                                   sshd_settings={"PubkeyAuthentication": "no"}) as server:
+        yield server
 
 def _password_profile(server: PasswordServer, **keys: object) -> dict[str, object]:
     data: dict[str, object] = {

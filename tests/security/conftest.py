@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sshwrap.sandbox import ClientIdentity, Sshd
-from tests.auth.auth_helpers import PasswordServer
+from tests.auth.auth_helpers import PasswordServer, throwaway_password_server
 from tests.auth.conftest import stop_all
 
 __all__ = ["security_password_server", "stop_all"]
@@ -21,32 +16,8 @@ __all__ = ["security_password_server", "stop_all"]
 @pytest.fixture(scope="session")
 def security_password_server(
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordServer]:
-    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chpasswd"):
-        pytest.skip("needs root and useradd/chpasswd to create a throwaway user")
-    user = f"swsec{os.getpid() % 100000}"
-    password = "pw-" + secrets.token_hex(12)
-    home = tmp_path_factory.mktemp("sechome")
-    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", user], check=True)
-    try:
-        subprocess.run(["chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
-        root = tmp_path_factory.mktemp("secsshd")
-        client = ClientIdentity(root / "client")
-        server = Sshd(root / "server", client, user=user,
-                      extra_config={"PasswordAuthentication": "yes"})
-        server.start()
-        config = root / "password_ssh_config"
-        config.write_text(
-            "Host *\n"
-            f"    UserKnownHostsFile {client.known_hosts}\n"
-            "    GlobalKnownHostsFile /dev/null\n"
-            "    UpdateHostKeys no\n")
-        try:
-            yield PasswordServer(server, user, password, config)
-        finally:
-            server.stop()
-    finally:
-        subprocess.run(["userdel", user], check=False)
-
+    with throwaway_password_server(tmp_path_factory, "swsec", client_settings="") as server:
+        yield server
 
 @pytest.fixture(autouse=True)
 def _private_state(state_dir: Path) -> Path:
