@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
-from sshwrap.core.parse import parse_profile, profile_to_mapping
+from sshwrap.core.parse import parse_profile
+from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import InvalidInput, Problem, ProfileNotFound
 from sshwrap.fsutil import atomic_write
 from sshwrap.names import checked_name

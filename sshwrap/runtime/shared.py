@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import FORWARD_FLAG
 from sshwrap.core.model import Client, ForwardType, Profile
-from sshwrap.core.parse import profile_to_mapping
+from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import (
     ConnectionFailed,
     NotReady,

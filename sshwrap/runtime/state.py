@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.model import Forward, Profile, TcpAddress, UnixAddress
-from sshwrap.core.parse import profile_to_mapping
+from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import ExitCode, SshwrapError, StateConflict, StateUnusable
 from sshwrap.fsutil import atomic_write
 from sshwrap.runtime.detach import is_engine

@@ -17,7 +17,8 @@ from sshwrap.core.model import (
     TcpAddress,
     UnixAddress,
 )
-from sshwrap.core.parse import parse_profile, profile_to_mapping
+from sshwrap.core.parse import parse_profile
+from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import InvalidInput
 
 FP = "SHA256:" + "A" * 43

@@ -15,7 +15,8 @@ from sshwrap.core.compile.plink import compile_plink
 from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.compile.systemd import compile_systemd
 from sshwrap.core.model import HOOK_STATES
-from sshwrap.core.parse import parse_profile, profile_to_mapping
+from sshwrap.core.parse import parse_profile
+from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import InvalidInput
 from sshwrap.runtime import hooks
 from sshwrap.runtime.events import Event

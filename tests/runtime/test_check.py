@@ -296,7 +296,8 @@ def test_plink_password_check_keeps_out_of_the_users_putty_files(
 
 def test_probe_target_is_a_host_and_port_of_local_or_dynamic_forwards() -> None:
     from sshwrap.core.model import TcpAddress
-    from sshwrap.core.parse import parse_profile, profile_to_mapping
+    from sshwrap.core.parse import parse_profile
+    from sshwrap.core.unparse import profile_to_mapping
     from sshwrap.errors import InvalidInput
 
     def forward(**keys: object) -> dict[str, object]:

@@ -34,7 +34,7 @@ from sshwrap.core.model import (
     Profile,
     TcpAddress,
 )
-from sshwrap.core.parse import profile_to_mapping
+from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.sandbox import ClientIdentity, Sshd, free_port
 
 OUT = Path(__file__).resolve().parent / "logs"
