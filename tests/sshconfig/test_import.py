@@ -11,6 +11,7 @@ from sshwrap.sshconfig.effective import loopback_form, parse_dump, seen_forwards
 from sshwrap.sshconfig.openssh import dump
 from sshwrap.store import ProfileStore
 from sshwrap.usecases import sshconfig as usecase
+from sshwrap.usecases import sshimport
 
 from .conftest import Workspace
 from .test_sync import cli
@@ -65,7 +66,7 @@ def forwards_seen(config: Path, host: str) -> set[object]:
 
 
 def test_import_uses_effective_values(workspace: Workspace, user_config: Path) -> None:
-    result = usecase.import_hosts(workspace.store, config_file=user_config)
+    result = sshimport.import_hosts(workspace.store, config_file=user_config)
     assert [i.name for i in result.imported] == ["dbtunnel", "relay"]
     skipped = {s.host: s.reason for s in result.skipped}
     assert "ProxyCommand" in skipped["legacy"]
@@ -84,7 +85,7 @@ def test_import_uses_effective_values(workspace: Workspace, user_config: Path) -
 
 def test_imported_profiles_compile_back_to_the_same_forwards(
         workspace: Workspace, user_config: Path) -> None:
-    usecase.import_hosts(workspace.store, config_file=user_config)
+    sshimport.import_hosts(workspace.store, config_file=user_config)
     synced = workspace.root / "synced" / "config"
     synced.parent.mkdir()
     usecase.sync(workspace.store, config_file=synced)
@@ -97,12 +98,12 @@ def test_existing_profile_is_kept_without_force(workspace: Workspace,
                                                 user_config: Path) -> None:
     mine = workspace.add_profile("dbtunnel")
     before = mine.read_bytes()
-    result = usecase.import_hosts(workspace.store, ["dbtunnel"], config_file=user_config)
+    result = sshimport.import_hosts(workspace.store, ["dbtunnel"], config_file=user_config)
     assert result.imported == () and not result.ok
     assert "exists already" in result.skipped[0].reason
     assert mine.read_bytes() == before
 
-    forced = usecase.import_hosts(workspace.store, ["dbtunnel"], config_file=user_config,
+    forced = sshimport.import_hosts(workspace.store, ["dbtunnel"], config_file=user_config,
                                   force=True)
     assert [i.name for i in forced.imported] == ["dbtunnel"]
     assert workspace.store.load("dbtunnel").port == 2200
@@ -122,17 +123,17 @@ def test_generated_hosts_are_not_imported(workspace: Workspace) -> None:
     workspace.add_profile("db")
     usecase.sync(workspace.store, config_file=workspace.config)
     other = ProfileStore((workspace.root / "other",))
-    result = usecase.import_hosts(other, config_file=workspace.config)
+    result = sshimport.import_hosts(other, config_file=workspace.config)
     assert result.imported == ()
     copy_of_owned = workspace.root / "copy-of-owned"
     copy_of_owned.write_bytes(workspace.owned.read_bytes())
     with pytest.raises(InvalidInput, match="sshwrap's own"):
-        usecase.import_hosts(other, config_file=copy_of_owned)
+        sshimport.import_hosts(other, config_file=copy_of_owned)
 
 
 def test_corpus_file_with_forwards(workspace: Workspace) -> None:
     workspace.use_corpus("09-match-final-originalhost-user.conf")
-    result = usecase.import_hosts(workspace.store, config_file=workspace.config)
+    result = sshimport.import_hosts(workspace.store, config_file=workspace.config)
     assert {i.name for i in result.imported} == {"conflux", "abacus"}
     for name in ("conflux", "abacus"):
         profile = workspace.store.load(name)

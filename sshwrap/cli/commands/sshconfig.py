@@ -70,7 +70,7 @@ def import_cmd(
     """Turn Host entries with LocalForward/RemoteForward/DynamicForward into profiles."""
     from sshwrap.cli.render import sshconfig as _render  # noqa: F401
     from sshwrap.store import ProfileStore
-    from sshwrap.usecases.sshconfig import import_hosts
+    from sshwrap.usecases.sshimport import import_hosts
 
     result = import_hosts(ProfileStore.from_option(profiles), hosts or [],
                           config_file=config_file, force=force)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sshwrap.cli.render import message, table, to_text
-from sshwrap.usecases.sshconfig import ImportResult, RemoveResult, SyncResult
+from sshwrap.usecases.sshconfig import RemoveResult, SyncResult
+from sshwrap.usecases.sshimport import ImportResult
 
 
 @to_text.register
