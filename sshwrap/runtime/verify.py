@@ -141,10 +141,8 @@ def _fallback_error(name: str, log_text: str) -> SshwrapError:
 
 def failure_from_log(name: str, log_text: str, profile: Profile) -> SshwrapError:
     """The error for a client that exited, from its own log."""
-    try:
-        from sshwrap.core.diagnose import diagnose_log
-    except ImportError:
-        return _fallback_error(name, log_text)
+    from sshwrap.core.diagnose import diagnose_log
+
     diagnosis = diagnose_log(log_text, profile)
     return diagnosis.error() if diagnosis is not None else _fallback_error(name, log_text)
 
