@@ -10,6 +10,7 @@ from typing import Any
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
+from sshwrap.core.compile.values import refuse_free_ports
 from sshwrap.core.model import Profile
 from sshwrap.errors import InvalidInput, Problem
 from sshwrap.machine import host_facts
@@ -138,6 +139,10 @@ def compile_profile(store: ProfileStore, name: str, target: Target) -> Compiled:
     profile = store.load(name)
     facts = host_facts()
     try:
+        if target in (Target.SSH, Target.PLINK):
+            # The runtime compiles such a profile with the ports it chose; printed for a
+            # person to run, port 0 would be refused by ssh or report no port.
+            refuse_free_ports(profile, target.value)
         if target is Target.SSH:
             from sshwrap.core.compile.ssh import compile_ssh
 

@@ -57,14 +57,19 @@ def test_chosen_ports_are_distinct_and_free_on_both_families() -> None:
     assert f"127.0.0.1:{ports[0]}:db:5432" in argv and f"[::1]:{ports[0]}:db:5432" in argv
 
 
-def test_compile_to_config_on_the_command_line_exits_2_naming_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["config", "ssh", "plink"])
+def test_compile_for_use_without_sshwrap_exits_2_naming_the_key(tmp_path: Path,
+                                                                 target: str) -> None:
+    # ssh refuses a local forward on port 0, and neither a Host block nor a printed command
+    # line can report the port a dynamic one got: only sshwrap's own run can.
     path = tmp_path / "db.toml"
-    path.write_text('host = "example.org"\n[[forward]]\ntype = "local"\nlisten = 0\n'
-                    'to = "db:5432"\n')
+    path.write_text('host = "example.org"\n[[forward]]\ntype = "local"\nlisten = 7000\n'
+                    'to = "db:1"\n[[forward]]\ntype = "dynamic"\nlisten = 0\n')
     done = subprocess.run([sys.executable, "-m", "sshwrap", "compile", str(path), "--to",
-                           "config"], capture_output=True, text=True, check=False,
+                           target], capture_output=True, text=True, check=False,
                           env=os.environ | {"PYTHONPATH": str(Path.cwd())}, timeout=60)
     assert done.returncode == 2 and done.stdout == ""
+    named = {"config": "ssh_config"}.get(target, target)
     assert done.stderr.strip().splitlines() == [
-        f"sshwrap: error: {path}: forward[0].listen: listen = 0 (a free port chosen at start) "
-        "needs sshwrap to run the tunnel; give a fixed port (ssh_config cannot express it)"]
+        f"sshwrap: error: {path}: forward[1].listen: listen = 0 (a free port chosen at start) "
+        f"needs sshwrap to run the tunnel; give a fixed port ({named} cannot express it)"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.ssh import ssh_options
-from sshwrap.core.compile.values import require_parsed
-from sshwrap.core.model import ForwardType, Profile, TcpAddress
+from sshwrap.core.compile.values import refuse_free_ports, require_parsed
+from sshwrap.core.model import ForwardType, Profile
 from sshwrap.textsafe import shown
 
 KEYWORD = {
@@ -30,17 +30,6 @@ def _value(text: str) -> str:
     return text
 
 
-def _refuse_free_ports(profile: Profile) -> None:
-    for i, forward in enumerate(profile.forwards):
-        if isinstance(forward.listen, TcpAddress) and forward.listen.port == 0:
-            # ssh's own port 0 binds each loopback family to a different port, and a Host
-            # block has no way to report the port it got.
-            raise NotExpressible(
-                "ssh_config", f"forward[{i}].listen",
-                "listen = 0 (a free port chosen at start) needs sshwrap to run the tunnel; "
-                "give a fixed port")
-
-
 def compile_config(profile: Profile, facts: HostFacts | None = None) -> str:
     """The Host block, ending with a newline, with forwards as explicit binds."""
     require_parsed(profile, "ssh_config")
@@ -50,7 +39,7 @@ def compile_config(profile: Profile, facts: HostFacts | None = None) -> str:
             "ssh_config", "ssh_config_file",
             "a Host block cannot name another config file; include that file instead",
         )
-    _refuse_free_ports(profile)
+    refuse_free_ports(profile, "ssh_config")
     lines = [f"Host {_value(profile.name)}"]
 
     def put(keyword: str, *values: str) -> None:

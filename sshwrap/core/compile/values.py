@@ -61,3 +61,18 @@ def require_parsed(profile: Profile, target: str) -> None:
     if problems:
         key, message = problems[0]
         raise NotExpressible(target, key, message)
+
+
+def refuse_free_ports(profile: Profile, target: str) -> None:
+    """NotExpressible for a ``listen = 0`` forward in output that runs without sshwrap.
+
+    sshwrap chooses the port when it starts the tunnel and reports it; ssh's own port 0 is
+    refused for local forwards, binds each loopback family to a different port for dynamic
+    ones, and a Host block or command line has no way to tell which port it got.
+    """
+    for i, forward in enumerate(profile.forwards):
+        if isinstance(forward.listen, TcpAddress) and forward.listen.port == 0:
+            raise NotExpressible(
+                target, f"forward[{i}].listen",
+                "listen = 0 (a free port chosen at start) needs sshwrap to run the tunnel; "
+                "give a fixed port")
