@@ -301,3 +301,27 @@ def test_the_network_watch_runs_in_the_foreground_engine(
             assert state.recorded_names(runtime_paths) == []
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+@pytest.mark.parametrize("mode", ["process", "a-mode-of-a-later-version", ""])
+def test_a_record_of_an_old_unit_or_unknown_mode_is_shown_by_status(
+    mode: str, runtime_paths: StatePaths, write_profile: ProfileWriter,
+) -> None:
+    """A unit of an earlier version ran ``sshwrap supervise NAME --foreground`` and recorded
+    ``process``; a record may name a mode this version does not know. Neither breaks status:
+    the dead supervisor's tunnel is shown failed, with the reason kept."""
+    write_profile("old", [{"type": "local", "listen": free_port(), "to": "127.0.0.1:9"}])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state.write_record(runtime_paths.ensure(), state.TunnelRecord(
+        name="old", pid=dead.pid, create_time=0.0, argv=("ssh", "-N"), profile_hash="",
+        client="ssh", started_at=0.0, forwards=(), log_path=str(runtime_paths.log("old")),
+        supervisor_pid=dead.pid, supervisor_create_time=0.0, phase="up", mode=mode,
+        supervisor_argv=(sys.executable, "-m", "sshwrap", "supervise", "old", "--foreground")))
+
+    for _ in range(2):
+        shown = _sshwrap("status", "old", "--json")
+        assert shown.returncode == ExitCode.UNHEALTHY, shown.stderr
+        row = json.loads(shown.stdout)[0]
+        assert row["state"] == "failed" and "ended without 'sshwrap down'" in row["last_failure"]
+    assert _sshwrap("down", "old").returncode == 0
