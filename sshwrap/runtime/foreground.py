@@ -25,7 +25,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -154,7 +154,7 @@ class ForegroundEngine(ResidentSupervisor):
                     answer = self.start(start_message(name, self.options.wait))
                     if answer.get("pending"):
                         self.say(f"{name}: not up yet, retrying")
-        except SshwrapError as error:  # its lock stays taken: an up or down of it hangs
+        except SshwrapError as error:  # its lock is held by an up or down that hangs
             self.say(f"{name}: not started: {error.message}")
         with self.lock:
             self.started.add(name)
@@ -179,7 +179,7 @@ class ForegroundEngine(ResidentSupervisor):
             started = sorted(self.started)
         failure = kept_failure(self.paths, started)
         if failure is not None:
-            self.say(f"nothing runs and {failure.message}: exiting with status "
+            self.say(f"{failure.message}; nothing else runs: exiting with status "
                      f"{int(failure.exit_code)}")
             self.exit_code = int(failure.exit_code)
             self.quit.set()
@@ -204,7 +204,8 @@ class Waiter:
     """While another engine serves the state dir: our tunnels are handed to it, once per
     engine (a new one after an exit gets them again)."""
 
-    def __init__(self, paths: StatePaths, options: Options, say: Any) -> None:
+    def __init__(self, paths: StatePaths, options: Options, say: Callable[[str], None],
+                 ) -> None:
         self.paths = paths
         self.options = options
         self.say = say
