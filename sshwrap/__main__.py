@@ -4,21 +4,35 @@ import sys
 
 
 def own_process(args: list[str]) -> int:
-    """The one dispatcher of the processes sshwrap starts of itself (runtime/detach.py), and
-    the composition root of the engine: the commands it serves are registered here, so that
-    nothing under runtime/ knows the command line."""
+    """The one dispatcher of the processes sshwrap starts of itself (runtime/detach.py) or a
+    service manager starts (a systemd unit, a launchd agent), and the composition root of
+    the engine: the commands it serves are registered here, so that nothing under runtime/
+    knows the command line.
+
+    ``--engine``: the engine, detached, until idle; ``--engine --foreground --up NAME ...``:
+    the same engine in the foreground (runtime/foreground.py); ``--engine master ...``: a
+    shared connection's master alone.
+    """
     mode, rest = (args[0], args[1:]) if args else ("", [])
     if mode == "master":
         from sshwrap.runtime.masters import main as master
 
         return master(rest)
-    if mode:
+    from sshwrap.runtime.detach import FOREGROUND_MARK
+
+    if mode and mode != FOREGROUND_MARK:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
     from sshwrap.cli.express import serve_up
+
+    commands = {"up": serve_up}
+    if mode == FOREGROUND_MARK:
+        from sshwrap.runtime.foreground import run as foreground
+
+        return foreground(rest, commands)
     from sshwrap.runtime.engine import main as engine
 
-    return engine({"up": serve_up})
+    return engine(commands)
 
 
 if __name__ == "__main__":

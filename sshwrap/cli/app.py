@@ -42,7 +42,7 @@ def _options(
 COMMAND_MODULES = {
     "list": "profiles", "validate": "profiles", "compile": "profiles", "add": "profiles",
     "up": "runtime", "down": "runtime", "restart": "runtime", "status": "runtime",
-    "demo": "runtime", "supervise": "runtime",
+    "demo": "runtime",
     "ports": "diagnostics", "check": "diagnostics", "logs": "diagnostics",
     "config": "sshconfig", "import": "sshconfig", "service": "service", "trust": "auth",
     "events": "events", "reload": "events", "password": "password",

@@ -13,6 +13,8 @@ from typing import TextIO
 
 #: The first argument of every process mode of sshwrap's own; see sshwrap/__main__.py.
 ENGINE_MARK = "--engine"
+#: After ENGINE_MARK: the engine in the foreground, as a systemd unit runs it.
+FOREGROUND_MARK = "--foreground"
 
 
 def own_command(*mode: str) -> list[str]:
@@ -22,8 +24,13 @@ def own_command(*mode: str) -> list[str]:
 
 
 def is_engine(argv: Sequence[str]) -> bool:
-    """True when ``argv`` is the engine's own command line (not a supervisor's)."""
-    return tuple(argv[-3:]) == ("-m", "sshwrap", ENGINE_MARK)
+    """True when ``argv`` is an engine's command line, detached or in the foreground (not a
+    master's)."""
+    words = tuple(argv)
+    for at in range(len(words) - 2):
+        if words[at:at + 3] == ("-m", "sshwrap", ENGINE_MARK):
+            return words[at + 3:at + 4] in ((), (FOREGROUND_MARK,))
+    return False
 
 
 def spawn_detached(argv: Sequence[str], log_path: Path, env: Mapping[str, str], *,

@@ -1,11 +1,11 @@
 """The engine: one process per state dir runs every tunnel, each in a thread of its own, and
 the masters of shared connections, each in a thread too.
 
-It is started on demand (runtime/daemon.py) and ends once it has run nothing for
-``IDLE_EXIT`` seconds, or on ``down --all``. It knows nothing of the command line: the
-commands it serves besides its own (the express lane of ``up``) are registered by the
-composition root, ``python -m sshwrap --engine`` (sshwrap/__main__.py). A first start's
-failure is answered as data (runtime/wire.py) and raised again as itself by the asker.
+Started on demand (runtime/daemon.py), it ends once it has run nothing for ``IDLE_EXIT``
+seconds, or on ``down --all``; units run it in the foreground (runtime/foreground.py). It
+knows nothing of the command line: the commands it serves besides its own (the express lane
+of ``up``) are registered by the composition root, ``python -m sshwrap --engine``
+(sshwrap/__main__.py). A first start's failure is answered as data (runtime/wire.py).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ Command = Callable[[dict[str, Any], Channel, "ResidentSupervisor"], None]
 
 class ResidentSupervisor:
     """Accepts requests on the socket; runs each tunnel's Supervisor in a thread of its own."""
+    idle_exit = IDLE_EXIT  # the foreground engine never exits when idle
 
     def __init__(self, paths: StatePaths, commands: Mapping[str, Command] | None = None) -> None:
         self.paths = paths
@@ -133,8 +134,8 @@ class ResidentSupervisor:
             except TimeoutError:
                 with self.lock:
                     if not self.tunnels and not self.serving \
-                            and time.monotonic() - self.idle_since >= IDLE_EXIT:
-                        self.say(f"nothing supervised for {IDLE_EXIT:g} s: exiting")
+                            and time.monotonic() - self.idle_since >= self.idle_exit:
+                        self.say(f"nothing supervised for {self.idle_exit:g} s: exiting")
                         break
                 continue
             threading.Thread(target=self._handle, args=(conn,), name="request",
@@ -227,7 +228,7 @@ class ResidentSupervisor:
     def start(self, message: dict[str, Any]) -> dict[str, Any]:
         """Start supervising a tunnel; the first attempt's exit code (0: verified), its error
         as data when it failed, its forwards as found when verified."""
-        from queue import Queue
+        from queue import Empty, Queue
 
         from sshwrap.store import ProfileStore
 
@@ -244,10 +245,9 @@ class ResidentSupervisor:
         log = open(self.paths.log(name), "a", encoding="utf-8")  # noqa: SIM115 - the thread closes it
         supervisor = Supervisor(
             name, self.paths, ProfileStore(tuple(Path(d) for d in message["dirs"])),
-            first_wait=float(message["wait"]), foreground=False, secret=message.get("secret"),
-            log=log, env=dict(message["env"]), identity=self.identity,
-            share=bool(message.get("share")),
-            on_first_result=first.put)
+            first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
+            secret=message.get("secret"), log=log, env=dict(message["env"]),
+            identity=self.identity, share=bool(message.get("share")), on_first_result=first.put)
         supervisor.on_event = self.events.publish
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)
@@ -259,7 +259,10 @@ class ResidentSupervisor:
             # The client's parent-death signal follows this thread: it lives as long as the
             # tunnel does, and stops the client before it ends.
             thread.start()
-        error = first.get()
+        try:  # a foreground start retries its first failure: answered after ``wait`` anyway
+            error = first.get(timeout=float(message["wait"]) + 9 if supervisor.foreground else None)
+        except Empty:
+            return {"code": 0, "pending": True}
         if error is not None:
             return {"code": int(error.exit_code), "error": error_data(error)}
         return {"code": 0, "forwards": [
@@ -357,7 +360,7 @@ def _record_failure(paths: StatePaths, name: str, reason: str) -> None:
             state.write_record(paths, record.failed(SshwrapError(reason)))
 
 
-def _listen(paths: StatePaths) -> socket.socket:
+def listen_on(paths: StatePaths) -> socket.socket:
     path = socket_path(paths)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a dead predecessor's: we hold the lock, so nobody else serves it
@@ -384,7 +387,7 @@ def main(commands: Mapping[str, Command] | None = None) -> int:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another one serves this state dir
-    listener = _listen(paths)
+    listener = listen_on(paths)
     try:
         return ResidentSupervisor(paths, commands).serve(listener)
     finally:

@@ -190,7 +190,7 @@ class Mode(StrEnum):
 
     ALONE = "alone"  # restart = "no": the client only, nothing restarts it
     ENGINE = "engine"  # supervised by the engine of the state dir (runtime/daemon.py)
-    PROCESS = "process"  # supervised by a process of its own (shared connection, systemd)
+    PROCESS = "process"  # supervised by a process of its own (Python API, lone master)
 
 
 def mode_of(record: TunnelRecord) -> Mode:

@@ -1,7 +1,7 @@
 """The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it.
 
-It runs as a thread of the engine (runtime/daemon.py), or alone in a process of its own (a
-systemd unit, a shared connection's tunnel). Whatever ends it, a failure is recorded.
+It runs as a thread of the engine (runtime/engine.py; a systemd unit runs that engine too),
+or of a program using the Python API. Whatever ends it, a failure is recorded.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from sshwrap.errors import ConnectionFailed, ExitCode, ForwardingFailed, Sshwrap
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
-from sshwrap.runtime.detach import read_secret
 from sshwrap.runtime.events import Event
 from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
@@ -343,13 +342,3 @@ class Supervisor(ClientOwner):
         self.say(f"reconnecting in {delay:.1f} s: {reason}")
         wait_for_path(first_hop(profile), delay, sleep=self.sleep)
 
-
-def run_supervisor(name: str, *, wait: float, foreground: bool,
-                   paths: StatePaths | None = None, store: ProfileStore | None = None,
-                   stdin: TextIO | None = None, share: bool = False) -> int:
-    """Run the supervisor of ``name`` in this process; its exit code."""
-    secret = read_secret(stdin)
-    supervisor = Supervisor(name, paths or StatePaths.from_env(),
-                            store or ProfileStore.from_option(None), first_wait=wait,
-                            foreground=foreground, secret=secret, share=share)
-    return supervisor.run()

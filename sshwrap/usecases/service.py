@@ -17,8 +17,8 @@ from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.store import ProfileStore
 
 SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
-NO_SYSTEMD_HINT = ("run the tunnel with 'sshwrap up NAME' instead (it supervises and restarts "
-                   "it), or print a unit with 'sshwrap compile NAME --to systemd'")
+NO_SYSTEMD_HINT = ("run the tunnel with 'sshwrap up NAME' instead (the same engine supervises "
+                   "and restarts it), or print a unit with 'sshwrap compile NAME --to systemd'")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ def unit_dir(env: dict[str, str] | None = None) -> Path:
 
 
 def unit_environment(store: ProfileStore, paths: StatePaths | None = None) -> dict[str, str]:
-    """What the unit must pass so that the supervisor finds the same profiles and state."""
+    """What the unit must pass so that its engine finds the same profiles, and serves the same
+    state dir (one engine, whether ``up`` or a unit started it)."""
     paths = paths or StatePaths.from_env()
     return {"SSHWRAP_PROFILES": ":".join(str(d.resolve()) for d in store.dirs),
             STATE_DIR_ENV: str(paths.root.resolve())}

@@ -1,4 +1,4 @@
-"""compile --to launchd: a LaunchAgent plist running the supervisor, golden files, bad input."""
+"""compile --to launchd: a LaunchAgent plist running the engine, golden files, bad input."""
 
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ def test_golden(example: Path, request: pytest.FixtureRequest) -> None:
     assert actual == expected, diff
 
 
-def test_plist_runs_the_supervisor_in_the_foreground() -> None:
+def test_plist_runs_the_engine_in_the_foreground() -> None:
     profile = load_profile_file(REPO / "profiles" / "web.toml")
     job = plistlib.loads(compile_launchd(profile, python="/opt/py/bin/python3",
                                          environment=ENV).encode())
     assert job["Label"] == agent_label("web") == "org.sshwrap.web"
-    assert job["ProgramArguments"] == ["/opt/py/bin/python3", "-m", "sshwrap", "supervise",
-                                       "web", "--foreground"]
+    assert job["ProgramArguments"] == ["/opt/py/bin/python3", "-m", "sshwrap", "--engine",
+                                       "--foreground", "--up", "web"]
     assert job["RunAtLoad"] is True
     # A stop (exit 0) is final; only a crash is restarted by launchd.
     assert job["KeepAlive"] == {"SuccessfulExit": False}
@@ -76,7 +76,7 @@ def test_cli_compile_to_launchd(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     job = plistlib.loads(done.stdout.encode())
-    assert job["ProgramArguments"] == [sys.executable, "-m", "sshwrap", "supervise", "db",
-                                       "--foreground"]
+    assert job["ProgramArguments"] == [sys.executable, "-m", "sshwrap", "--engine",
+                                       "--foreground", "--up", "db"]
     assert job["EnvironmentVariables"]["SSHWRAP_PROFILES"] == str(profiles.resolve())
     assert not (tmp_path / "s").exists()  # compiling starts and writes nothing

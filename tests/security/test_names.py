@@ -18,7 +18,6 @@ COMMANDS: list[tuple[tuple[str, ...], bool]] = [
     (("compile",), True), (("validate",), True), (("config", "sync", "--dry-run"), True),
     (("service", "install"), True), (("service", "uninstall"), False),
     (("service", "status"), False), (("add", "--host", "db.example"), False),
-    (("supervise",), True),
 ]
 BAD_NAMES = ["../../../../var/log/dpkg", "..", "a/b", ".hidden", "-", "x" * 65,
              "tab\tname", "esc\x1b[2Jname", "bidi\u202ename"]

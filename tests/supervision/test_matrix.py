@@ -121,30 +121,48 @@ def _message(stderr: str) -> str:
 
 
 def _foreground(paths: StatePaths, kind: Kind) -> tuple[int, str]:
-    """Run the tunnel as a systemd unit does; the code and words of its failure: its exit
-    status when it is fatal, else what it records while it keeps retrying."""
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "sshwrap", "supervise", NAME, "--foreground", "--wait", kind.wait],
+    """Run the tunnel as a systemd unit does (the engine in the foreground); the code and
+    words of its failure: its exit status when it is fatal, else what it records while it
+    keeps retrying. ``status`` shows the same, from another process."""
+    unit = subprocess.Popen(
+        [sys.executable, "-m", "sshwrap", "--engine", "--foreground", "--up", NAME,
+         "--wait", kind.wait],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if is_fatal(KIND_OF_CODE[int(kind.code)]("")):
-            code = supervisor.wait(60)
+            code = unit.wait(60)
             record = state.read_record(paths, NAME)
             assert record is not None
+            _assert_status_keeps(code, record.last_failure or "", "failed")
             return code, record.last_failure or ""
 
         def failed_once() -> bool:
             found = state.read_record(paths, NAME)
             return found is not None and found.failure_code is not None
 
-        eventually(failed_once, "the foreground supervisor recorded a failed attempt")
+        eventually(failed_once, "the foreground engine recorded a failed attempt")
         record = state.read_record(paths, NAME)
         assert record is not None and record.failure_code is not None
+        _assert_status_keeps(record.failure_code, record.last_failure or "", "reconnecting")
         return record.failure_code, record.last_failure or ""
     finally:
-        if supervisor.poll() is None:
-            supervisor.send_signal(signal.SIGTERM)
-            supervisor.wait(30)
+        if unit.poll() is None:
+            unit.send_signal(signal.SIGTERM)
+            assert unit.wait(30) == 0
+
+
+def _assert_status_keeps(code: int, words: str, shown_state: str) -> None:
+    """``status`` shows the failure: kept ``failed`` with its code, or the reason of the
+    retries of a tunnel that is still being reconnected (between two attempts or in one)."""
+    for _ in range(2):
+        shown = _sshwrap("status", NAME, "--json")
+        assert shown.returncode == ExitCode.UNHEALTHY, shown.stderr
+        row = json.loads(shown.stdout)[0]
+        assert row["last_failure"] == words, row
+        assert row["state"] in ((shown_state, "starting") if shown_state == "reconnecting"
+                                else (shown_state,)), row
+        if shown_state == "failed":
+            assert row["failure_code"] == code and row["failed_at"] is not None, row
 
 
 @pytest.mark.parametrize("kind_name", [

@@ -1,7 +1,9 @@
-"""systemd units: the compiled unit runs the supervisor; without systemd nothing is written."""
+"""systemd units: the compiled unit runs the engine in the foreground; golden files; without
+systemd nothing is written."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import subprocess
 import sys
@@ -9,16 +11,40 @@ from pathlib import Path
 
 import pytest
 
+from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.systemd import compile_systemd, unit_name
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import ExitCode, MissingBinary
-from sshwrap.store import ProfileStore
+from sshwrap.store import ProfileStore, load_profile_file
 from sshwrap.usecases import service
 
 PROFILE = 'host = "db.example"\n[[forward]]\ntype = "local"\nlisten = 5432\nto = "db:5432"\n'
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
+ENV = {"SSHWRAP_PROFILES": "/home/me/.config/sshwrap/profiles",
+       "SSHWRAP_STATE_DIR": "/home/me/.local/state/sshwrap"}
 
 
-def test_unit_runs_the_supervisor_in_the_foreground_with_its_environment() -> None:
+@pytest.mark.parametrize("example", sorted((REPO / "profiles").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_golden(example: Path, request: pytest.FixtureRequest) -> None:
+    try:
+        actual = compile_systemd(load_profile_file(example), python="/usr/bin/python3",
+                                 environment=ENV)
+    except NotExpressible as exc:
+        actual = f"not expressible: {exc}\n"
+    golden = GOLDEN / f"{example.stem}.systemd"
+    if request.config.getoption("--update-golden"):
+        golden.write_text(actual)
+        return
+    assert golden.exists(), f"{golden} is missing; run pytest --update-golden"
+    expected = golden.read_text()
+    diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True),
+                                        actual.splitlines(keepends=True), str(golden), "compiled"))
+    assert actual == expected, diff
+
+
+def test_unit_runs_the_engine_in_the_foreground_with_its_environment() -> None:
     import tomllib
 
     profile = parse_profile("db", tomllib.loads(PROFILE))
@@ -26,7 +52,8 @@ def test_unit_runs_the_supervisor_in_the_foreground_with_its_environment() -> No
                            environment={"SSHWRAP_PROFILES": "/home/u/p",
                                         "SSHWRAP_STATE_DIR": "/home/u/state"})
     lines = unit.splitlines()
-    assert "ExecStart=/opt/py/bin/python3 -m sshwrap supervise db --foreground" in lines
+    assert "ExecStart=/opt/py/bin/python3 -m sshwrap --engine --foreground --up db" in lines
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in lines  # the engine reloads on SIGHUP
     assert 'Environment="SSHWRAP_PROFILES=/home/u/p"' in lines
     assert 'Environment="SSHWRAP_STATE_DIR=/home/u/state"' in lines
     assert "Restart=on-failure" in lines and "KillMode=mixed" in lines
@@ -69,12 +96,12 @@ def test_cli_service_install_exits_3_here(tmp_path: Path) -> None:
     assert not (tmp_path / "config").exists()
 
 
-def test_cli_compile_to_systemd_prints_the_supervising_unit(tmp_path: Path) -> None:
+def test_cli_compile_to_systemd_prints_the_engine_unit(tmp_path: Path) -> None:
     store = _store(tmp_path)
     env = {**os.environ, "SSHWRAP_PROFILES": str(store.dirs[0]),
            "SSHWRAP_STATE_DIR": str(tmp_path / "s")}
     done = subprocess.run([sys.executable, "-m", "sshwrap", "compile", "db", "--to", "systemd"],
                           capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
-    assert f"ExecStart={sys.executable} -m sshwrap supervise db --foreground" in done.stdout
+    assert f"ExecStart={sys.executable} -m sshwrap --engine --foreground --up db" in done.stdout
     assert f'Environment="SSHWRAP_PROFILES={store.dirs[0].resolve()}"' in done.stdout

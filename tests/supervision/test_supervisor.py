@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -140,40 +139,6 @@ def test_supervisor_killed_leaves_no_ssh(
     assert row.state is TunnelState.FAILED and "engine" in row.detail
     assert status(store, ["owned"], paths=runtime_paths).tunnels[0] == row  # kept as it was
     assert_failure_kept(runtime_paths, "owned", ExitCode.CONNECTION)
-
-
-def test_sigterm_to_supervisor_exits_0_and_cleans_up(
-    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
-    banner_server: BannerServer, profiles_dir: Path,
-) -> None:
-    write_profile("polite", [{"type": "local", "listen": free_port(),
-                              "to": f"127.0.0.1:{banner_server.port}"}])
-    env = {**os.environ, "SSHWRAP_STATE_DIR": str(runtime_paths.root),
-           "SSHWRAP_PROFILES": str(profiles_dir)}
-    # The systemd way: the supervisor in the foreground, as the unit runs it.
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "sshwrap", "supervise", "polite", "--foreground"], env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        def ready() -> bool:
-            found = state.read_record(runtime_paths, "polite")
-            return found is not None and found.phase == "up"
-
-        eventually(ready, "the foreground supervisor reports up")
-        record = record_of(runtime_paths, "polite")
-        assert record.supervisor_pid == supervisor.pid
-
-        supervisor.send_signal(signal.SIGTERM)
-
-        assert supervisor.wait(30) == 0
-        assert process_gone(record.pid)
-        assert state.read_record(runtime_paths, "polite") is None
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
-        assert supervisor.stderr is not None
-        supervisor.stderr.close()
 
 
 def test_down_stops_supervisor_and_ssh(

@@ -9,7 +9,6 @@ import typer
 
 from sshwrap.cli.base import (
     JsonOpt,
-    NameOrFileArg,
     NamesArg,
     NamesOrFilesArg,
     ProfilesOpt,
@@ -184,19 +183,3 @@ def demo() -> int:
 
     return int(run_demo(say, emit))
 
-
-@app.command(hidden=True)
-def supervise(
-    name: NameOrFileArg,
-    foreground: Annotated[bool, typer.Option(
-        "--foreground", help="Retry a failed first start too (how a systemd unit runs it).")
-    ] = False,
-    wait: WaitOpt = 30.0,
-    profiles: ProfilesOpt = None,
-) -> int:
-    """Run the supervisor of one tunnel in this process (SIGTERM stops it and exits 0)."""
-    from sshwrap.runtime.supervisor import run_supervisor
-    from sshwrap.store import ProfileStore
-
-    return run_supervisor(name, wait=wait, foreground=foreground,
-                          store=ProfileStore.from_option(profiles), stdin=sys.stdin)

@@ -1,4 +1,4 @@
-"""Compile a Profile to a launchd LaunchAgent plist running the supervisor in the foreground."""
+"""Compile a Profile to a launchd LaunchAgent plist running sshwrap's engine in the foreground."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 from sshwrap.core.model import Client, Profile
 
-#: launchd waits this long between two starts of a job that exited: the supervisor restarts
-#: the client itself, so launchd's own restart is only a backstop for a crash of ours.
+#: launchd waits this long between two starts of a job that exited: the engine restarts the
+#: client itself, so launchd's own restart is only a backstop (a fatal failure, a crash).
 THROTTLE_SECONDS = 5
-#: After SIGTERM, launchd sends SIGKILL after this many seconds; the supervisor needs less.
+#: After SIGTERM, launchd sends SIGKILL after this many seconds; the engine needs less.
 EXIT_TIMEOUT = 15
 
 
@@ -25,14 +25,17 @@ def compile_launchd(
     python: str = "/usr/bin/python3",
     environment: Mapping[str, str] | None = None,
 ) -> str:
-    """A LaunchAgent running ``python -m sshwrap supervise NAME --foreground`` at login: the
-    same supervision as ``up`` and as the systemd unit (restart policy, backoff, recovery).
+    """A LaunchAgent running ``python -m sshwrap --engine --foreground --up NAME`` at login:
+    the engine of the state dir in the foreground, as the systemd unit runs it (see
+    compile_systemd: one engine per state dir, its tunnels handed over when one runs).
 
-    KeepAlive restarts it only when it exits unsuccessfully, so ``launchctl bootout`` (SIGTERM,
-    exit 0) is a normal stop. ``environment`` carries the profile directories and the state
-    directory, as for the systemd unit. Words go into an argv array, never through a shell.
+    KeepAlive restarts it only when it exits unsuccessfully (a tunnel failed for good, a
+    crash), so ``launchctl bootout`` (SIGTERM, exit 0) is a normal stop. ``environment``
+    carries the profile directories and the state directory, as for the systemd unit. Words
+    go into an argv array, never through a shell.
     """
     from sshwrap.core.compile import NotExpressible
+    from sshwrap.core.compile.systemd import engine_argv
     from sshwrap.core.compile.values import require_parsed
 
     require_parsed(profile, "launchd")
@@ -40,7 +43,7 @@ def compile_launchd(
         raise NotExpressible("launchd", "client", "the agent runs OpenSSH; use client = \"ssh\"")
     job: dict[str, object] = {
         "Label": agent_label(profile.name),
-        "ProgramArguments": [python, "-m", "sshwrap", "supervise", profile.name, "--foreground"],
+        "ProgramArguments": engine_argv(python, profile.name),
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "ThrottleInterval": THROTTLE_SECONDS,

@@ -1,4 +1,4 @@
-"""Compile a Profile to a systemd user unit that runs the tunnel's supervisor in the foreground."""
+"""Compile a Profile to a systemd user unit that runs sshwrap's engine in the foreground."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Client, Profile
 from sshwrap.textsafe import shown
 
-#: The unit's own Restart= is only a backstop: the supervisor restarts the client itself and
-#: exits non-zero only on a fatal failure or a crash of its own.
+#: The unit's own Restart= is only a backstop: the engine restarts the client itself and
+#: exits non-zero only on a fatal failure of the tunnel or a crash of its own.
 BACKSTOP_RESTART = "on-failure"
 
 
@@ -27,6 +27,11 @@ def _environment_line(name: str, value: str) -> str:
     return f'Environment="{name}={value.replace("%", "%%")}"'
 
 
+def engine_argv(python: str, profile_name: str) -> list[str]:
+    """The command a unit or agent runs: the engine in the foreground, with the tunnel."""
+    return [python, "-m", "sshwrap", "--engine", "--foreground", "--up", profile_name]
+
+
 def unit_name(profile_name: str) -> str:
     return f"sshwrap-{profile_name}.service"
 
@@ -38,21 +43,25 @@ def compile_systemd(
     python: str = "/usr/bin/python3",
     environment: Mapping[str, str] | None = None,
 ) -> str:
-    """A ``[Unit]/[Service]/[Install]`` user unit running ``python -m sshwrap supervise NAME
-    --foreground``: the same supervision as ``up`` (restart policy, backoff, fast recovery).
+    """A ``[Unit]/[Service]/[Install]`` user unit running ``python -m sshwrap --engine
+    --foreground --up NAME``: the engine of the state dir in the foreground, the same engine
+    (and supervision, events, network watch, reload) as ``up``'s. When an engine serves the
+    state dir already (another unit's, or ``up``'s), the tunnel is handed to it and this one
+    waits to take over (runtime/foreground.py), so ``sshwrap status/down/up`` see one engine.
 
-    The supervisor logs to stderr, which systemd sends to the journal; SIGTERM stops the
-    client and exits 0, so a normal stop is no failure. ``environment`` carries the profile
-    directories and the state directory (SSHWRAP_PROFILES, SSHWRAP_STATE_DIR).
+    The engine logs to stderr, which systemd sends to the journal; SIGTERM stops its tunnels
+    and exits 0, so a normal stop is no failure; SIGHUP (``systemctl reload``) is ``sshwrap
+    reload``. ``environment`` carries the profile directories and the state directory
+    (SSHWRAP_PROFILES, SSHWRAP_STATE_DIR).
     """
-    del facts  # the supervisor expands binds on the machine it runs on
+    del facts  # the engine expands binds on the machine it runs on
     from sshwrap.core.compile import NotExpressible
     from sshwrap.core.compile.values import require_parsed
 
     require_parsed(profile, "systemd")
     if profile.client is Client.PLINK:
         raise NotExpressible("systemd", "client", "the unit runs OpenSSH; use client = \"ssh\"")
-    argv = [python, "-m", "sshwrap", "supervise", profile.name, "--foreground"]
+    argv = engine_argv(python, profile.name)
     description = profile.description or f"sshwrap tunnel {profile.name}"
     lines = [
         "[Unit]",
@@ -66,6 +75,7 @@ def compile_systemd(
         "Type=exec",
         *(_environment_line(k, v) for k, v in sorted((environment or {}).items())),
         "ExecStart=" + " ".join(_exec_word(word) for word in argv),
+        "ExecReload=/bin/kill -HUP $MAINPID",
         f"Restart={BACKSTOP_RESTART}",
         "RestartSec=5",
         "TimeoutStopSec=15",
