@@ -75,6 +75,9 @@ class MasterSupervisor(ClientOwner):
         self._stopping = False
         self._stop_requested = threading.Event()
         self._dropped: str | None = None
+        #: The last master ended after a network change (netwatch), and why: its tunnels
+        #: tell that reason when they see it gone.
+        self.last_drop: tuple[int, str] | None = None
         self._control = control_path(self.paths, self.key)
         self._argv: list[str] = []
 
@@ -195,6 +198,23 @@ class MasterSupervisor(ClientOwner):
     def wanted(self) -> bool:
         return not self._unused()
 
+    def drop_connection(self, reason: str) -> None:
+        """End a master whose connection cannot survive (from the engine's network watch):
+        restarted at once, without backoff; its tunnels add their forwards again."""
+        child = self.child
+        if child is None or child.popen.returncode is not None:
+            return
+        self.last_drop = (child.pid, reason)
+        self._dropped = reason
+        self.say(f"{reason}: restarting the shared connection")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGTERM)
+
+    def drop_reason(self, pid: int) -> str | None:
+        """Why the master ``pid`` was ended after a network change, if it was."""
+        last = self.last_drop
+        return last[1] if last is not None and last[0] == pid else None
+
     def _unused(self) -> bool:
         """When no live tunnel uses the master: stop everything (under the master's lock,
         so that no tunnel joins meanwhile) and say so."""
@@ -216,6 +236,20 @@ class _Hosted:
     def stop(self, timeout: float) -> None:
         self.supervisor.request_stop()
         self.thread.join(timeout + STOP_TIMEOUT)
+
+    # Re-verified after a network change like the engine's tunnels (runtime/netwatch.py).
+
+    def client_pid(self) -> int | None:
+        return self.supervisor.client_pid()
+
+    def first_hop(self) -> tuple[str, int] | None:
+        return self.supervisor.first_hop()
+
+    def drop_connection(self, reason: str) -> None:
+        self.supervisor.drop_connection(reason)
+
+    def drop_reason(self, pid: int) -> str | None:
+        return self.supervisor.drop_reason(pid)
 
 
 def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float,

@@ -22,6 +22,7 @@ from sshwrap.runtime.shared import (
     cancel_forwards,
     connection_key,
     control_path,
+    drop_reason,
     ensure_master,
     forward_args,
     master_name,
@@ -169,12 +170,15 @@ class SharedTunnel:
 
     def watch(self) -> Ended:
         master = self.master
+        pid = master.pid if master is not None else 0
         while master is not None and state.live_process(master) is not None:
             self.sup.sleep(WATCH_INTERVAL)
-        reason = f"the shared connection (master pid {master.pid if master else 0}) ended"
+        # Ended after a network change (the engine's watch): that is the reason to tell.
+        dropped = drop_reason(self.paths, self.key, pid)
+        reason = dropped or f"the shared connection (master pid {pid}) ended"
         self.sup.say(reason)
         # No backoff here: the master's supervisor paces the restarts of the master.
-        return Ended(reason, paced=True)
+        return Ended(reason, dropped=dropped is not None, paced=True)
 
     def stop(self) -> None:
         """A failed attempt has taken its forwards off already (``_attach``)."""
