@@ -130,6 +130,7 @@ class MasterSupervisor(ClientOwner):
             supervisor_create_time=create_time, supervisor_argv=own_argv,
             shared=self.key,
             mode=(Mode.PROCESS if self.identity is None else Mode.ENGINE).value)
+        self.update(phase=Phase.STARTING.value)  # before ssh runs: stop_master finds us
         loop = RestartLoop(self, first_wait=self.first_wait, retry_first=False,
                            restart_wait=MASTER_RESTART_WAIT, rng=self.rng)
         try:

@@ -117,7 +117,7 @@ class Ended:
 
 
 class Attempts(Protocol):
-    """What the restart loop keeps running: a tunnel's own client (runtime/ownclient.py),
+    """What the restart loop keeps running: a tunnel's own client (runtime/supervisor.py),
     a tunnel's forwards on a shared master (runtime/sharedtunnel.py), or a shared
     connection's master (runtime/masters.py)."""
 
@@ -202,9 +202,12 @@ class RestartLoop:
                 if ended.status == 0:
                     return ended
                 raise ConnectionFailed(ended.reason, hint=f"sshwrap up {attempts.name}")
-            if ended.dropped or ended.paced or time.monotonic() - up_since >= STABLE_AFTER:
-                failures = 0  # no backoff after a network change, or after a stable run
-            failures += 0 if ended.dropped or ended.paced else 1
+            if ended.dropped or ended.paced:
+                failures = 0  # after a network change, or paced elsewhere: no backoff
+            elif time.monotonic() - up_since >= STABLE_AFTER:
+                failures = 1  # a stable run starts the backoff over
+            else:
+                failures += 1
             restarts += 1
             if not self._later(failures, ended.reason, "", int(ExitCode.CONNECTION), restarts,
                                wait=not ended.paced):
