@@ -1,5 +1,5 @@
 """Network changes (netlink) and resume from suspend, noticed at once: the engine re-verifies
-every tunnel's and shared connection's connection and restarts those that cannot survive."""
+every tunnel's connection and shared connection, and restarts those that cannot survive."""
 
 from __future__ import annotations
 

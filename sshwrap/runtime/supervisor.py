@@ -1,7 +1,8 @@
 """The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it.
 
-It runs as a thread of the engine (runtime/daemon.py), or alone in a process of its own (a
-systemd unit, a shared connection's tunnel). Whatever ends it, a failure is recorded.
+Its restarts are the one restart loop's (runtime/restart.py). It runs as a thread of the
+engine (runtime/daemon.py), or alone in a process of its own (a systemd unit, a shared
+connection's tunnel). Whatever ends it, a failure is recorded.
 """
 
 from __future__ import annotations
