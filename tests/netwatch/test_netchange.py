@@ -85,6 +85,7 @@ def test_shared_tunnel_returns_after_the_address_changes(lab: NetLab, you: Clien
         # The pid of a shared tunnel is its master's: a new master carries the forward.
         assert after["state"] == "up" and after["pid"] != before["pid"], after
         assert after["restarts"] == before["restarts"] + 1, after
+        assert f"its local address {old} is gone" in str(after["last_failure"]), after
         log = you.sshwrap("logs", "mysql", "-n", "200").stdout
         assert f"its local address {old} is gone" in log, log
     finally:
