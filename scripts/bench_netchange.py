@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark recovery from an address change (as root): sshwrap, sshwrap without its network
-watch (the behaviour before it: keep-alive, then backoff), and autossh.
+watch (the behaviour before it: keep-alive, then backoff), both on a shared connection too,
+and autossh.
 
 A two-host lab (network namespaces): `you` runs the tunnel to `server`. In each run the
 client's address is removed, and after a pause (a laptop between two networks) another one is
@@ -71,8 +72,12 @@ def settle(lab: AddressLab) -> None:
     time.sleep(1.0)
 
 
-def bench_sshwrap(lab: AddressLab, runs: int, watch: bool) -> list[float | None]:
+def bench_sshwrap(lab: AddressLab, runs: int, watch: bool,
+                  shared: bool = False) -> list[float | None]:
     lab.env["SSHWRAP_NETWATCH"] = "1" if watch else "0"
+    profile = lab.root / "profiles" / "bench.toml"
+    text = profile.read_text().replace("share_connection = true\n", "")
+    profile.write_text(("share_connection = true\n" if shared else "") + text)
     started = lab.sshwrap("up", "bench")
     if started.returncode != 0:
         raise SystemExit(f"sshwrap up failed: {started.stderr}")
@@ -136,6 +141,10 @@ def main() -> int:
          lambda lab: bench_sshwrap(lab, args.runs, watch=True)),
         ("sshwrap without the watch (SSHWRAP_NETWATCH=0: keep-alive, then backoff)",
          lambda lab: bench_sshwrap(lab, args.runs, watch=False)),
+        ("sshwrap on a shared connection (network watch)",
+         lambda lab: bench_sshwrap(lab, args.runs, watch=True, shared=True)),
+        ("sshwrap on a shared connection without the watch",
+         lambda lab: bench_sshwrap(lab, args.runs, watch=False, shared=True)),
         ("autossh -M 0, ServerAliveInterval 3, CountMax 2",
          lambda lab: bench_autossh(lab, args.runs, ["-M", "0", "-o", "ServerAliveInterval=3",
                                                     "-o", "ServerAliveCountMax=2"])),

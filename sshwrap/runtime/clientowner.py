@@ -25,7 +25,8 @@ class Stopping(BaseException):
 
 
 class ClientOwner:
-    """The client side of a supervisor; the restart loop around it is ``Supervisor``'s."""
+    """The client side of a supervisor, a tunnel's or a shared connection's master's; the
+    restart loop around it is runtime/restart.py's."""
 
     name: str
     paths: StatePaths

@@ -155,16 +155,17 @@ class ResidentSupervisor:
         return 0
 
     def _network_changed(self, change: Any) -> None:
-        """Re-verify every tunnel at once (runtime/netwatch.py) instead of waiting for
-        keep-alives to time out."""
-        from sshwrap.runtime.netwatch import recheck
+        """Re-verify every tunnel and every shared connection's master at once
+        (runtime/netwatch.py) instead of waiting for keep-alives to time out."""
+        from sshwrap.runtime import netwatch, shared
 
         with self.lock:
             supervisors = [tunnel.supervisor for tunnel in self.tunnels.values()]
-        if supervisors:
-            dropped = recheck(supervisors, change)
-            self.say(f"{change.reason}: {len(supervisors)} tunnel(s) re-verified, "
-                     f"{len(dropped)} restarted")
+        masters = shared.hosted_masters(self.paths.root)  # their tunnels follow them back
+        if supervisors or masters:
+            dropped = netwatch.recheck([*supervisors, *masters], change)
+            self.say(f"{change.reason}: {len(supervisors)} tunnel(s) and {len(masters)} "
+                     f"shared connection(s) re-verified, {len(dropped)} restarted")
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -9,17 +9,19 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
-from sshwrap.core.model import Client, Profile
+from sshwrap.core.model import Client, Profile, RestartPolicy
 from sshwrap.errors import ExitCode, InvalidInput, NotReady, SshwrapError, StateConflict
 from sshwrap.runtime import shared, state
+from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.restart import Ended, Phase, RestartLoop, first_hop
 from sshwrap.runtime.shared import (
     MASTER_RESTART_WAIT,
     POLL_INTERVAL,
@@ -38,19 +40,17 @@ from sshwrap.runtime.shared import (
 )
 from sshwrap.runtime.state import Mode, TunnelRecord
 
+__all__ = ["MasterSupervisor", "Stopping", "main", "run_master", "start_hosted"]
+
 if TYPE_CHECKING:
     from sshwrap.runtime.auth import ClientStarter
     from sshwrap.runtime.launch import Launched
     from sshwrap.store import ProfileStore
 
 
-class Stopping(BaseException):
-    """Raised when a stop was asked: SIGTERM, or (in the engine) ``request_stop``."""
-
-
 @dataclass
-class MasterSupervisor:
-    """Keeps one master running while tunnels use it; restarts it with backoff."""
+class MasterSupervisor(ClientOwner):
+    """Keeps one master running while tunnels use it, by the engine's one restart loop."""
 
     profile: Profile
     key: str
@@ -69,26 +69,26 @@ class MasterSupervisor:
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.child: Launched | None = None
         self.record: TunnelRecord | None = None
+        self.env = None
+        self._secret = self.secret
         self._starter: ClientStarter | None = None
         self._stopping = False
         self._stop_requested = threading.Event()
-
-    def request_stop(self) -> None:
-        """Ask the loop, from another thread, to stop the master and end."""
-        self._stop_requested.set()
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleep, but end the loop at once when a stop is asked."""
-        if self._stop_requested.wait(seconds) and not self._stopping:
-            self._stopping = True
-            raise Stopping("stop requested")
+        self._dropped: str | None = None
+        #: The last master ended after a network change (netwatch), and why: its tunnels
+        #: tell that reason when they see it gone.
+        self.last_drop: tuple[int, str] | None = None
+        self._control = control_path(self.paths, self.key)
+        self._argv: list[str] = []
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.log.write(f"--- sshwrap shared connection {self.name} {stamp}: {text}\n")
         self.log.flush()
 
-    def _update(self, **changes: object) -> None:
+    def update(self, **changes: object) -> None:
+        """The record's one writer is this supervisor's thread (no events: a master is not
+        a tunnel; its tunnels tell theirs)."""
         if self.record is not None:
             self.record = replace(self.record, **changes)  # type: ignore[arg-type]
             state.write_record(self.mpaths, self.record)
@@ -98,20 +98,10 @@ class MasterSupervisor:
             self._stopping = True
             raise Stopping(signal.Signals(signum).name)
 
-    def _stop_child(self) -> None:
-        from sshwrap.runtime.launch import stop_group
-
-        if self._starter is not None:
-            self._starter.settle()
-        if self.child is not None:
-            stop_group(self.child.pid, timeout=STOP_TIMEOUT)
-            self.child.popen.poll()
-            self.child = None
-
     def _cleanup(self) -> None:
         self._stop_child()
         with contextlib.suppress(StateConflict):
-            _remove_socket(control_path(self.paths, self.key))
+            _remove_socket(self._control)
         state.remove_record(self.mpaths, self.name)
 
     def run(self, *, handle_signals: bool = True) -> int:
@@ -127,36 +117,11 @@ class MasterSupervisor:
         finally:
             self._stop_child()
 
-    def _start(self, argv: list[str], control: Path, wait: float) -> Launched:
-        from sshwrap.runtime.auth import ClientStarter
-
-        if control.exists():  # a master killed -9 leaves its socket; ssh would not replace it
-            if mux(control, "check").returncode == 0:
-                mux(control, "exit")
-            _remove_socket(control)
-        if self._starter is None:
-            self._starter = ClientStarter(self.profile, self.secret, self.paths.root)
-        launched = self.child = self._starter.start(
-            self.name, argv, self.mpaths.log(self.name), owned_by_parent=True)
-        self._update(pid=launched.pid, create_time=launched.create_time, argv=launched.argv,
-                     started_at=time.time(), log_offset=launched.log_offset, verified=False,
-                     next_retry=None)
-        wait_master_ready(launched, self.profile, control, wait=wait)
-        self._starter.settle()
-        return launched
-
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
-        from sshwrap.runtime.restart import (
-            STABLE_AFTER,
-            backoff_delay,
-            first_hop,
-            is_fatal,
-            wait_for_path,
-        )
 
-        control = control_path(self.paths, self.key)
-        argv = master_argv(self.profile, host_facts(), control, self.mpaths.log(self.name))
+        self._argv = master_argv(self.profile, host_facts(), self._control,
+                                 self.mpaths.log(self.name))
         pid, create_time, own_argv = self.identity or own_identity()
         self.record = TunnelRecord(
             name=self.name, pid=0, create_time=0.0, argv=(), profile_hash=self.key,
@@ -165,58 +130,91 @@ class MasterSupervisor:
             supervisor_create_time=create_time, supervisor_argv=own_argv,
             shared=self.key,
             mode=(Mode.PROCESS if self.identity is None else Mode.ENGINE).value)
-        self._update(phase="starting")
-        failures = restarts = 0
-        first = True
-        while True:
-            try:
-                launched = self._start(argv, control,
-                                       self.first_wait if first else MASTER_RESTART_WAIT)
-            except SshwrapError as error:
-                self._stop_child()
-                if first or is_fatal(error):
-                    self.record = self.record.failed(error)
-                    state.write_record(self.mpaths, self.record)
-                    self.say(f"failed: {error.message}")
-                    return int(error.exit_code)
-                failures += 1
-                delay = backoff_delay(failures, self.rng)
-                self._update(phase="reconnecting", last_failure=error.message,
-                             next_retry=time.time() + delay)
-                self.say(f"reconnecting in {delay:.1f} s: {error.message}")
-                wait_for_path(first_hop(self.profile), delay, sleep=self._sleep)
-                if self._unused():
-                    return int(ExitCode.OK)
-                continue
-            first = False
-            self._update(phase="up", verified=True)
-            self.say(f"up (master pid {launched.pid})")
-            up_since = time.monotonic()
-            if self._watch(launched):
-                return int(ExitCode.OK)
-            self.child = None
-            if time.monotonic() - up_since >= STABLE_AFTER:
-                failures = 0  # a master that stayed up a while starts the backoff over
-            failures += 1
-            restarts += 1
-            delay = backoff_delay(failures, self.rng)
-            reason = f"the master (pid {launched.pid}) ended with status " \
-                     f"{launched.popen.returncode}"
-            self._update(phase="reconnecting", verified=False, last_failure=reason,
-                         restarts=restarts, next_retry=time.time() + delay)
-            self.say(f"{reason}; restarting in {delay:.1f} s")
-            wait_for_path(first_hop(self.profile), delay, sleep=self._sleep)
+        self.update(phase=Phase.STARTING.value)  # before ssh runs: stop_master finds us
+        loop = RestartLoop(self, first_wait=self.first_wait, retry_first=False,
+                           restart_wait=MASTER_RESTART_WAIT, rng=self.rng)
+        try:
+            loop.run()
+        except SshwrapError as error:
+            self.record = self.record.failed(error)
+            state.write_record(self.mpaths, self.record)
+            self.say(f"failed: {error.message}")
+            return int(error.exit_code)
+        return int(ExitCode.OK)
 
-    def _watch(self, launched: Launched) -> bool:
-        """Until the master ends (False) or no tunnel uses it any more (True: stopped)."""
+    # -- what the restart loop runs (runtime/restart.py) ------------------------------------
+
+    policy = RestartPolicy.ALWAYS  # kept while some tunnel uses it
+
+    def hop(self) -> tuple[str, int]:
+        return first_hop(self.profile)
+
+    def first_hop(self) -> tuple[str, int] | None:
+        return first_hop(self.profile)
+
+    def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
+        from sshwrap.runtime.auth import ClientStarter
+
+        control = self._control
+        if control.exists():  # a master killed -9 leaves its socket; ssh would not replace it
+            if mux(control, "check").returncode == 0:
+                mux(control, "exit")
+            _remove_socket(control)
+        if self._starter is None:
+            self._starter = ClientStarter(self.profile, self.secret, self.paths.root)
+        launched = self.child = self._starter.start(
+            self.name, self._argv, self.mpaths.log(self.name), owned_by_parent=True)
+        self.update(pid=launched.pid, create_time=launched.create_time,
+                            argv=launched.argv, started_at=time.time(),
+                            log_offset=launched.log_offset, verified=False, next_retry=None,
+                            phase=phase.value)
+        wait_master_ready(launched, self.profile, control, wait=wait)
+        self._starter.settle()
+        return {}
+
+    def watch(self) -> Ended | None:
+        """Until the master ends, or no tunnel uses it any more (None: stopped)."""
+        launched = self.child
         next_users = time.monotonic() + USERS_INTERVAL
-        while launched.popen.poll() is None:
-            self._sleep(WATCH_INTERVAL)
+        while launched is not None and launched.popen.poll() is None:
+            self.sleep(WATCH_INTERVAL)
             if time.monotonic() >= next_users:
                 next_users = time.monotonic() + USERS_INTERVAL
                 if self._unused():
-                    return True
-        return False
+                    return None
+        self.child = None
+        status = launched.popen.returncode if launched is not None else 255
+        dropped, self._dropped = self._dropped, None
+        reason = dropped or f"the master (pid {launched.pid if launched else 0}) ended " \
+                            f"with status {status}"
+        self.say(reason)
+        return Ended(reason, status or 255, dropped=dropped is not None)
+
+    def stop(self) -> None:
+        self._stop_child()
+
+    def verified(self) -> None:
+        self.say(f"up (master pid {self.record.pid if self.record else 0})")
+
+    def wanted(self) -> bool:
+        return not self._unused()
+
+    def drop_connection(self, reason: str) -> None:
+        """End a master whose connection cannot survive (from the engine's network watch):
+        restarted at once, without backoff; its tunnels add their forwards again."""
+        child = self.child
+        if child is None or child.popen.returncode is not None:
+            return
+        self.last_drop = (child.pid, reason)
+        self._dropped = reason
+        self.say(f"{reason}: restarting the shared connection")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGTERM)
+
+    def drop_reason(self, pid: int) -> str | None:
+        """Why the master ``pid`` was ended after a network change, if it was."""
+        last = self.last_drop
+        return last[1] if last is not None and last[0] == pid else None
 
     def _unused(self) -> bool:
         """When no live tunnel uses the master: stop everything (under the master's lock,
@@ -239,6 +237,20 @@ class _Hosted:
     def stop(self, timeout: float) -> None:
         self.supervisor.request_stop()
         self.thread.join(timeout + STOP_TIMEOUT)
+
+    # Re-verified after a network change like the engine's tunnels (runtime/netwatch.py).
+
+    def client_pid(self) -> int | None:
+        return self.supervisor.client_pid()
+
+    def first_hop(self) -> tuple[str, int] | None:
+        return self.supervisor.first_hop()
+
+    def drop_connection(self, reason: str) -> None:
+        self.supervisor.drop_connection(reason)
+
+    def drop_reason(self, pid: int) -> str | None:
+        return self.supervisor.drop_reason(pid)
 
 
 def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float,

@@ -1,5 +1,5 @@
 """Network changes (netlink) and resume from suspend, noticed at once: the engine re-verifies
-every tunnel's connection and restarts those that cannot survive."""
+every tunnel's connection and shared connection, and restarts those that cannot survive."""
 
 from __future__ import annotations
 
@@ -171,7 +171,8 @@ def route_problem(local: str, remote: str, port: int) -> str | None:
 
 
 class Restartable(Protocol):
-    """What the engine's tunnels offer to a re-verification (runtime/supervisor.py)."""
+    """What the engine's tunnels and shared connections' masters offer to a re-verification
+    (runtime/supervisor.py, runtime/masters.py)."""
 
     def client_pid(self) -> int | None: ...
     def first_hop(self) -> tuple[str, int] | None: ...

@@ -98,10 +98,7 @@ def _tell_not_applied(engine: ResidentSupervisor, tunnel: Tunnel, error: Sshwrap
     """The error goes to the record (``status`` shows it), to the followers and to the log."""
     supervisor = tunnel.supervisor
     reason = f"the edited profile was not applied: {error.message}"
-    record = supervisor.record
-    if record is not None:
-        supervisor.record = record = record.not_applied(reason)
-        state.write_record(engine.paths, record)
+    record = note_not_applied(supervisor, reason)
     supervisor.say(reason)
     phase = record.phase if record is not None else "starting"
     engine.events.publish(Event(
@@ -111,10 +108,18 @@ def _tell_not_applied(engine: ResidentSupervisor, tunnel: Tunnel, error: Sshwrap
 
 
 def _clear_not_applied(engine: ResidentSupervisor, name: str) -> None:
-    record = engine.tunnels[name].supervisor.record if name in engine.tunnels else None
-    if record is not None and record.reload_error:
-        engine.tunnels[name].supervisor.record = record = record.not_applied(None)
-        state.write_record(engine.paths, record)
+    tunnel = engine.tunnels.get(name)
+    if tunnel is not None and tunnel.supervisor.record is not None \
+            and tunnel.supervisor.record.reload_error:
+        note_not_applied(tunnel.supervisor, None)
+
+
+def note_not_applied(supervisor: Supervisor, reason: str | None) -> state.TunnelRecord | None:
+    """Note (or clear, with None) on a running tunnel's record that its edited profile was not
+    applied. The change goes through the supervisor, the record's one writer at a time: the
+    tunnel's own thread may be recording a new phase at the same instant, and neither change
+    is lost. The record as written."""
+    return supervisor.amend(lambda record: record.not_applied(reason))
 
 
 # -- the asker's side: sshwrap reload -------------------------------------------------------

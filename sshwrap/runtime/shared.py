@@ -214,9 +214,14 @@ def _remove_socket(control: Path) -> None:
 
 
 class HostedMaster(Protocol):
-    """A master supervised by a thread of this process (the engine's; runtime/masters.py)."""
+    """A master supervised by a thread of this process (the engine's; runtime/masters.py);
+    re-verified after a network change as a tunnel is (runtime/netwatch.py)."""
 
     def stop(self, timeout: float) -> None: ...
+    def client_pid(self) -> int | None: ...
+    def first_hop(self) -> tuple[str, int] | None: ...
+    def drop_connection(self, reason: str) -> None: ...
+    def drop_reason(self, pid: int) -> str | None: ...
 
 
 #: Starts a master's supervisor in a thread of this process: (paths, profile, key, wait,
@@ -230,6 +235,18 @@ hosted: dict[tuple[Path, str], HostedMaster] = {}
 def host_masters(root: Path, start: MasterHost) -> None:
     """Have the masters of the state dir ``root`` supervised in threads of this process."""
     _hosts[root] = start
+
+
+def hosted_masters(root: Path) -> list[HostedMaster]:
+    """The masters of the state dir ``root`` that threads of this process supervise."""
+    return [master for (where, _), master in list(hosted.items()) if where == root]
+
+
+def drop_reason(paths: StatePaths, key: str, pid: int) -> str | None:
+    """Why the master ``pid`` of ``key`` was ended after a network change, when a thread of
+    this process supervised it and ended it so."""
+    here = hosted.get((paths.root, key))
+    return here.drop_reason(pid) if here is not None else None
 
 
 def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> None:

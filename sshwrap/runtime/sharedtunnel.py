@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from sshwrap.core.model import Client, Profile, RestartPolicy
-from sshwrap.errors import ConnectionFailed, ForwardingFailed, NotReady, SshwrapError
+from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
 from sshwrap.runtime import sockets, state, unixsock
 from sshwrap.runtime.identity import Identity
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.restart import Ended, Phase, first_hop
 from sshwrap.runtime.shared import (
     POLL_INTERVAL,
     STOPPING,
@@ -22,6 +22,7 @@ from sshwrap.runtime.shared import (
     cancel_forwards,
     connection_key,
     control_path,
+    drop_reason,
     ensure_master,
     forward_args,
     master_name,
@@ -40,13 +41,11 @@ class Host(Protocol):
     name: str
     paths: StatePaths
     record: TunnelRecord | None
-    first_wait: float
-    foreground: bool
     on_stop: Callable[[], None] | None
     mode: Mode
-    rng: random.Random
 
     def _update(self, **changes: object) -> None: ...
+    def begin(self, fresh: TunnelRecord, **changes: object) -> None: ...
     def say(self, text: str) -> None: ...
     def report_first(self, error: SshwrapError | None) -> None: ...
     def sleep(self, seconds: float) -> None: ...
@@ -123,7 +122,7 @@ def conflicting_user(paths: StatePaths, name: str, key: str,
 
 
 class SharedTunnel:
-    """The tunnel half of a supervisor whose forwards ride on a shared master."""
+    """What the restart loop runs for a tunnel whose forwards ride on a shared master."""
 
     def __init__(self, supervisor: Host, profile: Profile, digest: str,
                  forwards: tuple[ExpectedForward, ...]) -> None:
@@ -136,69 +135,61 @@ class SharedTunnel:
         self.name = supervisor.name
         #: True while this tunnel's forwards may be on the master (from the first -O forward).
         self.added = False
+        self.master: TunnelRecord | None = None
+        self.say, self.sleep, self.update = supervisor.say, supervisor.sleep, supervisor._update
+        pid, create_time, own_argv = supervisor._identity()
+        self.fresh = TunnelRecord(
+            name=self.name, pid=0, create_time=0.0, argv=(), profile_hash=self.digest,
+            client=Client.SSH.value, started_at=time.time(), forwards=self.forwards,
+            log_path=str(self.paths.log(self.name)), supervisor_pid=pid,
+            supervisor_create_time=create_time, supervisor_argv=own_argv, shared=self.key,
+            mode=supervisor.mode.value)
+        supervisor.on_stop = self.leave
 
-    def release(self) -> None:
-        """On stop: off the master (its forwards cancelled; the master stopped if last)."""
+    def leave(self) -> None:
+        """On stop or failure: off the master (its forwards cancelled; the master stopped if
+        last)."""
         if self.sup.record is not None:
             with contextlib.suppress(SshwrapError):
                 self.sup._update(phase=STOPPING)
                 release(self.paths, self.sup.record, cancel=self.added)
 
-    def run(self) -> int:
-        """Attach to the master and keep the forwards on it, by the restart policy; a failure
-        for good is raised (the supervisor records it)."""
-        from sshwrap.runtime.restart import (
-            RESTART_READY_WAIT,
-            backoff_delay,
-            first_hop,
-            is_fatal,
-            wait_for_path,
-        )
+    @property
+    def policy(self) -> RestartPolicy:
+        return self.profile.restart
 
-        sup = self.sup
-        pid, create_time, own_argv = sup._identity()
-        sup.record = TunnelRecord(
-            name=self.name, pid=0, create_time=0.0, argv=(), profile_hash=self.digest,
-            client=Client.SSH.value, started_at=time.time(), forwards=self.forwards,
-            log_path=str(self.paths.log(self.name)), supervisor_pid=pid,
-            supervisor_create_time=create_time, supervisor_argv=own_argv, shared=self.key,
-            mode=sup.mode.value)
-        sup.on_stop = self.release
-        sup._update(phase="starting")  # registered: the master's supervisor counts it
-        failures = restarts = 0
-        first = True
-        while True:
-            try:
-                master = self._attach(first, sup.first_wait if first else RESTART_READY_WAIT)
-            except SshwrapError as error:
-                if (first and not sup.foreground) or is_fatal(error):
-                    self.release()
-                    raise
-                failures += 1
-                restarts += 1
-                delay = backoff_delay(failures, sup.rng)
-                sup._update(phase="reconnecting", verified=False, last_failure=error.message,
-                            failure_hint=error.hint, failure_code=int(error.exit_code),
-                            next_retry=time.time() + delay, restarts=restarts)
-                sup.say(f"reconnecting in {delay:.1f} s: {error.message}")
-                wait_for_path(first_hop(self.profile), delay, sleep=sup.sleep)
-                continue
-            first = False
-            sup._update(pid=master.pid, create_time=master.create_time, argv=master.argv,
-                        started_at=time.time(), phase="up", verified=True, next_retry=None)
-            sup.say(f"up on the shared connection (master pid {master.pid})")
-            sup.report_first(None)
-            while state.live_process(master) is not None:
-                sup.sleep(WATCH_INTERVAL)
-            reason = f"the shared connection (master pid {master.pid}) ended"
-            sup.say(reason)
-            if self.profile.restart is RestartPolicy.NO:
-                self.release()
-                raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
-            restarts += 1
-            # No backoff here: the master's supervisor paces the restarts of the master.
-            sup._update(phase="reconnecting", verified=False, last_failure=reason,
-                        restarts=restarts)
+    def hop(self) -> tuple[str, int]:
+        return first_hop(self.profile)
+
+    def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
+        # Registered before the master is asked for: the master's supervisor counts it.
+        self.sup.begin(self.fresh, phase=phase.value, verified=False, next_retry=None)
+        master = self.master = self._attach(phase is Phase.STARTING, wait)
+        return {"pid": master.pid, "create_time": master.create_time, "argv": master.argv,
+                "started_at": time.time()}
+
+    def watch(self) -> Ended:
+        master = self.master
+        pid = master.pid if master is not None else 0
+        while master is not None and state.live_process(master) is not None:
+            self.sup.sleep(WATCH_INTERVAL)
+        # Ended after a network change (the engine's watch): that is the reason to tell.
+        dropped = drop_reason(self.paths, self.key, pid)
+        reason = dropped or f"the shared connection (master pid {pid}) ended"
+        self.sup.say(reason)
+        # No backoff here: the master's supervisor paces the restarts of the master.
+        return Ended(reason, dropped=dropped is not None, paced=True)
+
+    def stop(self) -> None:
+        """A failed attempt has taken its forwards off already (``_attach``)."""
+
+    def verified(self) -> None:
+        if self.master is not None:
+            self.sup.say(f"up on the shared connection (master pid {self.master.pid})")
+        self.sup.report_first(None)
+
+    def wanted(self) -> bool:
+        return True
 
     def _attach(self, first: bool, wait: float) -> TunnelRecord:
         """The master up (started if need be), this tunnel's forwards added and verified."""

@@ -1,7 +1,8 @@
 """The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it.
 
-It runs as a thread of the engine (runtime/engine.py; a systemd unit runs that engine too),
-or of a program using the Python API. Whatever ends it, a failure is recorded.
+Its restarts are the one restart loop's (runtime/restart.py). It runs as a thread of the
+engine (runtime/engine.py; a systemd unit runs that engine too), or of a program using the
+Python API. Whatever ends it, a failure is recorded.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from enum import StrEnum
 from types import FrameType
 from typing import TextIO
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile, RestartPolicy
-from sshwrap.errors import ConnectionFailed, ExitCode, ForwardingFailed, SshwrapError
+from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
@@ -28,21 +28,14 @@ from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, client_argv
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.restart import (
-    REMOTE_HELD_HINT,
-    RESTART_READY_WAIT,
-    STABLE_AFTER,
-    backoff_delay,
-    first_hop,
-    is_fatal,
-    is_remote_held,
-    wait_for_path,
-)
+from sshwrap.runtime.restart import Ended, Phase, RestartLoop, first_hop
 from sshwrap.runtime.shared import wants_sharing
 from sshwrap.runtime.sharedtunnel import SharedTunnel
 from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord, expected_forwards
 from sshwrap.runtime.verify import ForwardCheck, wait_ready
 from sshwrap.store import ProfileStore
+
+__all__ = ["Phase", "Stopping", "Supervisor", "run_supervisor"]
 
 #: How often a first start chooses new ports when a ``listen = 0`` port was taken meanwhile.
 FREE_PORT_RETRIES = 3
@@ -50,22 +43,8 @@ FREE_PORT_RETRIES = 3
 FirstResult = Callable[[SshwrapError | None], None]
 
 
-class Phase(StrEnum):
-    STARTING = "starting"
-    UP = "up"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
-
-
 #: The reason told for entering a state that is not a failure.
 _REASONS = {Phase.STARTING.value: "starting the client", Phase.UP.value: "every forward verified"}
-
-
-class Finished(Exception):
-    """The client ended well and the restart policy does not start it again."""
-
-
-
 
 
 class Supervisor(ClientOwner):
@@ -109,6 +88,9 @@ class Supervisor(ClientOwner):
         self._phase = "down"
         #: Why the client was ended after a network change (runtime/netwatch.py), until seen.
         self._dropped: str | None = None
+        #: Held while the record is changed and written: the tunnel's thread and a reload's
+        #: note (runtime/reload.py) each change the latest record, and none is lost.
+        self._record_lock = threading.Lock()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -141,26 +123,42 @@ class Supervisor(ClientOwner):
         its exit code."""
         if self.record is None:  # it failed before a client was started: a record anyway
             pid, create_time, own_argv = self._identity()
-            self.record = TunnelRecord(
+            fresh = TunnelRecord(
                 name=self.name, pid=0, create_time=0.0, argv=(), profile_hash="",
                 client="", started_at=time.time(), forwards=(),
                 log_path=str(self.paths.log(self.name)), supervisor_pid=pid,
                 supervisor_create_time=create_time, supervisor_argv=own_argv,
                 mode=self.mode.value)
-        self.record = self.record.failed(error)
-        state.write_record(self.paths, self.record)
+            with self._record_lock:
+                self.record = self.record or fresh
+        self.amend(lambda record: record.failed(error))
         self.say(f"failed: {error.message}")
         self.announce(Phase.FAILED.value, error.message)
         return int(error.exit_code)
 
+    def amend(self, change: Callable[[TunnelRecord], TunnelRecord]) -> TunnelRecord | None:
+        """Change the latest record and write it, one writer at a time (the tunnel's thread,
+        a reload); the record as written, None when there is none yet."""
+        with self._record_lock:
+            if self.record is None:
+                return None
+            self.record = change(self.record)
+            state.write_record(self.paths, self.record)
+            return self.record
+
+    def begin(self, fresh: TunnelRecord, **changes: object) -> None:
+        """Record ``changes`` on ``fresh`` if there is no record yet, else on the latest (a
+        new attempt keeps the restarts and the last failure of earlier ones)."""
+        with self._record_lock:
+            if self.record is None:
+                self.record = fresh
+        self._update(**changes)
+
     def _update(self, **changes: object) -> None:
-        if self.record is None:
-            return
-        self.record = replace(self.record, **changes)  # type: ignore[arg-type]
-        state.write_record(self.paths, self.record)
+        record = self.amend(lambda latest: replace(latest, **changes))  # type: ignore[arg-type]
         phase = changes.get("phase")
-        if isinstance(phase, str):
-            self.announce(phase, _REASONS.get(phase) or self.record.last_failure or "")
+        if record is not None and isinstance(phase, str):
+            self.announce(phase, _REASONS.get(phase) or record.last_failure or "")
 
     def announce(self, to_state: str, reason: str) -> None:
         """Tell a state change (not a repeat of the same state) to the engine's followers,
@@ -190,7 +188,7 @@ class Supervisor(ClientOwner):
         self._stop_requested.set()
         raise Stopping(signal.Signals(signum).name)
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- running it -------------------------------------------------------------------------
 
     def run(self, *, handle_signals: bool = True) -> int:
         """Supervise until stopped (exit 0) or failed for good (the failure's exit code).
@@ -205,8 +203,6 @@ class Supervisor(ClientOwner):
         error: SshwrapError | None = None
         try:
             code = self._supervise()
-        except Finished:  # the client ended well and the policy does not restart it
-            code = int(ExitCode.OK)
         except SshwrapError as failure:  # wherever it came from: kept, and told as itself
             error = failure
             self._stop_child()
@@ -236,109 +232,112 @@ class Supervisor(ClientOwner):
 
         requested = self.profile = self.store.load(self.name)
         facts = host_facts()
-        log_path = self.paths.log(self.name)
         # The record keeps the hash of the profile as written (listen = 0 included), which
         # is what up and status compare it with.
-        digest = state.profile_hash(requested, client_argv(requested, facts, log_path))
-        profile, argv, forwards = self._compiled(requested, facts)
-        if wants_sharing(profile, self.share):
-            return SharedTunnel(self, profile, digest, forwards).run()
-        pid, create_time, own_argv = self._identity()
-        failures = restarts = port_tries = 0
-        first = True
+        digest = state.profile_hash(requested, client_argv(requested, facts,
+                                                           self.paths.log(self.name)))
+        attempts: OwnClient | SharedTunnel
+        if wants_sharing(requested, self.share):
+            profile, _, forwards = compiled(self, requested, facts)
+            attempts = SharedTunnel(self, profile, digest, forwards)
+        else:
+            attempts = OwnClient(self, requested, facts, digest)
+        loop = RestartLoop(attempts, first_wait=self.first_wait, retry_first=self.foreground,
+                           rng=self.rng)
+        try:
+            ended = loop.run()
+        except SshwrapError:
+            attempts.leave()
+            raise
+        if ended is not None:  # it ended well and the policy does not start it again
+            state.remove_record(self.paths, self.name)
+            self.announce("down", ended.reason)
+        return int(ExitCode.OK)
+
+
+def compiled(supervisor: Supervisor, requested: Profile, facts: HostFacts,
+             ) -> tuple[Profile, list[str], tuple[ExpectedForward, ...]]:
+    """The profile with ports chosen for ``listen = 0`` (the one the supervisor runs), its
+    argv and its forwards."""
+    profile = supervisor.profile = with_free_ports(requested, facts)
+    return (profile, client_argv(profile, facts, supervisor.paths.log(supervisor.name)),
+            expected_forwards(profile, facts))
+
+
+class OwnClient:
+    """What the restart loop runs for a tunnel with a client of its own."""
+
+    def __init__(self, supervisor: Supervisor, requested: Profile, facts: HostFacts,
+                 digest: str) -> None:
+        self.sup = supervisor
+        self.name = supervisor.name
+        self.requested = requested
+        self.facts = facts
+        self.digest = digest
+        self.profile, self.argv, self.forwards = compiled(supervisor, requested, facts)
+        self.launched: Launched | None = None
+        self.port_tries = 0
+        self.say, self.sleep = supervisor.say, supervisor.sleep
+        self.update, self.stop = supervisor._update, supervisor._stop_child
+
+    @property
+    def policy(self) -> RestartPolicy:
+        return self.profile.restart
+
+    def hop(self) -> tuple[str, int]:
+        return first_hop(self.profile)
+
+    def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
+        sup = self.sup
         while True:
-            launched = self.spawn_client(profile, argv)
-            self._begin_attempt(launched, TunnelRecord(
+            launched = self.launched = sup.spawn_client(self.profile, self.argv)
+            pid, create_time, own_argv = sup._identity()
+            sup.begin(TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
-                argv=launched.argv, profile_hash=digest,
-                client=profile.client.value, started_at=time.time(), forwards=forwards,
-                log_path=str(launched.log_path), log_offset=launched.log_offset,
-                supervisor_pid=pid, supervisor_create_time=create_time,
-                supervisor_argv=own_argv, mode=self.mode.value), first=first)
+                argv=launched.argv, profile_hash=self.digest,
+                client=self.profile.client.value, started_at=time.time(),
+                forwards=self.forwards, log_path=str(launched.log_path),
+                log_offset=launched.log_offset, supervisor_pid=pid,
+                supervisor_create_time=create_time, supervisor_argv=own_argv,
+                mode=sup.mode.value),
+                pid=launched.pid, create_time=launched.create_time, argv=launched.argv,
+                started_at=time.time(), log_offset=launched.log_offset, verified=False,
+                next_retry=None, phase=phase.value)
             try:
-                self.ready_checks = wait_ready(
-                    launched, profile, forwards,
-                    wait=self.first_wait if first else RESTART_READY_WAIT)
-            except SshwrapError as error:
-                self._check_stop()  # the client ended because a stop was asked
-                self._stop_child()
-                if first and isinstance(error, ForwardingFailed) \
-                        and port_tries < FREE_PORT_RETRIES and wants_free_ports(requested):
-                    # Someone took a chosen port between the choice and ssh's bind: choose again.
-                    port_tries += 1
-                    profile, argv, forwards = self._compiled(requested, facts)
-                    continue
-                if is_fatal(error) or (first and not self.foreground):
-                    raise  # up reports the first failure itself; a fatal one would repeat
-                failures += 1
-                if is_remote_held(error) and not first:
-                    reason = (f"{error.message}: the server still holds it from the previous "
-                              "session; retrying until it lets go")
-                    hint = REMOTE_HELD_HINT
-                else:
-                    reason, hint = error.message, error.hint
-                self._reconnect_later(profile, failures, reason, hint,
-                                      int(error.exit_code))
-                restarts += 1
-                self._update(restarts=restarts)
+                sup.ready_checks = wait_ready(launched, self.profile, self.forwards, wait=wait)
+            except ForwardingFailed:
+                if phase is not Phase.STARTING or self.port_tries >= FREE_PORT_RETRIES \
+                        or not wants_free_ports(self.requested):
+                    raise
+                # Someone took a chosen port between the choice and ssh's bind: choose again.
+                sup.sleep(0)
+                sup._stop_child()
+                self.port_tries += 1
+                self.profile, self.argv, self.forwards = compiled(sup, self.requested,
+                                                                  self.facts)
                 continue
-            first = False
-            self._mark_up(launched)
-            up_since = time.monotonic()
-            returncode = self._wait_client(launched)
-            if time.monotonic() - up_since >= STABLE_AFTER:
-                failures = 0
-            dropped, reason = self._ended(launched, returncode, profile)
-            failures = 0 if dropped else failures + 1  # dropped: no backoff, only the path
-            self._reconnect_later(profile, failures, reason, "", int(ExitCode.CONNECTION))
-            restarts += 1
-            self._update(restarts=restarts)
+            sup._settle_credentials()
+            return {}
 
-    def _ended(self, launched: Launched, returncode: int, profile: Profile) -> tuple[bool, str]:
-        """After the verified client ended: (dropped after a network change, why it ended)
-        when the policy restarts it; else return through Finished or fail for good."""
-        dropped, self._dropped = self._dropped, None
-        reason = dropped or self._failure_reason(launched, returncode, profile)
-        self.say(f"client ended: {reason}")
-        if dropped:  # ssh may exit 0 on our SIGTERM: a dropped connection is a failure
-            returncode = returncode or 255
-        if profile.restart is RestartPolicy.NO or (
-                profile.restart is RestartPolicy.ON_FAILURE and returncode == 0):
-            if returncode == 0:
-                state.remove_record(self.paths, self.name)
-                self.announce("down", reason)
-                raise Finished
-            raise ConnectionFailed(reason, hint=f"sshwrap up {self.name}")
-        return dropped is not None, reason
+    def watch(self) -> Ended:
+        sup, launched = self.sup, self.launched
+        assert launched is not None  # noqa: S101 - watched only once started
+        returncode = sup._wait_client(launched)
+        dropped, sup._dropped = sup._dropped, None
+        reason = dropped or sup._failure_reason(launched, returncode, self.profile)
+        sup.say(f"client ended: {reason}")
+        # ssh may exit 0 on our SIGTERM: a dropped connection is a failure
+        return Ended(reason, (returncode or 255) if dropped else returncode,
+                     dropped=dropped is not None)
 
-    def _compiled(self, requested: Profile, facts: HostFacts,
-                  ) -> tuple[Profile, list[str], tuple[ExpectedForward, ...]]:
-        """The profile with ports chosen for ``listen = 0``, its argv and its forwards."""
-        profile = self.profile = with_free_ports(requested, facts)
-        return (profile, client_argv(profile, facts, self.paths.log(self.name)),
-                expected_forwards(profile, facts))
+    def verified(self) -> None:
+        if self.launched is not None:
+            self.sup.say(f"up (client pid {self.launched.pid})")
+        self.sup.report_first(None)
 
-    def _mark_up(self, launched: Launched) -> None:
-        self._settle_credentials()
-        self._update(phase=Phase.UP.value, verified=True, next_retry=None)
-        self.say(f"up (client pid {launched.pid})")
-        self.report_first(None)
+    def wanted(self) -> bool:
+        return True
 
-    def _begin_attempt(self, launched: Launched, fresh: TunnelRecord, *, first: bool) -> None:
-        """Record the new client, keeping restarts and the last failure of earlier ones."""
-        previous = self.record
-        self.record = fresh if previous is None else replace(
-            previous, pid=launched.pid, create_time=launched.create_time, argv=launched.argv,
-            started_at=fresh.started_at, log_offset=launched.log_offset, verified=False,
-            next_retry=None)
-        self._update(phase=Phase.STARTING.value if first else Phase.RECONNECTING.value)
-
-    def _reconnect_later(self, profile: Profile, failures: int, reason: str, hint: str,
-                         code: int) -> None:
-        """Record ``reconnecting`` and wait out the backoff, cut short when the path returns."""
-        delay = backoff_delay(failures, self.rng) if failures else 0.0
-        self._update(phase=Phase.RECONNECTING.value, verified=False, last_failure=reason,
-                     failure_hint=hint, failure_code=code, next_retry=time.time() + delay)
-        self.say(f"reconnecting in {delay:.1f} s: {reason}")
-        wait_for_path(first_hop(profile), delay, sleep=self.sleep)
+    def leave(self) -> None:
+        """Nothing to leave: the supervisor stops the client and records the failure."""
 

@@ -1,5 +1,6 @@
 """sshwrap reload and SIGHUP against a real sshd: only a tunnel whose client changed is
-restarted; a deleted profile's tunnel stops; an invalid profile is not applied."""
+restarted; a deleted profile's tunnel stops; an invalid profile is not applied, and the note
+saying so is never lost to the tunnel's own writes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
+
+import pytest
 
 from sshwrap.errors import ExitCode
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.reload import reload
+from sshwrap.runtime.reload import note_not_applied, reload
+from sshwrap.runtime.state import TunnelRecord
+from sshwrap.runtime.supervisor import Supervisor
 from sshwrap.runtime.tunnels import TunnelState, status, up
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
@@ -125,3 +131,41 @@ def test_reload_without_an_engine_does_nothing(runtime_paths: StatePaths) -> Non
     report = reload(runtime_paths)
     assert not report.engine_running and report.outcomes == ()
     assert report.exit_code is ExitCode.OK
+
+
+def test_a_reload_note_is_not_lost_to_a_record_written_by_the_tunnel_at_the_same_time(
+    store: ProfileStore, runtime_paths: StatePaths, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    supervisor = Supervisor("racy", runtime_paths, store, first_wait=1.0, foreground=False)
+    supervisor.record = TunnelRecord(
+        name="racy", pid=0, create_time=0.0, argv=(), profile_hash="", client="ssh",
+        started_at=0.0, forwards=(), log_path=str(runtime_paths.log("racy")), phase="up")
+    owner_writing, noted = threading.Event(), threading.Event()
+    write = state.write_record
+
+    def slow_for_the_owner(paths: StatePaths, record: TunnelRecord) -> None:
+        # The tunnel's own write is held until the note is in (or a second has passed: the
+        # note waits for it, as it must).
+        if threading.current_thread().name == "owner":
+            owner_writing.set()
+            noted.wait(1.0)
+        write(paths, record)
+
+    monkeypatch.setattr(state, "write_record", slow_for_the_owner)
+    owner = threading.Thread(target=supervisor._update, kwargs={"phase": "reconnecting"},
+                             name="owner")
+    owner.start()
+    assert owner_writing.wait(10)
+
+    def note() -> None:
+        note_not_applied(supervisor, "the edited profile was not applied: bad")
+        noted.set()
+
+    reloader = threading.Thread(target=note, name="reload")
+    reloader.start()
+    owner.join(10)
+    reloader.join(10)
+
+    written = record_of(runtime_paths, "racy")
+    assert written.phase == "reconnecting"
+    assert written.reload_error == "the edited profile was not applied: bad"
