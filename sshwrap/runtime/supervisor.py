@@ -35,7 +35,7 @@ from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord, expected_
 from sshwrap.runtime.verify import ForwardCheck, wait_ready
 from sshwrap.store import ProfileStore
 
-__all__ = ["Phase", "Stopping", "Supervisor", "run_supervisor"]
+__all__ = ["Phase", "Stopping", "Supervisor"]
 
 #: How often a first start chooses new ports when a ``listen = 0`` port was taken meanwhile.
 FREE_PORT_RETRIES = 3
