@@ -15,10 +15,11 @@ def own_process(args: list[str]) -> int:
     if mode:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
-    from sshwrap.cli.express import serve_up
+    from sshwrap.cli.express import COMMANDS as EXPRESS
     from sshwrap.runtime.engine import main as engine
+    from sshwrap.runtime.served import COMMANDS as SERVED
 
-    return engine({"up": serve_up})
+    return engine({**SERVED, **EXPRESS})
 
 
 if __name__ == "__main__":
