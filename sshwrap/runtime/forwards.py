@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sshwrap.runtime import sockets
-from sshwrap.runtime.sockets import Listener
+from sshwrap.runtime.listeners import Listener
 from sshwrap.runtime.state import ExpectedForward
 
 #: Addresses whose listener blocks every address of the port (compared, never bound).

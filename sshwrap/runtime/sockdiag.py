@@ -7,8 +7,6 @@ for listeners only, sock_diag walks the listening table alone and answers in bin
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import struct
 from typing import NamedTuple
@@ -41,7 +39,7 @@ class TcpListener(NamedTuple):
 
 def tcp_listeners() -> list[TcpListener] | None:
     """Every listening TCP socket of this network namespace; None when sock_diag cannot be
-    used here (the caller reads /proc instead)."""
+    used here (runtime/listeners.py, its only reader, then reads /proc instead)."""
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as conn:
             found: list[TcpListener] = []
@@ -82,19 +80,3 @@ def _listener(data: bytes, offset: int) -> TcpListener:
     port = _PORT.unpack(struct.pack("=H", source_port))[0]
     raw = source[:4] if family == socket.AF_INET else source
     return TcpListener(family, socket.inet_ntop(family, raw), port, inode)
-
-
-def socket_inodes(pid: int) -> frozenset[int] | None:
-    """The inodes of the sockets ``pid`` holds open, from its /proc fd links; None where they
-    cannot be read (the process is gone, or is not ours)."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    found = set()
-    for fd in names:
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                found.add(int(target[8:-1]))
-    return frozenset(found)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from sshwrap.errors import InvalidInput, SshwrapError, StateConflict, StateUnusable
-from sshwrap.runtime import launch, sockets, state
+from sshwrap.runtime import launch, state
 from sshwrap.runtime.launch import stop_group, terminate_process
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
@@ -26,7 +26,7 @@ from sshwrap.runtime.results import (
     parallel,
 )
 from sshwrap.runtime.state import TunnelRecord
-from sshwrap.runtime.verify import check_forwards
+from sshwrap.runtime.verify import ListenerView
 
 #: How the engine is told to stop one of its tunnels: True once it has let go of it.
 EngineStop = Callable[[str], bool]
@@ -155,11 +155,12 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float,
 
 
 def _wait_released(record: TunnelRecord, timeout: float) -> None:
-    """Wait until no socket of the stopped tunnel is still listening (one scan per poll)."""
+    """Wait until no socket of the stopped tunnel is still listening (one read per poll)."""
     deadline = time.monotonic() + timeout
+    listening = [f for f in record.forwards if f.type != "remote"]
     while True:
-        held = [f.listen for f in record.forwards if f.type != "remote"
-                and check_forwards([f], record.pid, sockets.listening_sockets(), None)[0].healthy]
+        held = [c.forward.listen for c in ListenerView().check(listening, record.pid)
+                if c.healthy]
         if not held:
             return
         if time.monotonic() >= deadline:

@@ -15,7 +15,7 @@ from sshwrap.errors import (
     StateConflict,
     Unhealthy,
 )
-from sshwrap.runtime import sockets, state
+from sshwrap.runtime import state
 from sshwrap.runtime.auth import AskSecret, client_env, secret_for
 from sshwrap.runtime.launch import client_argv
 from sshwrap.runtime.paths import StatePaths
@@ -41,7 +41,7 @@ from sshwrap.runtime.results import (
 from sshwrap.runtime.state import TunnelRecord, expected_forwards
 from sshwrap.runtime.status import status
 from sshwrap.runtime.stop import EngineStop, _stop_orphan, down, stop_tunnel
-from sshwrap.runtime.verify import ListenerView, check_forwards
+from sshwrap.runtime.verify import ListenerView
 from sshwrap.runtime.wire import error_from_data
 from sshwrap.store import ProfileStore
 
@@ -95,8 +95,7 @@ def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
     from sshwrap.runtime.verify import LogReader
 
     log_text = LogReader(Path(record.log_path), record.log_offset).read()
-    checks = check_forwards(record.forwards, record.pid,
-                            sockets.listening_sockets(pid=record.pid), log_text)
+    checks = ListenerView().check(record.forwards, record.pid, log_text)
     return tuple(ForwardStatus.from_check(c) for c in checks)
 
 
