@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,8 @@ from typing import Any
 from sshwrap.runtime import sockdiag
 from sshwrap.runtime.sockdiag import TcpListener
 
-__all__ = ["Listener", "TcpListener", "attributed", "listening_sockets", "socket_inodes",
-           "tcp_listeners"]
+__all__ = ["Listener", "TcpListener", "attributed", "held_before", "listening_sockets",
+           "socket_inodes", "tcp_listeners"]
 
 _TCP_LISTEN_HEX = "0A"
 
@@ -88,14 +89,44 @@ def socket_inodes(pid: int) -> frozenset[int] | None:
     return frozenset(found)
 
 
-def attributed(found: Iterable[TcpListener], pid: int) -> list[Listener] | None:
+#: The process each listening socket was last found held by, by inode. A socket keeps its
+#: inode while it lives and the kernel does not give it again meanwhile: a listener still
+#: there under an inode once found held by a process is that process's still. Checking many
+#: running tunnels then reads no process's descriptors again.
+_holders: dict[int, int] = {}
+_holders_lock = threading.Lock()
+_HOLDERS_MAX = 1 << 16
+
+
+def held_before(found: Sequence[TcpListener], pid: int) -> bool:
+    """True when every one of ``found`` was found held by ``pid`` before (and still lives,
+    as ``found`` was just read): they are its own, with no descriptor read."""
+    with _holders_lock:
+        return bool(found) and all(_holders.get(ln.inode) == pid for ln in found)
+
+
+def attributed(found: Iterable[TcpListener], pid: int, *,
+               remembered: bool = False) -> list[Listener] | None:
     """Quick-read listeners, those ``pid`` holds marked as its own (the others with no pid);
-    None when its descriptors cannot be read."""
+    None when its descriptors cannot be read. ``remembered``: when every one was found held
+    by ``pid`` before, its descriptors are not read again."""
+    found = list(found)
+    if remembered and held_before(found, pid):
+        return [_listener(ln, pid) for ln in found]
     own = socket_inodes(pid)
     if own is None:
         return None
-    return [Listener("ipv4" if ln.family == socket.AF_INET else "ipv6", ln.address, ln.port,
-                     pid if ln.inode in own else None) for ln in found]
+    if remembered:
+        with _holders_lock:
+            if len(_holders) >= _HOLDERS_MAX:
+                _holders.clear()
+            _holders.update((ln.inode, pid) for ln in found if ln.inode in own)
+    return [_listener(ln, pid if ln.inode in own else None) for ln in found]
+
+
+def _listener(found: TcpListener, pid: int | None) -> Listener:
+    return Listener("ipv4" if found.family == socket.AF_INET else "ipv6", found.address,
+                    found.port, pid)
 
 
 def by_port(found: Sequence[TcpListener] | None) -> dict[int, list[TcpListener]] | None:

@@ -172,7 +172,9 @@ class StatusReport:
     exit_code: ExitCode
 
     def to_json(self) -> object:
-        return [asdict(row) for row in self.tunnels]
+        # As asdict would give it, without its deep copies (a hundred rows took milliseconds).
+        return [{**vars(row), "forwards": [dict(vars(f)) for f in row.forwards]}
+                for row in self.tunnels]
 
     def to_wire(self) -> dict[str, Any]:
         return {"tunnels": self.to_json(), "exit_code": int(self.exit_code)}

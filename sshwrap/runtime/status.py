@@ -8,6 +8,7 @@ record files and an identity check of two processes each.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -66,8 +67,9 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     facts = host_facts()
     view = ListenerView()  # one read of the sockets for every row
     with memoized():  # the engine's identity, checked once for all its tunnels
-        rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths,
-                               facts=facts, view=view, live=live.get(n)) for n in targets]
+        cache = _compiled_for(facts, paths)
+        rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,
+                               view=view, live=live.get(n), cache=cache) for n in targets]
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)
@@ -86,53 +88,60 @@ class _Compiled:
     digest: str | None = None
 
 
-#: Profiles as compiled, by file and content: a status asked again (``--watch``, or of the
-#: engine) parses and compiles only what changed. The content is the key, never a time.
-_compiled: dict[tuple[Path, bytes, HostFacts, Path], _Compiled] = {}
+#: Profiles as compiled, for the host's facts, by file and the file's identity (inode, size,
+#: times): a status asked again (``--watch``, or of the engine) compiles only what changed.
+_compiled: dict[tuple[HostFacts, str], dict[tuple[str, tuple[int, ...]], _Compiled]] = {}
 _compiled_lock = threading.Lock()
 _COMPILED_MAX = 4096
+_MODES = frozenset(mode.value for mode in state.Mode)
 
 
-def _load(known: dict[str, Path], name: str, facts: HostFacts, paths: StatePaths) -> _Compiled:
+def _compiled_for(facts: HostFacts, paths: StatePaths) -> dict[tuple[str, tuple[int, ...]],
+                                                                  _Compiled]:
+    """The profiles compiled for these facts and this state dir (the logs' folder)."""
+    with _compiled_lock:
+        return _compiled.setdefault((facts, str(paths.root)), {})
+
+
+def _load(known: dict[str, Path], name: str, facts: HostFacts, paths: StatePaths,
+          compiled: dict[tuple[str, tuple[int, ...]], _Compiled]) -> _Compiled:
     """The profile found for ``name`` when listing the store (listed once, not per row)."""
-    from sshwrap.store import MAX_PROFILE_BYTES, load_profile_file
+    from sshwrap.store import load_profile_file
 
     if name not in known:
         return _Compiled(None)
+    path = known[name]
     try:
-        with known[name].open("rb") as handle:
-            raw = handle.read(MAX_PROFILE_BYTES + 1)
+        seen = os.stat(path)
     except OSError:
         return _Compiled(None)
-    key = (known[name], raw, facts, paths.log(name))
-    with _compiled_lock:
-        found = _compiled.get(key)
+    key = (str(path), (seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns))
+    found = compiled.get(key)
     if found is not None:
         return found
     try:
-        profile = load_profile_file(known[name])
-        unchanged = known[name].read_bytes() == raw  # not rewritten while it was read
-    except (SshwrapError, OSError):
+        profile = load_profile_file(path)
+    except SshwrapError:
         return _Compiled(None)
     try:
-        digest: str | None = state.profile_hash(profile, client_argv(profile, facts, key[3]))
+        argv = client_argv(profile, facts, paths.log(name))
+        digest: str | None = state.profile_hash(profile, argv)
     except SshwrapError:
         digest = None
     found = _Compiled(profile, tuple(ForwardStatus.idle(f)
                                      for f in expected_forwards(profile, facts)), digest)
-    if not unchanged:
-        return found
     with _compiled_lock:
-        if len(_compiled) >= _COMPILED_MAX:
-            _compiled.clear()
-        _compiled[key] = found
+        if len(compiled) >= _COMPILED_MAX:
+            compiled.clear()
+        compiled[key] = found
     return found
 
 
 def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
                    paths: StatePaths, facts: HostFacts, view: ListenerView,
-                   live: Live | None) -> TunnelStatus:
-    compiled = _load(known, name, facts, paths)
+                   live: Live | None,
+                   cache: dict[tuple[str, tuple[int, ...]], _Compiled]) -> TunnelStatus:
+    compiled = _load(known, name, facts, paths, cache)
     idle = compiled.idle
     if live is not None and not live.record.kept_failure:
         return _supervised_status(live.record, compiled, paths=paths, view=view, idle=idle,
@@ -213,6 +222,11 @@ def _failed_row(record: TunnelRecord, idle: tuple[ForwardStatus, ...]) -> Tunnel
         mode=mode_of(record).value)
 
 
+def _ended_forwards(record: TunnelRecord,
+                    idle: tuple[ForwardStatus, ...]) -> tuple[ForwardStatus, ...]:
+    return tuple(ForwardStatus.idle(f, "client not running") for f in record.forwards) or idle
+
+
 def _profile_changed(record: TunnelRecord, compiled: _Compiled) -> bool:
     """True when the profile compiles to something else than what the tunnel runs."""
     return compiled.digest is not None and compiled.digest != record.profile_hash
@@ -225,15 +239,14 @@ def _supervised_status(record: TunnelRecord, compiled: _Compiled, *, paths: Stat
     (``running``, as their identity or the engine tells)."""
     name = record.name
     supervisor, client = running
-    mode = mode_of(record)
+    mode = state.Mode(record.mode) if record.mode in _MODES else mode_of(record)
     common: dict[str, Any] = {"restarts": record.restarts, "last_failure": record.last_failure,
                               "supervisor_pid": record.supervisor_pid,
                               "shared": record.shared is not None, "mode": mode.value}
-    ended = tuple(ForwardStatus.idle(f, "client not running") for f in record.forwards) or idle
     if not supervisor and not client:
         if not state.lock_is_free(paths, name):  # an up or down of it is under way
             return TunnelStatus(name, TunnelState.STARTING, None, None, healthy=False,
-                                forwards=ended, **common)
+                                forwards=_ended_forwards(record, idle), **common)
         who = "its engine" if mode is state.Mode.ENGINE else "its supervisor"
         error = ConnectionFailed(
             f"{who} (pid {record.supervisor_pid}) ended without 'sshwrap down'"
@@ -253,7 +266,7 @@ def _supervised_status(record: TunnelRecord, compiled: _Compiled, *, paths: Stat
             retry = f"; next attempt in {max(0.0, record.next_retry - time.time()):.1f} s"
         hint = f" (hint: {record.failure_hint})" if record.failure_hint else ""
         return TunnelStatus(name, TunnelState.RECONNECTING, None, None, healthy=False,
-                            forwards=ended, next_retry=record.next_retry,
+                            forwards=_ended_forwards(record, idle), next_retry=record.next_retry,
                             detail=f"{record.last_failure or 'client ended'}{retry}{hint}",
                             **common)
     checks = view.check(record.forwards, record.pid)

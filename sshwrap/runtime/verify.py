@@ -232,9 +232,17 @@ class ListenerView:
         if all(f.path is None for f in listening):
             if not self._diag_read:
                 self._by_port, self._diag_read = by_port(listeners.tcp_listeners()), True
-            quick = None if self._by_port is None else attributed(
-                [ln for port in {f.port for f in listening}
-                 for ln in self._by_port.get(port or 0, ())], pid)
+            if self._by_port is None:
+                return check_forwards(forwards, pid, self.full(), log_text)
+            found = [ln for port in {f.port for f in listening}
+                     for ln in self._by_port.get(port or 0, ())]
+            if len(listening) == len(forwards) and listeners.held_before(found, pid) and all(
+                    any(ln.port == f.port and ln.address == f.host for ln in found)
+                    for f in listening):
+                # Every socket on these ports is the tunnel's, as found before, on the very
+                # address each forward asked for: what check_forwards would say, for less.
+                return [ForwardCheck(f, True, "listening") for f in forwards]
+            quick = attributed(found, pid, remembered=True)
             if quick is not None:
                 checks = check_forwards(forwards, pid, quick, log_text)
                 if all(c.healthy for c in checks):

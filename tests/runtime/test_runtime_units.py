@@ -233,3 +233,49 @@ def test_status_text_shows_a_kept_failure_with_its_exit_code_and_time() -> None:
     assert "note: db: permission denied (publickey) [exit 4, since 2026-03-01 12:30:05]" \
         in text
 
+
+
+@pytest.mark.parametrize("value", [
+    [], {}, [[], {}], {"a": [1, 2.5, -0.0, 1e300, float("inf"), float("nan"), True, None, "x"]},
+    [ExitCode.UNHEALTHY, "\u00e9\x1b\u202e", {"k": (1, {"n": []})}], {1: "a key not text"},
+    {"nested": [{"deep": [{"deeper": {}}]}]},
+])
+def test_json_is_indented_as_the_json_module_indents_it(value: object) -> None:
+    import json
+
+    from sshwrap.cli.render import indented_json
+
+    assert indented_json(value) == json.dumps(value, indent=2)
+
+
+def test_status_json_reads_as_asdict_gave_it() -> None:
+    import json
+    from dataclasses import asdict
+
+    from sshwrap.runtime.results import ForwardStatus, StatusReport, TunnelState, TunnelStatus
+
+    forward = ForwardStatus("local", "127.0.0.1:4000", "127.0.0.1:80", True, "listening")
+    row = TunnelStatus("db", TunnelState.UP, 1234, 12.5, 1, True, (forward, forward),
+                       mode="engine", supervisor_pid=5, next_retry=3.5)
+    report = StatusReport((row, row), ExitCode.OK)
+
+    assert json.dumps(report.to_json()) == json.dumps([asdict(r) for r in report.tunnels])
+    assert StatusReport.from_wire(report.to_wire()) == report
+
+
+def test_a_listener_found_held_is_known_as_its_holders_until_read_again() -> None:
+    import socket
+
+    from sshwrap.runtime import listeners
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        found = [ln for ln in listeners.tcp_listeners() or [] if ln.port == port]
+        assert not listeners.held_before(found, os.getpid())  # never looked at yet
+        first = listeners.attributed(found, os.getpid(), remembered=True)
+        assert first is not None and [ln.pid for ln in first] == [os.getpid()]
+        assert listeners.held_before(found, os.getpid())
+        assert not listeners.held_before(found, os.getppid())  # not another process's
+    assert not listeners.held_before([], os.getpid())  # nothing listening: nothing held
