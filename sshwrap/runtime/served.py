@@ -115,8 +115,8 @@ def park_until_exit() -> None:
     threading.Event().wait()
 
 
-def _answered(work: Callable[[], dict[str, Any]], channel: Channel,
-              engine: ResidentSupervisor) -> dict[str, Any]:
+def _answered(work: Callable[[], dict[str, Any]], engine: ResidentSupervisor) -> dict[str, Any]:
+    """The answer of ``work``, or its error as data."""
     try:
         return work()
     except SshwrapError as error:
@@ -129,7 +129,7 @@ def _answered(work: Callable[[], dict[str, Any]], channel: Channel,
 def serve_status(message: dict[str, Any], channel: Channel,
                  engine: ResidentSupervisor) -> None:
     channel.send(_answered(lambda: {"report": status_here(engine, message).to_wire()},
-                           channel, engine))
+                           engine))
 
 
 def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSupervisor) -> None:
@@ -137,7 +137,7 @@ def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSuperv
         report, quitting = down_here(engine, message)
         return {"report": report.to_wire(), "quitting": quitting}
 
-    channel.send(_answered(work, channel, engine))
+    channel.send(_answered(work, engine))
     if engine.quit.is_set():
         park_until_exit()
 
@@ -150,7 +150,7 @@ def serve_restart(message: dict[str, Any], channel: Channel,
         asker.stop_abandoned(report)
         return {"report": report.to_wire()}
 
-    channel.send(_answered(work, channel, engine))
+    channel.send(_answered(work, engine))
 
 
 #: The data requests, registered by the composition root (sshwrap/__main__.py).

@@ -187,9 +187,18 @@ def test_quick_reads_list_the_listeners_psutil_sees_with_their_inodes(read: str)
         inodes = {os.stat(f"/proc/self/fd/{s.fileno()}").st_ino for s in (v4, v6)}
         expected = {(socket.AF_INET, "127.0.0.1", v4.getsockname()[1]),
                     (socket.AF_INET6, "::1", v6.getsockname()[1])}
-        found = readers[read]()
-        seen_by_psutil = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
-                          if c.status == psutil.CONN_LISTEN}
+        def by_psutil() -> set[tuple[str, int]]:
+            return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                    if c.status == psutil.CONN_LISTEN}
+
+        # Other programs open and close listeners meanwhile: compared on a read between two
+        # psutil scans that agree (the host did not change around it).
+        for _attempt in range(50):
+            before = by_psutil()
+            found = readers[read]()
+            seen_by_psutil = by_psutil()
+            if before == seen_by_psutil:
+                break
         own = listeners.socket_inodes(os.getpid())
         ours_attributed = listeners.attributed(found or [], os.getpid())
 

@@ -346,6 +346,30 @@ def test_down_status_and_restart_are_served_by_the_engine(
 
 
 @pytest.mark.sshd
+def test_the_full_command_line_asks_the_engine_too(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    """With the lane off, down, status and restart still run in the engine, as data."""
+    resident = _resident_running(paths, write_profile, banner_server)
+    before = record_of(paths, "first")
+    full = {**os.environ, "SSHWRAP_EXPRESS": "0"}
+
+    restarted = sshwrap("restart", "first", env=full)
+    after = record_of(paths, "first")
+    shown = sshwrap("status", "first", "--json", env=full)
+    stopped = sshwrap("down", "first", env=full)
+
+    assert restarted.full_command_line and restarted.code == 0, restarted.stderr
+    assert restarted.stdout.startswith(f"first: started (pid {after.pid})\n")
+    assert after.pid != before.pid and after.supervisor_pid == resident
+    assert process_gone(before.pid)
+    assert shown.code == 0 and json.loads(shown.stdout)[0]["pid"] == after.pid
+    assert stopped.code == 0 and stopped.stdout == f"first: stopped (pid {after.pid})\n"
+    assert process_gone(after.pid) and state.recorded_names(paths) == []
+    assert psutil.Process(resident).is_running()
+
+
+@pytest.mark.sshd
 def test_status_reads_the_same_in_both_lanes_and_from_the_records(
     paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
     profiles_dir: Path,
@@ -367,6 +391,8 @@ def test_status_reads_the_same_in_both_lanes_and_from_the_records(
     from sshwrap.store import ProfileStore
 
     store = ProfileStore((profiles_dir,))
+    asked = {"op": "tunnels.status", "names": [], **served.asked(store)}
+    assert served.ask(paths, asked) is not None  # the engine answers it
     from_engine = served.status_report(store, paths=paths)
     from_records = status(store, paths=paths)
     assert _without_uptime(json.dumps(from_engine.to_json())) == \
