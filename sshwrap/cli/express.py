@@ -4,7 +4,8 @@ The engine already runs Python with the runtime imported, so a command it runs s
 milliseconds where the full command line spends about a hundred importing itself, half of
 the time ssh takes to connect. The lane takes ``up`` and ``restart`` with ``--all``,
 ``--tag``, ``--wait``, ``--json`` and ``--profiles``; ``down`` with ``--all`` and ``--json``;
-``status`` with ``--json``; when an engine answers. Anything else (other options, help, a
+``status`` with ``--json``; both also with ``--profiles``, as the full command line takes it;
+when an engine answers. Anything else (other options, help, a
 profile given as a file, no engine) runs the full command line, with the same result. The
 client half below imports only os, sys, json and the C socket module; the engine's half
 imports the rest when it first serves, and renders with the full command line's renderer.
