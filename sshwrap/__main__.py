@@ -23,9 +23,10 @@ def own_process(args: list[str]) -> int:
     if mode and mode != FOREGROUND_MARK:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
-    from sshwrap.cli.express import serve_up
+    from sshwrap.cli.express import COMMANDS as EXPRESS
+    from sshwrap.runtime.served import COMMANDS as SERVED
 
-    commands = {"up": serve_up}
+    commands = {**SERVED, **EXPRESS}
     if mode == FOREGROUND_MARK:
         from sshwrap.runtime.foreground import run as foreground
 

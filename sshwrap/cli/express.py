@@ -1,12 +1,14 @@
-"""The express lane of ``up``: a plain ``sshwrap up`` is run by the engine of the state dir.
+"""The express lane: a plain ``up``, ``down``, ``status`` or ``restart`` is run by the engine.
 
 The engine already runs Python with the runtime imported, so a command it runs starts in
 milliseconds where the full command line spends about a hundred importing itself, half of
-the time ssh takes to connect. The lane takes ``up NAME...`` with ``--all``, ``--tag``,
-``--wait``, ``--json`` and ``--profiles``, when an engine answers. Anything else (other
-options, help, a profile given as a file, no engine) runs the full command line, with the
-same result. The client half below imports only os, sys, json and the C socket module; the
-engine's half imports the rest when it first serves.
+the time ssh takes to connect. The lane takes ``up`` and ``restart`` with ``--all``,
+``--tag``, ``--wait``, ``--json`` and ``--profiles``; ``down`` with ``--all`` and ``--json``;
+``status`` with ``--json``; both also with ``--profiles``, as the full command line takes it;
+when an engine answers. Anything else (other options, help, a
+profile given as a file, no engine) runs the full command line, with the same result. The
+client half below imports only os, sys, json and the C socket module; the engine's half
+imports the rest when it first serves, and renders with the full command line's renderer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
+    from collections.abc import Callable
     from typing import Any
 
     from sshwrap.cli.progress import ProgressLine
@@ -27,7 +30,11 @@ if TYPE_CHECKING:
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
 #: How long a request may wait to be taken up before the full command line runs it instead.
 CONNECT_TIMEOUT = 2.0
-_VALUE_OPTIONS = ("--tag", "--wait", "--profiles")
+#: The commands the lane takes: the options of each that take a value, and its flags.
+_STARTING = (("--tag", "--wait", "--profiles"), ("--all", "--json"))
+_COMMANDS = {"up": _STARTING, "restart": _STARTING,
+             "down": (("--profiles",), ("--all", "--json")),
+             "status": (("--profiles",), ("--json",))}
 
 
 def main() -> None:
@@ -49,22 +56,28 @@ def main() -> None:
 
 
 def parse_up(args: list[str]) -> dict[str, Any] | None:
-    """The request for an ``up`` the lane takes, or None to leave it to the full command line.
+    """The request for an ``up`` the lane takes, or None to leave it to the full command line."""
+    return parse_request(args) if args[:1] == ["up"] else None
+
+
+def parse_request(args: list[str]) -> dict[str, Any] | None:
+    """The request for a command the lane takes, or None to leave it to the full command line.
 
     Options are read as the full command line reads them (the last of a repeated one wins);
     anything it might read differently is left to it."""
-    if not args or args[0] != "up" or os.environ.get(EXPRESS_ENV, "1") == "0" \
+    if not args or args[0] not in _COMMANDS or os.environ.get(EXPRESS_ENV, "1") == "0" \
             or os.environ.get("SSHWRAP_DEBUG", "") not in ("", "0"):
         return None
-    request: dict[str, Any] = {"op": "up", "names": [], "all": False, "tag": None,
+    with_value, flags = _COMMANDS[args[0]]
+    request: dict[str, Any] = {"op": args[0], "names": [], "all": False, "tag": None,
                                "wait": None, "json": False, "profiles": []}
     rest = iter(args[1:])
     for arg in rest:
         option, has_value, value = arg.partition("=")
-        if option in _VALUE_OPTIONS:
+        if option in with_value:
             if not _take_value(request, option, value if has_value else next(rest, "-")):
                 return None
-        elif arg in ("--all", "--json"):
+        elif arg in flags:
             request[arg[2:]] = True
         elif arg.startswith("-") or "/" in arg or arg.endswith(".toml"):
             return None  # another option, or a profile named by its file
@@ -97,7 +110,7 @@ def _take_value(request: dict[str, Any], option: str, value: str) -> bool:
 def run_express(args: list[str]) -> int | None:
     """Run ``args`` in the express lane; its exit code, or None when the lane does not take it
     (nothing has been done then)."""
-    request = parse_up(args)
+    request = parse_request(args)
     if request is None:
         return None
     from sshwrap.runtime.rendezvous import preferred_supervisor_socket, state_root
@@ -175,6 +188,9 @@ def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
             sys.stdout.write(frame.get("stdout", ""))
             sys.stdout.flush()
             sys.stderr.write(frame.get("stderr", ""))
+            if frame.get("quitting"):  # down --all: the engine is gone once it hangs up
+                while lines.next():
+                    pass
             return int(frame["exit"])
 
 
@@ -202,97 +218,105 @@ def _write_stderr(text: str) -> None:
 
 # -- the resident half: runs in the resident supervisor --------------------------------------
 
-#: How long the resident's watch over an asker waits between looks (it is woken when the
-#: up is done, and at once when the asker hangs up).
-HANGUP_POLL = 1.0
 
-
-def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
-    """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
-    command line renders it; when the asker hangs up, what this up started is stopped."""
-    from pathlib import Path
-
+def _rendered(work: Callable[[], dict[str, Any]], channel: Channel,
+              resident: ResidentSupervisor, message: dict[str, Any]) -> None:
+    """Send the answer of ``work`` (exit code, stdout, stderr, as the full command line prints
+    them), or its error as the full command line prints it."""
     from sshwrap.cli.render import error_text, internal_error_text
-    from sshwrap.cli.render.runtime import report_streams
     from sshwrap.errors import ExitCode, SshwrapError
-    from sshwrap.names import checked_name
-    from sshwrap.runtime import tunnels
-    from sshwrap.store import ProfileStore, default_profile_dirs
 
-    env = {str(k): str(v) for k, v in message["env"].items()}
-    dirs = message["profiles"] or default_profile_dirs(env)
-    store = ProfileStore(tuple(Path(message["cwd"], d) for d in dirs))
-    wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
     try:
-        names = [checked_name(n, file_ok=True) for n in message["names"]]  # as the CLI does
-        profiles = tunnels.up_selection(store, names, all_profiles=message["all"],
-                                        tag=message["tag"], wait=wait)
-        with _Asker(channel, resident, show_progress=message["progress"]) as asker:
-            report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
-                                            progress=asker.progress, environ=env)
-        for name in asker.abandoned(report):
-            tunnels.stop_tunnel(name, resident.paths)
-        out, err = report_streams(report, as_json=message["json"])
-        answer = {"exit": int(report.exit_code), "stdout": out, "stderr": err}
+        answer = work()
     except SshwrapError as error:
         answer = {"exit": int(error.exit_code), "stdout": "", "stderr": error_text(error)}
     except Exception as error:  # as the full command line does: one line, and a hint
-        resident.say(f"up: internal error: {type(error).__name__}: {error}")
+        resident.say(f"{message['op']}: internal error: {type(error).__name__}: {error}")
         answer = {"exit": int(ExitCode.INTERNAL), "stdout": "",
                   "stderr": internal_error_text(error)}
     channel.send(answer)
 
 
-class _Asker:
-    """The client of one express ``up``, while its tunnels start: progress goes to it, and
-    once it hangs up (Ctrl-C) the first attempts under way are stopped."""
+def _report(report: Any, message: dict[str, Any]) -> dict[str, Any]:
+    from sshwrap.cli.render.runtime import report_streams
 
-    def __init__(self, channel: Channel, resident: ResidentSupervisor, *,
-                 show_progress: bool) -> None:
-        import threading
+    out, err = report_streams(report, as_json=message["json"])
+    return {"exit": int(report.exit_code), "stdout": out, "stderr": err}
 
-        self.channel = channel
-        self.resident = resident
-        self.show_progress = show_progress
-        self.starting: set[str] = set()  # names this up is starting (it holds their locks)
-        self.hung_up = threading.Event()
-        self._done = threading.Event()
-        self._wake_read, self._wake_write = os.pipe()
-        self._watcher = threading.Thread(target=self._watch, name="express asker", daemon=True)
 
-    def __enter__(self) -> _Asker:
-        self._watcher.start()
-        return self
+def _names(message: dict[str, Any], *, file_ok: bool) -> list[str]:
+    from sshwrap.names import checked_name
 
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        os.write(self._wake_write, b"x")
-        self._watcher.join()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+    return [checked_name(n, file_ok=file_ok) for n in message["names"]]  # as the CLI does
 
-    def progress(self, name: str, ready: int, total: int) -> None:
-        if ready == 0:
-            self.starting.add(name)
-        if self.show_progress and not self.hung_up.is_set():
-            try:
-                self.channel.send({"progress": [name, ready, total]})
-            except OSError:
-                self.hung_up.set()
 
-    def _watch(self) -> None:
-        while not self._done.is_set():
-            if self.channel.hung_up(HANGUP_POLL, self._wake_read) and not self._done.is_set():
-                self.hung_up.set()
-                for name in list(self.starting):
-                    self.resident.stop(name)
-                return
+def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
+    """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
+    command line renders it; when the asker hangs up, what this up started is stopped."""
+    from sshwrap.runtime import tunnels
+    from sshwrap.runtime.served import Asker, store_of
 
-    def abandoned(self, report: Any) -> list[str]:
-        """The tunnels this up started that nobody waits for any more: to be stopped."""
-        from sshwrap.runtime.tunnels import Action
+    def work() -> dict[str, Any]:
+        store, env = store_of(message)
+        wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
+        names = _names(message, file_ok=True)
+        profiles = tunnels.up_selection(store, names, all_profiles=message["all"],
+                                        tag=message["tag"], wait=wait)
+        with Asker(channel, resident, show_progress=message["progress"]) as asker:
+            report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
+                                            progress=asker.progress, environ=env)
+        asker.stop_abandoned(report)
+        return _report(report, message)
 
-        if not self.hung_up.is_set():
-            return []
-        return [o.name for o in report.outcomes
-                if o.name in self.starting and o.action is Action.STARTED]
+    _rendered(work, channel, resident, message)
+
+
+def serve_restart(message: dict[str, Any], channel: Channel,
+                  resident: ResidentSupervisor) -> None:
+    """``restart`` for a client of the lane: stop and start inside the engine."""
+    from sshwrap.runtime.served import Asker, restart_here
+
+    def work() -> dict[str, Any]:
+        message["names"] = _names(message, file_ok=True)
+        with Asker(channel, resident, show_progress=message["progress"]) as asker:
+            report = restart_here(resident, message, asker.progress)
+        asker.stop_abandoned(report)
+        return _report(report, message)
+
+    _rendered(work, channel, resident, message)
+
+
+def serve_down(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
+    """``down`` for a client of the lane; after ``down --all`` the engine may exit, and then
+    holds the connection until it has."""
+    from sshwrap.runtime.served import down_here, park_until_exit
+
+    def work() -> dict[str, Any]:
+        message["names"] = _names(message, file_ok=False)
+        report, quitting = down_here(resident, message)
+        return {**_report(report, message), "quitting": quitting}
+
+    _rendered(work, channel, resident, message)
+    if resident.quit.is_set():
+        park_until_exit()
+
+
+def serve_status(message: dict[str, Any], channel: Channel,
+                 resident: ResidentSupervisor) -> None:
+    """``status`` for a client of the lane, from the engine's live view."""
+    from sshwrap.cli.render import rendered
+    from sshwrap.cli.render import runtime as _render  # noqa: F401 - registers the table
+    from sshwrap.runtime.served import status_here
+
+    def work() -> dict[str, Any]:
+        message["names"] = _names(message, file_ok=False)
+        report = status_here(resident, message)
+        return {"exit": int(report.exit_code), "stdout": rendered(report, as_json=message["json"]),
+                "stderr": ""}
+
+    _rendered(work, channel, resident, message)
+
+
+#: What the lane asks of the engine, registered by the composition root (sshwrap/__main__.py).
+COMMANDS = {"up": serve_up, "restart": serve_restart, "down": serve_down,
+            "status": serve_status}

@@ -4,6 +4,7 @@ remote forwards as the client's log confirms or refuses them."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sshwrap.runtime import sockets
-from sshwrap.runtime.sockets import Listener
+from sshwrap.runtime.listeners import Listener
 from sshwrap.runtime.state import ExpectedForward
 
 #: Addresses whose listener blocks every address of the port (compared, never bound).
@@ -67,7 +68,9 @@ def remote_results(log_text: str) -> tuple[set[str], set[str]]:
     return confirmed, refused
 
 
+@functools.lru_cache(maxsize=1024)
 def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Cached: status compares every forward with its port's listeners, the same few texts.
     if text is None:
         return None
     with contextlib.suppress(ValueError):
@@ -81,6 +84,8 @@ def _same_address(forward: ExpectedForward, listener: Listener) -> bool:
         return listener.family == "unix" and listener.address == forward.path
     if listener.family == "unix" or listener.port != forward.port:
         return False
+    if listener.address == forward.host:  # the same text: the same address, unparsed
+        return True
     wanted = _ip(forward.host)
     if wanted is None:  # a name or a wildcard: any address of the port will do
         return True

@@ -7,9 +7,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sshwrap.runtime import listeners as reader
 from sshwrap.runtime import sockets
+from sshwrap.runtime.listeners import Listener
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.sockets import Listener
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def build_report(listeners: Sequence[Listener], tunnels: dict[int, str],
 
 def list_ports(paths: StatePaths, ports: Sequence[int] = ()) -> PortsReport:
     """Every listening TCP socket (and the unix sockets of tunnels) with pid and program."""
-    listeners = sockets.listening_sockets()
+    listeners = reader.listening_sockets()
     tunnels = running_tunnels(paths)
     pids = {ln.pid for ln in listeners if ln.pid is not None and (not ports or ln.port in ports
                                                                   or ln.family == "unix")}

@@ -88,6 +88,25 @@ class TunnelOutcome:
     def exit_code(self) -> ExitCode:
         return self.error.exit_code if self.error is not None else ExitCode.OK
 
+    def to_wire(self) -> dict[str, Any]:
+        """As plain JSON values for the engine's socket, the error with its kind
+        (runtime/wire.py): ``from_wire`` gives back an equal outcome."""
+        from sshwrap.runtime.wire import error_data
+
+        return {"name": self.name, "action": self.action.value, "pid": self.pid,
+                "forwards": [asdict(f) for f in self.forwards], "message": self.message,
+                "error": error_data(self.error) if self.error is not None else None}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> TunnelOutcome:
+        from sshwrap.runtime.wire import error_from_data
+
+        error = data.get("error")
+        return cls(str(data["name"]), Action(data["action"]), data.get("pid"),
+                   tuple(ForwardStatus(**f) for f in data.get("forwards") or ()),
+                   str(data.get("message") or ""),
+                   error_from_data(error) if error is not None else None)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "action": self.action.value, "pid": self.pid,
@@ -111,6 +130,14 @@ class TunnelsReport:
 
     def to_json(self) -> object:
         return [o.to_json() for o in self.outcomes]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"command": self.command, "outcomes": [o.to_wire() for o in self.outcomes]}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> TunnelsReport:
+        return cls(str(data["command"]),
+                   tuple(TunnelOutcome.from_wire(o) for o in data["outcomes"]))
 
 
 UpReport = TunnelsReport
@@ -145,7 +172,20 @@ class StatusReport:
     exit_code: ExitCode
 
     def to_json(self) -> object:
-        return [asdict(row) for row in self.tunnels]
+        # As asdict would give it, without its deep copies (a hundred rows took milliseconds).
+        return [{**vars(row), "forwards": [dict(vars(f)) for f in row.forwards]}
+                for row in self.tunnels]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"tunnels": self.to_json(), "exit_code": int(self.exit_code)}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> StatusReport:
+        rows = tuple(TunnelStatus(**{
+            **row, "state": TunnelState(row["state"]),
+            "forwards": tuple(ForwardStatus(**f) for f in row["forwards"])})
+            for row in data["tunnels"])
+        return cls(rows, ExitCode(int(data["exit_code"])))
 
 
 # -- selecting profiles -------------------------------------------------------------------

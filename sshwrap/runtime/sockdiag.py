@@ -7,8 +7,6 @@ for listeners only, sock_diag walks the listening table alone and answers in bin
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import struct
 from typing import NamedTuple
@@ -26,10 +24,12 @@ _HEADER = struct.Struct("=IHHII")
 #: inet_diag_req_v2: family, protocol, extensions, pad, states; then inet_diag_sockid
 #: (source and destination port, source and destination address, interface, cookie).
 _REQUEST = struct.Struct("=BBBBI2H16s16sI8s")
-#: inet_diag_msg: family, state, timer, retransmits; inet_diag_sockid (ports big-endian);
-#: expires, read queue, write queue, uid, inode.
-_MESSAGE = struct.Struct("=BBBB2H16s16sI8sIIIII")
-_PORT = struct.Struct("!H")
+#: inet_diag_msg: family, state, timer, retransmits; inet_diag_sockid: source port
+#: (big-endian) at 4, source address at 8; then (after destination, interface, cookie,
+#: expires, queues and uid) the inode at 68, of 72 bytes.
+_MESSAGE_SIZE = 72
+_SOURCE_PORT, _SOURCE, _INODE = 4, 8, 68
+_INODE_FIELD = struct.Struct("=I")
 
 
 class TcpListener(NamedTuple):
@@ -41,7 +41,7 @@ class TcpListener(NamedTuple):
 
 def tcp_listeners() -> list[TcpListener] | None:
     """Every listening TCP socket of this network namespace; None when sock_diag cannot be
-    used here (the caller reads /proc instead)."""
+    used here (runtime/listeners.py, its only reader, then reads /proc instead)."""
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as conn:
             found: list[TcpListener] = []
@@ -69,6 +69,8 @@ def _receive(conn: socket.socket, found: list[TcpListener]) -> bool:
             if kind == NLMSG_ERROR or length < _HEADER.size:
                 return False
             if kind == SOCK_DIAG_BY_FAMILY:
+                if length < _HEADER.size + _MESSAGE_SIZE or offset + length > len(data):
+                    return False  # cut short: not to be guessed at
                 found.append(_listener(data, offset + _HEADER.size))
             offset += (length + 3) & ~3
         if not data:
@@ -76,25 +78,10 @@ def _receive(conn: socket.socket, found: list[TcpListener]) -> bool:
 
 
 def _listener(data: bytes, offset: int) -> TcpListener:
-    (family, _state, _timer, _retrans, source_port, _dest_port, source, _dest, _interface,
-     _cookie, _expires, _rqueue, _wqueue, _uid, inode) = _MESSAGE.unpack_from(data, offset)
-    # The ports were read in host order: swap them back from network order.
-    port = _PORT.unpack(struct.pack("=H", source_port))[0]
-    raw = source[:4] if family == socket.AF_INET else source
+    # Read field by field: a host with hundreds of listeners is read on every status.
+    family = data[offset]
+    port = int.from_bytes(data[offset + _SOURCE_PORT:offset + _SOURCE_PORT + 2], "big")
+    start = offset + _SOURCE
+    raw = data[start:start + (4 if family == socket.AF_INET else 16)]
+    inode = _INODE_FIELD.unpack_from(data, offset + _INODE)[0]
     return TcpListener(family, socket.inet_ntop(family, raw), port, inode)
-
-
-def socket_inodes(pid: int) -> frozenset[int] | None:
-    """The inodes of the sockets ``pid`` holds open, from its /proc fd links; None where they
-    cannot be read (the process is gone, or is not ours)."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    found = set()
-    for fd in names:
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                found.add(int(target[8:-1]))
-    return frozenset(found)

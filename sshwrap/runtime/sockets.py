@@ -1,4 +1,5 @@
-"""Who listens where (one psutil scan of the machine's listening sockets), and who connects."""
+"""Who a process is, and who is at the other end of a unix socket. Who listens where is read
+by runtime/listeners.py alone (its names are taken from here too by older callers)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,11 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
 
+from sshwrap.runtime.listeners import Listener, listening_sockets
 
-@dataclass(frozen=True)
-class Listener:
-    """One listening socket. ``address`` is the IP text or the unix socket path; ``pid`` is
-    None when the owner is not visible to this user."""
-
-    family: str  # "ipv4", "ipv6" or "unix"
-    address: str
-    port: int | None
-    pid: int | None
+__all__ = ["Listener", "ProcessInfo", "listening_sockets", "peer_is_same_user",
+           "process_info"]
 
 
 @dataclass(frozen=True)
@@ -28,53 +22,6 @@ class ProcessInfo:
     pid: int
     name: str
     cmdline: tuple[str, ...]
-
-
-def listening_sockets(pid: int | None = None) -> list[Listener]:
-    """Every listening TCP socket (IPv4 and IPv6) and every bound unix stream socket.
-
-    This is exactly one psutil scan, whatever the caller does with it: callers that check
-    many tunnels share one result instead of scanning per tunnel. With ``pid``, only that
-    process's sockets: far cheaper (no walk over every process), for tight readiness polls.
-    """
-    import psutil
-
-    found: dict[tuple[str, str, int | None, int | None], Listener] = {}
-    if pid is None:
-        connections: list[Any] = psutil.net_connections(kind="all")
-    else:
-        try:
-            connections = [_Owned(conn, pid)
-                           for conn in psutil.Process(pid).net_connections(kind="all")]
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            return []
-    for conn in connections:
-        if conn.type != socket.SOCK_STREAM:
-            continue
-        if conn.family == socket.AF_UNIX:
-            path = conn.laddr if isinstance(conn.laddr, str) else ""
-            if not path:
-                continue
-            listener = Listener("unix", path, None, conn.pid)
-        elif conn.family in (socket.AF_INET, socket.AF_INET6):
-            if conn.status != psutil.CONN_LISTEN or not conn.laddr:
-                continue
-            family = "ipv4" if conn.family == socket.AF_INET else "ipv6"
-            listener = Listener(family, conn.laddr.ip, conn.laddr.port, conn.pid)
-        else:
-            continue
-        found.setdefault((listener.family, listener.address, listener.port, listener.pid),
-                         listener)
-    return list(found.values())
-
-
-class _Owned:
-    """A per-process connection (which psutil gives without a pid) with its pid added."""
-
-    def __init__(self, conn: Any, pid: int) -> None:
-        self.type, self.family, self.laddr, self.status = (
-            conn.type, conn.family, conn.laddr, conn.status)
-        self.pid = pid
 
 
 def process_info(pid: int) -> ProcessInfo:

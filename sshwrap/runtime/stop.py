@@ -1,13 +1,17 @@
-"""``down``: stop tunnels, signalling only processes proved to be theirs."""
+"""``down``: stop tunnels, signalling only processes proved to be theirs.
+
+The engine runs this same use case, stopping the tunnels it runs directly; the command line
+runs it only when no engine serves the state dir (a tunnel's record still names what ran).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sshwrap.errors import InvalidInput, SshwrapError, StateConflict, StateUnusable
-from sshwrap.runtime import launch, sockets, state
+from sshwrap.runtime import launch, state
 from sshwrap.runtime.launch import stop_group, terminate_process
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
@@ -22,17 +26,37 @@ from sshwrap.runtime.results import (
     parallel,
 )
 from sshwrap.runtime.state import TunnelRecord
-from sshwrap.runtime.verify import check_forwards
+from sshwrap.runtime.verify import ListenerView
+
+#: How the engine is told to stop one of its tunnels: True once it has let go of it.
+EngineStop = Callable[[str], bool]
 
 
-def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT) -> TunnelOutcome:
-    """Stop one tunnel sshwrap started; never signals a process it cannot prove is that one."""
+def asking_engine(paths: StatePaths, timeout: float = STOP_TIMEOUT) -> EngineStop:
+    """Stopping through the engine's socket (from outside it); False when none answers."""
+    from sshwrap.runtime import daemon
+
+    def ask(name: str) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            answer = daemon.request(paths, {"op": "stop", "name": name},
+                                    timeout=daemon.STOP_JOIN + timeout)
+            return bool(answer.get("stopped"))
+        return False
+
+    return ask
+
+
+def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT,
+                engine: EngineStop | None = None) -> TunnelOutcome:
+    """Stop one tunnel sshwrap started; never signals a process it cannot prove is that one.
+    ``engine`` stops a tunnel the engine runs (the engine passes its own stop)."""
+    engine = engine or asking_engine(paths, timeout)
     try:
         with state.name_lock(paths, name, timeout=DEFAULT_WAIT + LOCK_GRACE):
             try:
                 record = state.read_record(paths, name)
             except StateUnusable as damaged:
-                return _stop_damaged(name, paths, damaged, timeout)
+                return _stop_damaged(name, paths, damaged, timeout, engine)
             if record is None:
                 return TunnelOutcome(name, Action.NOT_RUNNING)
             if record.kept_failure:
@@ -42,7 +66,7 @@ def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT) 
                                      message=f"it had failed ({record.last_failure}); "
                                              "its state is removed")
             if record.supervised:
-                return _stop_supervised(record, paths, timeout)
+                return _stop_supervised(record, paths, timeout, engine)
             return _stop_alone(record, paths, timeout)
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
@@ -62,15 +86,13 @@ def _stop_alone(record: TunnelRecord, paths: StatePaths, timeout: float) -> Tunn
 
 
 def _stop_damaged(name: str, paths: StatePaths, damaged: StateUnusable,
-                  timeout: float) -> TunnelOutcome:
+                  timeout: float, engine: EngineStop) -> TunnelOutcome:
     """A tunnel whose record cannot be read: the engine lets go of it, its client is found by
     its identity (runtime/identity.py) and stopped, and the record goes."""
-    from sshwrap.runtime import daemon
     from sshwrap.runtime.identity import tunnel_clients
 
     clients = tunnel_clients(paths.log(name))
-    with contextlib.suppress(OSError, ValueError):  # the engine stops it if it runs it
-        daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN + timeout)
+    engine(name)  # the engine stops it if it runs it
     for client in clients:
         if not launch.process_gone(client.pid) and not stop_group(client.pid, timeout=timeout):
             raise StateConflict(f"{name}: pid {client.pid} did not end, even after SIGKILL")
@@ -94,7 +116,8 @@ def _stop_orphan(record: TunnelRecord, paths: StatePaths) -> None:
         stop_group(record.pid, timeout=STOP_TIMEOUT)
 
 
-def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) -> TunnelOutcome:
+def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float,
+                     engine: EngineStop) -> TunnelOutcome:
     """Have the supervisor stop its client and let go of the tunnel; then make sure of both."""
     from sshwrap.runtime import daemon
 
@@ -108,10 +131,7 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
                              message="its processes had ended; the stale state is removed")
     graceful = False
     if supervisor is not None and daemon.is_resident(record.supervisor_argv):
-        with contextlib.suppress(OSError, ValueError):
-            answer = daemon.request(paths, {"op": "stop", "name": name},
-                                    timeout=daemon.STOP_JOIN + timeout)
-            graceful = bool(answer.get("stopped"))
+        graceful = engine(name)
         # Not graceful: its client is stopped below by its recorded identity; the resident
         # supervisor itself runs other tunnels and is never signalled from here.
     elif supervisor is not None:
@@ -135,11 +155,12 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float) ->
 
 
 def _wait_released(record: TunnelRecord, timeout: float) -> None:
-    """Wait until no socket of the stopped tunnel is still listening (one scan per poll)."""
+    """Wait until no socket of the stopped tunnel is still listening (one read per poll)."""
     deadline = time.monotonic() + timeout
+    listening = [f for f in record.forwards if f.type != "remote"]
     while True:
-        held = [f.listen for f in record.forwards if f.type != "remote"
-                and check_forwards([f], record.pid, sockets.listening_sockets(), None)[0].healthy]
+        held = [c.forward.listen for c in ListenerView().check(listening, record.pid)
+                if c.healthy]
         if not held:
             return
         if time.monotonic() >= deadline:
@@ -149,14 +170,19 @@ def _wait_released(record: TunnelRecord, timeout: float) -> None:
 
 
 def down(names: Sequence[str] = (), *, all_tunnels: bool = False,
-         paths: StatePaths | None = None, timeout: float = STOP_TIMEOUT) -> DownReport:
-    """Stop the named tunnels (or every running one); stopping what is not running is a no-op."""
+         paths: StatePaths | None = None, timeout: float = STOP_TIMEOUT,
+         engine: EngineStop | None = None, running: Sequence[str] = ()) -> DownReport:
+    """Stop the named tunnels (or every running one); stopping what is not running is a no-op.
+    Served by the engine, ``engine`` is its stop and ``running`` the tunnels it runs (the
+    engine itself decides whether to exit after ``--all``)."""
     if not names and not all_tunnels:
         raise InvalidInput("name at least one tunnel, or pass --all")
     paths = paths or StatePaths.from_env()
-    targets = check_names(names) if names else state.recorded_names(paths)
-    outcomes = parallel(targets, lambda n: stop_tunnel(n, paths, timeout=timeout))
-    if all_tunnels and not names:
+    targets = check_names(names) if names else sorted(
+        set(state.recorded_names(paths)) | set(running))
+    outcomes = parallel(targets, lambda n: stop_tunnel(n, paths, timeout=timeout,
+                                                         engine=engine))
+    if all_tunnels and not names and engine is None:
         from sshwrap.runtime import daemon
 
         with contextlib.suppress(SshwrapError):  # a supervisor that lingers harms nothing

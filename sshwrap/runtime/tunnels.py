@@ -15,7 +15,7 @@ from sshwrap.errors import (
     StateConflict,
     Unhealthy,
 )
-from sshwrap.runtime import sockets, state
+from sshwrap.runtime import state
 from sshwrap.runtime.auth import AskSecret, client_env, secret_for
 from sshwrap.runtime.launch import client_argv
 from sshwrap.runtime.paths import StatePaths
@@ -40,8 +40,8 @@ from sshwrap.runtime.results import (
 )
 from sshwrap.runtime.state import TunnelRecord, expected_forwards
 from sshwrap.runtime.status import status
-from sshwrap.runtime.stop import _stop_orphan, down, stop_tunnel
-from sshwrap.runtime.verify import ListenerView, check_forwards
+from sshwrap.runtime.stop import EngineStop, _stop_orphan, down, stop_tunnel
+from sshwrap.runtime.verify import ListenerView
 from sshwrap.runtime.wire import error_from_data
 from sshwrap.store import ProfileStore
 
@@ -95,8 +95,7 @@ def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
     from sshwrap.runtime.verify import LogReader
 
     log_text = LogReader(Path(record.log_path), record.log_offset).read()
-    checks = check_forwards(record.forwards, record.pid,
-                            sockets.listening_sockets(pid=record.pid), log_text)
+    checks = ListenerView().check(record.forwards, record.pid, log_text)
     return tuple(ForwardStatus.from_check(c) for c in checks)
 
 
@@ -212,14 +211,17 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
 
 def restart(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
             tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
-            progress: ProgressCallback | None = None) -> UpReport:
-    """Stop, then start again (with the profile as it is now)."""
+            progress: ProgressCallback | None = None, engine: EngineStop | None = None,
+            environ: Mapping[str, str] | None = None) -> UpReport:
+    """Stop, then start again (with the profile as it is now). Served by the engine,
+    ``engine`` is its stop and ``environ`` the environment of the restart that asks."""
     check_wait(wait)  # before anything is stopped
     profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
     paths = (paths or StatePaths.from_env()).ensure()
-    stopped = down([p.name for p in profiles], paths=paths)
+    stopped = down([p.name for p in profiles], paths=paths, engine=engine)
     failed = {o.name: o for o in stopped.outcomes if o.action is Action.FAILED}
-    started = up(store, [p.name for p in profiles if p.name not in failed], wait=wait,
-                 paths=paths, progress=progress).outcomes if len(failed) < len(profiles) else ()
+    again = [p for p in profiles if p.name not in failed]
+    started = start_selected(again, store, wait=wait, paths=paths, progress=progress,
+                             environ=environ).outcomes if again else ()
     by_name = {o.name: o for o in started} | failed
     return TunnelsReport("restart", tuple(by_name[p.name] for p in profiles))

@@ -16,7 +16,7 @@ from sshwrap.errors import (
     NotReady,
     SshwrapError,
 )
-from sshwrap.runtime import sockets
+from sshwrap.runtime import listeners
 from sshwrap.runtime.forwards import (
     ForwardCheck,
     blocks,
@@ -24,13 +24,12 @@ from sshwrap.runtime.forwards import (
     remote_results,
 )
 from sshwrap.runtime.launch import Launched
-from sshwrap.runtime.sockdiag import TcpListener, socket_inodes, tcp_listeners
-from sshwrap.runtime.sockets import Listener
+from sshwrap.runtime.listeners import Listener, TcpListener, attributed, by_port
 from sshwrap.runtime.state import ExpectedForward
 
 #: Taken from here by check and the tests, as before the checks had a module of their own.
-__all__ = ["ForwardCheck", "ListenerView", "LogReader", "check_forwards", "remote_results",
-           "wait_ready"]
+__all__ = ["ForwardCheck", "ListenerView", "LogReader", "attributed", "check_forwards",
+           "remote_results", "wait_ready"]
 
 POLL_INTERVAL = 0.005
 #: Every poll of every tunnel this process is verifying, together: at most one per this many
@@ -148,7 +147,8 @@ def failure_from_log(name: str, log_text: str, profile: Profile) -> SshwrapError
 
 
 class _ClientSockets:
-    """A starting client's listening sockets, read again on every poll when that is cheap.
+    """A starting client's listening sockets (runtime/listeners.py), read again on every poll
+    when that is cheap.
 
     With sock_diag (runtime/sockdiag.py) a read costs a tenth of a millisecond: every TCP
     listener, marked as the client's when the client holds its inode. A listener on an
@@ -182,55 +182,37 @@ class _ClientSockets:
                 foreign = any(ln.pid is None and blocks(f, ln)
                               for f in self.listening for ln in quick)
                 if foreign and now >= self._full_scan_due:
-                    self.listeners = sockets.listening_sockets()
+                    self.listeners = listeners.listening_sockets()
                     self._full_scan_due = now + FULL_SCAN_INTERVAL
                 return True
         self.complete = False
-        own = socket_inodes(self.pid)
+        own = listeners.socket_inodes(self.pid)
         if not (exited or own is None or own != self._seen
                 or now >= self._last_read + SOCKET_CHECK_INTERVAL):
             return False
         self._seen, self._last_read = own, now
         if exited or now >= self._full_scan_due:
-            self.listeners = sockets.listening_sockets()
+            self.listeners = listeners.listening_sockets()
             self._full_scan_due = now + FULL_SCAN_INTERVAL
         else:
-            self.listeners = sockets.listening_sockets(pid=self.pid)
+            self.listeners = listeners.listening_sockets(pid=self.pid)
         return True
 
     def _quick_read(self) -> list[Listener] | None:
         # Listeners first: a socket the client makes in between is then missed for one poll,
-        # never taken for another process's.
-        found = tcp_listeners()
+        # never taken for another process's. Only sock_diag is quick enough to read per poll.
+        found = listeners.tcp_listeners(proc=False)
         return None if found is None else attributed(found, self.pid)
 
 
-def attributed(found: Sequence[TcpListener], pid: int) -> list[Listener] | None:
-    """Listeners read by sock_diag, those ``pid`` holds marked as its own (the others with
-    no pid); None when its descriptors cannot be read."""
-    own = socket_inodes(pid)
-    if own is None:
-        return None
-    return [Listener("ipv4" if ln.family == socket.AF_INET else "ipv6", ln.address, ln.port,
-                     pid if ln.inode in own else None) for ln in found]
-
-
-def _by_port(found: list[TcpListener] | None) -> dict[int, list[TcpListener]] | None:
-    if found is None:
-        return None
-    index: dict[int, list[TcpListener]] = {}
-    for listener in found:
-        index.setdefault(listener.port, []).append(listener)
-    return index
-
-
 class ListenerView:
-    """The host's listening sockets for a command that checks running tunnels.
+    """The host's listening sockets (runtime/listeners.py) for a command that checks running
+    tunnels: status, check, up of a running tunnel, down.
 
-    One sock_diag read serves every tunnel, each tunnel's own sockets found from its /proc
-    fd links: checking a hundred tunnels costs little more than one. A scan of every process
+    One quick read serves every tunnel, each tunnel's own sockets found from its /proc fd
+    links: checking a hundred tunnels costs little more than one. A scan of every process
     (made once, and shared too) settles what that cannot: unix-socket forwards, a forward not
-    found healthy (to name who holds its address), or no sock_diag here.
+    found healthy (to name who holds its address), or no quick read here.
     """
 
     def __init__(self) -> None:
@@ -240,7 +222,7 @@ class ListenerView:
 
     def full(self) -> list[Listener]:
         if self._full is None:
-            self._full = sockets.listening_sockets()
+            self._full = listeners.listening_sockets()
         return self._full
 
     def check(self, forwards: Sequence[ExpectedForward], pid: int,
@@ -249,10 +231,18 @@ class ListenerView:
         listening = [f for f in forwards if f.type != "remote"]
         if all(f.path is None for f in listening):
             if not self._diag_read:
-                self._by_port, self._diag_read = _by_port(tcp_listeners()), True
-            quick = None if self._by_port is None else attributed(
-                [ln for port in {f.port for f in listening}
-                 for ln in self._by_port.get(port or 0, ())], pid)
+                self._by_port, self._diag_read = by_port(listeners.tcp_listeners()), True
+            if self._by_port is None:
+                return check_forwards(forwards, pid, self.full(), log_text)
+            found = [ln for port in {f.port for f in listening}
+                     for ln in self._by_port.get(port or 0, ())]
+            if len(listening) == len(forwards) and listeners.held_before(found, pid) and all(
+                    any(ln.port == f.port and ln.address == f.host for ln in found)
+                    for f in listening):
+                # Every socket on these ports is the tunnel's, as found before, on the very
+                # address each forward asked for: what check_forwards would say, for less.
+                return [ForwardCheck(f, True, "listening") for f in forwards]
+            quick = attributed(found, pid, remembered=True)
             if quick is not None:
                 checks = check_forwards(forwards, pid, quick, log_text)
                 if all(c.healthy for c in checks):
@@ -289,7 +279,7 @@ def wait_ready(
             seen_log = len(log_text)
             checks = check_forwards(forwards, launched.pid, watch.listeners, log_text)
             if all(c.healthy for c in checks) and not exited and not watch.complete:
-                checks = check_forwards(forwards, launched.pid, sockets.listening_sockets(),
+                checks = check_forwards(forwards, launched.pid, listeners.listening_sockets(),
                                         log_text)
             healthy = sum(c.healthy for c in checks)
             if progress is not None:

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from sshwrap.runtime.launch import spawn, stop_group
+from sshwrap.runtime.listeners import Listener
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.ports import build_report, list_ports
-from sshwrap.runtime.sockets import Listener, ProcessInfo
+from sshwrap.runtime.sockets import ProcessInfo
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord, write_record
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 

@@ -11,8 +11,8 @@ import pytest
 
 from sshwrap.errors import ExitCode, StateConflict, StateUnusable
 from sshwrap.runtime import state
+from sshwrap.runtime.listeners import Listener
 from sshwrap.runtime.paths import StatePaths, default_state_dir
-from sshwrap.runtime.sockets import Listener
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 from sshwrap.runtime.tunnels import most_severe
 from sshwrap.runtime.verify import check_forwards, remote_results
@@ -167,13 +167,18 @@ def test_express_lane_imports_nothing_heavy_before_it_connects() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_sock_diag_lists_the_listeners_psutil_sees_with_their_inodes() -> None:
+@pytest.mark.parametrize("read", ["sock_diag", "proc", "either"])
+def test_quick_reads_list_the_listeners_psutil_sees_with_their_inodes(read: str) -> None:
+    """sock_diag, its /proc fallback and the reader that picks between them each see what a
+    psutil scan sees, each socket with the inode its owner holds."""
     import socket
 
     import psutil
 
-    from sshwrap.runtime.sockdiag import socket_inodes, tcp_listeners
+    from sshwrap.runtime import listeners, sockdiag
 
+    readers = {"sock_diag": sockdiag.tcp_listeners, "proc": listeners.proc_tcp_listeners,
+               "either": listeners.tcp_listeners}
     with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
         v4.bind(("127.0.0.1", 0))
         v6.bind(("::1", 0))
@@ -182,16 +187,44 @@ def test_sock_diag_lists_the_listeners_psutil_sees_with_their_inodes() -> None:
         inodes = {os.stat(f"/proc/self/fd/{s.fileno()}").st_ino for s in (v4, v6)}
         expected = {(socket.AF_INET, "127.0.0.1", v4.getsockname()[1]),
                     (socket.AF_INET6, "::1", v6.getsockname()[1])}
-        found = tcp_listeners()
-        seen_by_psutil = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
-                          if c.status == psutil.CONN_LISTEN}
-        own = socket_inodes(os.getpid())
+        def by_psutil() -> set[tuple[str, int]]:
+            return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                    if c.status == psutil.CONN_LISTEN}
 
-    assert found is not None and own is not None
+        # Other programs open and close listeners meanwhile: compared on a read between two
+        # psutil scans that agree (the host did not change around it).
+        for _attempt in range(50):
+            before = by_psutil()
+            found = readers[read]()
+            seen_by_psutil = by_psutil()
+            if before == seen_by_psutil:
+                break
+        own = listeners.socket_inodes(os.getpid())
+        ours_attributed = listeners.attributed(found or [], os.getpid())
+
+    assert found is not None and own is not None and ours_attributed is not None
     assert {(ln.address, ln.port) for ln in found} == seen_by_psutil
     ours = {(ln.family, ln.address, ln.port) for ln in found if ln.inode in inodes}
     assert ours == expected
     assert inodes <= own
+    assert {(ln.address, ln.port) for ln in ours_attributed if ln.pid == os.getpid()} == {
+        (address, port) for _family, address, port in expected}
+
+
+def test_the_full_scan_sees_unix_sockets_with_their_owner(tmp_path: Path) -> None:
+    import socket
+
+    from sshwrap.runtime.listeners import Listener, listening_sockets
+
+    path = str(tmp_path / "s")
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.bind(path)
+        unix.listen(1)
+        everyone = listening_sockets()
+        own = listening_sockets(pid=os.getpid())
+
+    assert Listener("unix", path, None, os.getpid()) in everyone
+    assert Listener("unix", path, None, os.getpid()) in own
 
 
 def test_status_text_shows_a_kept_failure_with_its_exit_code_and_time() -> None:
@@ -209,3 +242,49 @@ def test_status_text_shows_a_kept_failure_with_its_exit_code_and_time() -> None:
     assert "note: db: permission denied (publickey) [exit 4, since 2026-03-01 12:30:05]" \
         in text
 
+
+
+@pytest.mark.parametrize("value", [
+    [], {}, [[], {}], {"a": [1, 2.5, -0.0, 1e300, float("inf"), float("nan"), True, None, "x"]},
+    [ExitCode.UNHEALTHY, "\u00e9\x1b\u202e", {"k": (1, {"n": []})}], {1: "a key not text"},
+    {"nested": [{"deep": [{"deeper": {}}]}]},
+])
+def test_json_is_indented_as_the_json_module_indents_it(value: object) -> None:
+    import json
+
+    from sshwrap.cli.render import indented_json
+
+    assert indented_json(value) == json.dumps(value, indent=2)
+
+
+def test_status_json_reads_as_asdict_gave_it() -> None:
+    import json
+    from dataclasses import asdict
+
+    from sshwrap.runtime.results import ForwardStatus, StatusReport, TunnelState, TunnelStatus
+
+    forward = ForwardStatus("local", "127.0.0.1:4000", "127.0.0.1:80", True, "listening")
+    row = TunnelStatus("db", TunnelState.UP, 1234, 12.5, 1, True, (forward, forward),
+                       mode="engine", supervisor_pid=5, next_retry=3.5)
+    report = StatusReport((row, row), ExitCode.OK)
+
+    assert json.dumps(report.to_json()) == json.dumps([asdict(r) for r in report.tunnels])
+    assert StatusReport.from_wire(report.to_wire()) == report
+
+
+def test_a_listener_found_held_is_known_as_its_holders_until_read_again() -> None:
+    import socket
+
+    from sshwrap.runtime import listeners
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        found = [ln for ln in listeners.tcp_listeners() or [] if ln.port == port]
+        assert not listeners.held_before(found, os.getpid())  # never looked at yet
+        first = listeners.attributed(found, os.getpid(), remembered=True)
+        assert first is not None and [ln.pid for ln in first] == [os.getpid()]
+        assert listeners.held_before(found, os.getpid())
+        assert not listeners.held_before(found, os.getppid())  # not another process's
+    assert not listeners.held_before([], os.getpid())  # nothing listening: nothing held

@@ -1,9 +1,12 @@
-"""The express lane of ``up``: once a resident supervisor runs, a plain ``sshwrap up`` is served
-by it, with the full command line's output, exit codes and care for bad input."""
+"""The express lane: once a resident supervisor runs, a plain ``sshwrap up``, ``down``,
+``status`` or ``restart`` is served by it, with the full command line's output, exit codes
+and care for bad input."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,8 +20,8 @@ import pexpect
 import psutil
 import pytest
 
-from sshwrap.cli.express import parse_up
-from sshwrap.runtime import daemon, state
+from sshwrap.cli.express import parse_request, parse_up
+from sshwrap.runtime import daemon, served, state
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from tests.runtime.tunnel_helpers import (
@@ -119,6 +122,31 @@ def test_anything_else_goes_to_the_full_command_line(args: list[str]) -> None:
 def test_the_lane_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSHWRAP_EXPRESS", "0")
     assert parse_up(["up", "db"]) is None
+    assert parse_request(["status"]) is None
+
+
+def test_the_lane_takes_plain_down_status_and_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSHWRAP_EXPRESS", raising=False)
+    monkeypatch.delenv("SSHWRAP_DEBUG", raising=False)
+    down = parse_request(["down", "db", "--json", "--all"])
+    status = parse_request(["status", "--json"])
+    restart = parse_request(["restart", "db", "--wait=4", "--tag", "work"])
+    assert down is not None and status is not None and restart is not None
+    assert (down["op"], down["names"], down["json"], down["all"]) == ("down", ["db"], True, True)
+    assert (status["op"], status["names"], status["json"]) == ("status", [], True)
+    assert (restart["op"], restart["names"], restart["wait"], restart["tag"]) == (
+        "restart", ["db"], 4.0, "work")
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "--watch"], ["status", "--interval", "2"], ["status", "--all"],
+    ["status", "--tag", "x"], ["down", "--tag", "x"], ["down", "--wait", "3"],
+    ["down", "db", "--help"], ["restart", "./db.toml"], ["restart", "db", "--share"],
+    ["restart", "db", "--wait", "soon"], ["reload"], ["logs", "db"],
+])
+def test_other_forms_of_down_status_and_restart_go_to_the_full_command_line(
+        args: list[str]) -> None:
+    assert parse_request(args) is None
 
 
 # -- against the real sshd -------------------------------------------------------------------
@@ -273,3 +301,152 @@ def test_progress_shows_on_a_terminal(
     child.close()
 
     assert child.exitstatus == 0
+
+
+# -- down, status and restart ----------------------------------------------------------------
+
+
+def _without_uptime(text: str) -> str:
+    """A status table or JSON with its uptimes blanked (they tick between two runs), and the
+    table's padding with them."""
+    text = re.sub(r'"uptime": [0-9.e+-]+', '"uptime": 0', text)
+    text = re.sub(r"^(\S+\s+up\S*\s+\d+\s+)\S+", r"\1-", text, flags=re.MULTILINE)
+    return re.sub(r" +", " ", text)
+
+
+@pytest.mark.sshd
+def test_down_status_and_restart_are_served_by_the_engine(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    resident = _resident_running(paths, write_profile, banner_server)
+    port = _local(write_profile, "second", banner_server)
+    assert sshwrap("up", "second").express
+    before = record_of(paths, "second")
+
+    shown = sshwrap("status")
+    shown_json = sshwrap("status", "--json")
+    restarted = sshwrap("restart", "second")
+    after = record_of(paths, "second")
+    stopped = sshwrap("down", "second")
+
+    assert shown.express and shown.code == 0, shown.stderr
+    assert re.search(rf"^second\s+up\s+{before.pid}\s", shown.stdout, re.MULTILINE)
+    assert shown_json.express and shown_json.code == 0
+    assert {row["name"]: row["state"] for row in json.loads(shown_json.stdout)} == {
+        "first": "up", "second": "up"}
+    assert restarted.express and restarted.code == 0, restarted.stderr
+    assert restarted.stdout == (f"second: started (pid {after.pid})\n"
+                                f"  local 127.0.0.1:{port} -> 127.0.0.1:{banner_server.port}\n")
+    assert after.pid != before.pid and process_gone(before.pid)
+    assert after.supervisor_pid == resident
+    assert stopped.express and stopped.code == 0
+    assert stopped.stdout == f"second: stopped (pid {after.pid})\n"
+    assert process_gone(after.pid) and state.read_record(paths, "second") is None
+    assert psutil.Process(resident).is_running()
+
+
+@pytest.mark.sshd
+def test_the_full_command_line_asks_the_engine_too(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    """With the lane off, down, status and restart still run in the engine, as data."""
+    resident = _resident_running(paths, write_profile, banner_server)
+    before = record_of(paths, "first")
+    full = {**os.environ, "SSHWRAP_EXPRESS": "0"}
+
+    restarted = sshwrap("restart", "first", env=full)
+    after = record_of(paths, "first")
+    shown = sshwrap("status", "first", "--json", env=full)
+    stopped = sshwrap("down", "first", env=full)
+
+    assert restarted.full_command_line and restarted.code == 0, restarted.stderr
+    assert restarted.stdout.startswith(f"first: started (pid {after.pid})\n")
+    assert after.pid != before.pid and after.supervisor_pid == resident
+    assert process_gone(before.pid)
+    assert shown.code == 0 and json.loads(shown.stdout)[0]["pid"] == after.pid
+    assert stopped.code == 0 and stopped.stdout == f"first: stopped (pid {after.pid})\n"
+    assert process_gone(after.pid) and state.recorded_names(paths) == []
+    assert psutil.Process(resident).is_running()
+
+
+@pytest.mark.sshd
+def test_status_reads_the_same_in_both_lanes_and_from_the_records(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+    profiles_dir: Path,
+) -> None:
+    _resident_running(paths, write_profile, banner_server)
+    _local(write_profile, "idle", banner_server)
+    (profiles_dir / "broken.toml").write_text('host = "h"\nport = "many"\n')
+    (paths.tunnels / "damaged.json").write_text("{not json")
+
+    for args in (["status"], ["status", "--json"], ["status", "idle"], ["status", "first"]):
+        express = sshwrap(*args)
+        full = sshwrap(*args, env={**os.environ, "SSHWRAP_EXPRESS": "0"})
+        assert express.express and full.full_command_line
+        assert express.code == full.code, (args, express.stderr, full.stderr)
+        assert (_without_uptime(express.stdout), express.stderr) == (
+            _without_uptime(full.stdout), full.stderr), args
+
+    from sshwrap.runtime.status import status
+    from sshwrap.store import ProfileStore
+
+    store = ProfileStore((profiles_dir,))
+    asked = {"op": "tunnels.status", "names": [], **served.asked(store)}
+    assert served.ask(paths, asked) is not None  # the engine answers it
+    from_engine = served.status_report(store, paths=paths)
+    from_records = status(store, paths=paths)
+    assert _without_uptime(json.dumps(from_engine.to_json())) == \
+        _without_uptime(json.dumps(from_records.to_json()))
+    assert from_engine.exit_code == from_records.exit_code == 8  # the damaged record
+    cleaned = sshwrap("down", "damaged")  # the engine's down reads the records too
+    assert cleaned.express and cleaned.code == 0, cleaned.stderr
+    assert cleaned.stdout.startswith("damaged: cleaned\n")
+    assert state.recorded_names(paths) == ["first"]
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("args", [
+    ["down"], ["down", "--json"], ["down", "bad name"], ["down", "first", "bad name"],
+    ["status", "bad name"], ["status", "nosuch"], ["status", "first", "nosuch"],
+    ["restart"], ["restart", "nosuch"], ["restart", "broken"], ["restart", "first", "broken"],
+    ["restart", "--tag", "none"], ["restart", "first", "--wait", "0"], ["restart", "bad name"],
+    ["restart", "--all"],
+])
+def test_bad_input_to_down_status_and_restart_reads_the_same_in_both_lanes(
+    args: list[str], paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer, profiles_dir: Path,
+) -> None:
+    _resident_running(paths, write_profile, banner_server)
+    first = record_of(paths, "first")
+    (profiles_dir / "broken.toml").write_text('host = "h"\nport = "many"\n')
+
+    express = sshwrap(*args)
+    full = sshwrap(*args, env={**os.environ, "SSHWRAP_EXPRESS": "0"})
+
+    assert express.express and full.full_command_line
+    assert express.code == full.code == 2
+    assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
+    assert express.stderr.startswith("sshwrap: error: ")
+    assert state.recorded_names(paths) == ["first"]
+    assert record_of(paths, "first").pid == first.pid
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("lane", ["express", "full"])
+def test_down_all_ends_the_engine_before_it_returns(
+    lane: str, paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    resident = _resident_running(paths, write_profile, banner_server)
+    client = record_of(paths, "first").pid
+    env = {**os.environ, "SSHWRAP_EXPRESS": "1" if lane == "express" else "0"}
+
+    stopped = sshwrap("down", "--all", env=env)
+
+    assert stopped.code == 0, stopped.stderr
+    assert stopped.express == (lane == "express")
+    assert stopped.stdout == f"first: stopped (pid {client})\n"
+    assert state.file_lock_is_free(daemon.lock_path(paths))  # no engine on its way out
+    assert process_gone(client) and process_gone(resident)
+    assert state.recorded_names(paths) == []
+    again = sshwrap("down", "--all", env=env)  # nothing serves: the records are read
+    assert again.full_command_line and (again.code, again.stdout) == (0, "no tunnel to act on\n")

@@ -103,9 +103,9 @@ def down(
       sshwrap down web
       sshwrap down --all
     """
-    from sshwrap.runtime.tunnels import down as run_down
+    from sshwrap.runtime.served import down_report
 
-    return _finish(run_down(names or [], all_tunnels=all_tunnels), json_out, None)
+    return _finish(down_report(names or [], all_tunnels=all_tunnels), json_out, None)
 
 
 @app.command()
@@ -119,13 +119,13 @@ def restart(
     profiles: ProfilesOpt = None,
 ) -> int:
     """Stop and start tunnels again, applying changed profiles."""
-    from sshwrap.runtime.tunnels import restart as run_restart
+    from sshwrap.runtime.served import restart_report
     from sshwrap.store import ProfileStore
 
     progress = _progress_printer()
-    report = run_restart(ProfileStore.from_option(profiles), names or [],
-                         all_profiles=all_profiles, tag=tag, wait=wait,
-                         progress=progress)
+    report = restart_report(ProfileStore.from_option(profiles), names or [],
+                            all_profiles=all_profiles, tag=tag, wait=wait,
+                            progress=progress)
     return _finish(report, json_out, progress)
 
 
@@ -147,7 +147,7 @@ def status(
       sshwrap status web --json
     """
     from sshwrap.cli.render import runtime as _render  # noqa: F401
-    from sshwrap.runtime.tunnels import status as run_status
+    from sshwrap.runtime.served import status_report as run_status
     from sshwrap.store import ProfileStore
 
     store = ProfileStore.from_option(profiles)

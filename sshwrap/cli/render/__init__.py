@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from enum import Enum
@@ -49,9 +50,69 @@ def rendered(value: Any, *, as_json: bool = False) -> str:
     """
     if as_json:
         json_form = value.to_json() if hasattr(value, "to_json") else to_jsonable(value)
-        return json.dumps(json_form, indent=2) + "\n"
+        return indented_json(json_form) + "\n"
     text = safe_lines(to_text(value))
     return text if not text or text.endswith("\n") else text + "\n"
+
+
+def indented_json(value: Any) -> str:
+    """``json.dumps(value, indent=2)``, to the byte, in a fraction of its time: with an indent,
+    the json module encodes in Python item by item (a hundred status rows took it longer than
+    reading them). Anything but plain JSON values is left to the json module."""
+    parts: list[str] = []
+    try:
+        _put_json(value, parts, "\n")
+    except TypeError:
+        return json.dumps(value, indent=2)
+    return "".join(parts)
+
+
+def _put_json(value: Any, parts: list[str], newline: str) -> None:
+    kind = type(value)
+    if kind is str:
+        parts.append(_json_string(value))
+    elif kind is dict:
+        if not value:
+            parts.append("{}")
+            return
+        inner = newline + "  "
+        separator = "{" + inner
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError("a key that is not a string")
+            parts.append(separator + _json_string(key) + ": ")
+            _put_json(item, parts, inner)
+            separator = "," + inner
+        parts.append(newline + "}")
+    elif kind is list or kind is tuple:
+        if not value:
+            parts.append("[]")
+            return
+        inner = newline + "  "
+        separator = "[" + inner
+        for item in value:
+            parts.append(separator)
+            _put_json(item, parts, inner)
+            separator = "," + inner
+        parts.append(newline + "]")
+    else:
+        parts.append(_json_scalar(value))
+
+
+def _json_scalar(value: Any) -> str:
+    if value is None or type(value) is bool:
+        return _JSON_CONSTANTS[value]
+    if isinstance(value, str):
+        return str(_json_string(value))
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value) if math.isfinite(value) else json.dumps(value)
+    raise TypeError(type(value).__name__)
+
+
+_json_string = json.encoder.encode_basestring_ascii
+_JSON_CONSTANTS = {None: "null", True: "true", False: "false"}
 
 
 def emit(value: Any, *, as_json: bool = False) -> None:
