@@ -291,9 +291,11 @@ def test_the_network_watch_runs_in_the_foreground_engine(
             subprocess.run(["ip", "-n", netns, "addr", "add", "10.9.9.9/32", "dev", "lo"],
                            check=True)
 
+            done = ": 1 tunnel(s) and 0 shared connection(s) re-verified, 0 restarted"
+
             def rechecked() -> bool:
                 return any(line.startswith("the network changed: an address appeared")
-                           and line.endswith(": 1 tunnel(s) re-verified, 0 restarted")
+                           and line.endswith(done)
                            for line in (ln.split(": ", 1)[-1] for ln in unit.text().splitlines()))
 
             eventually(rechecked, "the engine re-verified the tunnel after the change")
