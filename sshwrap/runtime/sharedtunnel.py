@@ -10,7 +10,7 @@ from typing import Protocol
 
 from sshwrap.core.model import Client, Profile, RestartPolicy
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
-from sshwrap.runtime import sockets, state, unixsock
+from sshwrap.runtime import listeners, state, unixsock
 from sshwrap.runtime.identity import Identity
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.restart import Ended, Phase, first_hop
@@ -79,7 +79,7 @@ def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
             said = LogReader(master_log, offset).read() if master_log is not None else ""
             raise refused_error(name, ForwardCheck(forward, False, "", refused=True),
                                 said, profile)
-        check = check_forwards([forward], master_pid, sockets.listening_sockets(), None)[0]
+        check = check_forwards([forward], master_pid, listeners.listening_sockets(), None)[0]
         if check.holder is not None or check.blocked:
             raise port_taken_error(name, check)
         why = result.stderr.strip().splitlines()[-1:] or ["no reason given"]

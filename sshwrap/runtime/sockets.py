@@ -1,5 +1,5 @@
-"""Who a process is, and who is at the other end of a unix socket. Who listens where is read
-by runtime/listeners.py alone (its names are taken from here too by older callers)."""
+"""Who a process is, and who is at the other end of a unix socket (who listens where is read
+by runtime/listeners.py alone)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from sshwrap.runtime.listeners import Listener, listening_sockets
-
-__all__ = ["Listener", "ProcessInfo", "listening_sockets", "peer_is_same_user",
-           "process_info"]
+__all__ = ["ProcessInfo", "peer_is_same_user", "process_info"]
 
 
 @dataclass(frozen=True)
