@@ -153,6 +153,23 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
         time.sleep(0.005)
 
 
+def engine_answers(env: Mapping[str, str]) -> bool:
+    """Start the engine of the state dir ``env`` names unless one answers, and wait until
+    it does; False when none could be started (the full command line then says why).
+
+    For the express lane of ``up`` when it finds no engine: the engine it then starts
+    runs the ``up`` as it runs any, and this process never loads the full command line."""
+    from sshwrap.errors import SshwrapError
+    from sshwrap.runtime.rendezvous import state_root
+
+    try:
+        paths = StatePaths(Path(state_root(env))).ensure()
+        ensure_running(paths, env)
+    except (OSError, SshwrapError):
+        return False
+    return True
+
+
 def stop_if_idle(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:
     """Ask the resident supervisor to exit if it supervises nothing (``down --all``), and
     wait until it has; nothing happens when none runs."""

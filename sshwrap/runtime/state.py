@@ -241,7 +241,11 @@ PROBE_BYTES = 8192
 
 
 def check_writable(paths: StatePaths) -> None:
-    """StateUnusable unless records can be written now: checked before anything starts."""
+    """StateUnusable unless records can be written now: checked before anything starts.
+
+    The probe is written, not flushed to disk: a full or read-only file system, or a quota,
+    refuses the write itself (space is reserved when it is written), as it would a record's;
+    a flush would cost every ``up`` a wait on the disk for nothing more."""
     import tempfile
 
     with state_errors(paths):
@@ -249,7 +253,6 @@ def check_writable(paths: StatePaths) -> None:
         with tempfile.NamedTemporaryFile(dir=paths.tunnels, prefix=".probe-") as probe:
             probe.write(b"\0" * PROBE_BYTES)
             probe.flush()
-            os.fsync(probe.fileno())
 
 
 def write_record(paths: StatePaths, record: TunnelRecord) -> None:

@@ -100,3 +100,26 @@ def test_a_profile_is_found_in_the_first_folder_and_reloaded_when_edited(
     (first / "db.toml").write_text(PROFILE.format(host="edited"))
     assert store.load("db").host == "edited"
     assert store.find("db") == first / "db.toml" == store.paths()["db"]
+
+
+def test_engine_answers_is_false_when_no_engine_can_start(tmp_path: Path) -> None:
+    from sshwrap.runtime.daemon import engine_answers
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert not engine_answers({"SSHWRAP_STATE_DIR": str(blocked / "state")})
+
+
+def test_engine_answers_starts_the_engine_once_and_finds_it_after(tmp_path: Path) -> None:
+    from sshwrap.runtime import daemon
+
+    env = {**os.environ, "SSHWRAP_STATE_DIR": str(tmp_path / "st")}
+    paths = StatePaths(tmp_path / "st")
+    try:
+        assert daemon.engine_answers(env)
+        first = daemon.request(paths, {"op": "ping"}, timeout=10)["pid"]
+        assert daemon.engine_answers(env)
+        assert daemon.request(paths, {"op": "ping"}, timeout=10)["pid"] == first
+    finally:
+        daemon.shutdown(paths)
+    assert state.file_lock_is_free(daemon.lock_path(paths))
