@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -126,6 +127,18 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     and both talk to the first. An engine that is exiting (``down --all``) holds the lock
     until it is gone: then a new one is started.
     """
+    # The threads of one ``up`` of many tunnels all find no engine at once: one of them
+    # starts it, the others wait for it, rather than each start an interpreter that exits
+    # on finding the lock taken (thirty-two of them, on a machine of two cores).
+    with _starting:
+        _start_unless_running(paths, env)
+
+
+#: Held by the thread of this process that is starting an engine.
+_starting = threading.Lock()
+
+
+def _start_unless_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     from sshwrap.runtime.state import file_lock_is_free
 
     log = log_path(paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,45 @@ def test_engine_answers_starts_the_engine_once_and_finds_it_after(tmp_path: Path
     finally:
         daemon.shutdown(paths)
     assert state.file_lock_is_free(daemon.lock_path(paths))
+
+
+def test_this_process_is_identified_by_its_create_time_and_command_line() -> None:
+    from sshwrap.runtime.identity import identified, own_identity
+
+    pid, create_time, argv = own_identity()
+    assert pid == os.getpid()
+    found = identified(pid, create_time, argv)
+    assert found is not None and found.pid == pid
+    assert identified(pid, create_time + 1.0, argv) is None  # an earlier holder of the pid
+    assert identified(pid, create_time, (*argv, "--engine")) is None
+
+
+def test_the_threads_of_one_up_start_one_engine_between_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from sshwrap.runtime import daemon
+    from sshwrap.runtime.detach import spawn_detached
+
+    started: list[int] = []
+    spawn = spawn_detached
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        process = spawn(*args, **kwargs)
+        started.append(process.pid)
+        return process
+
+    monkeypatch.setattr(daemon, "spawn_detached", counted)
+    env = {**os.environ, "SSHWRAP_STATE_DIR": str(tmp_path / "st")}
+    paths = StatePaths(tmp_path / "st").ensure()
+    threads = [threading.Thread(target=daemon.ensure_running, args=(paths, env))
+               for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(started) == 1
+        assert daemon.request(paths, {"op": "ping"}, timeout=10)["pid"] == started[0]
+    finally:
+        daemon.shutdown(paths)
