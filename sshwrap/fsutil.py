@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
 import secrets
@@ -55,10 +54,10 @@ def _temp_name(name: str) -> str:
 
 
 def write_temp(directory: Path, name: str, data: bytes, mode: int,
-               owner: tuple[int, int] | None = None) -> Path:
-    """A new temp file beside ``directory/name`` holding ``data`` (flushed to disk), with
-    ``mode`` and, when root writes someone else's file, ``owner``; created exclusively and
-    never through a symlink."""
+               owner: tuple[int, int] | None = None, *, durable: bool = True) -> Path:
+    """A new temp file beside ``directory/name`` holding ``data`` (flushed to disk when
+    ``durable``), with ``mode`` and, when root writes someone else's file, ``owner``; created
+    exclusively and never through a symlink."""
     tmp = directory / _temp_name(name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
@@ -66,7 +65,8 @@ def write_temp(directory: Path, name: str, data: bytes, mode: int,
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
             os.fchmod(handle.fileno(), mode)
             if owner is not None:
                 with contextlib.suppress(PermissionError):  # only root may give a file away
@@ -85,8 +85,14 @@ def remove_stale_temps(directory: Path, name: str) -> list[Path]:
     removed: list[Path] = []
     now = time.time()
     prefix, suffix = f".{name}.", TEMP_SUFFIX
-    for leftover in directory.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
-        middle = leftover.name[len(prefix):-len(suffix)]
+    # One listing compared as strings: a glob pattern per name costs more than the listing
+    # of a state dir's records, where every record write looks.
+    for entry in os.listdir(directory):
+        if not (entry.startswith(prefix) and entry.endswith(suffix)) \
+                or len(entry) < len(prefix) + len(suffix):
+            continue
+        leftover = directory / entry
+        middle = entry[len(prefix):-len(suffix)]
         try:
             st = leftover.lstat()
         except FileNotFoundError:
@@ -104,11 +110,14 @@ def remove_stale_temps(directory: Path, name: str) -> list[Path]:
 
 def replace_atomically(target: Path, data: bytes, *, mode: int,
                        owner: tuple[int, int] | None = None,
-                       before_rename: Callable[[], None] | None = None) -> None:
+                       before_rename: Callable[[], None] | None = None,
+                       durable: bool = True) -> None:
     """Replace ``target`` (a resolved path) with ``data``: temp file beside it, fsync, the
     ``before_rename`` check (it raises to cancel), rename, fsync of the folder; then the
-    temp files a killed earlier write of ``target`` left are removed."""
-    tmp = write_temp(target.parent, target.name, data, mode, owner)
+    temp files a killed earlier write of ``target`` left are removed. Not ``durable``: the
+    same without the two fsyncs (still atomic; a power cut may leave the older file, or an
+    empty one where there was none)."""
+    tmp = write_temp(target.parent, target.name, data, mode, owner, durable=durable)
     try:
         if before_rename is not None:
             before_rename()
@@ -117,15 +126,19 @@ def replace_atomically(target: Path, data: bytes, *, mode: int,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(target.parent)
+    if durable:
+        fsync_dir(target.parent)
     remove_stale_temps(target.parent, target.name)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically (temp file in the same folder, fsync, rename).
 
     An existing file keeps its permission bits and owner; a new one gets ``mode`` (0600 if
-    unset). A symlink is followed: its target is replaced, the link stays a link.
+    unset). A symlink is followed: its target is replaced, the link stays a link. Not
+    ``durable``: no fsync (see replace_atomically), for files whose truth ends with the
+    processes they describe.
     """
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -135,9 +148,10 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         st = None
     if st is not None:
         replace_atomically(target, data, mode=stat.S_IMODE(st.st_mode),
-                           owner=(st.st_uid, st.st_gid))
+                           owner=(st.st_uid, st.st_gid), durable=durable)
     else:
-        replace_atomically(target, data, mode=0o600 if mode is None else mode)
+        replace_atomically(target, data, mode=0o600 if mode is None else mode,
+                           durable=durable)
 
 
 def fsync_dir(directory: Path) -> None:

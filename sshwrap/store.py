@@ -62,7 +62,7 @@ class ProfileStore:
                 return candidate
             raise ProfileNotFound(Problem("no such file", file=name_or_path))
         checked_name(name_or_path)
-        path = self.paths().get(name_or_path)
+        path = self._named(name_or_path)
         if path is None:
             where = ", ".join(str(d) for d in self.dirs)
             raise ProfileNotFound(
@@ -70,6 +70,15 @@ class ProfileStore:
                 hint=f"profiles are searched in: {where}; see 'sshwrap list'",
             )
         return path
+
+    def _named(self, name: str) -> Path | None:
+        """The file of profile ``name``, as ``paths()`` finds it, without listing every
+        folder: the first folder holding ``NAME.toml`` wins."""
+        for directory in self.dirs:
+            candidate = directory / f"{name}{SUFFIX}"
+            if os.path.lexists(candidate) and directory.is_dir():
+                return candidate
+        return None
 
     def load(self, name_or_path: str) -> Profile:
         return load_profile_file(self.find(name_or_path))
@@ -127,8 +136,20 @@ def load_profile_file(path: Path) -> Profile:
     if len(raw) > MAX_PROFILE_BYTES:
         raise InvalidInput(Problem(f"is larger than {MAX_PROFILE_BYTES} bytes; "
                                    "a profile is a few lines", file=str(path)))
-    return _anchored(parse_profile(path.stem, parse_toml(raw, str(path)), source=str(path)),
-                     path)
+    key = (str(path), os.path.abspath(path.parent))
+    known = _loaded.get(key)
+    if known is not None and known[0] == raw:
+        return known[1]
+    profile = _anchored(parse_profile(path.stem, parse_toml(raw, str(path)),
+                                      source=str(path)), path)
+    _loaded[key] = (raw, profile)
+    return profile
+
+
+#: The last profile loaded from each file (as named, and from where), with the bytes it came
+#: from: the engine loads a profile for ``up`` and again for its tunnel, fifty times for fifty
+#: tunnels; the same bytes give the same (frozen) profile without parsing them again.
+_loaded: dict[tuple[str, str], tuple[bytes, Profile]] = {}
 
 
 def parse_toml(raw: bytes, file: str) -> dict[str, object]:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -126,6 +127,18 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     and both talk to the first. An engine that is exiting (``down --all``) holds the lock
     until it is gone: then a new one is started.
     """
+    # The threads of one ``up`` of many tunnels all find no engine at once: one of them
+    # starts it, the others wait for it, rather than each start an interpreter that exits
+    # on finding the lock taken (thirty-two of them, on a machine of two cores).
+    with _starting:
+        _start_unless_running(paths, env)
+
+
+#: Held by the thread of this process that is starting an engine.
+_starting = threading.Lock()
+
+
+def _start_unless_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     from sshwrap.runtime.state import file_lock_is_free
 
     log = log_path(paths)
@@ -151,6 +164,23 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
             raise StateConflict("the engine did not answer within "
                                 f"{START_TIMEOUT:g} s", hint=f"see {log}")
         time.sleep(0.005)
+
+
+def engine_answers(env: Mapping[str, str]) -> bool:
+    """Start the engine of the state dir ``env`` names unless one answers, and wait until
+    it does; False when none could be started (the full command line then says why).
+
+    For the express lane of ``up`` when it finds no engine: the engine it then starts
+    runs the ``up`` as it runs any, and this process never loads the full command line."""
+    from sshwrap.errors import SshwrapError
+    from sshwrap.runtime.rendezvous import state_root
+
+    try:
+        paths = StatePaths(Path(state_root(env))).ensure()
+        ensure_running(paths, env)
+    except (OSError, SshwrapError):
+        return False
+    return True
 
 
 def stop_if_idle(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:

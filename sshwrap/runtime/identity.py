@@ -28,10 +28,22 @@ def reap_if_child(pid: int) -> None:
 
 def own_identity() -> Identity:
     """This process's pid, create time and command line: what a record checks it by."""
-    import psutil
+    return _me()[0]
 
-    me = psutil.Process(os.getpid())
-    return me.pid, me.create_time(), tuple(me.cmdline())
+
+#: This process as psutil sees it, read once (per pid: a forked child reads its own).
+_myself: tuple[Identity, psutil.Process] | None = None
+
+
+def _me() -> tuple[Identity, psutil.Process]:
+    global _myself  # noqa: PLW0603 - one per process
+    known = _myself
+    if known is None or known[0][0] != os.getpid():
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        known = _myself = ((me.pid, me.create_time(), tuple(me.cmdline())), me)
+    return known
 
 
 _memo = threading.local()
@@ -67,6 +79,12 @@ def _identified(pid: int, create_time: float, argv: Sequence[str]) -> psutil.Pro
 
     if pid <= 0:  # no process recorded yet
         return None
+    if pid == os.getpid():
+        # This process (the engine, named in every record it supervises): running, and its
+        # create time and command line were read once; nothing else can hold its pid now.
+        (_pid, my_time, my_argv), me = _me()
+        same = abs(my_time - create_time) <= CREATE_TIME_TOLERANCE and my_argv == tuple(argv)
+        return me if same else None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:

@@ -135,7 +135,9 @@ def write_client_config(profile: Profile, state_root: Path,
             "jump host's command", key="SSHWRAP_STATE_DIR"),
             hint="point SSHWRAP_STATE_DIR at a path of letters, digits and ._/+@,=:-")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(path, client_config_text(profile, options).encode(), mode=0o600)
+    # Written again before every start of the client: nothing of it need outlive a power cut.
+    atomic_write(path, client_config_text(profile, options).encode(), mode=0o600,
+                 durable=False)
     return path
 
 

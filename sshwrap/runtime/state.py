@@ -241,7 +241,11 @@ PROBE_BYTES = 8192
 
 
 def check_writable(paths: StatePaths) -> None:
-    """StateUnusable unless records can be written now: checked before anything starts."""
+    """StateUnusable unless records can be written now: checked before anything starts.
+
+    The probe is written, not flushed to disk: a full or read-only file system, or a quota,
+    refuses the write itself (space is reserved when it is written), as it would a record's;
+    a flush would cost every ``up`` a wait on the disk for nothing more."""
     import tempfile
 
     with state_errors(paths):
@@ -249,14 +253,18 @@ def check_writable(paths: StatePaths) -> None:
         with tempfile.NamedTemporaryFile(dir=paths.tunnels, prefix=".probe-") as probe:
             probe.write(b"\0" * PROBE_BYTES)
             probe.flush()
-            os.fsync(probe.fileno())
 
 
 def write_record(paths: StatePaths, record: TunnelRecord) -> None:
+    """Replace the record atomically. Only a kept failure is flushed to disk: every other
+    record describes processes that a power cut ends too, and what such a cut may leave of
+    it (the record before, or an empty file: read as none) is judged by the identity of
+    processes that no longer run, as stale. A failure must outlive them."""
     data = json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
     with state_errors(paths):
         paths.ensure()
-        atomic_write(paths.record(record.name), data.encode(), mode=0o600)
+        atomic_write(paths.record(record.name), data.encode(), mode=0o600,
+                     durable=record.kept_failure)
 
 
 def read_record(paths: StatePaths, name: str) -> TunnelRecord | None:
@@ -269,26 +277,46 @@ def read_record(paths: StatePaths, name: str) -> TunnelRecord | None:
         return None
     except OSError as error:
         raise StateUnusable(f"{path}: cannot be read: {error.strerror}") from None
+    if not raw:  # what a power cut may leave of a record not flushed (see write_record)
+        return None
+    key = str(path)
+    known = _parsed.get(key)
+    if known is not None and known[0] == raw:
+        return known[1]
     try:
-        return TunnelRecord.from_json(json.loads(raw.decode("utf-8")))
+        record = TunnelRecord.from_json(json.loads(raw.decode("utf-8")))
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text (byte {exc.start})"
     except (ValueError, RecursionError) as exc:
         problem = str(exc)
+    else:
+        _parsed[key] = (raw, record)
+        return record
     raise StateUnusable(
         f"{path}: damaged record: {problem}",
         hint=f"'sshwrap down {name}' stops its tunnel and removes the record")
 
 
+#: The last record parsed from each file, with the bytes it was parsed from: the tunnels of
+#: a shared connection read every record of the state dir, again and again, and the same
+#: bytes give the same (frozen) record without parsing them again.
+_parsed: dict[str, tuple[bytes, TunnelRecord]] = {}
+
+
 def remove_record(paths: StatePaths, name: str) -> None:
+    path = paths.record(name)
+    _parsed.pop(str(path), None)
     with contextlib.suppress(FileNotFoundError):
-        paths.record(name).unlink()
+        path.unlink()
 
 
 def recorded_names(paths: StatePaths) -> list[str]:
-    if not paths.tunnels.is_dir():
+    """The names of the records in the state dir (one listing, no pattern to compile)."""
+    try:
+        entries = os.listdir(paths.tunnels)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # as an empty folder
         return []
-    return sorted(p.stem for p in paths.tunnels.glob("*.json"))
+    return sorted(entry[:-5] for entry in entries if entry.endswith(".json") and entry != ".json")
 
 
 #: Threads of one process (the engine's tunnels joining one master) queue on these before
