@@ -4,11 +4,12 @@ The engine already runs Python with the runtime imported, so a command it runs s
 milliseconds where the full command line spends about a hundred importing itself, half of
 the time ssh takes to connect. The lane takes ``up`` and ``restart`` with ``--all``,
 ``--tag``, ``--wait``, ``--json`` and ``--profiles``; ``down`` with ``--all`` and ``--json``;
-``status`` with ``--json``; both also with ``--profiles``, as the full command line takes it;
-when an engine answers. Anything else (other options, help, a
-profile given as a file, no engine) runs the full command line, with the same result. The
-client half below imports only os, sys, json and the C socket module; the engine's half
-imports the rest when it first serves, and renders with the full command line's renderer.
+``status`` with ``--json``; both also with ``--profiles``, as the full command line takes it.
+``up`` and ``restart`` start the engine when none answers; ``down`` and ``status`` are then
+left to the full command line, as is anything else (other options, help, a profile given as
+a file), with the same result. Once connected, the client half below imports only os, sys,
+json and the C socket module; the engine's half imports the rest when it first serves, and
+renders with the full command line's renderer.
 """
 
 from __future__ import annotations
@@ -118,28 +119,59 @@ def run_express(args: list[str]) -> int | None:
     path = preferred_supervisor_socket(state_root(os.environ))
     if path is None:
         return None
-    # The C socket module: socket.py would add a tenth to this process's start-up (enum,
-    # selectors), and only connect, send and receive are needed.
-    import _socket
-
-    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    connected = _connect(path, starts=request["op"] in ("up", "restart"))
+    if connected is None:
+        return None  # no engine (and none started): the full command line runs it
+    conn, started = connected
     try:
-        conn.settimeout(CONNECT_TIMEOUT)
-        try:
-            conn.connect(path)
-        except OSError:
-            return None  # no resident supervisor: the full command line starts one
-        conn.settimeout(None)
         request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
         import json
 
         try:
             conn.sendall(json.dumps(request).encode() + b"\n")
-            return _follow(_Lines(conn), show_progress=request["progress"])
+            code = _follow(_Lines(conn), show_progress=request["progress"])
         except (ConnectionResetError, BrokenPipeError):
             return None  # the engine was exiting and never read it: the full command line
     finally:
         conn.close()
+    if code and started:
+        # Bad input or a failed first start left the engine we started with nothing to run:
+        # it goes now rather than idle for minutes after a command that changed nothing.
+        from sshwrap.runtime import daemon
+        from sshwrap.runtime.paths import StatePaths
+
+        daemon.stop_if_idle(StatePaths.from_env())
+    return code
+
+
+def _connect(path: str, *, starts: bool) -> tuple[_socket.socket, bool] | None:
+    """A connection to the engine at ``path``, and whether this command started that engine.
+
+    A command that starts tunnels starts the engine when none answers (it runs the command as
+    it runs any: the full command line is never loaded); the others leave it to the full
+    command line (None)."""
+    # The C socket module: socket.py would add a tenth to this process's start-up (enum,
+    # selectors), and only connect, send and receive are needed.
+    import _socket
+
+    started = False
+    while True:
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        conn.settimeout(CONNECT_TIMEOUT)
+        try:
+            conn.connect(path)
+        except OSError:
+            conn.close()
+            if started or not starts:
+                return None
+            from sshwrap.runtime.daemon import engine_answers
+
+            if not engine_answers(os.environ):
+                return None
+            started = True
+            continue
+        conn.settimeout(None)
+        return conn, started
 
 
 class _Lines:

@@ -84,11 +84,11 @@ def _local(write_profile: ProfileWriter, name: str, banner_server: BannerServer,
 
 def _resident_running(paths: StatePaths, write_profile: ProfileWriter,
                       banner_server: BannerServer) -> int:
-    """Start a first tunnel (through the full command line, which starts the supervisor)."""
+    """Start a first tunnel: with no engine yet, the lane starts one and hands it the up."""
     _local(write_profile, "first", banner_server)
     first = sshwrap("up", "first")
     assert first.code == 0, first.stderr
-    assert first.full_command_line  # nothing to hand it to yet
+    assert first.express  # the full command line was never loaded
     return int(daemon.request(paths, {"op": "ping"}, timeout=5)["pid"])
 
 
@@ -176,6 +176,31 @@ def test_up_is_served_by_the_resident_once_it_runs(
 
 
 @pytest.mark.sshd
+@pytest.mark.parametrize("args", [["up", "nosuch"], ["restart", "--tag", "none"]])
+def test_bad_input_with_no_engine_leaves_no_engine_behind(
+    args: list[str], paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    # The lane starts an engine for up and restart before the profiles are read; when the
+    # command changed nothing, that engine must not stay behind, idle, for minutes.
+    _local(write_profile, "fine", banner_server)
+    express = sshwrap(*args)
+    full = sshwrap(*args, env={**os.environ, "SSHWRAP_EXPRESS": "0"})
+
+    assert express.express and full.full_command_line
+    assert express.code == full.code == 2
+    assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
+    assert state.file_lock_is_free(daemon.lock_path(paths))
+    assert state.recorded_names(paths) == []
+
+
+def test_status_and_down_with_no_engine_start_none(paths: StatePaths) -> None:
+    for args in (["status"], ["down", "--all"]):
+        ran = sshwrap(*args)
+        assert ran.full_command_line and ran.code == 0, ran.stderr
+        assert state.file_lock_is_free(daemon.lock_path(paths))
+
+
 @pytest.mark.parametrize("args", [
     ["up", "nosuch"], ["up", "broken"], ["up", "fine", "broken"], ["up", "--tag", "none"],
     ["up", "fine", "--wait", "0"], ["up"], ["up", "--all"], ["up", "fine", "bad name"],
