@@ -138,6 +138,28 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
 _starting = threading.Lock()
 
 
+#: What the engine keeps of the environment of the command that starts it. The engine lives
+#: on, its first environment readable in /proc for its lifetime, so nothing else goes there:
+#: a password variable (``password_env`` may name any variable) would stay readable long
+#: after the tunnel that needed it. Each request carries its asker's environment, which
+#: the clients it starts are given (runtime/auth.py client_env drops the password there).
+ENGINE_ENVIRONMENT = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME", "LC_COLLATE",
+    "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR",
+    # The system keyring (password_keyring) is read in the engine for the express lane.
+    "DBUS_SESSION_BUS_ADDRESS", "PYTHON_KEYRING_BACKEND",
+    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
+    "PYTHONPYCACHEPREFIX", "PYTHONUTF8", "PYTHONSAFEPATH",
+    "SSHWRAP_PROFILES", "SSHWRAP_NETWATCH", "SSHWRAP_DEBUG",
+})
+
+
+def engine_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``env`` the engine is started with: ENGINE_ENVIRONMENT."""
+    return {name: value for name, value in env.items() if name in ENGINE_ENVIRONMENT}
+
+
 def _start_unless_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     from sshwrap.runtime.state import file_lock_is_free
 
@@ -155,8 +177,8 @@ def _start_unless_running(paths: StatePaths, env: Mapping[str, str]) -> None:
             raise StateConflict(f"the engine did not start (status {process.returncode})",
                                 hint=f"see {log}")
         if (process is None or exited) and file_lock_is_free(lock_path(paths)):
-            process = spawn_detached(own_command(), log,
-                                     {**env, STATE_DIR_ENV: os.path.abspath(paths.root)})
+            process = spawn_detached(own_command(), log, {
+                **engine_environment(env), STATE_DIR_ENV: os.path.abspath(paths.root)})
         if time.monotonic() >= deadline:
             if process is not None and process.poll() is None:
                 process.kill()

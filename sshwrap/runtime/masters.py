@@ -60,6 +60,9 @@ class MasterSupervisor(ClientOwner):
     log: TextIO = sys.stderr
     #: The engine's identity when a thread of it runs this (None: a process of its own).
     identity: Identity | None = None
+    #: The environment of the ``up`` that asked for it (the engine's own keeps no agent
+    #: socket nor anything else of a user's shell: runtime/daemon.py ENGINE_ENVIRONMENT).
+    env: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         import random
@@ -69,7 +72,6 @@ class MasterSupervisor(ClientOwner):
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.child: Launched | None = None
         self.record: TunnelRecord | None = None
-        self.env = None
         self._secret = self.secret
         self._starter: ClientStarter | None = None
         self._stopping = False
@@ -253,15 +255,15 @@ class _Hosted:
         return self.supervisor.drop_reason(pid)
 
 
-def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float,
-                 secret: str | None) -> int:
+def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
+                 secret: str | None, env: Mapping[str, str] | None) -> int:
     """Supervise the master of ``key`` in a thread of this process, the engine (registered
     with shared.host_masters); this process's pid. The thread lives as long as the master:
     the master's parent-death signal follows it."""
     log = open(master_paths(paths).ensure().log(master_name(key)), "a",  # noqa: SIM115
                encoding="utf-8")  # the thread closes it
     supervisor = MasterSupervisor(profile, key, paths, wait, secret, log=log,
-                                  identity=own_identity())
+                                  identity=own_identity(), env=env)
 
     def run() -> None:
         try:

@@ -23,7 +23,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -226,7 +226,14 @@ class HostedMaster(Protocol):
 
 #: Starts a master's supervisor in a thread of this process: (paths, profile, key, wait,
 #: secret) -> the supervisor's pid. The engine registers it for its state dir.
-MasterHost = Callable[[StatePaths, Profile, str, float, "str | None"], int]
+class MasterHost(Protocol):
+    """Starts the master of a key in a thread of this process (runtime/masters.py)."""
+
+    def __call__(self, paths: StatePaths, profile: Profile, key: str, wait: float, *,
+                 secret: str | None, env: Mapping[str, str] | None) -> int: ...
+
+
+
 _hosts: dict[Path, MasterHost] = {}
 #: The masters that threads of this process supervise, by state dir and key.
 hosted: dict[tuple[Path, str], HostedMaster] = {}
@@ -322,8 +329,10 @@ def _master_error(record: TunnelRecord | None, who: str, log_path: Path) -> Sshw
 
 
 def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
-                  secret: str | None = None) -> TunnelRecord:
-    """The running, verified master of ``key``; started (with its supervisor) if need be.
+                  secret: str | None = None,
+                  env: Mapping[str, str] | None = None) -> TunnelRecord:
+    """The running, verified master of ``key``; started (with its supervisor) if need be,
+    from ``env``, the environment of the ``up`` that asked (agent socket and all).
 
     The caller's own record (``shared = key``) must be written first: a master whose
     supervisor sees no tunnel using it stops.
@@ -345,19 +354,20 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
         supervisor_pid = None if record is None else record.supervisor_pid
         if record is None:
             host = _hosts.get(paths.root)
-            supervisor_pid = host(paths, profile, key, wait, secret) if host is not None \
-                else _spawn_master_supervisor(paths, profile, key, wait, secret)
+            supervisor_pid = host(paths, profile, key, wait, secret=secret, env=env) \
+                if host is not None else _spawn_master_supervisor(
+                    paths, profile, key, wait, secret=secret, base=env)
         return _wait_master_up(mpaths, name, supervisor_pid, profile.name,
                                wait if record is None else MASTER_RESTART_WAIT)
 
 
-def _spawn_master_supervisor(paths: StatePaths, profile: Profile, key: str, wait: float,
-                             secret: str | None) -> int:
+def _spawn_master_supervisor(paths: StatePaths, profile: Profile, key: str, wait: float, *,
+                             secret: str | None, base: Mapping[str, str] | None) -> int:
     from sshwrap.runtime.auth import client_env
     from sshwrap.runtime.detach import spawn_detached
 
     mpaths = master_paths(paths)
-    env = client_env(profile)
+    env = client_env(profile, base=base)
     env[STATE_DIR_ENV] = str(paths.root)
     # Detached: the master outlives any one tunnel's supervisor; it stops by itself once no
     # live supervisor uses it.

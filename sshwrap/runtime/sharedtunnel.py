@@ -43,6 +43,8 @@ class Host(Protocol):
     record: TunnelRecord | None
     on_stop: Callable[[], None] | None
     mode: Mode
+    #: The environment of the ``up`` that started the tunnel: its master starts from it.
+    env: Mapping[str, str] | None
 
     def _update(self, **changes: object) -> None: ...
     def begin(self, fresh: TunnelRecord, **changes: object) -> None: ...
@@ -201,7 +203,7 @@ class SharedTunnel:
                     "same shared connection", hint="choose another listen address or port")
         try:
             master = ensure_master(self.paths, self.profile, self.key, wait=wait,
-                                   secret=self.sup.secret)
+                                   secret=self.sup.secret, env=self.sup.env)
         except NotReady:  # in the words of a tunnel of its own: what is missing, last words
             from sshwrap.runtime.verify import LogReader, not_ready_error
 

@@ -9,7 +9,10 @@ from pathlib import Path
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
-FILE_ENV = "SSHWRAP_TEST_KEYRING_FILE"
+#: Where the entries are kept: under XDG_DATA_HOME, as file keyrings keep them; the engine is
+#: started with that variable (runtime/daemon.py ENGINE_ENVIRONMENT) and no test-only one.
+DATA_ENV = "XDG_DATA_HOME"
+FILE_NAME = "sshwrap-test-keyring.json"
 BACKEND = "tests.auth.filekeyring.FileKeyring"
 
 
@@ -18,7 +21,7 @@ class FileKeyring(KeyringBackend):
 
     @staticmethod
     def _path() -> Path:
-        return Path(os.environ[FILE_ENV])
+        return Path(os.environ[DATA_ENV]) / FILE_NAME
 
     def _load(self) -> dict[str, str]:
         try:

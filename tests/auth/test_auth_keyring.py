@@ -13,7 +13,7 @@ from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
 from sshwrap.sandbox import BannerServer, free_port
 from tests.auth.auth_helpers import PasswordServer, run_cli, write_profile
-from tests.auth.filekeyring import BACKEND, FILE_ENV
+from tests.auth.filekeyring import BACKEND, DATA_ENV, FILE_NAME
 from tests.auth.test_auth_password import _assert_secret_nowhere
 from tests.runtime.tunnel_helpers import read_banner_through
 
@@ -23,14 +23,14 @@ pytestmark = pytest.mark.sshd
 
 @pytest.fixture
 def keyring_env(tmp_path: Path) -> dict[str, str]:
-    store = tmp_path / "keyring" / "entries.json"
-    store.parent.mkdir()
-    return {**os.environ, "PYTHON_KEYRING_BACKEND": BACKEND, FILE_ENV: str(store),
+    data = tmp_path / "keyring"
+    data.mkdir()
+    return {**os.environ, "PYTHON_KEYRING_BACKEND": BACKEND, DATA_ENV: str(data),
             "PYTHONPATH": str(REPO)}
 
 
 def _entries(env: dict[str, str]) -> dict[str, str]:
-    path = Path(env[FILE_ENV])
+    path = Path(env[DATA_ENV]) / FILE_NAME
     return json.loads(path.read_text()) if path.exists() else {}
 
 

@@ -475,3 +475,28 @@ def test_down_all_ends_the_engine_before_it_returns(
     assert state.recorded_names(paths) == []
     again = sshwrap("down", "--all", env=env)  # nothing serves: the records are read
     assert again.full_command_line and (again.code, again.stdout) == (0, "no tunnel to act on\n")
+
+
+@pytest.mark.parametrize("lane", ["express", "full"])
+def test_the_engine_keeps_nothing_of_the_starting_environment_but_its_own(
+    lane: str, paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    # The engine outlives the up that starts it, its first environment readable in /proc
+    # all along: a password variable of any profile (password_env may name any variable)
+    # must not be kept there, whichever lane started it.
+    port = _local(write_profile, "first", banner_server)
+    secret = "sw-not-for-the-engine-" + os.urandom(6).hex()
+    env = {**os.environ, "SOME_TUNNEL_PASSWORD": secret,
+           "SSHWRAP_EXPRESS": "1" if lane == "express" else "0"}
+
+    ran = sshwrap("up", "first", env=env)
+
+    assert ran.code == 0, ran.stderr
+    assert ran.express == (lane == "express")
+    engine = int(daemon.request(paths, {"op": "ping"}, timeout=5)["pid"])
+    environ = Path(f"/proc/{engine}/environ").read_bytes()
+    assert secret.encode() not in environ
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+    assert names <= daemon.ENGINE_ENVIRONMENT | {"SSHWRAP_STATE_DIR"}
+    assert "PATH" in names
+    assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
