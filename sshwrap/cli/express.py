@@ -119,7 +119,7 @@ def run_express(args: list[str]) -> int | None:
     path = preferred_supervisor_socket(state_root(os.environ))
     if path is None:
         return None
-    connected = _connect(path, starts=request["op"] in ("up", "restart"))
+    connected = _connect(path, request, starts=request["op"] in ("up", "restart"))
     if connected is None:
         return None  # no engine (and none started): the full command line runs it
     conn, started = connected
@@ -144,7 +144,8 @@ def run_express(args: list[str]) -> int | None:
     return code
 
 
-def _connect(path: str, *, starts: bool) -> tuple[_socket.socket, bool] | None:
+def _connect(path: str, request: dict[str, Any], *,
+             starts: bool) -> tuple[_socket.socket, bool] | None:
     """A connection to the engine at ``path``, and whether this command started that engine.
 
     A command that starts tunnels starts the engine when none answers (it runs the command as
@@ -162,7 +163,7 @@ def _connect(path: str, *, starts: bool) -> tuple[_socket.socket, bool] | None:
             conn.connect(path)
         except OSError:
             conn.close()
-            if started or not starts:
+            if started or not starts or not _starts_cleanly(request):
                 return None
             from sshwrap.runtime.daemon import engine_answers
 
@@ -172,6 +173,31 @@ def _connect(path: str, *, starts: bool) -> tuple[_socket.socket, bool] | None:
             continue
         conn.settimeout(None)
         return conn, started
+
+
+def _starts_cleanly(request: dict[str, Any]) -> bool:
+    """True when the request selects valid profiles that need no secret from a terminal or
+    a keyring: only then is an engine started for it. Anything else goes to the full command
+    line, which reports bad input in its own words with nothing started and nothing written
+    (the engine, once started, would have made its state directory)."""
+    from pathlib import Path
+
+    from sshwrap.core.model import AuthMethod
+    from sshwrap.errors import SshwrapError
+    from sshwrap.runtime.results import check_wait, select_profiles
+    from sshwrap.store import ProfileStore, default_profile_dirs
+
+    # As the engine finds them (runtime/served.py store_of): from the caller's directory.
+    dirs = request["profiles"] or default_profile_dirs(dict(os.environ))
+    store = ProfileStore(tuple(Path(os.getcwd(), d) for d in dirs))
+    try:
+        if request["wait"] is not None:
+            check_wait(float(request["wait"]))
+        profiles = select_profiles(store, request["names"], all_profiles=request["all"],
+                                   tag=request["tag"])
+    except (SshwrapError, OSError):
+        return False
+    return all(p.auth is not AuthMethod.PASSWORD for p in profiles)
 
 
 class _Lines:

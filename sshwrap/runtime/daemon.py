@@ -69,8 +69,11 @@ class Unreachable(OSError):
 
 def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
     """Send one request and return its answer; Unreachable when nothing listens."""
-    if not paths.root.is_dir():
-        raise Unreachable(f"no state directory {paths.root}")
+    if not lock_path(paths).exists():
+        # No engine has ever run here (it makes its lock first): nothing listens, and
+        # looking for its socket must not make the socket folder (status and down of a
+        # state dir where nothing ran change nothing).
+        raise Unreachable(f"no engine has run in {paths.root}")
     try:
         path = socket_path(paths)
     except OSError as error:  # no socket folder, and none can be made: nothing listens

@@ -235,8 +235,8 @@ def ask(paths: StatePaths, message: Mapping[str, Any], *,
     itself). An error it answered is raised as itself."""
     from sshwrap.runtime import daemon
 
-    try:
-        path = daemon.socket_path(paths) if paths.root.is_dir() else None
+    try:  # no engine has run where it has no lock yet: its socket folder is not made
+        path = daemon.socket_path(paths) if daemon.lock_path(paths).exists() else None
     except OSError:
         path = None
     if path is None or not path.exists():

@@ -176,22 +176,41 @@ def test_up_is_served_by_the_resident_once_it_runs(
 
 
 @pytest.mark.sshd
-@pytest.mark.parametrize("args", [["up", "nosuch"], ["restart", "--tag", "none"]])
-def test_bad_input_with_no_engine_leaves_no_engine_behind(
+@pytest.mark.parametrize("args", [
+    ["up", "nosuch"], ["restart", "--tag", "none"], ["up", "fine", "--wait", "0"],
+    ["up", "needs-password"],
+])
+def test_with_no_engine_bad_input_starts_none_and_writes_nothing(
     args: list[str], paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer,
 ) -> None:
-    # The lane starts an engine for up and restart before the profiles are read; when the
-    # command changed nothing, that engine must not stay behind, idle, for minutes.
+    # The lane starts an engine for up and restart only once their profiles are known to be
+    # valid (and need no secret from a terminal or keyring): the engine would make its state
+    # directory, and bad input must change nothing. The full command line reports it.
     _local(write_profile, "fine", banner_server)
-    express = sshwrap(*args)
-    full = sshwrap(*args, env={**os.environ, "SSHWRAP_EXPRESS": "0"})
+    unset = "SSHWRAP_TEST_UNSET_PASSWORD"  # the name of a variable, not a password
+    _local(write_profile, "needs-password", banner_server, auth="password", password_env=unset)
+    env = {k: v for k, v in os.environ.items() if k != unset}
+    express = sshwrap(*args, env=env)
+    full = sshwrap(*args, env={**env, "SSHWRAP_EXPRESS": "0"})
 
-    assert express.express and full.full_command_line
+    assert express.full_command_line and full.full_command_line
     assert express.code == full.code == 2
     assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
+    assert list(paths.root.iterdir()) == []
     assert state.file_lock_is_free(daemon.lock_path(paths))
-    assert state.recorded_names(paths) == []
+
+
+def test_a_first_start_that_fails_leaves_no_engine_but_keeps_the_failure(
+    paths: StatePaths, write_profile: ProfileWriter,
+) -> None:
+    write_profile("refused", [{"type": "local", "listen": f"127.0.0.1:{free_port()}",
+                               "to": "127.0.0.1:1"}], port=free_port())
+    ran = sshwrap("up", "refused")
+    assert ran.express and ran.code == 6, ran.stderr
+    assert state.file_lock_is_free(daemon.lock_path(paths))  # the engine it started is gone
+    record = record_of(paths, "refused")
+    assert record.kept_failure and record.failure_code == 6
 
 
 def test_status_and_down_with_no_engine_start_none(paths: StatePaths) -> None:
