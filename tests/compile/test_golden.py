@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from sshwrap.core.compile.plink import compile_plink
 from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.model import Profile
 from sshwrap.store import load_profile_file
+from tests.compile.golden import check_golden
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "profiles").glob("*.toml"))
@@ -41,15 +41,4 @@ def test_every_scenario_has_an_example() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_golden(example: Path, target: str, request: pytest.FixtureRequest) -> None:
     actual = _render(load_profile_file(example), target)
-    golden = GOLDEN / f"{example.stem}.{target}"
-    if request.config.getoption("--update-golden"):
-        golden.write_text(actual)
-        return
-    assert golden.exists(), f"{golden} is missing; run pytest --update-golden"
-    expected = golden.read_text()
-    if actual != expected:
-        diff = "".join(difflib.unified_diff(
-            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            fromfile=str(golden), tofile="compiled",
-        ))
-        pytest.fail(f"compiled {target} output differs from the golden file:\n{diff}")
+    check_golden(GOLDEN / f"{example.stem}.{target}", actual, request)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import plistlib
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.launchd import agent_label, compile_launchd
 from sshwrap.store import load_profile_file
+from tests.compile.golden import check_golden
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "profiles").glob("*.toml"))
@@ -33,15 +33,7 @@ def _render(example: Path) -> str:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_golden(example: Path, request: pytest.FixtureRequest) -> None:
     actual = _render(example)
-    golden = GOLDEN / f"{example.stem}.launchd"
-    if request.config.getoption("--update-golden"):
-        golden.write_text(actual)
-        return
-    assert golden.exists(), f"{golden} is missing; run pytest --update-golden"
-    expected = golden.read_text()
-    diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True),
-                                        actual.splitlines(keepends=True), str(golden), "compiled"))
-    assert actual == expected, diff
+    check_golden(GOLDEN / f"{example.stem}.launchd", actual, request)
 
 
 def test_plist_runs_the_engine_in_the_foreground() -> None:

@@ -3,7 +3,6 @@ systemd nothing is written."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from sshwrap.core.parse import parse_profile
 from sshwrap.errors import ExitCode, MissingBinary
 from sshwrap.store import ProfileStore, load_profile_file
 from sshwrap.usecases import service
+from tests.compile.golden import check_golden
 
 PROFILE = 'host = "db.example"\n[[forward]]\ntype = "local"\nlisten = 5432\nto = "db:5432"\n'
 REPO = Path(__file__).resolve().parents[2]
@@ -33,15 +33,7 @@ def test_golden(example: Path, request: pytest.FixtureRequest) -> None:
                                  environment=ENV)
     except NotExpressible as exc:
         actual = f"not expressible: {exc}\n"
-    golden = GOLDEN / f"{example.stem}.systemd"
-    if request.config.getoption("--update-golden"):
-        golden.write_text(actual)
-        return
-    assert golden.exists(), f"{golden} is missing; run pytest --update-golden"
-    expected = golden.read_text()
-    diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True),
-                                        actual.splitlines(keepends=True), str(golden), "compiled"))
-    assert actual == expected, diff
+    check_golden(GOLDEN / f"{example.stem}.systemd", actual, request)
 
 
 def test_unit_runs_the_engine_in_the_foreground_with_its_environment() -> None:
