@@ -91,13 +91,31 @@ def _identified(pid: int, create_time: float, argv: Sequence[str]) -> psutil.Pro
             reap_if_child(pid)
             return None
         same = abs(proc.create_time() - create_time) <= CREATE_TIME_TOLERANCE \
-            and tuple(proc.cmdline()) == tuple(argv)
+            and _command_line(proc) == tuple(argv)
     except psutil.ZombieProcess:
         reap_if_child(pid)
         return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
     return proc if same else None
+
+
+#: How long a command line may read empty while its process is in the middle of exec.
+EXEC_SETTLE = 0.05
+
+
+def _command_line(proc: psutil.Process) -> tuple[str, ...]:
+    """The command line of ``proc``. A process just started may read as having none: the
+    kernel closes its close-on-exec descriptors (which tells the starter that exec worked)
+    before it sets where the new arguments are. A few milliseconds settle it."""
+    import time
+
+    argv = tuple(proc.cmdline())
+    deadline = time.monotonic() + EXEC_SETTLE
+    while not argv and time.monotonic() < deadline:
+        time.sleep(0.002)
+        argv = tuple(proc.cmdline())
+    return argv
 
 
 def tunnel_clients(log_path: Path) -> list[psutil.Process]:
