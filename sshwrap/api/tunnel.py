@@ -113,7 +113,7 @@ class Tunnel:
     def _init(self, profile: Profile, *, wait: float, password: str | None,
               passphrase: str | None) -> None:
         from sshwrap.runtime.auth import secret_for
-        from sshwrap.runtime.results import check_wait
+        from sshwrap.runtime.selection import check_wait
 
         check_wait(wait)
         # Never shared: a tunnel of this process runs on a connection of its own.

@@ -184,7 +184,7 @@ def _starts_cleanly(request: dict[str, Any]) -> bool:
 
     from sshwrap.core.model import AuthMethod
     from sshwrap.errors import SshwrapError
-    from sshwrap.runtime.results import check_wait, select_profiles
+    from sshwrap.runtime.selection import check_wait, select_profiles
     from sshwrap.store import ProfileStore, default_profile_dirs
 
     # As the engine finds them (runtime/served.py store_of): from the caller's directory.

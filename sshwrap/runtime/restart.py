@@ -151,6 +151,20 @@ def restarts_after(policy: RestartPolicy, status: int) -> bool:
     return policy is RestartPolicy.ALWAYS or (policy is RestartPolicy.ON_FAILURE and status != 0)
 
 
+class ProfileAttempts:
+    """The part of Attempts that a tunnel's attempts derive from its profile alone (its own
+    client, or its forwards on a shared connection)."""
+
+    profile: Profile
+
+    @property
+    def policy(self) -> RestartPolicy:
+        return self.profile.restart
+
+    def hop(self) -> tuple[str, int]:
+        return first_hop(self.profile)
+
+
 class RestartLoop:
     """Keeps one thing running by its restart policy: the first attempt gets up's wait and
     its failure is reported (unless ``retry_first``: run in the foreground, where nobody waits

@@ -307,7 +307,7 @@ def status_report(store: ProfileStore, names: Sequence[str] = (),
 def down_report(names: Sequence[str] = (), *, all_tunnels: bool = False,
                 paths: StatePaths | None = None) -> TunnelsReport:
     """``down``: served by the engine when one runs, else from the records."""
-    from sshwrap.runtime.results import check_names
+    from sshwrap.runtime.selection import check_names
     from sshwrap.runtime.stop import down
 
     paths = paths or StatePaths.from_env()
@@ -324,7 +324,7 @@ def restart_report(store: ProfileStore, names: Sequence[str] = (), *,
                    progress: ProgressCallback | None = None) -> TunnelsReport:
     """``restart``: stop and start inside the engine when one runs, else here (its up starts
     the engine)."""
-    from sshwrap.runtime.results import check_wait
+    from sshwrap.runtime.selection import check_wait
     from sshwrap.runtime.tunnels import restart
 
     paths = paths or StatePaths.from_env()

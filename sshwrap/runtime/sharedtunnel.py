@@ -8,12 +8,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from sshwrap.core.model import Client, Profile, RestartPolicy
+from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
 from sshwrap.runtime import listeners, state, unixsock
 from sshwrap.runtime.identity import Identity
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.restart import Ended, Phase, first_hop
+from sshwrap.runtime.restart import Ended, Phase, ProfileAttempts
 from sshwrap.runtime.shared import (
     POLL_INTERVAL,
     STOPPING,
@@ -123,7 +123,7 @@ def conflicting_user(paths: StatePaths, name: str, key: str,
     return None
 
 
-class SharedTunnel:
+class SharedTunnel(ProfileAttempts):
     """What the restart loop runs for a tunnel whose forwards ride on a shared master."""
 
     def __init__(self, supervisor: Host, profile: Profile, digest: str,
@@ -155,13 +155,6 @@ class SharedTunnel:
             with contextlib.suppress(SshwrapError):
                 self.sup._update(phase=STOPPING)
                 release(self.paths, self.sup.record, cancel=self.added)
-
-    @property
-    def policy(self) -> RestartPolicy:
-        return self.profile.restart
-
-    def hop(self) -> tuple[str, int]:
-        return first_hop(self.profile)
 
     def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
         # Registered before the master is asked for: the master's supervisor counts it.

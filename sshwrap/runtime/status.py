@@ -28,8 +28,8 @@ from sshwrap.runtime.results import (
     StatusReport,
     TunnelState,
     TunnelStatus,
-    check_names,
 )
+from sshwrap.runtime.selection import check_names
 from sshwrap.runtime.state import TunnelRecord, expected_forwards, mode_of
 from sshwrap.runtime.verify import ListenerView
 from sshwrap.store import ProfileStore

@@ -22,9 +22,9 @@ from sshwrap.runtime.results import (
     DownReport,
     TunnelOutcome,
     TunnelsReport,
-    check_names,
     parallel,
 )
+from sshwrap.runtime.selection import check_names
 from sshwrap.runtime.state import TunnelRecord
 from sshwrap.runtime.verify import ListenerView
 

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TextIO
 
 from sshwrap.core.binds import HostFacts
-from sshwrap.core.model import Profile, RestartPolicy
+from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
@@ -28,7 +28,7 @@ from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, client_argv
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.restart import Ended, Phase, RestartLoop, first_hop
+from sshwrap.runtime.restart import Ended, Phase, ProfileAttempts, RestartLoop, first_hop
 from sshwrap.runtime.shared import wants_sharing
 from sshwrap.runtime.sharedtunnel import SharedTunnel
 from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord, expected_forwards
@@ -264,7 +264,7 @@ def compiled(supervisor: Supervisor, requested: Profile, facts: HostFacts,
             expected_forwards(profile, facts))
 
 
-class OwnClient:
+class OwnClient(ProfileAttempts):
     """What the restart loop runs for a tunnel with a client of its own."""
 
     def __init__(self, supervisor: Supervisor, requested: Profile, facts: HostFacts,
@@ -279,13 +279,6 @@ class OwnClient:
         self.port_tries = 0
         self.say, self.sleep = supervisor.say, supervisor.sleep
         self.update, self.stop = supervisor._update, supervisor._stop_child
-
-    @property
-    def policy(self) -> RestartPolicy:
-        return self.profile.restart
-
-    def hop(self) -> tuple[str, int]:
-        return first_hop(self.profile)
 
     def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
         sup = self.sup

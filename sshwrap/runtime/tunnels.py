@@ -33,11 +33,10 @@ from sshwrap.runtime.results import (
     TunnelState,
     TunnelStatus,
     UpReport,
-    check_wait,
     most_severe,
     parallel,
-    select_profiles,
 )
+from sshwrap.runtime.selection import check_wait, select_profiles
 from sshwrap.runtime.state import TunnelRecord, expected_forwards
 from sshwrap.runtime.status import status
 from sshwrap.runtime.stop import EngineStop, _stop_orphan, down, stop_tunnel
