@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.engine import Channel, ResidentSupervisor
+    from sshwrap.runtime.engine import ResidentSupervisor
+    from sshwrap.runtime.wire import Channel
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
@@ -163,16 +164,35 @@ def _connect(path: str, request: dict[str, Any], *,
             conn.connect(path)
         except OSError:
             conn.close()
-            if started or not starts or not _starts_cleanly(request):
-                return None
-            from sshwrap.runtime.daemon import engine_answers
-
-            if not engine_answers(os.environ):
+            if started or not starts or not _start_engine(request):
                 return None
             started = True
             continue
         conn.settimeout(None)
         return conn, started
+
+
+def _start_engine(request: dict[str, Any]) -> bool:
+    """Start the engine for ``request`` if its input is clean (_starts_cleanly); True once it
+    answers. Its interpreter starts and imports itself while this process checks the input:
+    held until then, it writes nothing, and goes if the input is bad (runtime/detach.py)."""
+    from sshwrap.runtime.detach import HeldEngine
+    from sshwrap.runtime.rendezvous import state_root
+
+    try:
+        held = HeldEngine(state_root(os.environ), os.environ)
+    except OSError:
+        return False  # the full command line tries again, and says why
+    try:
+        if not _starts_cleanly(request):
+            held.cancel()
+            return False
+    except BaseException:
+        held.cancel()
+        raise
+    from sshwrap.runtime.daemon import engine_answers
+
+    return engine_answers(os.environ, held)
 
 
 def _starts_cleanly(request: dict[str, Any]) -> bool:

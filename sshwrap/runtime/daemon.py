@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import threading
 import time
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sshwrap.errors import StateConflict
-from sshwrap.runtime.detach import is_engine, own_command, spawn_detached
-from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.detach import HeldEngine, is_engine
+from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.rendezvous import SUPERVISOR_SOCKET
 
 #: How long ``up`` waits for an engine it started to answer.
@@ -123,8 +122,10 @@ def start_request(paths: StatePaths, message: Mapping[str, Any], *,
     raise Unreachable("the engine went away")  # pragma: no cover - the loop returns
 
 
-def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
-    """Start the engine of ``paths`` unless one answers already.
+def ensure_running(paths: StatePaths, env: Mapping[str, str],
+                   held: HeldEngine | None = None) -> None:
+    """Start the engine of ``paths`` unless one answers already: ``held``, when given (the
+    express lane started it while it checked its input), else a new one.
 
     Two ``up`` racing here may both start one: the second finds the lock taken and exits,
     and both talk to the first. An engine that is exiting (``down --all``) holds the lock
@@ -134,66 +135,50 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str]) -> None:
     # starts it, the others wait for it, rather than each start an interpreter that exits
     # on finding the lock taken (thirty-two of them, on a machine of two cores).
     with _starting:
-        _start_unless_running(paths, env)
+        _start_unless_running(paths, env, held)
 
 
 #: Held by the thread of this process that is starting an engine.
 _starting = threading.Lock()
 
 
-#: What the engine keeps of the environment of the command that starts it. The engine lives
-#: on, its first environment readable in /proc for its lifetime, so nothing else goes there:
-#: a password variable (``password_env`` may name any variable) would stay readable long
-#: after the tunnel that needed it. Each request carries its asker's environment, which
-#: the clients it starts are given (runtime/auth.py client_env drops the password there).
-ENGINE_ENVIRONMENT = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-    "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME", "LC_COLLATE",
-    "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR",
-    # The system keyring (password_keyring) is read in the engine for the express lane.
-    "DBUS_SESSION_BUS_ADDRESS", "PYTHON_KEYRING_BACKEND",
-    "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
-    "PYTHONPYCACHEPREFIX", "PYTHONUTF8", "PYTHONSAFEPATH",
-    "SSHWRAP_PROFILES", "SSHWRAP_NETWATCH", "SSHWRAP_DEBUG",
-})
-
-
-def engine_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The part of ``env`` the engine is started with: ENGINE_ENVIRONMENT."""
-    return {name: value for name, value in env.items() if name in ENGINE_ENVIRONMENT}
-
-
-def _start_unless_running(paths: StatePaths, env: Mapping[str, str]) -> None:
+def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
+                          held: HeldEngine | None) -> None:
     from sshwrap.runtime.state import file_lock_is_free
 
     log = log_path(paths)
     process = None
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
-            return
-        except Unreachable:
-            pass
-        exited = process is not None and process.poll() is not None
-        if exited and process is not None and process.returncode != 0:
-            raise StateConflict(f"the engine did not start (status {process.returncode})",
-                                hint=f"see {log}")
-        if (process is None or exited) and file_lock_is_free(lock_path(paths)):
-            process = spawn_detached(own_command(), log, {
-                **engine_environment(env), STATE_DIR_ENV: os.path.abspath(paths.root)})
-        if time.monotonic() >= deadline:
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
-            raise StateConflict("the engine did not answer within "
-                                f"{START_TIMEOUT:g} s", hint=f"see {log}")
-        time.sleep(0.005)
+    try:
+        while True:
+            try:
+                request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
+                return
+            except Unreachable:
+                pass
+            exited = process is not None and process.poll() is not None
+            if exited and process is not None and process.returncode != 0:
+                raise StateConflict(f"the engine did not start (status {process.returncode})",
+                                    hint=f"see {log}")
+            if (process is None or exited) and file_lock_is_free(lock_path(paths)):
+                started, held = held or HeldEngine(str(paths.root), env, log), None
+                process = started.release()
+            if time.monotonic() >= deadline:
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait()
+                raise StateConflict("the engine did not answer within "
+                                    f"{START_TIMEOUT:g} s", hint=f"see {log}")
+            time.sleep(0.005)
+    finally:
+        if held is not None:  # another engine answered: the one started for us is not needed
+            held.cancel()
 
 
-def engine_answers(env: Mapping[str, str]) -> bool:
-    """Start the engine of the state dir ``env`` names unless one answers, and wait until
-    it does; False when none could be started (the full command line then says why).
+def engine_answers(env: Mapping[str, str], held: HeldEngine | None = None) -> bool:
+    """Start the engine of the state dir ``env`` names unless one answers (``held``, when
+    given), and wait until it does; False when none could be started (the full command
+    line then says why).
 
     For the express lane of ``up`` when it finds no engine: the engine it then starts
     runs the ``up`` as it runs any, and this process never loads the full command line."""
@@ -202,9 +187,12 @@ def engine_answers(env: Mapping[str, str]) -> bool:
 
     try:
         paths = StatePaths(Path(state_root(env))).ensure()
-        ensure_running(paths, env)
+        ensure_running(paths, env, held)
     except (OSError, SshwrapError):
         return False
+    finally:
+        if held is not None:
+            held.cancel()  # unless it was released: it was not needed, or could not serve
     return True
 
 

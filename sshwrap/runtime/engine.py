@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime import daemon
 from sshwrap.runtime.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
@@ -32,7 +33,7 @@ from sshwrap.runtime.events import EventBus
 from sshwrap.runtime.identity import own_identity
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.supervisor import Supervisor
-from sshwrap.runtime.wire import error_data
+from sshwrap.runtime.wire import Channel, error_data
 
 #: With no tunnel to supervise for this long, the engine exits.
 IDLE_EXIT = 300.0
@@ -44,38 +45,6 @@ class Tunnel:
     thread: threading.Thread
     #: The request that started it: a reload starts it again with the same one.
     message: dict[str, Any] | None = None
-
-
-class Channel:
-    """One request's connection: answers go out as JSON lines, and the asker may hang up."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, frame: Mapping[str, Any]) -> None:
-        """Send one answer; OSError when the asker is gone."""
-        with self._lock:
-            self._conn.sendall(json.dumps(frame).encode() + b"\n")
-
-    def hung_up(self, timeout: float, wake_fd: int | None = None) -> bool:
-        """Wait up to ``timeout`` seconds, or until ``wake_fd`` is readable; True once the
-        asker has closed its end."""
-        import select
-
-        poller = select.poll()
-        poller.register(self._conn, select.POLLIN | select.POLLHUP | select.POLLERR)
-        if wake_fd is not None:
-            poller.register(wake_fd, select.POLLIN)
-        ready = {fd for fd, _events in poller.poll(timeout * 1000)}
-        if self._conn.fileno() not in ready:
-            return False
-        try:
-            return self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
 
 
 #: A command served with a stream of answers: the request, its channel, the engine.
@@ -113,9 +82,9 @@ class ResidentSupervisor:
 
         daemon.serve_locally(self.paths.root, self.start)
         # Shared connections' masters are supervised here too, each in a thread.
-        from sshwrap.runtime import masters, shared
+        from sshwrap.runtime import shared
 
-        shared.host_masters(self.paths.root, masters.start_hosted)
+        shared.host_masters(self.paths.root, start_master)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
@@ -352,6 +321,15 @@ class ResidentSupervisor:
             tunnel.thread.join(STOP_JOIN)
 
 
+def start_master(paths: StatePaths, profile: Profile, key: str, wait: float, *,
+                 secret: str | None, env: Mapping[str, str] | None) -> int:
+    """Supervise a shared connection's master in a thread of the engine (runtime/masters.py,
+    imported when a tunnel first asks for a shared connection)."""
+    from sshwrap.runtime.masters import start_hosted
+
+    return start_hosted(paths, profile, key, wait, secret=secret, env=env)
+
+
 def _record_failure(paths: StatePaths, name: str, reason: str) -> None:
     from sshwrap.runtime import state
 
@@ -378,9 +356,14 @@ def listen_on(paths: StatePaths) -> socket.socket:
 def main(commands: Mapping[str, Command] | None = None) -> int:
     """Serve the state dir of ``SSHWRAP_STATE_DIR`` until idle; ``commands`` are served
     besides the engine's own requests (registered by the composition root)."""
+    from sshwrap.runtime.detach import log_output_to, released
+
+    if not released():
+        return 0  # the command that started it went without it: nothing was written
     with contextlib.suppress(OSError):
         os.umask(0o077)
     paths = StatePaths(StatePaths.from_env().root.absolute()).ensure()
+    log_output_to(daemon.log_path(paths))
     # Hold no caller's directory: nothing here may depend on where the first up ran.
     os.chdir("/")
     lock_fd = os.open(lock_path(paths), os.O_RDWR | os.O_CREAT, 0o600)

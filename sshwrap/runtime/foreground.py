@@ -33,7 +33,7 @@ from typing import Any
 from sshwrap.errors import ExitCode, InvalidInput, SshwrapError
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.detach import FOREGROUND_MARK
-from sshwrap.runtime.engine import Command, ResidentSupervisor, listen_on
+from sshwrap.runtime.engine import Command, ResidentSupervisor, listen_on, start_master
 from sshwrap.runtime.events import Event
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import LOCK_GRACE
@@ -132,11 +132,11 @@ class ForegroundEngine(ResidentSupervisor):
         self.started: set[str] = set()
 
     def serve(self, listener: Any) -> int:
-        from sshwrap.runtime import masters, shared
+        from sshwrap.runtime import shared
 
         # As serve() does first: the tunnels started below may need both at once.
         daemon.serve_locally(self.paths.root, self.start)
-        shared.host_masters(self.paths.root, masters.start_hosted)
+        shared.host_masters(self.paths.root, start_master)
         threading.Thread(target=self._journal, args=(self.events.subscribe(),),
                          name="journal", daemon=True).start()
         for name in self.options.names:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -61,7 +60,7 @@ class MasterSupervisor(ClientOwner):
     #: The engine's identity when a thread of it runs this (None: a process of its own).
     identity: Identity | None = None
     #: The environment of the ``up`` that asked for it (the engine's own keeps no agent
-    #: socket nor anything else of a user's shell: runtime/daemon.py ENGINE_ENVIRONMENT).
+    #: socket nor anything else of a user's shell: runtime/detach.py ENGINE_ENVIRONMENT).
     env: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
@@ -322,6 +321,8 @@ def run_master(profile_name: str, key: str, *, wait: float, paths: StatePaths | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m sshwrap --engine master")
     parser.add_argument("profile")
     parser.add_argument("--key", required=True)

@@ -35,7 +35,8 @@ from sshwrap.runtime.wire import error_data, error_from_data
 from sshwrap.store import ProfileStore
 
 if TYPE_CHECKING:
-    from sshwrap.runtime.engine import Channel, Command, ResidentSupervisor
+    from sshwrap.runtime.engine import Command, ResidentSupervisor
+    from sshwrap.runtime.wire import Channel
 
 #: How long an asker waits for an engine that is exiting after ``down --all`` to be gone.
 EXIT_WAIT = 15.0

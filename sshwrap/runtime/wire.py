@@ -1,7 +1,11 @@
-"""Errors as data: what crosses the engine's socket or a record is raised again as itself."""
+"""What crosses the engine's socket: answers as JSON lines, and errors as data, raised again
+as themselves on the other side (and read back from a record)."""
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,3 +48,35 @@ def error_from_data(data: Mapping[str, Any]) -> SshwrapError:
                     for p in data.get("problems") or () if isinstance(p, Mapping)]
         return kind(problems or message, hint=hint)
     return kind(message, hint=hint)
+
+
+class Channel:
+    """One request's connection: answers go out as JSON lines, and the asker may hang up."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, frame: Mapping[str, Any]) -> None:
+        """Send one answer; OSError when the asker is gone."""
+        with self._lock:
+            self._conn.sendall(json.dumps(frame).encode() + b"\n")
+
+    def hung_up(self, timeout: float, wake_fd: int | None = None) -> bool:
+        """Wait up to ``timeout`` seconds, or until ``wake_fd`` is readable; True once the
+        asker has closed its end."""
+        import select
+
+        poller = select.poll()
+        poller.register(self._conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        ready = {fd for fd, _events in poller.poll(timeout * 1000)}
+        if self._conn.fileno() not in ready:
+            return False
+        try:
+            return self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True

@@ -142,17 +142,17 @@ def test_the_threads_of_one_up_start_one_engine_between_them(
     import threading
 
     from sshwrap.runtime import daemon
-    from sshwrap.runtime.detach import spawn_detached
+    from sshwrap.runtime.detach import HeldEngine
 
     started: list[int] = []
-    spawn = spawn_detached
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        process = spawn(*args, **kwargs)
-        started.append(process.pid)
-        return process
+    class Counted(HeldEngine):
+        def release(self) -> Any:
+            process = super().release()
+            started.append(process.pid)
+            return process
 
-    monkeypatch.setattr(daemon, "spawn_detached", counted)
+    monkeypatch.setattr(daemon, "HeldEngine", Counted)
     env = {**os.environ, "SSHWRAP_STATE_DIR": str(tmp_path / "st")}
     paths = StatePaths(tmp_path / "st").ensure()
     threads = [threading.Thread(target=daemon.ensure_running, args=(paths, env))

@@ -4,6 +4,7 @@ and care for bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 
 from sshwrap.cli.express import parse_request, parse_up
 from sshwrap.runtime import daemon, served, state
+from sshwrap.runtime.detach import ENGINE_ENVIRONMENT
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from tests.runtime.tunnel_helpers import (
@@ -199,6 +202,51 @@ def test_with_no_engine_bad_input_starts_none_and_writes_nothing(
     assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
     assert list(paths.root.iterdir()) == []
     assert state.file_lock_is_free(daemon.lock_path(paths))
+    # The engine the lane started while it checked (held: runtime/detach.py) is gone too.
+    assert _engines_of(paths) == []
+
+
+def _engines_of(paths: StatePaths) -> list[int]:
+    """The pids of every engine process of the state dir ``paths``, held ones included."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if "--engine" in (proc.info["cmdline"] or []) \
+                    and proc.environ().get("SSHWRAP_STATE_DIR") == str(paths.root):
+                found.append(proc.pid)
+    return found
+
+
+def test_a_held_engine_writes_nothing_and_goes_without_its_go(tmp_path: Path) -> None:
+    # Started by the lane before it has checked its input: the engine imports itself, then
+    # waits. When the lane ends without releasing it (bad input, Ctrl-C, a crash), it goes,
+    # with nothing written; released, it serves.
+    from sshwrap.runtime.detach import HeldEngine
+
+    root = tmp_path / "state"
+    env = {**os.environ, "SSHWRAP_STATE_DIR": str(root)}
+    held = HeldEngine(str(root), env)
+    assert held.process.stdin is not None
+    held.process.stdin.close()  # the lane went away
+    assert held.process.wait(timeout=30) == 0
+    assert not root.exists()
+
+    held = HeldEngine(str(root), env)
+    held.release()
+    paths = StatePaths(root)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert daemon.request(paths, {"op": "ping"}, timeout=5)["pid"] == held.process.pid
+                break
+            except daemon.Unreachable:
+                assert time.monotonic() < deadline and held.process.poll() is None
+                time.sleep(0.02)
+        assert (root / "supervisor.log").read_text().count("serving") == 1  # its own log
+    finally:
+        daemon.shutdown(paths)
+    assert held.process.wait(timeout=30) == 0
 
 
 def test_a_first_start_that_fails_leaves_no_engine_but_keeps_the_failure(
@@ -516,6 +564,6 @@ def test_the_engine_keeps_nothing_of_the_starting_environment_but_its_own(
     environ = Path(f"/proc/{engine}/environ").read_bytes()
     assert secret.encode() not in environ
     names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
-    assert names <= daemon.ENGINE_ENVIRONMENT | {"SSHWRAP_STATE_DIR"}
+    assert names <= ENGINE_ENVIRONMENT | {"SSHWRAP_STATE_DIR"}
     assert "PATH" in names
     assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
