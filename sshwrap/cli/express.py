@@ -3,13 +3,13 @@
 The engine already runs Python with the runtime imported, so a command it runs starts in
 milliseconds where the full command line spends about a hundred importing itself, half of
 the time ssh takes to connect. The lane takes ``up`` and ``restart`` with ``--all``,
-``--tag``, ``--wait``, ``--json`` and ``--profiles``; ``down`` with ``--all`` and ``--json``;
-``status`` with ``--json``; both also with ``--profiles``, as the full command line takes it.
+``--tag``, ``--wait``, ``--json``, ``--profiles`` (and ``up`` with ``--share``); ``down``
+with ``--all``, ``--json``; ``status`` with ``--json``; both also with ``--profiles``.
 ``up`` and ``restart`` start the engine when none answers; ``down`` and ``status`` are then
 left to the full command line, as is anything else (other options, help, a profile given as
-a file), with the same result. Once connected, the client half below imports only os, sys,
-json and the C socket module; the engine's half imports the rest when it first serves, and
-renders with the full command line's renderer.
+a file), with the same result. Once connected, the client half below imports only os, sys
+and the C modules of sockets and JSON (cli/jsonline.py); the engine's half imports the rest
+when it first serves, and renders with the full command line's renderer.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ EXPRESS_ENV = "SSHWRAP_EXPRESS"
 CONNECT_TIMEOUT = 2.0
 #: The commands the lane takes: the options of each that take a value, and its flags.
 _STARTING = (("--tag", "--wait", "--profiles"), ("--all", "--json"))
-_COMMANDS = {"up": _STARTING, "restart": _STARTING,
+_COMMANDS = {"up": (_STARTING[0], (*_STARTING[1], "--share")), "restart": _STARTING,
              "down": (("--profiles",), ("--all", "--json")),
              "status": (("--profiles",), ("--json",))}
 
@@ -72,7 +72,7 @@ def parse_request(args: list[str]) -> dict[str, Any] | None:
         return None
     with_value, flags = _COMMANDS[args[0]]
     request: dict[str, Any] = {"op": args[0], "names": [], "all": False, "tag": None,
-                               "wait": None, "json": False, "profiles": []}
+                               "wait": None, "json": False, "profiles": [], "share": False}
     rest = iter(args[1:])
     for arg in rest:
         option, has_value, value = arg.partition("=")
@@ -126,10 +126,10 @@ def run_express(args: list[str]) -> int | None:
     conn, started = connected
     try:
         request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
-        import json
+        from sshwrap.cli import jsonline
 
         try:
-            conn.sendall(json.dumps(request).encode() + b"\n")
+            conn.sendall(jsonline.dumps(request).encode() + b"\n")
             code = _follow(_Lines(conn), show_progress=request["progress"])
         except (ConnectionResetError, BrokenPipeError):
             return None  # the engine was exiting and never read it: the full command line
@@ -241,7 +241,7 @@ class _Lines:
 
 def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
     """Show the answers of a request as they come; its exit code, or None if it was not run."""
-    import json
+    from sshwrap.cli import jsonline
 
     progress = None
     while True:
@@ -251,7 +251,7 @@ def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
             return _interrupted(lines, progress)
         if not line.endswith(b"\n"):
             return None  # the supervisor went away before it answered: start afresh
-        frame = json.loads(line)
+        frame = jsonline.loads(line.decode())
         if "progress" in frame and show_progress:
             if progress is None:
                 from sshwrap.cli.progress import ProgressLine
@@ -342,7 +342,8 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
                                         tag=message["tag"], wait=wait)
         with Asker(channel, resident, show_progress=message["progress"]) as asker:
             report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
-                                            progress=asker.progress, environ=env)
+                                            progress=asker.progress, environ=env,
+                                            share=message["share"])
         asker.stop_abandoned(report)
         return _report(report, message)
 

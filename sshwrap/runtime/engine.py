@@ -82,9 +82,9 @@ class ResidentSupervisor:
 
         daemon.serve_locally(self.paths.root, self.start)
         # Shared connections' masters are supervised here too, each in a thread.
-        from sshwrap.runtime import shared
+        from sshwrap.runtime import hosting
 
-        shared.host_masters(self.paths.root, start_master)
+        hosting.host_masters(self.paths.root, start_master)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
@@ -126,11 +126,11 @@ class ResidentSupervisor:
     def _network_changed(self, change: Any) -> None:
         """Re-verify every tunnel and every shared connection's master at once
         (runtime/netwatch.py) instead of waiting for keep-alives to time out."""
-        from sshwrap.runtime import netwatch, shared
+        from sshwrap.runtime import hosting, netwatch
 
         with self.lock:
             supervisors = [tunnel.supervisor for tunnel in self.tunnels.values()]
-        masters = shared.hosted_masters(self.paths.root)  # their tunnels follow them back
+        masters = hosting.hosted_masters(self.paths.root)  # their tunnels follow them back
         if supervisors or masters:
             dropped = netwatch.recheck([*supervisors, *masters], change)
             self.say(f"{change.reason}: {len(supervisors)} tunnel(s) and {len(masters)} "

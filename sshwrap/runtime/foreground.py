@@ -132,11 +132,11 @@ class ForegroundEngine(ResidentSupervisor):
         self.started: set[str] = set()
 
     def serve(self, listener: Any) -> int:
-        from sshwrap.runtime import shared
+        from sshwrap.runtime import hosting
 
         # As serve() does first: the tunnels started below may need both at once.
         daemon.serve_locally(self.paths.root, self.start)
-        shared.host_masters(self.paths.root, start_master)
+        hosting.host_masters(self.paths.root, start_master)
         threading.Thread(target=self._journal, args=(self.events.subscribe(),),
                          name="journal", daemon=True).start()
         for name in self.options.names:

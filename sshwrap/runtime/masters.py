@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from sshwrap.core.model import Client, Profile, RestartPolicy
 from sshwrap.errors import ExitCode, InvalidInput, NotReady, SshwrapError, StateConflict
-from sshwrap.runtime import shared, state
+from sshwrap.runtime import hosting, state
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
+from sshwrap.runtime.hosting import users
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.restart import Ended, Phase, RestartLoop, first_hop
@@ -35,7 +36,6 @@ from sshwrap.runtime.shared import (
     master_name,
     master_paths,
     mux,
-    users,
 )
 from sshwrap.runtime.state import Mode, TunnelRecord
 
@@ -257,7 +257,7 @@ class _Hosted:
 def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
                  secret: str | None, env: Mapping[str, str] | None) -> int:
     """Supervise the master of ``key`` in a thread of this process, the engine (registered
-    with shared.host_masters); this process's pid. The thread lives as long as the master:
+    with hosting.host_masters); this process's pid. The thread lives as long as the master:
     the master's parent-death signal follows it."""
     log = open(master_paths(paths).ensure().log(master_name(key)), "a",  # noqa: SIM115
                encoding="utf-8")  # the thread closes it
@@ -269,12 +269,12 @@ def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
             supervisor.run(handle_signals=False)
         finally:
             log.close()
-            if shared.hosted.get((paths.root, key)) is hosted:
-                del shared.hosted[(paths.root, key)]
+            if hosting.hosted.get((paths.root, key)) is hosted:
+                del hosting.hosted[(paths.root, key)]
 
     hosted = _Hosted(supervisor, threading.Thread(target=run, name=f"master {key}",
                                                   daemon=True))
-    shared.hosted[(paths.root, key)] = hosted
+    hosting.hosted[(paths.root, key)] = hosted
     hosted.thread.start()
     return os.getpid()
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import FORWARD_FLAG
@@ -39,6 +39,7 @@ from sshwrap.errors import (
     StateConflict,
 )
 from sshwrap.runtime import state
+from sshwrap.runtime.hosting import hosted, master_host, users
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.rendezvous import CONTROL_DIR, KEY_LENGTH, control_dir_fits
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
@@ -62,8 +63,6 @@ STOP_TIMEOUT = 5.0
 #: How long a waiting tunnel gives a restarting master (beyond the master's own backoff).
 MASTER_RESTART_WAIT = 60.0
 LOCK_GRACE = 30.0
-#: The phase a shared tunnel records while it leaves its master.
-STOPPING = "stopping"
 
 
 # -- naming and paths ---------------------------------------------------------------------
@@ -186,74 +185,9 @@ def _try_lock(paths: StatePaths, name: str) -> Iterator[bool]:
         os.close(fd)
 
 
-def users(paths: StatePaths, key: str, *, besides: str | None = None) -> list[str]:
-    """Tunnels on the master of ``key`` whose supervisor still runs and is not stopping
-    (``besides`` excluded).
-
-    A stopping tunnel says so before it takes the master's lock to leave: of tunnels stopped
-    at once, the last to hold the lock sees all others stopping and stops the master, so it
-    is gone when ``down --all`` returns.
-    """
-    found = []
-    for name in state.recorded_names(paths):
-        if name == besides:
-            continue
-        try:
-            record = state.read_record(paths, name)
-        except SshwrapError:  # a damaged record is reported by status, not here
-            continue
-        if record is not None and record.shared == key and record.phase != STOPPING \
-                and state.live_supervisor(record):
-            found.append(name)
-    return found
-
-
 def _remove_socket(control: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         control.unlink()
-
-
-class HostedMaster(Protocol):
-    """A master supervised by a thread of this process (the engine's; runtime/masters.py);
-    re-verified after a network change as a tunnel is (runtime/netwatch.py)."""
-
-    def stop(self, timeout: float) -> None: ...
-    def client_pid(self) -> int | None: ...
-    def first_hop(self) -> tuple[str, int] | None: ...
-    def drop_connection(self, reason: str) -> None: ...
-    def drop_reason(self, pid: int) -> str | None: ...
-
-
-#: Starts a master's supervisor in a thread of this process: (paths, profile, key, wait,
-#: secret) -> the supervisor's pid. The engine registers it for its state dir.
-class MasterHost(Protocol):
-    """Starts the master of a key in a thread of this process (runtime/masters.py)."""
-
-    def __call__(self, paths: StatePaths, profile: Profile, key: str, wait: float, *,
-                 secret: str | None, env: Mapping[str, str] | None) -> int: ...
-
-
-
-_hosts: dict[Path, MasterHost] = {}
-#: The masters that threads of this process supervise, by state dir and key.
-hosted: dict[tuple[Path, str], HostedMaster] = {}
-
-
-def host_masters(root: Path, start: MasterHost) -> None:
-    """Have the masters of the state dir ``root`` supervised in threads of this process."""
-    _hosts[root] = start
-
-
-def hosted_masters(root: Path) -> list[HostedMaster]:
-    """The masters of the state dir ``root`` that threads of this process supervise."""
-    return [master for (where, _), master in list(hosted.items()) if where == root]
-
-
-def drop_reason(paths: StatePaths, key: str, pid: int) -> str | None:
-    """Why the master ``pid`` of ``key`` was ended after a network change, when a thread of
-    this process supervised it and ended it so."""
-    here = hosted.get((paths.root, key))
-    return here.drop_reason(pid) if here is not None else None
 
 
 def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> None:
@@ -353,7 +287,7 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
             record = None
         supervisor_pid = None if record is None else record.supervisor_pid
         if record is None:
-            host = _hosts.get(paths.root)
+            host = master_host(paths.root)
             supervisor_pid = host(paths, profile, key, wait, secret=secret, env=env) \
                 if host is not None else _spawn_master_supervisor(
                     paths, profile, key, wait, secret=secret, base=env)

@@ -11,25 +11,23 @@ from typing import Protocol
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
 from sshwrap.runtime import listeners, state, unixsock
+from sshwrap.runtime.hosting import STOPPING, attach, detach_user, drop_reason, user_forwards
 from sshwrap.runtime.identity import Identity
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.restart import Ended, Phase, ProfileAttempts
 from sshwrap.runtime.shared import (
     POLL_INTERVAL,
-    STOPPING,
     VERIFY_WAIT,
     WATCH_INTERVAL,
     cancel_forwards,
     connection_key,
     control_path,
-    drop_reason,
     ensure_master,
     forward_args,
     master_name,
     master_paths,
     mux,
     release,
-    users,
 )
 from sshwrap.runtime.state import ExpectedForward, Mode, TunnelRecord
 from sshwrap.runtime.verify import ForwardCheck, check_forwards
@@ -115,9 +113,8 @@ def conflicting_user(paths: StatePaths, name: str, key: str,
     """Another tunnel on the same master with a forward on the same address: the master
     would accept the duplicate silently, and that tunnel's ``down`` would cut this one."""
     mine = {(f.type == "remote", f.listen) for f in forwards}
-    for other in users(paths, key, besides=name):
-        record = state.read_record(paths, other)
-        for forward in record.forwards if record is not None else ():
+    for other, theirs in user_forwards(paths, key, besides=name).items():
+        for forward in theirs:
             if (forward.type == "remote", forward.listen) in mine:
                 return other, forward.listen
     return None
@@ -151,6 +148,7 @@ class SharedTunnel(ProfileAttempts):
     def leave(self) -> None:
         """On stop or failure: off the master (its forwards cancelled; the master stopped if
         last)."""
+        detach_user(self.paths, self.key, self.name)
         if self.sup.record is not None:
             with contextlib.suppress(SshwrapError):
                 self.sup._update(phase=STOPPING)
@@ -159,6 +157,7 @@ class SharedTunnel(ProfileAttempts):
     def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
         # Registered before the master is asked for: the master's supervisor counts it.
         self.sup.begin(self.fresh, phase=phase.value, verified=False, next_retry=None)
+        attach(self.paths, self.key, self.name, self.forwards)
         master = self.master = self._attach(phase is Phase.STARTING, wait)
         return {"pid": master.pid, "create_time": master.create_time, "argv": master.argv,
                 "started_at": time.time()}

@@ -109,11 +109,13 @@ def test_the_lane_takes_plain_up_requests(monkeypatch: pytest.MonkeyPatch) -> No
         3.0, "home", True, True)  # the last of a repeated option wins, as in the full CLI
     assert request["profiles"] == [os.path.abspath("rel")]
     assert parse_up(["up"]) == {"op": "up", "names": [], "all": False, "tag": None,
-                                "wait": None, "json": False, "profiles": []}
+                                "wait": None, "json": False, "profiles": [], "share": False}
+    shared = parse_up(["up", "db", "--share"])
+    assert shared is not None and shared["share"] is True
 
 
 @pytest.mark.parametrize("args", [
-    [], ["status"], ["down", "db"], ["--debug", "up", "db"], ["up", "db", "--share"],
+    [], ["status"], ["down", "db"], ["--debug", "up", "db"], ["up", "db", "--share=yes"],
     ["up", "db", "--ask-password"], ["up", "--help"], ["up", "./db.toml"], ["up", "db.toml"],
     ["up", "db", "--wait"], ["up", "db", "--wait", "soon"], ["up", "db", "--wait", "nan"],
     ["up", "db", "--wait=inf"], ["up", "--tag", "--json"], ["up", "--", "db"],
@@ -247,6 +249,22 @@ def test_a_held_engine_writes_nothing_and_goes_without_its_go(tmp_path: Path) ->
     finally:
         daemon.shutdown(paths)
     assert held.process.wait(timeout=30) == 0
+
+
+def test_up_share_is_taken_by_the_lane_as_by_the_full_command_line(
+    paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+) -> None:
+    # Neither profile asks for sharing: --share does, in either lane, on one master.
+    ports = {name: _local(write_profile, name, banner_server) for name in ("one", "two")}
+    express = sshwrap("up", "one", "--share")
+    full = sshwrap("up", "two", "--share", env={**os.environ, "SSHWRAP_EXPRESS": "0"})
+
+    assert express.express and full.full_command_line
+    assert express.code == full.code == 0, (express.stderr, full.stderr)
+    one, two = record_of(paths, "one"), record_of(paths, "two")
+    assert one.shared is not None and one.shared == two.shared and one.pid == two.pid
+    for port in ports.values():
+        assert read_banner_through("127.0.0.1", port) == (BANNER, ECHO)
 
 
 def test_a_first_start_that_fails_leaves_no_engine_but_keeps_the_failure(
