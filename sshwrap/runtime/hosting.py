@@ -13,7 +13,7 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import SshwrapError
 from sshwrap.runtime import state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.state import ExpectedForward
+from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 
 #: The phase a shared tunnel records while it leaves its master.
 STOPPING = "stopping"
@@ -28,6 +28,7 @@ class HostedMaster(Protocol):
     def first_hop(self) -> tuple[str, int] | None: ...
     def drop_connection(self, reason: str) -> None: ...
     def drop_reason(self, pid: int) -> str | None: ...
+    def wait_up(self, timeout: float) -> TunnelRecord | None: ...
 
 
 #: Starts a master's supervisor in a thread of this process: (paths, profile, key, wait,

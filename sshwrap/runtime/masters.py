@@ -24,7 +24,7 @@ from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.restart import Ended, Phase, RestartLoop, first_hop
 from sshwrap.runtime.shared import (
     MASTER_RESTART_WAIT,
-    POLL_INTERVAL,
+    READY_POLL,
     STOP_TIMEOUT,
     USERS_INTERVAL,
     WATCH_INTERVAL,
@@ -75,6 +75,10 @@ class MasterSupervisor(ClientOwner):
         self._starter: ClientStarter | None = None
         self._stopping = False
         self._stop_requested = threading.Event()
+        #: Notified on every change of the record, and when supervision ends: tunnels that
+        #: wait for the master to be up wait here (wait_up).
+        self._changed = threading.Condition()
+        self._ended = False
         self._dropped: str | None = None
         #: The last master ended after a network change (netwatch), and why: its tunnels
         #: tell that reason when they see it gone.
@@ -93,6 +97,8 @@ class MasterSupervisor(ClientOwner):
         if self.record is not None:
             self.record = replace(self.record, **changes)  # type: ignore[arg-type]
             state.write_record(self.mpaths, self.record)
+            with self._changed:
+                self._changed.notify_all()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._stopping:
@@ -117,6 +123,9 @@ class MasterSupervisor(ClientOwner):
             return int(ExitCode.OK)
         finally:
             self._stop_child()
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
 
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
@@ -212,6 +221,28 @@ class MasterSupervisor(ClientOwner):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGTERM)
 
+    def wait_up(self, timeout: float) -> TunnelRecord | None:
+        """up_record() once the master is up, waiting up to ``timeout`` seconds while it
+        starts; None when it failed, ended or is still not up (the caller then reads the
+        record under the master's lock and reports why)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                record = self.up_record()
+                remaining = deadline - time.monotonic()
+                if record is not None or self._ended or remaining <= 0 or (
+                        self.record is not None and self.record.phase == "failed"):
+                    return record
+                self._changed.wait(remaining)
+
+    def up_record(self) -> TunnelRecord | None:
+        """Its record while its master runs, verified: what a tunnel joining it needs."""
+        record, child = self.record, self.child
+        if record is None or record.phase != Phase.UP.value or not record.verified \
+                or child is None or child.popen.poll() is not None or child.pid != record.pid:
+            return None
+        return record
+
     def drop_reason(self, pid: int) -> str | None:
         """Why the master ``pid`` was ended after a network change, if it was."""
         last = self.last_drop
@@ -252,6 +283,9 @@ class _Hosted:
 
     def drop_reason(self, pid: int) -> str | None:
         return self.supervisor.drop_reason(pid)
+
+    def wait_up(self, timeout: float) -> TunnelRecord | None:
+        return self.supervisor.wait_up(timeout)
 
 
 def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
@@ -294,7 +328,7 @@ def wait_master_ready(launched: Launched, profile: Profile, control: Path, *,
         if time.monotonic() >= deadline:
             raise NotReady(f"{profile.name}: the shared connection was not ready after "
                            f"{wait:g} s", hint="raise --wait, or run 'sshwrap check'")
-        time.sleep(POLL_INTERVAL)
+        time.sleep(READY_POLL)
 
 
 # -- entry point of the master's supervisor -----------------------------------------------

@@ -184,10 +184,12 @@ class StatusReport:
 
 
 
-def parallel(items: Sequence[Any], work: Callable[[Any], TunnelOutcome]) -> list[TunnelOutcome]:
+def parallel(items: Sequence[Any], work: Callable[[Any], TunnelOutcome], *,
+             limit: int = MAX_PARALLEL) -> list[TunnelOutcome]:
+    """``work`` on every item, ``limit`` at a time, the outcomes in the items' order."""
     if len(items) <= 1:
         return [work(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
         return list(pool.map(work, items))

@@ -22,6 +22,7 @@ import os
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -56,6 +57,8 @@ NOT_CONNECTION_KEYS = frozenset({"description", "tags", "forward", "restart", "s
 WATCH_INTERVAL = 0.2
 USERS_INTERVAL = 1.0
 POLL_INTERVAL = 0.02
+#: How often the master's readiness is looked for: its tunnels all wait for it.
+READY_POLL = 0.005
 MUX_TIMEOUT = 10.0
 #: A listener made by ``-O forward`` exists when the command returns; allow a scan race.
 VERIFY_WAIT = 5.0
@@ -142,11 +145,18 @@ def mux_argv(control: Path, command: str, args: Sequence[str] = ()) -> list[str]
 
 
 def mux(control: Path, command: str, args: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(mux_argv(control, command, args), capture_output=True, text=True,
-                              timeout=MUX_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess([], 255, "", f"ssh -O {command} timed out")
+    with _MUX_SLOTS:
+        try:
+            return subprocess.run(mux_argv(control, command, args), capture_output=True,
+                                  text=True, timeout=MUX_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess([], 255, "", f"ssh -O {command} timed out")
+
+
+#: ``ssh -O`` clients of this process at once: a master answers one at a time, and fifty
+#: tunnels joining at once would otherwise start fifty ssh processes on a few cores.
+_MUX_SLOTS = threading.BoundedSemaphore(4)
 
 
 def forward_args(forward: ExpectedForward) -> list[str]:
@@ -271,6 +281,10 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
     The caller's own record (``shared = key``) must be written first: a master whose
     supervisor sees no tunnel using it stops.
     """
+    here = hosted.get((paths.root, key))
+    running = here.wait_up(wait) if here is not None else None
+    if running is not None:  # started in a thread of this process: no lock to take in turns
+        return running        # (fifty tunnels joining at once would queue there)
     mpaths = master_paths(paths).ensure()
     name = master_name(key)
     with state.name_lock(mpaths, name, timeout=wait + LOCK_GRACE):
@@ -329,4 +343,4 @@ def _wait_master_up(mpaths: StatePaths, name: str, supervisor_pid: int | None, w
         if time.monotonic() >= deadline:
             raise NotReady(f"{who}: the shared connection was not up within {timeout:g} s",
                            hint=f"see {mpaths.log(name)}")
-        time.sleep(POLL_INTERVAL * 2)
+        time.sleep(READY_POLL)

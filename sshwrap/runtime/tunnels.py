@@ -4,6 +4,7 @@ status live in runtime/stop.py and runtime/status.py and are taken from here too
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
     DEFAULT_WAIT,
     LOCK_GRACE,
+    MAX_PARALLEL,
     STOP_TIMEOUT,
     Action,
     DownReport,
@@ -37,6 +39,7 @@ from sshwrap.runtime.results import (
     parallel,
 )
 from sshwrap.runtime.selection import check_wait, select_profiles
+from sshwrap.runtime.shared import wants_sharing
 from sshwrap.runtime.state import TunnelRecord, expected_forwards
 from sshwrap.runtime.status import status
 from sshwrap.runtime.stop import EngineStop, _stop_orphan, down, stop_tunnel
@@ -89,6 +92,10 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
 
 #: How long ``up`` gives a new supervisor beyond --wait (Python start-up, first scan).
 SUPERVISOR_GRACE = 10.0
+#: Threads of one ``up`` beyond MAX_PARALLEL for tunnels joining shared connections.
+MAX_JOINING = 224
+
+
 def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
     """The forwards of a verified tunnel as they are now (for the report)."""
     from sshwrap.runtime.verify import LogReader
@@ -201,10 +208,18 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
     from sshwrap.machine import host_facts
 
     facts = host_facts()
-    outcomes = parallel(
-        profiles, lambda p: start_tunnel(p, paths, facts, wait=wait, progress=progress,
-                                         profile_dirs=store.dirs, secret=secrets[p.name],
-                                         share=share, environ=environ))
+    # At most MAX_PARALLEL new connections at once (sshd drops unauthenticated ones beyond
+    # its MaxStartups); tunnels on a shared connection open none, and all join at once.
+    joining = sum(wants_sharing(p, share) for p in profiles)
+    handshakes = threading.BoundedSemaphore(MAX_PARALLEL)
+
+    def start(profile: Profile) -> TunnelOutcome:
+        with contextlib.nullcontext() if wants_sharing(profile, share) else handshakes:
+            return start_tunnel(profile, paths, facts, wait=wait, progress=progress,
+                                profile_dirs=store.dirs, secret=secrets[profile.name],
+                                share=share, environ=environ)
+
+    outcomes = parallel(profiles, start, limit=MAX_PARALLEL + min(joining, MAX_JOINING))
     return TunnelsReport("up", tuple(outcomes))
 
 
