@@ -152,8 +152,7 @@ def _connect(path: str, request: dict[str, Any], *,
     A command that starts tunnels starts the engine when none answers (it runs the command as
     it runs any: the full command line is never loaded); the others leave it to the full
     command line (None)."""
-    # The C socket module: socket.py would add a tenth to this process's start-up (enum,
-    # selectors), and only connect, send and receive are needed.
+    # The C socket module: socket.py would add a tenth to this start-up (enum, selectors).
     import _socket
 
     started = False
