@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from sshwrap.runtime import sockdiag
 from sshwrap.runtime.sockdiag import TcpListener
 
 __all__ = ["Listener", "TcpListener", "attributed", "held_before", "listening_sockets",
-           "socket_inodes", "tcp_listeners"]
+           "recent_tcp_listeners", "socket_inodes", "tcp_listeners"]
 
 _TCP_LISTEN_HEX = "0A"
 
@@ -43,6 +44,22 @@ def tcp_listeners(*, proc: bool = True) -> list[TcpListener] | None:
     else (``proc``) from /proc/net/tcp and tcp6; None where neither can be read."""
     found = sockdiag.tcp_listeners()
     return found if found is not None or not proc else proc_tcp_listeners()
+
+
+def recent_tcp_listeners(max_age: float) -> list[TcpListener] | None:
+    """tcp_listeners(proc=False) as any thread of this process read it at most ``max_age``
+    seconds ago, else read now: tunnels verified at once (``up --tag``) share one read of the
+    table per poll instead of each reading it."""
+    with _recent_lock:
+        global _recent  # noqa: PLW0603 - one shared read per process
+        now = time.monotonic()
+        if _recent is None or now - _recent[0] > max_age:
+            _recent = (now, tcp_listeners(proc=False))
+        return _recent[1]
+
+
+_recent: tuple[float, list[TcpListener] | None] | None = None
+_recent_lock = threading.Lock()
 
 
 def proc_tcp_listeners() -> list[TcpListener] | None:

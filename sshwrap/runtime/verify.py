@@ -33,8 +33,9 @@ __all__ = ["ForwardCheck", "ListenerView", "LogReader", "attributed", "check_for
 
 POLL_INTERVAL = 0.005
 #: Every poll of every tunnel this process is verifying, together: at most one per this many
-#: seconds, so that twenty tunnels starting at once leave the CPU to their handshakes.
-POLL_BUDGET = 0.0025
+#: seconds, so that twenty tunnels starting at once leave the CPU to their handshakes. They
+#: share one read of the listening table per POLL_INTERVAL, so a poll costs little.
+POLL_BUDGET = 0.0005
 #: Without sock_diag, the client's sockets are read when it opens or closes one, and at
 #: least this often.
 SOCKET_CHECK_INTERVAL = 0.1
@@ -167,6 +168,7 @@ class _ClientSockets:
         self.complete = False
         self.listeners: list[Listener] = []
         self._quick = all(f.path is None for f in self.listening)
+        self._ports = {f.port for f in self.listening}
         self._seen: frozenset[int] | None = None
         self._last_read = -SOCKET_CHECK_INTERVAL
         # Quick reads attribute a foreign listener at once; the slow path scans later.
@@ -200,9 +202,14 @@ class _ClientSockets:
 
     def _quick_read(self) -> list[Listener] | None:
         # Listeners first: a socket the client makes in between is then missed for one poll,
-        # never taken for another process's. Only sock_diag is quick enough to read per poll.
-        found = listeners.tcp_listeners(proc=False)
-        return None if found is None else attributed(found, self.pid)
+        # never taken for another process's. Only sock_diag is quick enough to read per poll,
+        # and one read serves every tunnel being verified. Only a listener on one of our ports
+        # can be ours or in our way: the client's descriptors are read once there is one.
+        found = listeners.recent_tcp_listeners(POLL_INTERVAL)
+        if found is None:
+            return None
+        relevant = [ln for ln in found if ln.port in self._ports]
+        return attributed(relevant, self.pid) if relevant else []
 
 
 class ListenerView:
