@@ -2,9 +2,10 @@
 """Benchmark sshwrap's runtime against raw ssh in one run, on a private sshd; prints a table.
 
 Measured: `sshwrap up` to verified-ready against `ssh -f -N -o ExitOnForwardFailure=yes` for the
-same forward; `sshwrap status` with 1 and with 100 running tunnels; `up --all` of 20 profiles
-against `up` of one. Every figure is a median over repeated runs, and every ratio compares runs
-made here, now, one after another.
+same forward, with the engine running and with none yet; `sshwrap status` with 1 and with 100
+running tunnels; `up --tag` of 20 profiles against 20 raw `ssh -f` started at once, with no
+engine running yet and with one running. Every figure is a median over repeated runs, and
+every ratio compares runs made here, now, one after another.
 
 sshwrap runs as installed: from the `sshwrap` script of a virtual environment of its own (what
 pipx gives), which sees this checkout and the packages it needs but none of the start-up hooks
@@ -207,6 +208,42 @@ def resident_start_time(bench: Bench, name: str, runs: int) -> Timing:
                      lambda: daemon.request(paths, {"op": "stop", "name": name}, timeout=30))
 
 
+def twenty_at_once(bench: Bench, runs: int, up: Timing) -> list[tuple[str, str, str, str]]:
+    """``up --tag`` of 20 profiles against 20 raw ``ssh -f`` started at once: with no engine
+    running yet (``down --all`` ends it), then with one running."""
+    rows: list[tuple[str, str, str, str]] = []
+    twenty = [bench.port() for _ in range(20)]
+    for i, tport in enumerate(twenty):
+        bench.profile(f"twenty{i:02d}", tport, tags='"twenty"', ipv4_only=True)
+
+    def raw_twenty() -> None:
+        started = [subprocess.Popen(bench.raw_ssh(p)) for p in twenty]
+        if any(proc.wait() != 0 for proc in started):
+            raise SystemExit("raw ssh -f failed")
+
+    def kill_twenty() -> None:
+        for tport in twenty:
+            kill_raw(tport)
+
+    all20, raw20 = paired_medians(
+        max(3, runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
+        lambda: bench.sshwrap("down", "--all"), raw_twenty, kill_twenty)
+    rows.append(("up --tag of 20 profiles, no engine running yet", f"{all20.ms()}",
+                 f"up of 1: {up.ms()}", f"{all20 / up:.2f}x"))
+    rows.append(("  the same against 20 raw ssh -f started at once", "",
+                 f"{raw20.ms()}", f"{all20 / raw20:.2f}x"))
+    # With the engine running (the tunnel "one" keeps it), as after any earlier up.
+    bench.sshwrap("up", "one")
+    names = [f"twenty{i:02d}" for i in range(len(twenty))]
+    warm20, rawwarm20 = paired_medians(
+        max(3, runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
+        lambda: bench.sshwrap("down", *names), raw_twenty, kill_twenty)
+    rows.append(("up --tag of 20 profiles, engine running", f"{warm20.ms()}",
+                 f"20 raw ssh -f at once: {rawwarm20.ms()}", f"{warm20 / rawwarm20:.2f}x"))
+    bench.sshwrap("down", "--all")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="repetitions per measurement")
@@ -270,27 +307,7 @@ def main() -> int:
         for path in bench.profiles.glob("many*.toml"):
             path.unlink()
 
-        twenty = [bench.port() for _ in range(20)]
-        for i, tport in enumerate(twenty):
-            bench.profile(f"twenty{i:02d}", tport, tags='"twenty"', ipv4_only=True)
-
-        def raw_twenty() -> None:
-            started = [subprocess.Popen(bench.raw_ssh(p)) for p in twenty]
-            if any(proc.wait() != 0 for proc in started):
-                raise SystemExit("raw ssh -f failed")
-
-        def kill_twenty() -> None:
-            for tport in twenty:
-                kill_raw(tport)
-
-        all20, raw20 = paired_medians(
-            max(3, args.runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
-            lambda: bench.sshwrap("down", "--all"), raw_twenty, kill_twenty)
-        rows.append(("up --tag of 20 profiles", f"{all20.ms()}",
-                     f"up of 1: {up.ms()}", f"{all20 / up:.2f}x"))
-        rows.append(("  the same against 20 raw ssh -f started at once", "",
-                     f"{raw20.ms()}", f"{all20 / raw20:.2f}x"))
-        bench.sshwrap("down", "--all")
+        rows.extend(twenty_at_once(bench, args.runs, up))
 
     print(f"sshwrap runtime benchmark ({args.runs} runs each, medians and (fastest-slowest); "
           f"{os.cpu_count()} cores)\n")
