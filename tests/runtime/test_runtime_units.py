@@ -272,6 +272,28 @@ def test_status_json_reads_as_asdict_gave_it() -> None:
     assert StatusReport.from_wire(report.to_wire()) == report
 
 
+def test_a_stopped_tunnel_is_released_once_its_process_holds_none_of_its_addresses() -> None:
+    import socket
+
+    from sshwrap.runtime.stop import _still_held
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        forward = ExpectedForward("local", f"127.0.0.1:{port}", "db:3306", host="127.0.0.1",
+                                  port=port)
+        assert _still_held([forward], os.getpid()) == [f"127.0.0.1:{port}"]
+        # The address is taken, but by another process than the stopped tunnel's.
+        other = subprocess.Popen(["sleep", "30"])
+        try:
+            assert _still_held([forward], other.pid) == []
+        finally:
+            other.kill()
+            other.wait()
+    assert _still_held([forward], os.getpid()) == []  # nothing listens there any more
+
+
 def test_a_listener_found_held_is_known_as_its_holders_until_read_again() -> None:
     import socket
 
