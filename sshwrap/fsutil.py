@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Callable
@@ -50,7 +49,7 @@ def _writer_alive(pid: int, start: int) -> bool:
 
 def _temp_name(name: str) -> str:
     pid = os.getpid()
-    return f".{name}.{pid}-{max(_process_start(pid), 0)}-{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    return f".{name}.{pid}-{max(_process_start(pid), 0)}-{os.urandom(6).hex()}{TEMP_SUFFIX}"
 
 
 def write_temp(directory: Path, name: str, data: bytes, mode: int,

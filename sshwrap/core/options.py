@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,6 +176,8 @@ def check_option(name: str, value: object) -> tuple[str, str]:
         return allowed.name, allowed.check(allowed.name, value)
     reason = REFUSED.get(name.lower())
     if reason is None:
+        import difflib  # only for a typo: its import costs every command
+
         names = [a.name for a in ALLOWED.values()]
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
         reason = (f"did you mean {close[0]}?" if close

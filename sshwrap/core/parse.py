@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import unicodedata
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -65,6 +64,8 @@ class _Collector:
                 self.add(prefix + key, "passwords are never stored in profiles; "
                          "name an environment variable with password_env")
                 continue
+            import difflib  # only for a typo: its import costs every command
+
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.add(prefix + key, f"unknown key{hint}")

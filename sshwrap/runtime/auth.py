@@ -14,7 +14,6 @@ import os
 import shlex
 import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +101,7 @@ class SecretServer:
     def start(self) -> SecretServer:
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        import tempfile  # only with a secret to serve
         self._dir = Path(tempfile.mkdtemp(prefix="askpass-", dir=self.root))  # 0700
         script = (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "
                   f"{shlex.quote(askpass.__file__)} \"$@\"\n")

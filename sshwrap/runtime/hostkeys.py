@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +165,8 @@ def fetch_through_jumps(profile: Profile, target: HopTarget) -> list[HostKey]:
     authenticates, so authentication may fail: the key is what this wants. The jump hosts
     are checked as always (their keys must be trusted already).
     """
+    import tempfile
+
     from sshwrap.runtime.launch import client_config_text
 
     with tempfile.TemporaryDirectory(prefix="sshwrap-keyfetch-") as scratch:

@@ -21,7 +21,6 @@ import json
 import os
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -120,6 +119,8 @@ def control_dir(paths: StatePaths, env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     tag = hashlib.sha256(os.fsencode(paths.root.resolve())).hexdigest()[:8]
     bases = [Path(env["XDG_RUNTIME_DIR"])] if env.get("XDG_RUNTIME_DIR") else []
+    import tempfile  # rarely needed: a state dir whose path is too long for a socket
+
     bases.append(Path(tempfile.gettempdir()))
     for base in bases:
         folder = base / f"sshwrap-{os.getuid()}-{tag}"
