@@ -4,8 +4,8 @@
 Measured: `sshwrap up` to verified-ready against `ssh -f -N -o ExitOnForwardFailure=yes` for the
 same forward, with the engine running and with none yet; `sshwrap status` with 1 and with 100
 running tunnels; `up --tag` of 20 profiles against 20 raw `ssh -f` started at once, with no
-engine running yet and with one running. Every figure is a median over repeated runs, and
-every ratio compares runs made here, now, one after another.
+engine running yet and with one running, and the `down` of those 20. Every figure is a median
+over repeated runs, and every ratio compares runs made here, now, one after another.
 
 sshwrap runs as installed: from the `sshwrap` script of a virtual environment of its own (what
 pipx gives), which sees this checkout and the packages it needs but none of the start-up hooks
@@ -235,11 +235,15 @@ def twenty_at_once(bench: Bench, runs: int, up: Timing) -> list[tuple[str, str, 
     # With the engine running (the tunnel "one" keeps it), as after any earlier up.
     bench.sshwrap("up", "one")
     names = [f"twenty{i:02d}" for i in range(len(twenty))]
+    downs: list[float] = []
     warm20, rawwarm20 = paired_medians(
         max(3, runs // 3), lambda: bench.sshwrap("up", "--tag", "twenty"),
-        lambda: bench.sshwrap("down", *names), raw_twenty, kill_twenty)
+        lambda: downs.append(timed(lambda: bench.sshwrap("down", *names))),
+        raw_twenty, kill_twenty)
     rows.append(("up --tag of 20 profiles, engine running", f"{warm20.ms()}",
                  f"20 raw ssh -f at once: {rawwarm20.ms()}", f"{warm20 / rawwarm20:.2f}x"))
+    rows.append(("down of those 20, each stopped and its ports seen free", Timing(downs).ms(),
+                 "", ""))
     bench.sshwrap("down", "--all")
     return rows
 
