@@ -37,12 +37,10 @@ def banner_through(port: int) -> None:
 
 
 def contenders(sshd: Sshd, target: int) -> dict[str, Opener]:
-    keys = {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
-            "ssh_config_file": str(sshd.client.ssh_config)}
-
     def with_sshwrap(port: int) -> Callable[[], None]:
-        tunnel = sshwrap.Tunnel(**keys, forwards=[sshwrap.Local(listen=port,
-                                                                to=f"127.0.0.1:{target}")])
+        tunnel = sshwrap.Tunnel(host="127.0.0.1", port=sshd.port, user=sshd.user,
+                                ssh_config_file=str(sshd.client.ssh_config),
+                                forwards=[sshwrap.Local(listen=port, to=f"127.0.0.1:{target}")])
         tunnel.__enter__()
         return lambda: tunnel.__exit__(None, None, None)
 
