@@ -212,6 +212,7 @@ class Waiter:
         self.served_by: int | None = None
         self.done = threading.Event()  # the hand-over to ``served_by`` has ended
         self.reload_asked = threading.Event()
+        self.stopping = threading.Event()  # SIGTERM: hand nothing more over
 
     def hand_over(self) -> None:
         if self.reload_asked.is_set():
@@ -233,6 +234,8 @@ class Waiter:
         for name in self.options.names:
             with contextlib.suppress(OSError, ValueError, SshwrapError):
                 with state.name_lock(self.paths, name, timeout=self.options.wait + LOCK_GRACE):
+                    if self.stopping.is_set():  # stopped while this waited for the lock
+                        break
                     if runs(self.paths, name):
                         self.say(f"{name}: runs already in the engine (pid {pid})")
                         continue
@@ -252,9 +255,17 @@ class Waiter:
         return failures[0] if failures and all(failures) else None
 
     def stop_ours(self) -> None:
-        """On SIGTERM while waiting: the other engine stops our tunnels, and runs on."""
+        """On SIGTERM while waiting: the other engine stops our tunnels, and runs on.
+
+        A start handed over just before may reach that engine after its stop: once the
+        hand-over has ended, whatever it started is stopped too."""
+        self.stopping.set()
         for name in self.options.names:
             self._ask({"op": "stop", "name": name})
+        if self.served_by is not None and not self.done.is_set():
+            self.done.wait(self.options.wait + LOCK_GRACE + ANSWER_GRACE)
+            for name in self.options.names:  # stopping what does not run changes nothing
+                self._ask({"op": "stop", "name": name})
 
     def _ask(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError, ValueError):

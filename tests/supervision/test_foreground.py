@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -18,7 +21,7 @@ import pytest
 from sshwrap.errors import ExitCode
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.sandbox import BannerServer, free_port
+from sshwrap.sandbox import BannerServer, Sshd, free_port
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,
@@ -210,6 +213,86 @@ def test_a_detached_engine_keeps_its_tunnels_and_runs_the_units_until_it_stops(
     assert state.recorded_names(runtime_paths) == []
     assert process_gone(before.pid)
     assert _engine_pid(runtime_paths) == detached
+
+
+class SlowRelay:
+    """A TCP relay to ``upstream`` that waits ``delay`` seconds before it connects each client:
+    a start that stays in flight that long."""
+
+    def __init__(self, upstream: int, delay: float) -> None:
+        self.upstream, self.delay = upstream, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = threading.Event()
+        self.closing = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.set()
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        with conn:
+            if self.closing.wait(self.delay):
+                return
+            with socket.create_connection(("127.0.0.1", self.upstream)) as upstream:
+                back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+                back.start()
+                _pump(conn, upstream)
+                back.join(10)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(1 << 16):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def slow_relay(sshd: Sshd) -> Iterator[SlowRelay]:
+    """The sandbox sshd behind a relay that takes 3 s to connect, its host key trusted there."""
+    relay = SlowRelay(sshd.port, delay=3.0)
+    sshd.client.trust("127.0.0.1", relay.port, sshd.host_public_key)
+    yield relay
+    relay.close()
+    sshd.client.forget("127.0.0.1", relay.port)
+
+
+def test_a_unit_stopped_while_its_tunnel_is_being_handed_over_leaves_it_stopped(
+    runtime_paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
+    units: list[Unit], slow_relay: SlowRelay,
+) -> None:
+    _tunnel(write_profile, banner_server, "alpha")
+    assert _sshwrap("up", "alpha").returncode == 0
+    detached = _engine_pid(runtime_paths)
+    port = free_port()
+    write_profile("slow", [{"type": "local", "listen": f"127.0.0.1:{port}",
+                            "to": f"127.0.0.1:{banner_server.port}"}], port=slow_relay.port)
+    unit = Unit(runtime_paths.root.parent / "journal", "slow")  # beside the state dir
+    units.append(unit)
+    assert slow_relay.accepted.wait(60), "the unit never handed its tunnel over"
+    time.sleep(0.5)  # the engine's ssh is connecting: the start is in flight
+
+    assert unit.stop() == 0
+
+    # Whichever reached the engine first, the start or the stop: nothing of it runs.
+    assert "slow" not in state.recorded_names(runtime_paths)
+    assert not any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in psutil.net_connections("tcp"))
+    assert _engine_pid(runtime_paths) == detached
+    assert record_of(runtime_paths, "alpha").phase == "up"  # the engine's own runs on
 
 
 def test_the_unit_takes_over_when_the_detached_engine_exits(
