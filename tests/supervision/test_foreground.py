@@ -97,6 +97,14 @@ def _tunnel(write_profile: ProfileWriter, banner_server: BannerServer, name: str
     return port
 
 
+def _alpha_in_a_detached_engine(paths: StatePaths, write_profile: ProfileWriter,
+                                banner_server: BannerServer) -> int:
+    """The tunnel alpha up, started by ``up``: the pid of the detached engine running it."""
+    _tunnel(write_profile, banner_server, "alpha")
+    assert _sshwrap("up", "alpha").returncode == 0
+    return _engine_pid(paths)
+
+
 def _no_process_of(pid: int) -> bool:
     """``pid`` is gone and none of its children is left behind."""
     return process_gone(pid) and not any(
@@ -274,9 +282,7 @@ def test_a_unit_stopped_while_its_tunnel_is_being_handed_over_leaves_it_stopped(
     runtime_paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
     units: list[Unit], slow_relay: SlowRelay,
 ) -> None:
-    _tunnel(write_profile, banner_server, "alpha")
-    assert _sshwrap("up", "alpha").returncode == 0
-    detached = _engine_pid(runtime_paths)
+    detached = _alpha_in_a_detached_engine(runtime_paths, write_profile, banner_server)
     port = free_port()
     write_profile("slow", [{"type": "local", "listen": f"127.0.0.1:{port}",
                             "to": f"127.0.0.1:{banner_server.port}"}], port=slow_relay.port)
@@ -299,9 +305,7 @@ def test_the_unit_takes_over_when_the_detached_engine_exits(
     runtime_paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
     units: list[Unit], tmp_path: Path,
 ) -> None:
-    _tunnel(write_profile, banner_server, "alpha")
-    assert _sshwrap("up", "alpha").returncode == 0
-    detached = _engine_pid(runtime_paths)
+    detached = _alpha_in_a_detached_engine(runtime_paths, write_profile, banner_server)
     unit = Unit(tmp_path / "journal", "alpha")
     units.append(unit)
     eventually(lambda: "alpha: runs already" in unit.text(), "the unit found alpha running")
