@@ -149,30 +149,28 @@ def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
     log = log_path(paths)
     process = None
     deadline = time.monotonic() + START_TIMEOUT
-    try:
-        while True:
-            try:
-                request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
-                return
-            except Unreachable:
-                pass
-            exited = process is not None and process.poll() is not None
-            if exited and process is not None and process.returncode != 0:
-                raise StateConflict(f"the engine did not start (status {process.returncode})",
-                                    hint=f"see {log}")
-            if (process is None or exited) and file_lock_is_free(lock_path(paths)):
-                started, held = held or HeldEngine(str(paths.root), env, log), None
-                process = started.release()
-            if time.monotonic() >= deadline:
-                if process is not None and process.poll() is None:
-                    process.kill()
-                    process.wait()
-                raise StateConflict("the engine did not answer within "
-                                    f"{START_TIMEOUT:g} s", hint=f"see {log}")
-            time.sleep(0.005)
-    finally:
-        if held is not None:  # another engine answered: the one started for us is not needed
-            held.cancel()
+    # A ``held`` engine left unreleased (another engine answered first) is the caller's to
+    # cancel (engine_answers).
+    while True:
+        try:
+            request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
+            return
+        except Unreachable:
+            pass
+        exited = process is not None and process.poll() is not None
+        if exited and process is not None and process.returncode != 0:
+            raise StateConflict(f"the engine did not start (status {process.returncode})",
+                                hint=f"see {log}")
+        if (process is None or exited) and file_lock_is_free(lock_path(paths)):
+            started, held = held or HeldEngine(str(paths.root), env, log), None
+            process = started.release()
+        if time.monotonic() >= deadline:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+            raise StateConflict("the engine did not answer within "
+                                f"{START_TIMEOUT:g} s", hint=f"see {log}")
+        time.sleep(0.005)
 
 
 def engine_answers(env: Mapping[str, str], held: HeldEngine | None = None) -> bool:

@@ -31,16 +31,15 @@ class HostedMaster(Protocol):
     def wait_up(self, timeout: float) -> TunnelRecord | None: ...
 
 
-#: Starts a master's supervisor in a thread of this process: (paths, profile, key, wait,
-#: secret) -> the supervisor's pid. The engine registers it for its state dir.
 class MasterHost(Protocol):
-    """Starts the master of a key in a thread of this process (runtime/masters.py)."""
+    """Starts the master of a key in a thread of this process (runtime/masters.py); the
+    supervisor's pid. The engine registers one for its state dir."""
 
     def __call__(self, paths: StatePaths, profile: Profile, key: str, wait: float, *,
                  secret: str | None, env: Mapping[str, str] | None) -> int: ...
 
 
-
+#: What starts the masters of each state dir this process hosts.
 _hosts: dict[Path, MasterHost] = {}
 #: The masters that threads of this process supervise, by state dir and key.
 hosted: dict[tuple[Path, str], HostedMaster] = {}

@@ -182,8 +182,6 @@ class StatusReport:
         return cls(rows, ExitCode(int(data["exit_code"])))
 
 
-
-
 def parallel(items: Sequence[Any], work: Callable[[Any], TunnelOutcome], *,
              limit: int = MAX_PARALLEL) -> list[TunnelOutcome]:
     """``work`` on every item, ``limit`` at a time, the outcomes in the items' order."""

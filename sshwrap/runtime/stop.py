@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from sshwrap.errors import InvalidInput, SshwrapError, StateConflict, StateUnusable
-from sshwrap.runtime import launch, listeners, state
+from sshwrap.runtime import launch, state
 from sshwrap.runtime.launch import stop_group, terminate_process
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
@@ -169,14 +169,8 @@ def _wait_released(record: TunnelRecord, timeout: float) -> None:
 
 
 def _still_held(forwards: Sequence[ExpectedForward], pid: int) -> list[str]:
-    """The listen addresses of ``forwards`` that ``pid`` still holds. When the quick read of
-    the listening table has nothing on their ports, nothing is held, and no process is
-    scanned (``down`` of twenty tunnels scanned every process twenty times)."""
-    if forwards and all(f.path is None for f in forwards):
-        quick = listeners.tcp_listeners(proc=False)
-        ports = {f.port for f in forwards}
-        if quick is not None and not any(ln.port in ports for ln in quick):
-            return []
+    """The listen addresses of ``forwards`` that ``pid`` still holds (one read of the
+    listening table; every process is scanned only if something listens on their ports)."""
     return [c.forward.listen for c in ListenerView().check(forwards, pid) if c.healthy]
 
 

@@ -243,6 +243,8 @@ class ListenerView:
                 return check_forwards(forwards, pid, self.full(), log_text)
             found = [ln for port in {f.port for f in listening}
                      for ln in self._by_port.get(port or 0, ())]
+            if not found:  # nothing on their ports: what a scan of every process would say
+                return check_forwards(forwards, pid, [], log_text)
             if len(listening) == len(forwards) and listeners.held_before(found, pid) and all(
                     any(ln.port == f.port and ln.address == f.host for ln in found)
                     for f in listening):

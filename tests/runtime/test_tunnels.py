@@ -386,11 +386,15 @@ def test_status_of_a_hundred_tunnels_scans_sockets_once(
 ) -> None:
     paths = StatePaths(tmp_path / "hundred")
     stand_in = subprocess.Popen(["sleep", "60"])
+    # Their port is held by another process (this one): which one, only a scan tells.
+    squatter = socket.create_server(("127.0.0.1", 0))
     try:
         proc = psutil.Process(stand_in.pid)
         while proc.cmdline() != ["sleep", "60"]:  # the exec may still be under way
             pass
-        forward = state.ExpectedForward("local", "127.0.0.1:1", "db:1", host="127.0.0.1", port=1)
+        port = squatter.getsockname()[1]
+        forward = state.ExpectedForward("local", f"127.0.0.1:{port}", "db:1", host="127.0.0.1",
+                                        port=port)
         for i in range(100):
             state.write_record(paths, state.TunnelRecord(
                 name=f"n{i:03d}", pid=stand_in.pid, create_time=proc.create_time(),
@@ -410,12 +414,31 @@ def test_status_of_a_hundred_tunnels_scans_sockets_once(
         assert len(report.tunnels) == 100
         assert {t.state for t in report.tunnels} == {TunnelState.UP}, [
             (t.name, t.detail) for t in report.tunnels if t.state is not TunnelState.UP]
-        assert not any(t.healthy for t in report.tunnels)  # nothing listens on port 1
+        assert not any(t.healthy for t in report.tunnels)  # the squatter holds their port
         assert report.exit_code is ExitCode.UNHEALTHY
         assert len(calls) == 1
     finally:
+        squatter.close()
         stand_in.kill()
         stand_in.wait()
+
+
+def test_a_tunnel_whose_ports_nothing_listens_on_is_checked_without_a_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sshwrap.runtime.verify import ListenerView
+
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]  # free again once closed
+    forward = state.ExpectedForward("local", f"127.0.0.1:{port}", "db:1", host="127.0.0.1",
+                                    port=port)
+    calls: list[str] = []
+    monkeypatch.setattr(psutil, "net_connections", lambda kind="inet": calls.append(kind) or [])
+
+    checks = ListenerView().check([forward], os.getpid())
+
+    assert [(c.healthy, c.detail) for c in checks] == [(False, "not listening")]
+    assert calls == []
 
 
 def test_deadline_passed_is_not_ready_and_stops_the_client(
