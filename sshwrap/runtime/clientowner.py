@@ -13,7 +13,7 @@ from sshwrap.runtime import unixsock
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.launch import Launched, stop_group
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.state import TunnelRecord
+from sshwrap.runtime.state import TunnelRecord, state_errors
 from sshwrap.runtime.verify import LogReader
 
 STOP_TIMEOUT = 5.0
@@ -94,8 +94,11 @@ class ClientOwner:
                 self._secret = keyring_password(profile.name, profile.source or profile.name)
             self._starter = ClientStarter(profile, self._secret, self.paths.root,
                                           base_env=self.env)
-        self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
-                                         owned_by_parent=True)
+        # Its config file, its log and its askpass socket are written in the state dir: one
+        # that cannot take them fails the attempt as StateUnusable, which is retried.
+        with state_errors(self.paths):
+            self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
+                                             owned_by_parent=True)
         self._check_stop()  # asked while it was being spawned: request_stop saw no child
         return self.child
 

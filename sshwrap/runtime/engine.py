@@ -73,8 +73,10 @@ class ResidentSupervisor:
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        sys.stderr.write(f"--- sshwrap resident supervisor {os.getpid()} {stamp}: {text}\n")
-        sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):  # its log may be on a full disk
+            sys.stderr.write(f"--- sshwrap resident supervisor {os.getpid()} {stamp}: "
+                             f"{text}\n")
+            sys.stderr.flush()
 
     def serve(self, listener: socket.socket) -> int:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -247,7 +249,8 @@ class ResidentSupervisor:
             self.say(f"{name}: internal error: {type(error).__name__}: {error}")
             _record_failure(self.paths, name, f"internal error of its supervisor: {error}")
         finally:
-            log.close()
+            with contextlib.suppress(OSError):  # what it could not flush to a full disk
+                log.close()
             with self.lock:
                 current = self.tunnels.get(name)
                 if current is not None and current.supervisor is supervisor:

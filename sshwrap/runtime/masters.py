@@ -15,7 +15,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from sshwrap.core.model import Client, Profile, RestartPolicy
-from sshwrap.errors import ExitCode, InvalidInput, NotReady, SshwrapError, StateConflict
+from sshwrap.errors import (
+    ExitCode,
+    InvalidInput,
+    NotReady,
+    SshwrapError,
+    StateConflict,
+    StateUnusable,
+)
 from sshwrap.runtime import hosting, state
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.hosting import users
@@ -88,17 +95,21 @@ class MasterSupervisor(ClientOwner):
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self.log.write(f"--- sshwrap shared connection {self.name} {stamp}: {text}\n")
-        self.log.flush()
+        with contextlib.suppress(OSError, ValueError):  # a log on a full disk
+            self.log.write(f"--- sshwrap shared connection {self.name} {stamp}: {text}\n")
+            self.log.flush()
 
     def update(self, **changes: object) -> None:
         """The record's one writer is this supervisor's thread (no events: a master is not
-        a tunnel; its tunnels tell theirs)."""
+        a tunnel; its tunnels tell theirs). Kept in memory, and its waiters told, even when
+        the state dir cannot take it (StateUnusable is raised then)."""
         if self.record is not None:
             self.record = replace(self.record, **changes)  # type: ignore[arg-type]
-            state.write_record(self.mpaths, self.record)
-            with self._changed:
-                self._changed.notify_all()
+            try:
+                state.write_record(self.mpaths, self.record)
+            finally:
+                with self._changed:
+                    self._changed.notify_all()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._stopping:
@@ -121,6 +132,9 @@ class MasterSupervisor(ClientOwner):
             self.say("stopping on request")
             self._cleanup()
             return int(ExitCode.OK)
+        except Exception as bug:  # a bug of its own: a failure kept like any other
+            return self._failed(SshwrapError(
+                f"{self.name}: internal error of its supervisor: {type(bug).__name__}: {bug}"))
         finally:
             self._stop_child()
             with self._changed:
@@ -146,11 +160,19 @@ class MasterSupervisor(ClientOwner):
         try:
             loop.run()
         except SshwrapError as error:
-            self.record = self.record.failed(error)
-            state.write_record(self.mpaths, self.record)
-            self.say(f"failed: {error.message}")
-            return int(error.exit_code)
+            return self._failed(error)
         return int(ExitCode.OK)
+
+    def _failed(self, error: SshwrapError) -> int:
+        """Record the master failed for good (its tunnels see it and fail or retry); a state
+        dir that cannot take it leaves it in memory, where its tunnels read it."""
+        self._stop_child()
+        if self.record is not None:
+            self.record = self.record.failed(error)
+            with contextlib.suppress(StateUnusable):
+                self.update()  # written, and its waiters told
+        self.say(f"failed: {error.message}")
+        return int(error.exit_code)
 
     # -- what the restart loop runs (runtime/restart.py) ------------------------------------
 
@@ -172,8 +194,9 @@ class MasterSupervisor(ClientOwner):
             _remove_socket(control)
         if self._starter is None:
             self._starter = ClientStarter(self.profile, self.secret, self.paths.root)
-        launched = self.child = self._starter.start(
-            self.name, self._argv, self.mpaths.log(self.name), owned_by_parent=True)
+        with state.state_errors(self.paths):  # its log in a state dir that cannot take it
+            launched = self.child = self._starter.start(
+                self.name, self._argv, self.mpaths.log(self.name), owned_by_parent=True)
         self.update(pid=launched.pid, create_time=launched.create_time,
                             argv=launched.argv, started_at=time.time(),
                             log_offset=launched.log_offset, verified=False, next_retry=None,
@@ -302,7 +325,8 @@ def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
         try:
             supervisor.run(handle_signals=False)
         finally:
-            log.close()
+            with contextlib.suppress(OSError):  # what it could not flush to a full disk
+                log.close()
             if hosting.hosted.get((paths.root, key)) is hosted:
                 del hosting.hosted[(paths.root, key)]
 

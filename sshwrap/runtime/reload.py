@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sshwrap.errors import ExitCode, ProfileNotFound, SshwrapError
@@ -81,8 +81,11 @@ def _apply(engine: ResidentSupervisor, name: str, tunnel: Tunnel) -> dict[str, A
     record = supervisor.record
     if record is not None and record.profile_hash == state.profile_hash(profile, argv):
         _clear_not_applied(engine, name)
-        changed = supervisor.profile != profile
-        supervisor.profile = profile  # hooks and the like apply without a restart
+        # Compared as written: the running profile has ports chosen for ``listen = 0``.
+        changed = supervisor.written != profile
+        supervisor.written = profile
+        if supervisor.profile is not None:  # the same client: only its hooks can differ
+            supervisor.profile = replace(supervisor.profile, hooks=profile.hooks)
         return {"name": name, "action": UPDATED if changed else UNCHANGED}
     engine.stop(name)
     if tunnel.message is None:  # not started by a request: nothing to start again

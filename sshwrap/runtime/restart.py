@@ -20,6 +20,7 @@ from sshwrap.errors import (
     InvalidInput,
     MissingBinary,
     SshwrapError,
+    StateUnusable,
 )
 
 BACKOFF_START = 0.5
@@ -136,7 +137,8 @@ class Attempts(Protocol):
     def stop(self) -> None:
         """End what is left of an attempt that failed."""
     def update(self, **changes: object) -> None:
-        """Apply ``changes`` to the record (telling the followers of a new phase)."""
+        """Apply ``changes`` to the record (telling the followers of a new phase); kept in
+        memory even when the state dir cannot take them (StateUnusable is raised then)."""
     def say(self, text: str) -> None: ...
     def sleep(self, seconds: float) -> None:
         """Sleep, raising ``Stopping`` at once when a stop is asked."""
@@ -190,6 +192,8 @@ class RestartLoop:
             try:
                 up = attempts.start(Phase.STARTING if first else Phase.RECONNECTING,
                                     self.first_wait if first else self.restart_wait)
+                # An attempt that cannot be recorded up has failed: nobody could see it.
+                attempts.update(phase=Phase.UP.value, verified=True, next_retry=None, **up)
             except SshwrapError as error:
                 attempts.sleep(0)  # the attempt failed because a stop was asked: stop
                 attempts.stop()
@@ -206,7 +210,6 @@ class RestartLoop:
                     return None
                 continue
             first = False
-            attempts.update(phase=Phase.UP.value, verified=True, next_retry=None, **up)
             attempts.verified()
             up_since = time.monotonic()
             ended = attempts.watch()
@@ -233,11 +236,32 @@ class RestartLoop:
         whether it is still wanted."""
         attempts = self.attempts
         delay = backoff_delay(failures, self.rng) if failures else 0.0
-        attempts.update(phase=Phase.RECONNECTING.value, verified=False, last_failure=reason,
-                        failure_hint=hint, failure_code=code, next_retry=time.time() + delay)
+        unusable = _recorded(attempts, phase=Phase.RECONNECTING.value, verified=False,
+                             last_failure=reason, failure_hint=hint, failure_code=code,
+                             next_retry=time.time() + delay)
+        if unusable is not None:
+            # Nothing can be recorded (a full or read-only state dir): that is the failure
+            # now, told as one (its event, its on_failed hook) and kept in memory, where the
+            # engine's status reads it; the attempts go on, and recover once it is writable.
+            reason, hint, code = unusable.message, unusable.hint, int(unusable.exit_code)
+            failure = {"last_failure": reason, "failure_hint": hint, "failure_code": code}
+            _recorded(attempts, phase=Phase.FAILED.value, verified=False, next_retry=None,
+                      **failure)
+            _recorded(attempts, phase=Phase.RECONNECTING.value,
+                      next_retry=time.time() + delay, **failure)
         attempts.say(f"reconnecting in {delay:.1f} s: {reason}")
         if wait:
             wait_for_path(attempts.hop(), delay, sleep=attempts.sleep)
         # Counted once waited out: the event of entering reconnecting tells the count before.
-        attempts.update(restarts=restarts)
+        _recorded(attempts, restarts=restarts)
         return attempts.wanted()
+
+
+def _recorded(attempts: Attempts, **changes: object) -> StateUnusable | None:
+    """Apply ``changes`` (the attempts keep them in memory even when the state dir cannot
+    take them); why they could not be written, if they could not."""
+    try:
+        attempts.update(**changes)
+    except StateUnusable as error:
+        return error
+    return None

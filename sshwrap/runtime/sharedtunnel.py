@@ -175,7 +175,11 @@ class SharedTunnel(ProfileAttempts):
         return Ended(reason, dropped=dropped is not None, paced=True)
 
     def stop(self) -> None:
-        """A failed attempt has taken its forwards off already (``_attach``)."""
+        """Forwards added by an attempt that failed after all (it could not be recorded up)
+        are taken off; one that failed to add them has done so already (``_attach``)."""
+        if self.added:
+            cancel_forwards(control_path(self.paths, self.key), self.forwards)
+            self.added = False
 
     def verified(self) -> None:
         if self.master is not None:

@@ -143,7 +143,9 @@ def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
                    cache: dict[tuple[str, tuple[int, ...]], _Compiled]) -> TunnelStatus:
     compiled = _load(known, name, facts, paths, cache)
     idle = compiled.idle
-    if live is not None and not live.record.kept_failure:
+    if live is not None:  # the engine's memory: its record file may be behind it
+        if live.record.kept_failure:
+            return _failed_row(live.record, idle)
         return _supervised_status(live.record, compiled, paths=paths, view=view, idle=idle,
                                   running=(True, live.client_running))
     try:

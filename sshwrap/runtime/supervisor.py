@@ -7,6 +7,7 @@ Python API. Whatever ends it, a failure is recorded.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import sys
@@ -19,7 +20,7 @@ from typing import TextIO
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile
-from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError
+from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusable
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
@@ -39,6 +40,8 @@ __all__ = ["Phase", "Stopping", "Supervisor"]
 
 #: How often a first start chooses new ports when a ``listen = 0`` port was taken meanwhile.
 FREE_PORT_RETRIES = 3
+#: How often a failure the state dir could not take is written again.
+UNWRITTEN_RETRY = 1.0
 #: Told how the first attempt went: None once verified, else its error.
 FirstResult = Callable[[SshwrapError | None], None]
 
@@ -91,13 +94,19 @@ class Supervisor(ClientOwner):
         #: Held while the record is changed and written: the tunnel's thread and a reload's
         #: note (runtime/reload.py) each change the latest record, and none is lost.
         self._record_lock = threading.Lock()
+        #: Why the latest record is in memory only (the state dir could not take it).
+        self.unwritten: StateUnusable | None = None
+        #: The profile as written (``listen = 0`` included): what a reload compares.
+        self.written: Profile | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self.log.write(f"--- sshwrap supervisor {self.name} {stamp}: {text}\n")
-        self.log.flush()
+        # The log may be on a full disk: what is said is also kept in the record and events.
+        with contextlib.suppress(OSError, ValueError):
+            self.log.write(f"--- sshwrap supervisor {self.name} {stamp}: {text}\n")
+            self.log.flush()
 
     def _identity(self) -> Identity:
         if self._identity_given is not None:
@@ -131,19 +140,29 @@ class Supervisor(ClientOwner):
                 mode=self.mode.value)
             with self._record_lock:
                 self.record = self.record or fresh
-        self.amend(lambda record: record.failed(error))
+        try:
+            self.amend(lambda record: record.failed(error))
+        except StateUnusable as unusable:  # kept in memory; written once it can be
+            self.unwritten = unusable
         self.say(f"failed: {error.message}")
         self.announce(Phase.FAILED.value, error.message)
         return int(error.exit_code)
 
     def amend(self, change: Callable[[TunnelRecord], TunnelRecord]) -> TunnelRecord | None:
         """Change the latest record and write it, one writer at a time (the tunnel's thread,
-        a reload); the record as written, None when there is none yet."""
+        a reload); the record as written, None when there is none yet. A state dir that
+        cannot take it raises StateUnusable, the change kept in memory all the same (the
+        engine's status reads it there)."""
         with self._record_lock:
             if self.record is None:
                 return None
             self.record = change(self.record)
-            state.write_record(self.paths, self.record)
+            try:
+                state.write_record(self.paths, self.record)
+            except StateUnusable as unusable:
+                self.unwritten = unusable
+                raise
+            self.unwritten = None
             return self.record
 
     def begin(self, fresh: TunnelRecord, **changes: object) -> None:
@@ -155,10 +174,18 @@ class Supervisor(ClientOwner):
         self._update(**changes)
 
     def _update(self, **changes: object) -> None:
-        record = self.amend(lambda latest: replace(latest, **changes))  # type: ignore[arg-type]
-        phase = changes.get("phase")
+        """Apply ``changes`` and tell a new phase; told even when the state dir cannot take
+        the record (StateUnusable is raised after): the engine shows what is in memory."""
+        unusable: StateUnusable | None = None
+        try:
+            self.amend(lambda latest: replace(latest, **changes))  # type: ignore[arg-type]
+        except StateUnusable as error:
+            unusable = error
+        record, phase = self.record, changes.get("phase")
         if record is not None and isinstance(phase, str):
             self.announce(phase, _REASONS.get(phase) or record.last_failure or "")
+        if unusable is not None:
+            raise unusable
 
     def announce(self, to_state: str, reason: str) -> None:
         """Tell a state change (not a repeat of the same state) to the engine's followers,
@@ -215,22 +242,37 @@ class Supervisor(ClientOwner):
             state.remove_record(self.paths, self.name)
             self.announce("down", "stopped on request")
             code = int(ExitCode.OK)
-        except Exception as bug:
+        except Exception as bug:  # a bug of its own: a failure kept like any other
             error = SshwrapError(f"{self.name}: internal error of its supervisor: "
-                                 f"{type(bug).__name__}: {bug}")
-            raise
+                                 f"{type(bug).__name__}: {bug}",
+                                 hint=f"see 'sshwrap logs {self.name}'; 'sshwrap up "
+                                      f"{self.name}' starts it again")
+            self._stop_child()
+            code = self.fail(error)
         finally:
             self._stop_child()
             if code != 0 and error is None:
                 error = (self.record.failure() if self.record is not None else None) \
                     or SshwrapError(f"{self.name}: supervision ended with status {code}")
             self.report_first(error if code != 0 else None)
+        self._keep_unwritten()
         return code
+
+    def _keep_unwritten(self) -> None:
+        """A failure the state dir could not take: in the engine, the thread stays (its
+        record in memory is what status shows) and writes it once it can, until stopped."""
+        if self.mode is not Mode.ENGINE:
+            return
+        while self.unwritten is not None and not self._stop_requested.wait(UNWRITTEN_RETRY):
+            with contextlib.suppress(StateUnusable):
+                self.amend(lambda record: record)
+        if self.unwritten is not None:  # stopped first: nothing of it is kept
+            state.remove_record(self.paths, self.name)
 
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        requested = self.profile = self.store.load(self.name)
+        requested = self.profile = self.written = self.store.load(self.name)
         facts = host_facts()
         # The record keeps the hash of the profile as written (listen = 0 included), which
         # is what up and status compare it with.

@@ -150,9 +150,15 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
         return None
     if record.supervised and state.live_supervisor(record) is not None and (
             record.phase != "up" or state.live_process(record) is None):
-        return TunnelOutcome(
-            name, Action.ALREADY_UP, record.supervisor_pid,
-            message=f"supervised, {record.phase}: {record.last_failure or 'starting'}")
+        # A live supervisor is no running client: up starts one now. The engine stops
+        # whatever of the tunnel it still runs (a restart waiting out its backoff, or a
+        # supervisor that let go without a record to say so) and starts it anew.
+        if state.mode_of(record) is state.Mode.ENGINE:
+            return None
+        return TunnelOutcome(name, Action.FAILED, error=StateConflict(
+            f"{name}: supervised by process {record.supervisor_pid}, {record.phase}, and no "
+            f"client runs: {record.last_failure or 'starting'}",
+            hint=f"stop it there, or 'sshwrap down {name}' then 'sshwrap up {name}'"))
     # A kept failure (nothing of it runs) ends here too: the user asks again.
     if record.kept_failure or (state.live_supervisor(record) if record.supervised
                                else state.live_process(record)) is None:
