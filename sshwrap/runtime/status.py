@@ -143,13 +143,12 @@ def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
                    cache: dict[tuple[str, tuple[int, ...]], _Compiled]) -> TunnelStatus:
     compiled = _load(known, name, facts, paths, cache)
     idle = compiled.idle
-    if live is not None:  # the engine's memory: its record file may be behind it
-        if live.record.kept_failure:
-            return _failed_row(live.record, idle)
+    if live is not None and not live.record.kept_failure:
         return _supervised_status(live.record, compiled, paths=paths, view=view, idle=idle,
                                   running=(True, live.client_running))
-    try:
-        record = state.read_record(paths, name) if name in recorded else None
+    try:  # the engine's memory first: a failure its state dir could not take is kept there
+        record = live.record if live is not None else \
+            state.read_record(paths, name) if name in recorded else None
     except SshwrapError as error:  # a damaged record: this row says so, the others go on
         hint = f" (hint: {error.hint})" if error.hint else ""
         return TunnelStatus(name, TunnelState.FAILED, None, None, 0, False, idle,

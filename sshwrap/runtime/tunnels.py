@@ -148,22 +148,24 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
     record = state.read_record(paths, name)
     if record is None:
         return None
-    if record.supervised and state.live_supervisor(record) is not None and (
-            record.phase != "up" or state.live_process(record) is None):
-        # A live supervisor is no running client: up starts one now. The engine stops
-        # whatever of the tunnel it still runs (a restart waiting out its backoff, or a
-        # supervisor that let go without a record to say so) and starts it anew.
-        if state.mode_of(record) is state.Mode.ENGINE:
-            return None
+    # A live supervisor is no running client: up starts one now. The engine stops whatever
+    # of the tunnel it still runs (a restart waiting out its backoff, or a supervisor that
+    # let go without a record to say so) and starts it anew.
+    waiting = record.supervised and state.live_supervisor(record) is not None and (
+        record.phase != "up" or state.live_process(record) is None)
+    if waiting and state.mode_of(record) is not state.Mode.ENGINE:
         return TunnelOutcome(name, Action.FAILED, error=StateConflict(
             f"{name}: supervised by process {record.supervisor_pid}, {record.phase}, and no "
             f"client runs: {record.last_failure or 'starting'}",
             hint=f"stop it there, or 'sshwrap down {name}' then 'sshwrap up {name}'"))
     # A kept failure (nothing of it runs) ends here too: the user asks again.
-    if record.kept_failure or (state.live_supervisor(record) if record.supervised
-                               else state.live_process(record)) is None:
-        _stop_orphan(record, paths)
-        state.remove_record(paths, name)
+    stale = not waiting and (record.kept_failure or (
+        state.live_supervisor(record) if record.supervised
+        else state.live_process(record)) is None)
+    if waiting or stale:
+        if stale:
+            _stop_orphan(record, paths)
+            state.remove_record(paths, name)
         return None
     checks = ListenerView().check(record.forwards, record.pid)
     statuses = tuple(ForwardStatus.from_check(c) for c in checks)

@@ -84,7 +84,7 @@ def _up_cli(name: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_restart_on_a_full_state_dir_is_kept_told_and_retried_until_space_returns(
-    small_state: Path, store: ProfileStore, runtime_paths: StatePaths,
+    *, small_state: Path, store: ProfileStore, runtime_paths: StatePaths,
     write_profile: ProfileWriter, banner_server: BannerServer, follower: type[Follower],
     tmp_path: Path,
 ) -> None:
@@ -206,7 +206,7 @@ def test_reload_calls_an_unedited_listen_0_profile_unchanged_and_an_edited_hook_
 
 
 def test_a_supervisor_meeting_an_unexpected_error_keeps_it_as_a_failure_and_tells_it(
-    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    *, store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer, follower: type[Follower], tmp_path: Path,
 ) -> None:
     hook, hook_out = _hook(tmp_path)
