@@ -194,8 +194,8 @@ def _far_end(profile: Profile, forward: Forward, log: Path, reached: tuple[str, 
                        proxy_target=plan.proxy_target, service=plan.service)
     through = forward.type is not ForwardType.REMOTE
     window = channel_failures(log_lines(_read_log(log, before)))
-    if through and result.silent and not _own(window, forward):
-        # ssh writes "open failed" before it closes the connection; a moment more for plink.
+    if through and result.silent and not result.ok and not _own(window, forward):
+        # Hung up on: ssh writes "open failed" before it closes; a moment more for plink.
         time.sleep(LOG_GRACE)
         window = channel_failures(log_lines(_read_log(log, before)))
     own = _own(window, forward) if through else []
