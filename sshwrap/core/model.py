@@ -19,6 +19,11 @@ class Probe(StrEnum):
     BANNER = "banner"
     HTTP = "http"
     SOCKS = "socks"
+    # Services that wait for the client, asked in their own protocol.
+    POSTGRESQL = "postgresql"
+    REDIS = "redis"
+    MEMCACHED = "memcached"
+    TLS = "tls"
 
 
 class Client(StrEnum):

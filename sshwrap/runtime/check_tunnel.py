@@ -7,8 +7,10 @@ its verdict; older failures are history and never fail the check.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sshwrap.core.diagnose import (
     ChannelFailure,
@@ -33,6 +35,9 @@ from sshwrap.runtime.check_steps import (
 )
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.state import TunnelRecord
+
+if TYPE_CHECKING:
+    from sshwrap.runtime.probes import ProbeResult
 
 
 def _log_size(path: Path) -> int:
@@ -100,6 +105,8 @@ _START_FAILURES = frozenset({
     FailureKind.CONNECTION_REFUSED, FailureKind.TIMED_OUT, FailureKind.UNREACHABLE,
     FailureKind.REMOTE_PORT_BUSY, FailureKind.REMOTE_FORWARD_FORBIDDEN,
     FailureKind.JUMP_CANNOT_REACH_NEXT_HOP})
+#: How long a probe that was hung up on waits for ssh's "open failed" line to reach the log.
+LOG_GRACE = 0.2
 _RUN_MARKER = re.compile(r"^--- sshwrap: starting (?P<name>\S+) at (?P<stamp>.+) ---$", re.M)
 
 
@@ -128,6 +135,15 @@ class _Plan:
     socks_target: tuple[str, int] | None = None
     proxy_target: tuple[str, int] | None = None
     target_note: str = ""
+    #: The host and port the forward leads to: what a quiet service is asked, and its name.
+    service: tuple[str, int] | None = None
+
+
+def _service(forward: Forward) -> tuple[str, int] | None:
+    to = forward.to
+    if not isinstance(to, TcpAddress):
+        return None
+    return to.host or "localhost", to.port
 
 
 def _plan(profile: Profile, forward: Forward, reached: tuple[str, int] | None) -> _Plan | None:
@@ -135,7 +151,8 @@ def _plan(profile: Profile, forward: Forward, reached: tuple[str, int] | None) -
         # The far end of a remote forward is on this side: what the tunnel host connects to.
         if forward.to is None:
             return None
-        return _Plan(forward.probe or Probe.TCP, _probe_endpoint(forward.to))
+        return _Plan(forward.probe or Probe.TCP, _probe_endpoint(forward.to),
+                     service=_service(forward))
     endpoint = _probe_endpoint(forward.listen)
     target = forward.probe_target
     pinned = (target.host or "localhost", target.port) if target is not None else None
@@ -153,7 +170,8 @@ def _plan(profile: Profile, forward: Forward, reached: tuple[str, int] | None) -
             socks, note = (profile.host, profile.port or 22), "the tunnel host's own name"
         return _Plan(probe, endpoint, socks_target=socks, target_note=note)
     probe = forward.probe or Probe.TCP
-    return _Plan(probe, endpoint, proxy_target=pinned if probe is Probe.HTTP else None)
+    return _Plan(probe, endpoint, proxy_target=pinned if probe is Probe.HTTP else None,
+                 service=_service(forward))
 
 
 def _own(failures: list[ChannelFailure], forward: Forward) -> list[ChannelFailure]:
@@ -173,27 +191,42 @@ def _far_end(profile: Profile, forward: Forward, log: Path, reached: tuple[str, 
     name = f"far end of {forward.describe()} ({plan.probe.value})"
     before = _log_size(log)
     result = run_probe(plan.probe, plan.endpoint, socks_target=plan.socks_target,
-                       proxy_target=plan.proxy_target)
+                       proxy_target=plan.proxy_target, service=plan.service)
+    through = forward.type is not ForwardType.REMOTE
     window = channel_failures(log_lines(_read_log(log, before)))
-    own = _own(window, forward) if forward.type is not ForwardType.REMOTE else []
+    if through and result.silent and not result.ok and not _own(window, forward):
+        # Hung up on: ssh writes "open failed" before it closes; a moment more for plink.
+        time.sleep(LOG_GRACE)
+        window = channel_failures(log_lines(_read_log(log, before)))
+    own = _own(window, forward) if through else []
     others = [f for f in window if f not in own]
     note = f" (target: {plan.target_note})" if plan.target_note else ""
-    if result.ok:
-        return passed(name, result.detail + note, SERVER_SIDE), others
-    if own:
+    # Unreachable only on evidence: ssh's own refusal of this probe's channel. A probe that
+    # heard the far end speak was let through, whatever the log says of other connections.
+    if own and (result.silent or not result.ok):
         diagnosis = channel_diagnosis(profile, path_hops(profile)[-1].label, own[-1])
         return failed(name, f"{diagnosis.message} [this check's probe: {result.detail}]",
                       diagnosis.hint, diagnosis_segment(diagnosis, profile)), others
+    if result.ok:
+        return passed(name, result.detail + note, SERVER_SIDE), others
+    return failed(name, result.detail + note, _far_hint(profile, forward, plan, result),
+                  SERVER_SIDE), others
+
+
+def _far_hint(profile: Profile, forward: Forward, plan: _Plan, result: ProbeResult) -> str:
     if forward.type is ForwardType.REMOTE:
-        hint = (f"the service on this side that {forward.describe()} points to does not "
+        return (f"the service on this side that {forward.describe()} points to does not "
                 "answer: start it or fix the forward's 'to'")
-    elif plan.socks_target is not None and forward.probe_target is None:
-        hint = ("the SOCKS proxy works only if the tunnel host reaches the probe's target; "
+    if plan.socks_target is not None and forward.probe_target is None:
+        return ("the SOCKS proxy works only if the tunnel host reaches the probe's target; "
                 "name one it reaches with probe_target = \"host:port\" on this forward")
-    else:
-        hint = (f"the tunnel is up but the far end does not answer through it: check "
-                f"{forward.describe()} as seen from {profile.host}")
-    return failed(name, result.detail + note, hint, SERVER_SIDE), others
+    if result.silent:
+        return (f"ssh opened the channel (its log has no 'open failed' for it), so the tunnel "
+                f"reaches the service, which hung up without a word: it may refuse clients "
+                f"from {profile.host} (an allow-list, tcp wrappers), or not be the service "
+                f"the probe expects")
+    return (f"the tunnel is up but the far end does not answer through it: check "
+            f"{forward.describe()} as seen from {profile.host}")
 
 
 def _log_steps(profile: Profile, earlier: list[ChannelFailure],

@@ -180,3 +180,20 @@ def test_single_problem(data: dict[str, Any], key: str, fragment: str) -> None:
     found = [(p.key, p.message) for p in caught.value.problems]
     assert any(k == key and fragment in m for k, m in found), found
     assert str(caught.value.problems[0]).startswith("p.toml: ")
+
+
+def test_probes_of_services_that_wait_for_the_client() -> None:
+    """postgresql, redis, memcached and tls name the far end's protocol; not a SOCKS proxy's."""
+    profile = parse_profile("svc", {"host": "gw", "forward": [
+        {"type": "local", "listen": 5433, "to": "db:5432", "probe": "postgresql"},
+        {"type": "remote", "listen": 6380, "to": "localhost:6379", "probe": "redis"},
+        {"type": "local", "listen": 11212, "to": "cache:11211", "probe": "memcached"},
+        {"type": "local", "listen": 8443, "to": "web:443", "probe": "tls"},
+    ]})
+    assert [f.probe for f in profile.forwards] == [Probe.POSTGRESQL, Probe.REDIS,
+                                                     Probe.MEMCACHED, Probe.TLS]
+    problems = _problems({"host": "gw", "forward": [
+        {"type": "dynamic", "listen": 1080, "probe": "tls"},
+        {"type": "local", "listen": 3307, "to": "db:3306", "probe": "mysql"}]})
+    assert problems["forward[0].probe"] == "a dynamic forward is probed with 'socks' or 'tcp'"
+    assert "'postgresql', 'redis', 'memcached', 'tls', not 'mysql'" in problems["forward[1].probe"]
