@@ -3,8 +3,6 @@ from every entry point that resolves a name, the Python API's and every command'
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 import sshwrap
 from sshwrap.errors import ExitCode
+from tests.helpers import run_sshwrap
 
 SEARCHED = "profiles are searched in: "
 
@@ -60,8 +59,7 @@ def test_a_missing_profile_among_bad_ones_is_still_profile_not_found(
 def test_every_command_reports_a_missing_profile_alike(argv: tuple[str, ...],
                                                        profiles_dir: Path,
                                                        state_dir: Path) -> None:
-    ran = subprocess.run([sys.executable, "-m", "sshwrap", *argv], capture_output=True,
-                         text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
+    ran = run_sshwrap(*argv, timeout=60)
     assert ran.returncode == ExitCode.BAD_INPUT, ran.stderr
     lines = ran.stderr.splitlines()
     assert lines[0].startswith("sshwrap: error: nope"), ran.stderr
