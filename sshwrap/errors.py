@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -68,6 +69,18 @@ class InvalidInput(SshwrapError):
 
 class ProfileNotFound(InvalidInput):
     """No profile of that name exists in the profile directories."""
+
+
+def gathered(errors: Sequence[InvalidInput], *, hint: str = "") -> InvalidInput:
+    """The problems of several errors as one, raised where many names are resolved at once:
+    a ProfileNotFound (with its hint) when any of them is one, so that ``up("a", "nope")``
+    fails as ``Tunnel.from_profile("nope")`` does."""
+    problems = [p for error in errors for p in error.problems]
+    missing = [e for e in errors if isinstance(e, ProfileNotFound)]
+    if missing:
+        return ProfileNotFound(problems, hint=hint or next((e.hint for e in missing if e.hint),
+                                                           ""))
+    return InvalidInput(problems, hint=hint)
 
 
 class MissingBinary(SshwrapError):

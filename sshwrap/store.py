@@ -11,7 +11,7 @@ from pathlib import Path
 from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
 from sshwrap.core.parse import parse_profile
 from sshwrap.core.unparse import profile_to_mapping
-from sshwrap.errors import InvalidInput, Problem, ProfileNotFound
+from sshwrap.errors import InvalidInput, Problem, ProfileNotFound, gathered
 from sshwrap.fsutil import atomic_write
 from sshwrap.names import checked_name
 from sshwrap.textsafe import shown
@@ -92,14 +92,14 @@ class ProfileStore:
     def load_many(self, names: Iterable[str]) -> list[Profile]:
         """Load several profiles, reporting the problems of all of them at once."""
         profiles: list[Profile] = []
-        problems: list[Problem] = []
+        errors: list[InvalidInput] = []
         for name in names:
             try:
                 profiles.append(self.load(name))
             except InvalidInput as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise InvalidInput(problems)
+                errors.append(exc)
+        if errors:
+            raise gathered(errors)
         return profiles
 
     def load_all(self) -> tuple[list[Profile], list[Problem]]:

@@ -13,6 +13,8 @@ _ALGORITHMS_RE = re.compile(r"[+^-]?[A-Za-z0-9@._*-]+(?:,[A-Za-z0-9@._*-]+)*")
 _METHODS_RE = re.compile(r"[a-z0-9@.-]+(?:,[a-z0-9@.-]+)*")
 _IPQOS_RE = re.compile(r"[a-z0-9]{1,16}")
 _REKEY_RE = re.compile(r"default|[0-9]{1,12}[KMG]?")
+#: The longest option value taken (as long as a path may be); every allowed value is shorter.
+MAX_OPTION_VALUE = syntax.MAX_PATH_LENGTH
 
 
 def _text(name: str, value: object) -> str:
@@ -173,6 +175,9 @@ def check_option(name: str, value: object) -> tuple[str, str]:
         raise syntax.SyntaxProblem("is not an ssh option name (ASCII letters and digits only)")
     allowed = ALLOWED.get(name.lower())
     if allowed is not None:
+        if isinstance(value, str) and len(value) > MAX_OPTION_VALUE:
+            raise syntax.SyntaxProblem(f"value is {len(value)} characters long; at most "
+                                       f"{MAX_OPTION_VALUE}")
         return allowed.name, allowed.check(allowed.name, value)
     reason = REFUSED.get(name.lower())
     if reason is None:

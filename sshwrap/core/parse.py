@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar
@@ -233,22 +232,12 @@ def _parse_host_key(c: _Collector, value: object) -> HostKeyPolicy:
     return HostKeyPolicy()
 
 
-def _check_description(value: str) -> str:
-    # Cc: controls and newlines; Cf: invisible format characters such as bidi overrides,
-    # which can make a listing read differently from what it says; Zl/Zp: line breaks.
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
-        raise syntax.SyntaxProblem("may not hold newlines, control or invisible format characters")
-    if len(value) > 200:
-        raise syntax.SyntaxProblem("is longer than 200 characters")
-    return value
-
-
 _SIMPLE_KEYS: tuple[tuple[str, type, str, Callable[[Any], Any]], ...] = (
     ("user", str, "a string", syntax.check_user),
     ("port", int, "a number", syntax.check_port),
     ("identity_file", str, "a string", partial(syntax.check_path, what="identity_file")),
     ("ssh_config_file", str, "a string", partial(syntax.check_path, what="ssh_config_file")),
-    ("description", str, "a string", _check_description),
+    ("description", str, "a string", syntax.check_description),
     ("compression", bool, "true or false", bool),
     ("share_connection", bool, "true or false", bool),
     ("password_keyring", bool, "true or false", bool),
@@ -340,9 +329,7 @@ _KEY_PARSERS: tuple[tuple[str, Callable[[_Collector, object], Any]], ...] = (
 def parse_profile(name: str, data: Mapping[str, object], source: str | None = None) -> Profile:
     """Validate ``data`` (a parsed TOML document) as the profile ``name``; raise InvalidInput."""
     c = _Collector(source or name)
-    if not syntax.PROFILE_NAME_RE.fullmatch(name):
-        c.add("name", f"profile name {shown(name)} must be letters, digits, '.', '-' or '_' "
-              "(starting with a letter or digit, at most 64), so it is a safe ssh Host name")
+    c.take("name", name, syntax.check_profile_name)
     c.unknown_keys("", data, PROFILE_KEYS)
     fields: dict[str, Any] = {}
     _parse_host(c, data, fields)

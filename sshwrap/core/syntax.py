@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -24,7 +25,6 @@ PATH_RE = re.compile(r"(~|~/|/|\./|\.\./)?[A-Za-z0-9._/+@,=-]*")
 TAG_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 OPTION_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
-OPTION_VALUE_RE = re.compile(r"[A-Za-z0-9._,+@:/~*=^-]{1,512}")
 FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 #: An interface name (at most IFNAMSIZ - 1 characters) or an interface number: an IPv6
 #: scope id, and what BindInterface takes.
@@ -33,6 +33,7 @@ _IPV6_TEXT_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 _DOTTED_QUAD_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 MAX_HOST_LENGTH = 253
 MAX_PATH_LENGTH = 1024
+MAX_DESCRIPTION_LENGTH = 200
 
 # Recognised so that they can be refused unless a forward says public = true; nothing binds here.
 WILDCARD_BINDS = frozenset({"*", "0.0.0.0", "::"})  # noqa: S104
@@ -264,6 +265,25 @@ def parse_hop(text: str) -> Hop:
         raise SyntaxProblem(f"jump host {shown(text)}: ssh cannot reach a jump host by a "
                             "scoped IPv6 address; name it in your ssh config instead")
     return Hop(host=parsed.text, user=user, port=port)
+
+
+def check_profile_name(value: str) -> str:
+    if not PROFILE_NAME_RE.fullmatch(value):
+        raise SyntaxProblem(f"profile name {shown(value)} must be letters, digits, '.', '-' or "
+                            "'_' (starting with a letter or digit, at most 64), so it is a safe "
+                            "ssh Host name")
+    return value
+
+
+def check_description(value: str) -> str:
+    # Cc: controls and newlines; Cf: invisible format characters such as bidi overrides,
+    # which can make a listing read differently from what it says; Zl/Zp: line breaks.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise SyntaxProblem("may not hold newlines, control or invisible format characters")
+    if len(value) > MAX_DESCRIPTION_LENGTH:
+        raise SyntaxProblem(f"is {len(value)} characters long; at most "
+                            f"{MAX_DESCRIPTION_LENGTH}")
+    return value
 
 
 def check_interface(value: str, what: str = "interface") -> str:

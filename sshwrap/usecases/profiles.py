@@ -124,14 +124,17 @@ def validate(store: ProfileStore, targets: list[str]) -> ValidationReport:
 
 
 def compile_problems(profile: Profile) -> list[str]:
-    """Problems that only show when compiling for the profile's own client."""
+    """What the compiler of the profile's own client refuses: for plink, what plink cannot
+    express; for ssh nothing, as its compiler checks values with the parser's own checkers
+    (run here all the same, so that ``validate`` never passes what ``up`` refuses)."""
     from sshwrap.core.compile.plink import compile_plink
+    from sshwrap.core.compile.ssh import compile_ssh
 
-    if profile.client.value == "plink":
-        try:
-            compile_plink(profile, HostFacts())
-        except NotExpressible as exc:
-            return [str(exc)]
+    compile_for = compile_plink if profile.client.value == "plink" else compile_ssh
+    try:
+        compile_for(profile, HostFacts())
+    except NotExpressible as exc:
+        return [str(exc)]
     return []
 
 

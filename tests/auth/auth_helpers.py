@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import tomli_w
 
 from sshwrap.sandbox import ClientIdentity, Sshd
+from tests.helpers import run_sshwrap, sshd_profile
 
 #: Client settings that leave the password as the only way in.
 KEYLESS_CLIENT = "    PubkeyAuthentication no\n    KbdInteractiveAuthentication no\n"
@@ -41,8 +41,15 @@ def write_profile(profiles_dir: Path, name: str, data: dict[str, Any]) -> Path:
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sshwrap", *args], capture_output=True,
-                          text=True, check=False, env=env, input=stdin, timeout=120)
+    return run_sshwrap(*args, env=env, stdin=stdin)
+
+
+def password_profile(server: PasswordServer, target: int, listen: int,
+                     **keys: object) -> dict[str, Any]:
+    """A profile of ``server``'s user with auth = "password" (from ``keys``: password_env or
+    password_keyring), through a config that offers no key."""
+    return sshd_profile(server.sshd, target, listen, user=server.user, **{
+        "ssh_config_file": str(server.ssh_config), "auth": "password", **keys})
 
 
 @contextlib.contextmanager

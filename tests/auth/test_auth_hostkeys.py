@@ -11,6 +11,7 @@ from sshwrap.runtime.hostkeys import fingerprint, keyscan_hint, parse_key_lines
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.sshconfig.effective import parse_dump
 from tests.auth.auth_helpers import run_cli, write_profile
+from tests.helpers import sshd_profile
 from tests.runtime.tunnel_helpers import read_banner_through
 
 pytestmark = pytest.mark.sshd
@@ -36,11 +37,7 @@ def _fresh_config(tmp_path: Path, sshd: Sshd) -> tuple[Path, Path]:
 
 
 def _profile(sshd: Sshd, config: Path, target: int, listen: int, **keys: object) -> dict:
-    data = {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "restart": "no",
-            "ssh_config_file": str(config),
-            "forward": [{"type": "local", "listen": listen, "to": f"127.0.0.1:{target}"}]}
-    data.update(keys)
-    return data
+    return sshd_profile(sshd, target, listen, **{"ssh_config_file": str(config), **keys})
 
 
 def _server_fingerprint(sshd: Sshd) -> str:

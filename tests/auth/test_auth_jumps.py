@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sshwrap.core.knownhosts import known_hosts_name
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
-from sshwrap.netlab import ANY_ADDRESS, HostSpec, NetLab, Service, can_run
+from sshwrap.netlab import ANY_ADDRESS, HostSpec, NetLab, Service
 from sshwrap.runtime.auth import hop_options
 from sshwrap.runtime.hostkeys import fingerprint
 from sshwrap.runtime.launch import (
@@ -26,7 +25,7 @@ from sshwrap.runtime.launch import (
 )
 from sshwrap.sandbox import Sshd, free_port
 from tests.auth.auth_helpers import PasswordServer
-from tests.netns.conftest import Client
+from tests.netns.lab_client import Client, lab_client, running_lab
 
 TARGET_PORT = 7000
 #: A client host, two jump hosts (one takes only passwords) and a tunnel host behind them.
@@ -112,12 +111,7 @@ lab_only = pytest.mark.netns
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory,
         password_server: PasswordServer) -> Iterator[NetLab]:
-    reason = can_run()
-    if reason:
-        pytest.skip(f"network-namespace scenarios skipped: {reason}")
-    network = NetLab(tmp_path_factory.mktemp("jumplab"), hosts=JUMP_HOSTS)
-    network.up()
-    try:
+    with running_lab(tmp_path_factory.mktemp("jumplab"), JUMP_HOSTS) as network:
         # pwgate takes only passwords, from the throwaway user of the password tests
         host = network.by_name["pwgate"]
         assert host.sshd is not None
@@ -128,18 +122,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory,
                                        "PubkeyAuthentication": "no"})
         host.sshd.start()
         yield network
-    finally:
-        network.down()
 
 
 @pytest.fixture
 def you(lab: NetLab, tmp_path: Path) -> Iterator[Client]:
-    client = Client(lab, tmp_path / "profiles", tmp_path / "state")
-    client.profiles.mkdir()
-    try:
+    with lab_client(lab, tmp_path) as client:
         yield client
-    finally:
-        client.sshwrap("down", "--all")
 
 
 def _host_key_line(lab: NetLab, host: str) -> str:
@@ -182,8 +170,7 @@ def _banner(lab: NetLab, port: int) -> str:
 
 
 def _up(you: Client, name: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return you.lab.run("you", [sys.executable, "-m", "sshwrap", "up", name],
-                       env={**you.env(), **env}, timeout=90)
+    return you.sshwrap("up", name, env=env, timeout=90)
 
 
 @lab_only

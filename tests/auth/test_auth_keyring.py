@@ -12,7 +12,7 @@ import pytest
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
 from sshwrap.sandbox import BannerServer, free_port
-from tests.auth.auth_helpers import PasswordServer, run_cli, write_profile
+from tests.auth.auth_helpers import PasswordServer, password_profile, run_cli, write_profile
 from tests.auth.filekeyring import BACKEND, DATA_ENV, FILE_NAME
 from tests.auth.test_auth_password import _assert_secret_nowhere
 from tests.runtime.tunnel_helpers import read_banner_through
@@ -35,10 +35,7 @@ def _entries(env: dict[str, str]) -> dict[str, str]:
 
 
 def _profile(server: PasswordServer, target_port: int, listen: int) -> dict[str, object]:
-    return {"host": "127.0.0.1", "port": server.sshd.port, "user": server.user,
-            "ssh_config_file": str(server.ssh_config), "auth": "password",
-            "password_keyring": True, "restart": "no",
-            "forward": [{"type": "local", "listen": listen, "to": f"127.0.0.1:{target_port}"}]}
+    return password_profile(server, target_port, listen, password_keyring=True)
 
 
 @pytest.mark.usefixtures("stop_all")

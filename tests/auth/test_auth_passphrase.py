@@ -13,6 +13,7 @@ import pytest
 
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from tests.auth.auth_helpers import run_cli, write_profile
+from tests.helpers import sshd_profile
 from tests.runtime.tunnel_helpers import read_banner_through
 
 pytestmark = pytest.mark.sshd
@@ -32,9 +33,7 @@ def encrypted_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 
 def _profile(sshd: Sshd, target: int, listen: int) -> dict:
-    return {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "restart": "no",
-            "ssh_config_file": str(sshd.client.ssh_config),
-            "forward": [{"type": "local", "listen": listen, "to": f"127.0.0.1:{target}"}]}
+    return sshd_profile(sshd, target, listen, ssh_config_file=str(sshd.client.ssh_config))
 
 
 def test_encrypted_key_without_passphrase_fails_with_auth(encrypted_sshd: Sshd,

@@ -12,7 +12,7 @@ import pytest
 
 from sshwrap.runtime.auth import PromptKind, SecretServer, classify_prompt
 from sshwrap.sandbox import BannerServer, free_port
-from tests.auth.auth_helpers import PasswordServer, run_cli, write_profile
+from tests.auth.auth_helpers import PasswordServer, password_profile, run_cli, write_profile
 from tests.runtime.tunnel_helpers import read_banner_through
 
 pytestmark = pytest.mark.sshd
@@ -55,12 +55,7 @@ def test_secret_server_answers_each_prompt_once_and_only_its_kind(tmp_path: Path
 
 
 def _profile(server: PasswordServer, target_port: int, listen: int, **keys: object) -> dict:
-    data = {"host": "127.0.0.1", "port": server.sshd.port, "user": server.user,
-            "ssh_config_file": str(server.ssh_config), "auth": "password",
-            "password_env": "TUNNEL_PW", "restart": "no",
-            "forward": [{"type": "local", "listen": listen, "to": f"127.0.0.1:{target_port}"}]}
-    data.update(keys)
-    return data
+    return password_profile(server, target_port, listen, **{"password_env": "TUNNEL_PW", **keys})
 
 
 def _assert_secret_nowhere(secret: str, *dirs: Path) -> None:

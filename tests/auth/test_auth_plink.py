@@ -12,6 +12,7 @@ import pytest
 from sshwrap.runtime.hostkeys import fingerprint
 from sshwrap.sandbox import BannerServer, free_port
 from tests.auth.auth_helpers import PasswordServer, run_cli, write_profile
+from tests.helpers import sshd_profile
 from tests.runtime.tunnel_helpers import read_banner_through
 
 pytestmark = [pytest.mark.sshd, pytest.mark.plink,
@@ -19,12 +20,9 @@ pytestmark = [pytest.mark.sshd, pytest.mark.plink,
 
 
 def _profile(server: PasswordServer, target: int, listen: int, **keys: object) -> dict:
-    data = {"host": "127.0.0.1", "port": server.sshd.port, "user": server.user,
-            "client": "plink", "auth": "password", "password_env": "TUNNEL_PW",
-            "restart": "no", "host_key": fingerprint(server.sshd.host_public_key.split()[1]),
-            "forward": [{"type": "local", "listen": listen, "to": f"127.0.0.1:{target}"}]}
-    data.update(keys)
-    return data
+    return sshd_profile(server.sshd, target, listen, user=server.user, **{
+        "client": "plink", "auth": "password", "password_env": "TUNNEL_PW",
+        "host_key": fingerprint(server.sshd.host_public_key.split()[1]), **keys})
 
 
 @pytest.mark.usefixtures("stop_all")

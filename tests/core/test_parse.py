@@ -169,7 +169,7 @@ def test_every_problem_is_reported_at_once() -> None:
     ({"host": 5}, "host", "must be a string"),
     ({"host": "a b"}, "host", "may hold only"),
     ({"host": "1:2:zz"}, "host", "not a valid IPv6"),
-    ({"description": "x" * 201}, "description", "longer than 200"),
+    ({"description": "x" * 201}, "description", "is 201 characters long; at most 200"),
     ({"description": "evil\u202eexe.txt"}, "description", "invisible format"),
     ({"keepalive": True}, "keepalive", "must be a number"),
     ({"jump": ["a", "gateway:22"]}, "jump[1]", "jump host loop"),

@@ -8,11 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from sshwrap.netlab import HostSpec, NetLab, Service, can_run
-from sshwrap.netservers import GUIDE_PASSWORD, missing
-from tests.netns.conftest import Client
+from sshwrap.netlab import HostSpec, NetLab, Service
+from sshwrap.netservers import GUIDE_PASSWORD
+from tests.netns.lab_client import Client, running_lab
 
 #: The Metawerx guide's path (CLIENT -> GATEWAY sshd, password login -> MYSQL), and a home
 #: router whose Dropbear listens on its LAN address only.
@@ -35,15 +33,8 @@ POLICY_HOSTS: tuple[HostSpec, ...] = (
 
 
 def build_lab(root: Path, hosts: tuple[HostSpec, ...], *programs: str) -> Iterator[NetLab]:
-    reason = can_run() or missing(*programs)
-    if reason:
-        pytest.skip(f"check scenarios skipped: {reason}")
-    network = NetLab(root, hosts)
-    network.up()
-    try:
+    with running_lab(root, hosts, *programs) as network:
         yield network
-    finally:
-        network.down()
 
 
 def sshwrap(you: Client, *args: str, password: str | None = None,

@@ -9,7 +9,7 @@ import pytest
 
 from sshwrap.netlab import NetLab
 from tests.netns.check_lab import POLICY_HOSTS, build_lab, check, failing, sshwrap
-from tests.netns.conftest import Client
+from tests.netns.lab_client import Client
 
 pytestmark = pytest.mark.netns
 

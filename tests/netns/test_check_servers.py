@@ -12,7 +12,7 @@ from sshwrap.netlab import NetLab
 from sshwrap.netservers import GUIDE_PASSWORD, GUIDE_USER
 from sshwrap.runtime.hostkeys import fingerprint
 from tests.netns.check_lab import SERVER_HOSTS, build_lab, check, failing, sshwrap, up
-from tests.netns.conftest import Client
+from tests.netns.lab_client import Client
 
 pytestmark = pytest.mark.netns
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sshwrap.netlab import GUIDE_PROFILES, NetLab
-from tests.netns.conftest import Client
+from tests.netns.lab_client import Client
 from tests.netns.test_guides import read_banner, up
 
 pytestmark = pytest.mark.netns

@@ -9,7 +9,7 @@ import pytest
 
 from sshwrap.errors import ExitCode
 from sshwrap.netlab import GUIDE_PROFILES, NetLab
-from tests.netns.conftest import Client
+from tests.netns.lab_client import Client
 
 pytestmark = pytest.mark.netns
 

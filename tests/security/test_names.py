@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_sshwrap
 
 PROFILE = 'host = "db.example"\n[[forward]]\ntype = "local"\nlisten = 3307\nto = "db:3306"\n'
 
@@ -23,9 +24,7 @@ BAD_NAMES = ["../../../../var/log/dpkg", "..", "a/b", ".hidden", "-", "x" * 65,
              "tab\tname", "esc\x1b[2Jname", "bidi\u202ename"]
 
 
-def _sshwrap(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "sshwrap", *args], capture_output=True,
-                          check=False, timeout=60, stdin=subprocess.DEVNULL)
+_sshwrap = partial(run_sshwrap, text=False, timeout=60)
 
 
 def _tree(root: Path) -> list[tuple[str, bytes]]:

@@ -245,10 +245,13 @@ def test_every_allowed_option_is_generated() -> None:
     assert len(generated) >= 15
 
 
-def test_order_alone_keeps_sshwrap_settings() -> None:
+def test_order_alone_keeps_sshwrap_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even a profile built around the allow-list (as no parsed profile can be) does not
-    override a setting sshwrap or the runtime makes: those come first, and ssh keeps the first."""
+    override a setting sshwrap or the runtime makes: those come first, and ssh keeps the first.
+    The compiler refuses such a profile; with that check taken out, order alone still holds."""
     from dataclasses import replace
+
+    from sshwrap.core.compile import NotExpressible, ssh
 
     base = parse_profile("order", {"host": "gw", "forward": [
         {"type": "local", "listen": "/tmp/sshwrap-order.sock", "to": "db:1"}]})
@@ -256,6 +259,9 @@ def test_order_alone_keeps_sshwrap_settings() -> None:
         ("StrictHostKeyChecking", "no"), ("ExitOnForwardFailure", "no"),
         ("UserKnownHostsFile", "/dev/null"), ("NumberOfPasswordPrompts", "5"),
         ("StreamLocalBindUnlink", "yes"), ("BatchMode", "no"), ("ServerAliveInterval", "999")))
+    with pytest.raises(NotExpressible, match=r"options\.StrictHostKeyChecking: .* is refused"):
+        ssh.compile_ssh(profile, HostFacts())
+    monkeypatch.setattr(ssh, "require_parsed", lambda profile, target: None)
     with tempfile.TemporaryDirectory(prefix="sshwrap-view-") as tmp:
         config = Path(tmp) / "client.conf"
         config.write_text(client_config_text(profile, hop_options(profile,

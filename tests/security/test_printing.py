@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from sshwrap.errors import InvalidInput, Problem
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.textsafe import escaped, shortened, shown
 from sshwrap.usecases.profiles import ProfileEntry, ProfileList
+from tests.helpers import run_sshwrap
 
 #: Characters a terminal acts on or hides: ESC, CR, BEL, backspace, NUL, DEL, C1 CSI and NEL,
 #: bidi override and isolate, zero-width space and joiner, BOM, line separator, soft hyphen.
@@ -73,9 +73,7 @@ def test_an_error_quoting_a_huge_hostile_value_is_short_and_escaped() -> None:
     assert "is not valid\n" in text and "characters left out" in text
 
 
-def _sshwrap(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "sshwrap", *args], capture_output=True,
-                          check=False, timeout=60, stdin=subprocess.DEVNULL)
+_sshwrap = partial(run_sshwrap, text=False, timeout=60)
 
 
 def test_list_prints_no_raw_control_characters(profiles_dir: Path) -> None:

@@ -1,13 +1,14 @@
-"""Before any output is built: every value of the profile passes its grammar again."""
+"""Before any output is built: every value of the profile passes again the very checker
+``core.parse`` ran on it, so a compiler refuses nothing ``validate`` accepted."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 
 from sshwrap.core import syntax
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.model import Address, Profile, TcpAddress
+from sshwrap.core.options import check_option
 
 
 def _address(address: Address | None, listen: bool) -> None:
@@ -22,7 +23,8 @@ def _address(address: Address | None, listen: bool) -> None:
 
 
 def _check(profile: Profile) -> list[tuple[str, str]]:
-    """(key, problem) for each value outside its grammar."""
+    """(key, problem) for each value its checker in ``core.syntax`` or ``core.options``
+    refuses (a profile built by hand, or changed after parsing)."""
     problems: list[tuple[str, str]] = []
 
     def guard(key: str, check: Callable[..., object], *args: object) -> None:
@@ -31,8 +33,7 @@ def _check(profile: Profile) -> list[tuple[str, str]]:
         except syntax.SyntaxProblem as exc:
             problems.append((key, str(exc)))
 
-    if not syntax.PROFILE_NAME_RE.fullmatch(profile.name):
-        problems.append(("name", "is not a profile name"))
+    guard("name", syntax.check_profile_name, profile.name)
     guard("host", syntax.check_host, profile.host)
     if profile.user is not None:
         guard("user", syntax.check_user, profile.user)
@@ -47,10 +48,8 @@ def _check(profile: Profile) -> list[tuple[str, str]]:
         guard(f"forward[{i}].listen", _address, forward.listen, True)
         guard(f"forward[{i}].to", _address, forward.to, False)
     for name, value in profile.options:
-        if not (syntax.OPTION_NAME_RE.fullmatch(name) and syntax.OPTION_VALUE_RE.fullmatch(value)):
-            problems.append((f"options.{name}", "holds a character sshwrap will not pass to ssh"))
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in profile.description):
-        problems.append(("description", "holds a control or invisible format character"))
+        guard(f"options.{name}", check_option, name, value)
+    guard("description", syntax.check_description, profile.description)
     return problems
 
 
