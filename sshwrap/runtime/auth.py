@@ -30,7 +30,7 @@ from sshwrap.runtime.sockets import peer_is_same_user
 if TYPE_CHECKING:
     from sshwrap.runtime.launch import Launched
 
-#: Variables the client must not get: the ones naming sshwrap's secrets are dropped too.
+#: The askpass channel of a client: set by sshwrap for the client it serves, never passed on.
 ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV)
 ACCEPT_TIMEOUT = 0.2
 
@@ -99,6 +99,9 @@ class SecretServer:
         return self._dir / "askpass"
 
     def start(self) -> SecretServer:
+        from sshwrap.runtime.launch import keep_memory_private
+
+        keep_memory_private()  # the secret lives in this process's memory from now on
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         import tempfile  # only with a secret to serve
@@ -204,14 +207,40 @@ def askpass_env(server: SecretServer) -> dict[str, str]:
 
 def client_env(profile: Profile, extra: Mapping[str, str] | None = None, *,
                base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The client's environment: ours without the profile's password variable, plus ``extra``."""
-    env = dict(os.environ if base is None else base)
+    """The client's environment: the allow-list (detach.CLIENT_ENVIRONMENT) of ``base``
+    (default: ours), plus ``extra`` (its askpass channel, PUTTYDIR). No other profile's
+    password variable can be among them (secret_for refuses those names), nor its own."""
+    from sshwrap.runtime.detach import client_environment
+
+    env = client_environment(base)
     if profile.password_env:
         env.pop(profile.password_env, None)
-    for name in ASKPASS_ENV:
-        env.pop(name, None)
     env.update(extra or {})
     return env
+
+
+def asker_env(profile: Profile, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a request to the engine carries for ``profile``: the asker's
+    (default: ours) without the profile's password variable and askpass settings. The
+    engine starts clients from it through ``client_env``, never as it is."""
+    env = dict(os.environ if environ is None else environ)
+    for name in (profile.password_env, *ASKPASS_ENV):
+        if name:
+            env.pop(name, None)
+    return env
+
+
+def _check_password_env(profile: Profile) -> None:
+    """A password variable must not be one that sshwrap hands on to every process it starts."""
+    from sshwrap.runtime.detach import CLIENT_ENVIRONMENT, ENGINE_ENVIRONMENT
+
+    name = profile.password_env
+    if name and name in CLIENT_ENVIRONMENT | ENGINE_ENVIRONMENT:
+        raise InvalidInput(
+            Problem(f"{name} is passed to every ssh client and engine sshwrap starts; it "
+                    "cannot hold a password", key="password_env",
+                    file=profile.source or profile.name),
+            hint="name a variable that holds the password and nothing else")
 
 
 AskSecret = Callable[[Profile], "str | None"]
@@ -225,6 +254,7 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
     A password profile without any secret is bad input: nothing is started.
     """
     environ = os.environ if environ is None else environ
+    _check_password_env(profile)
     secret = ask(profile) if ask is not None else None
     if secret is None and profile.password_env:
         secret = environ.get(profile.password_env)

@@ -22,6 +22,7 @@ from sshwrap.runtime.check_steps import (
     passed,
     skipped,
 )
+from sshwrap.runtime.detach import client_environment
 from sshwrap.runtime.paths import StatePaths
 
 CONNECT_TIMEOUT = 5
@@ -41,7 +42,7 @@ def _effective_endpoint(profile: Profile, program: str, host: str, port: int | N
     argv += ["--", host]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False,
-                             stdin=subprocess.DEVNULL).stdout
+                             stdin=subprocess.DEVNULL, env=client_environment()).stdout
     except (OSError, subprocess.TimeoutExpired):
         return host, port or 22
     settings = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)

@@ -14,6 +14,7 @@ from sshwrap.core.knownhosts import keyscan_command, known_hosts_name
 from sshwrap.core.model import Client, Hop, HostKeyMode, Profile
 from sshwrap.errors import AuthFailed, ConnectionFailed, InvalidInput, MissingBinary, Problem
 from sshwrap.fsutil import atomic_write
+from sshwrap.runtime.detach import client_environment
 from sshwrap.sshconfig.effective import first, parse_dump
 
 KEYSCAN_TIMEOUT = 5
@@ -133,7 +134,7 @@ def effective_settings(profile: Profile, host: str, port: int | None,
         argv += ["-l", user]
     argv += ["--", host]
     done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=client_environment())
     if done.returncode != 0:
         raise InvalidInput(Problem(f"ssh -G failed: {done.stderr.strip()}", key="host",
                                    file=profile.source or profile.name))
@@ -154,7 +155,7 @@ def keyscan(host: str, port: int, timeout: int = KEYSCAN_TIMEOUT) -> list[HostKe
     """The keys a directly reachable host offers (``ssh-keyscan``); [] when it cannot say."""
     done = subprocess.run([_program("ssh-keyscan"), "-T", str(timeout), "-p", str(port),
                            "--", host], capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=client_environment())
     return parse_key_lines(done.stdout)
 
 
@@ -183,6 +184,7 @@ def fetch_through_jumps(profile: Profile, target: HopTarget) -> list[HostKey]:
                  "--", target.host, "true"]
         try:
             subprocess.run(argv, capture_output=True, check=False, stdin=subprocess.DEVNULL,
+                           env=client_environment(),
                            timeout=FETCH_TIMEOUT, start_new_session=True)
         except subprocess.TimeoutExpired:
             return []
@@ -206,7 +208,8 @@ def known_keys(known_hosts: Path, name: str) -> list[HostKey]:
     if not known_hosts.exists():
         return []
     done = subprocess.run([_program("ssh-keygen"), "-F", name, "-f", str(known_hosts)],
-                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+                          env=client_environment())
     return parse_key_lines(done.stdout)
 
 

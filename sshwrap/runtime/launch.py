@@ -203,6 +203,31 @@ def die_with_parent(parent: int, prctl: Callable[..., int] | None) -> None:
         os._exit(1)
 
 
+#: prctl(2) option: whether the process may dump core, and be read (ptrace, /proc/PID/mem
+#: and environ) by other processes of its user.
+PR_SET_DUMPABLE = 4
+
+
+def keep_memory_private() -> None:
+    """Give this process, which holds passwords in memory, no core file and make it
+    non-dumpable: no core dump, no ptrace, no /proc/PID/mem or environ for the user's other
+    processes.
+
+    Its /proc/PID files then belong to root, and those that need ptrace access (environ,
+    fd/, mem, exe) are closed to the user's other processes; stat, status and cmdline stay
+    readable, which is all an identity check (runtime/identity.py) or ``ps`` reads. A
+    program it starts is dumpable again from its exec, and inherits the core limit of 0.
+    Linux only for the dumpable flag; the core limit wherever there is one.
+    """
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def spawn(name: str, argv: list[str], log_path: Path, *,
           owned_by_parent: bool = False, env: Mapping[str, str] | None = None,
           pass_fds: Sequence[int] = ()) -> Launched:

@@ -171,7 +171,10 @@ class MasterSupervisor(ClientOwner):
                 mux(control, "exit")
             _remove_socket(control)
         if self._starter is None:
-            self._starter = ClientStarter(self.profile, self.secret, self.paths.root)
+            # From the environment of the up that asked (its agent socket): the engine's
+            # own has none.
+            self._starter = ClientStarter(self.profile, self.secret, self.paths.root,
+                                          base_env=self.env)
         launched = self.child = self._starter.start(
             self.name, self._argv, self.mpaths.log(self.name), owned_by_parent=True)
         self.update(pid=launched.pid, create_time=launched.create_time,

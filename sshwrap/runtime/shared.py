@@ -39,6 +39,7 @@ from sshwrap.errors import (
     StateConflict,
 )
 from sshwrap.runtime import state
+from sshwrap.runtime.detach import client_environment
 from sshwrap.runtime.hosting import hosted, master_host, users
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.rendezvous import CONTROL_DIR, KEY_LENGTH, control_dir_fits
@@ -150,7 +151,7 @@ def mux(control: Path, command: str, args: Sequence[str] = ()) -> subprocess.Com
         try:
             return subprocess.run(mux_argv(control, command, args), capture_output=True,
                                   text=True, timeout=MUX_TIMEOUT, stdin=subprocess.DEVNULL,
-                                  check=False)
+                                  check=False, env=client_environment())
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess([], 255, "", f"ssh -O {command} timed out")
 
@@ -313,11 +314,12 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
 def _spawn_master_supervisor(paths: StatePaths, profile: Profile, key: str, wait: float, *,
                              secret: str | None, base: Mapping[str, str] | None) -> int:
     from sshwrap.runtime.auth import client_env
-    from sshwrap.runtime.detach import spawn_detached
+    from sshwrap.runtime.detach import engine_environment, spawn_detached
 
     mpaths = master_paths(paths)
-    env = client_env(profile, base=base)
-    env[STATE_DIR_ENV] = str(paths.root)
+    # One of sshwrap's own processes, which starts an ssh client: what each of them keeps.
+    env = {**engine_environment(os.environ if base is None else base),
+           **client_env(profile, base=base), STATE_DIR_ENV: str(paths.root)}
     # Detached: the master outlives any one tunnel's supervisor; it stops by itself once no
     # live supervisor uses it.
     return spawn_detached(master_command(profile.name, key, wait=wait),

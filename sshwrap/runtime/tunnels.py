@@ -17,7 +17,7 @@ from sshwrap.errors import (
     Unhealthy,
 )
 from sshwrap.runtime import state
-from sshwrap.runtime.auth import AskSecret, client_env, secret_for
+from sshwrap.runtime.auth import AskSecret, asker_env, secret_for
 from sshwrap.runtime.launch import client_argv
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
@@ -114,7 +114,7 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     from sshwrap.runtime import daemon
 
     name = profile.name
-    env = client_env(profile, base=environ)  # auth: never hand the password variable on
+    env = asker_env(profile, environ)  # auth: never hand the password variable on
     message = {"op": "start", "name": name, "wait": wait, "dirs": dirs, "env": env,
                "secret": secret, "share": share}
     try:
