@@ -16,13 +16,15 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sshwrap import askpass
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile.spec import LaunchSpec, prompt_options
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
 from sshwrap.runtime.sockets import peer_is_same_user
@@ -275,28 +277,12 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
     return secret or None
 
 
-def prompt_options(profile: Profile) -> list[tuple[str, str]]:
-    """ssh options used instead of BatchMode when sshwrap answers the prompts itself."""
-    options = [("NumberOfPasswordPrompts", "1")]
-    if profile.auth is AuthMethod.PASSWORD:
-        options.append(("PasswordAuthentication", "yes"))
-    else:
-        # A passphrase must never be sent to a server as a password.
-        options += [("PasswordAuthentication", "no"), ("KbdInteractiveAuthentication", "no")]
-    return options
-
-
-def ssh_prompt_args(profile: Profile) -> list[str]:
-    """``prompt_options`` as ``-o`` arguments (they bind the tunnel host only)."""
-    return [arg for name, value in prompt_options(profile) for arg in ("-o", f"{name}={value}")]
-
-
 def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, str]]:
     """What every hop needs, jump hosts included: the host-key policy and batch mode, or the
-    one-prompt-per-hop settings when sshwrap answers the prompts.
+    one-prompt-per-hop settings when sshwrap answers the prompts (the client config's).
 
-    A pinned key binds the tunnel host only (see ``hostkeys.pinned_args``): its jump hosts
-    are checked strictly against the user's known_hosts.
+    A pinned key binds the tunnel host only (``LaunchSpec.pinned_known_hosts``): its jump
+    hosts are checked strictly against the user's known_hosts.
     """
     from sshwrap.core.compile import strict_host_key_checking
 
@@ -306,34 +292,6 @@ def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, s
     else:
         options.append(("BatchMode", "yes"))
     return options
-
-
-def without_batch_mode(argv: list[str]) -> list[str]:
-    """``argv`` with the runtime's ``-o BatchMode=yes`` removed (it would disable askpass)."""
-    out: list[str] = []
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg == "-o" and i + 1 < len(argv) and argv[i + 1] == "BatchMode=yes":
-            skip = True
-            continue
-        out.append(arg)
-    return out
-
-
-def insert_before_host(argv: list[str], args: list[str], client: Client) -> list[str]:
-    """``argv`` with the runtime's ``args`` right after sshwrap's own leading ``-o`` options,
-    before anything from the profile (ssh keeps the first value it sees, so the profile cannot
-    override a pinned known_hosts file or one password prompt); for plink, before the host."""
-    if client is not Client.SSH:
-        at = len(argv) - 1
-        return [*argv[:at], *args, *argv[at:]]
-    at = 2 if argv[1:2] == ["-N"] else 1
-    while at + 1 < len(argv) and argv[at] == "-o":
-        at += 2
-    return [*argv[:at], *args, *argv[at:]]
 
 
 @dataclass
@@ -347,45 +305,47 @@ class PreparedLaunch:
 
 
 @contextlib.contextmanager
-def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
-                    state_root: Path,
+def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
+                    state_root: Path, spec: LaunchSpec,
                     base_env: Mapping[str, str] | None = None) -> Iterator[PreparedLaunch]:
-    """Everything around ``argv`` that sshwrap adds to answer prompts and check host keys.
+    """One client start: what sshwrap adds to answer prompts and check host keys is found
+    (pinned key fetched, client config written, password pipe and askpass socket opened)
+    and put in the launch ``spec``, and the argv is compiled from it, once.
 
     Keep the context open until the tunnel is verified: the askpass socket and the password
     pipe exist only inside it. ``base_env`` is the environment to start from (default: ours).
     """
     from sshwrap.runtime import hostkeys
-    from sshwrap.runtime.launch import with_config_file, write_client_config
+    from sshwrap.runtime.launch import launch_argv, write_client_config
 
-    argv = list(argv)
     extra_env: dict[str, str] = {}
+    spec = replace(spec, answers_prompts=secret is not None)
     if profile.client is Client.PLINK:
         extra_env["PUTTYDIR"] = str(hostkeys.putty_dir(state_root))
-        argv = hostkeys.with_hop_host_keys(profile, argv)
+        spec = replace(spec, hop_host_keys=hostkeys.hop_host_keys(profile))
     else:
-        pin_args = hostkeys.pinned_args(profile, state_root)
-        if pin_args:
-            argv = insert_before_host(argv, pin_args, profile.client)
+        pinned = hostkeys.pin_host_key(profile, state_root)
         # ssh passes -F, and only -F, on to the jump hosts: their options live in that file.
         config = write_client_config(profile, state_root,
                                      hop_options(profile, answers_prompts=secret is not None))
-        argv = with_config_file(argv, config)
+        spec = replace(spec, client_config=str(config),
+                       pinned_known_hosts=None if pinned is None else str(pinned))
     if secret is None:
-        yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env))
+        yield PreparedLaunch(launch_argv(profile, facts, spec),
+                             client_env(profile, extra_env, base=base_env))
         return
     if profile.client is Client.PLINK:
         read_end, write_end = os.pipe()
         try:
             with os.fdopen(write_end, "wb") as writer:
                 writer.write(secret.encode() + b"\n")  # far below the pipe's buffer size
-            argv = insert_before_host(argv, ["-pwfile", f"/dev/fd/{read_end}"], profile.client)
+            argv = launch_argv(profile, facts, replace(spec, password_file=f"/dev/fd/{read_end}"))
             yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env),
                                  pass_fds=(read_end,))
         finally:
             os.close(read_end)
         return
-    argv = insert_before_host(without_batch_mode(argv), ssh_prompt_args(profile), profile.client)
+    argv = launch_argv(profile, facts, spec)
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
                       root=state_root / "askpass") as server:
         extra_env.update(askpass_env(server))
@@ -395,26 +355,26 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
 class ClientStarter:
     """Starts a profile's client again and again (a supervisor's restarts) with one secret.
 
-    ``start`` opens the launch context (askpass socket, password pipe, pinned key) and
-    spawns; ``settle`` closes it once the client is verified or has failed. A new ``start``
-    settles the previous one first, and the askpass socket closes itself after its answers.
+    ``start`` opens the launch context (askpass socket, password pipe, pinned key), compiles
+    and spawns; ``settle`` closes it once the client is verified or has failed. A new
+    ``start`` settles the previous one first, and the askpass socket closes itself after its
+    answers.
     """
 
-    def __init__(self, profile: Profile, secret: str | None, state_root: Path, *,
+    def __init__(self, secret: str | None, state_root: Path, *,
                  base_env: Mapping[str, str] | None = None) -> None:
-        self.profile = profile
         self._secret = secret
         self.state_root = state_root
         self.base_env = base_env
         self._context: contextlib.AbstractContextManager[PreparedLaunch] | None = None
 
-    def start(self, name: str, argv: list[str], log_path: Path,
-              **spawn_options: Any) -> Launched:
+    def start(self, name: str, profile: Profile, facts: HostFacts, spec: LaunchSpec,
+              log_path: Path, **spawn_options: Any) -> Launched:
         from sshwrap.runtime.launch import spawn
 
         self.settle()
-        context = prepared_launch(self.profile, argv, self._secret, state_root=self.state_root,
-                                  base_env=self.base_env)
+        context = prepared_launch(profile, facts, self._secret, state_root=self.state_root,
+                                  spec=spec, base_env=self.base_env)
         prepared = context.__enter__()
         self._context = context
         try:

@@ -28,8 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import FORWARD_FLAG
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Client, ForwardType, Profile
 from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import (
@@ -170,15 +170,12 @@ def forward_args(forward: ExpectedForward) -> list[str]:
     return [FORWARD_FLAG[kind], spec]
 
 
-def master_argv(profile: Profile, facts: HostFacts, control: Path, log_path: Path) -> list[str]:
-    """The master: the profile's connection with no forwards, listening on ``control``."""
-    from sshwrap.core.compile.ssh import compile_ssh
-    from sshwrap.runtime.launch import find_program
-
-    bare = replace(profile, forwards=())
-    return compile_ssh(bare, facts, program=find_program(Client.SSH), extra_args=[
-        "-E", str(log_path), "-v", "-o", "BatchMode=yes",
-        "-M", "-S", str(control), "-o", "ControlPersist=no"])
+def master_launch(profile: Profile, control: Path, log_path: Path,
+                  ) -> tuple[Profile, LaunchSpec]:
+    """The master: the profile's connection with no forwards, listening on ``control``;
+    compiled at each start (runtime/auth.py prepared_launch)."""
+    return replace(profile, forwards=()), LaunchSpec(log_path=str(log_path),
+                                                      control_path=str(control))
 
 
 @contextlib.contextmanager
