@@ -13,6 +13,9 @@ def own_process(args: list[str]) -> int:
     the same engine in the foreground (runtime/foreground.py); ``--engine master ...``: a
     shared connection's master alone.
     """
+    from sshwrap.runtime.launch import keep_memory_private
+
+    keep_memory_private()  # each of them may be handed passwords (an engine, a master)
     mode, rest = (args[0], args[1:]) if args else ("", [])
     if mode == "master":
         from sshwrap.runtime.masters import main as master

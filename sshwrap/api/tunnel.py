@@ -12,7 +12,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from queue import Queue
 from types import TracebackType
@@ -57,18 +57,6 @@ def _remove_dead_tunnels_files() -> None:
             if pid.isdigit() and path.stat().st_uid == os.getuid() \
                     and not psutil.pid_exists(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class _OneProfile(ProfileStore):
-    """A profile store holding exactly one profile, already parsed (never written anywhere)."""
-
-    profile: Profile | None = None
-
-    def load(self, name_or_path: str) -> Profile:
-        if self.profile is None:  # pragma: no cover - always given
-            raise LookupError(name_or_path)
-        return self.profile
 
 
 class Tunnel:
@@ -215,7 +203,7 @@ class Tunnel:
             first: Queue[SshwrapError | None] = Queue(maxsize=1)
             self._log = open(self._root / "supervisor.log", "a", encoding="utf-8")  # noqa: SIM115
             self._supervisor = Supervisor(
-                self.name, paths, _OneProfile((), self.profile),
+                self.profile, paths,
                 first_wait=self.wait, foreground=False, secret=self._secret, log=self._log,
                 on_first_result=first.put)
             # The client dies with the thread that spawned it (parent-death signal): the

@@ -16,13 +16,15 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sshwrap import askpass
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile.spec import LaunchSpec, prompt_options
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
 from sshwrap.runtime.sockets import peer_is_same_user
@@ -30,7 +32,7 @@ from sshwrap.runtime.sockets import peer_is_same_user
 if TYPE_CHECKING:
     from sshwrap.runtime.launch import Launched
 
-#: Variables the client must not get: the ones naming sshwrap's secrets are dropped too.
+#: The askpass channel of a client: set by sshwrap for the client it serves, never passed on.
 ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV)
 ACCEPT_TIMEOUT = 0.2
 
@@ -99,6 +101,9 @@ class SecretServer:
         return self._dir / "askpass"
 
     def start(self) -> SecretServer:
+        from sshwrap.runtime.launch import keep_memory_private
+
+        keep_memory_private()  # the secret lives in this process's memory from now on
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         import tempfile  # only with a secret to serve
@@ -204,14 +209,40 @@ def askpass_env(server: SecretServer) -> dict[str, str]:
 
 def client_env(profile: Profile, extra: Mapping[str, str] | None = None, *,
                base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The client's environment: ours without the profile's password variable, plus ``extra``."""
-    env = dict(os.environ if base is None else base)
+    """The client's environment: the allow-list (detach.CLIENT_ENVIRONMENT) of ``base``
+    (default: ours), plus ``extra`` (its askpass channel, PUTTYDIR). No other profile's
+    password variable can be among them (secret_for refuses those names), nor its own."""
+    from sshwrap.runtime.detach import client_environment
+
+    env = client_environment(base)
     if profile.password_env:
         env.pop(profile.password_env, None)
-    for name in ASKPASS_ENV:
-        env.pop(name, None)
     env.update(extra or {})
     return env
+
+
+def asker_env(profile: Profile, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a request to the engine carries for ``profile``: the asker's
+    (default: ours) without the profile's password variable and askpass settings. The
+    engine starts clients from it through ``client_env``, never as it is."""
+    env = dict(os.environ if environ is None else environ)
+    for name in (profile.password_env, *ASKPASS_ENV):
+        if name:
+            env.pop(name, None)
+    return env
+
+
+def _check_password_env(profile: Profile) -> None:
+    """A password variable must not be one that sshwrap hands on to every process it starts."""
+    from sshwrap.runtime.detach import CLIENT_ENVIRONMENT, ENGINE_ENVIRONMENT
+
+    name = profile.password_env
+    if name and name in CLIENT_ENVIRONMENT | ENGINE_ENVIRONMENT:
+        raise InvalidInput(
+            Problem(f"{name} is passed to every ssh client and engine sshwrap starts; it "
+                    "cannot hold a password", key="password_env",
+                    file=profile.source or profile.name),
+            hint="name a variable that holds the password and nothing else")
 
 
 AskSecret = Callable[[Profile], "str | None"]
@@ -225,6 +256,7 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
     A password profile without any secret is bad input: nothing is started.
     """
     environ = os.environ if environ is None else environ
+    _check_password_env(profile)
     secret = ask(profile) if ask is not None else None
     if secret is None and profile.password_env:
         secret = environ.get(profile.password_env)
@@ -245,28 +277,12 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
     return secret or None
 
 
-def prompt_options(profile: Profile) -> list[tuple[str, str]]:
-    """ssh options used instead of BatchMode when sshwrap answers the prompts itself."""
-    options = [("NumberOfPasswordPrompts", "1")]
-    if profile.auth is AuthMethod.PASSWORD:
-        options.append(("PasswordAuthentication", "yes"))
-    else:
-        # A passphrase must never be sent to a server as a password.
-        options += [("PasswordAuthentication", "no"), ("KbdInteractiveAuthentication", "no")]
-    return options
-
-
-def ssh_prompt_args(profile: Profile) -> list[str]:
-    """``prompt_options`` as ``-o`` arguments (they bind the tunnel host only)."""
-    return [arg for name, value in prompt_options(profile) for arg in ("-o", f"{name}={value}")]
-
-
 def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, str]]:
     """What every hop needs, jump hosts included: the host-key policy and batch mode, or the
-    one-prompt-per-hop settings when sshwrap answers the prompts.
+    one-prompt-per-hop settings when sshwrap answers the prompts (the client config's).
 
-    A pinned key binds the tunnel host only (see ``hostkeys.pinned_args``): its jump hosts
-    are checked strictly against the user's known_hosts.
+    A pinned key binds the tunnel host only (``LaunchSpec.pinned_known_hosts``): its jump
+    hosts are checked strictly against the user's known_hosts.
     """
     from sshwrap.core.compile import strict_host_key_checking
 
@@ -276,34 +292,6 @@ def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, s
     else:
         options.append(("BatchMode", "yes"))
     return options
-
-
-def without_batch_mode(argv: list[str]) -> list[str]:
-    """``argv`` with the runtime's ``-o BatchMode=yes`` removed (it would disable askpass)."""
-    out: list[str] = []
-    skip = False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg == "-o" and i + 1 < len(argv) and argv[i + 1] == "BatchMode=yes":
-            skip = True
-            continue
-        out.append(arg)
-    return out
-
-
-def insert_before_host(argv: list[str], args: list[str], client: Client) -> list[str]:
-    """``argv`` with the runtime's ``args`` right after sshwrap's own leading ``-o`` options,
-    before anything from the profile (ssh keeps the first value it sees, so the profile cannot
-    override a pinned known_hosts file or one password prompt); for plink, before the host."""
-    if client is not Client.SSH:
-        at = len(argv) - 1
-        return [*argv[:at], *args, *argv[at:]]
-    at = 2 if argv[1:2] == ["-N"] else 1
-    while at + 1 < len(argv) and argv[at] == "-o":
-        at += 2
-    return [*argv[:at], *args, *argv[at:]]
 
 
 @dataclass
@@ -317,45 +305,47 @@ class PreparedLaunch:
 
 
 @contextlib.contextmanager
-def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
-                    state_root: Path,
+def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
+                    state_root: Path, spec: LaunchSpec,
                     base_env: Mapping[str, str] | None = None) -> Iterator[PreparedLaunch]:
-    """Everything around ``argv`` that sshwrap adds to answer prompts and check host keys.
+    """One client start: what sshwrap adds to answer prompts and check host keys is found
+    (pinned key fetched, client config written, password pipe and askpass socket opened)
+    and put in the launch ``spec``, and the argv is compiled from it, once.
 
     Keep the context open until the tunnel is verified: the askpass socket and the password
     pipe exist only inside it. ``base_env`` is the environment to start from (default: ours).
     """
     from sshwrap.runtime import hostkeys
-    from sshwrap.runtime.launch import with_config_file, write_client_config
+    from sshwrap.runtime.launch import launch_argv, write_client_config
 
-    argv = list(argv)
     extra_env: dict[str, str] = {}
+    spec = replace(spec, answers_prompts=secret is not None)
     if profile.client is Client.PLINK:
         extra_env["PUTTYDIR"] = str(hostkeys.putty_dir(state_root))
-        argv = hostkeys.with_hop_host_keys(profile, argv)
+        spec = replace(spec, hop_host_keys=hostkeys.hop_host_keys(profile))
     else:
-        pin_args = hostkeys.pinned_args(profile, state_root)
-        if pin_args:
-            argv = insert_before_host(argv, pin_args, profile.client)
+        pinned = hostkeys.pin_host_key(profile, state_root)
         # ssh passes -F, and only -F, on to the jump hosts: their options live in that file.
         config = write_client_config(profile, state_root,
                                      hop_options(profile, answers_prompts=secret is not None))
-        argv = with_config_file(argv, config)
+        spec = replace(spec, client_config=str(config),
+                       pinned_known_hosts=None if pinned is None else str(pinned))
     if secret is None:
-        yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env))
+        yield PreparedLaunch(launch_argv(profile, facts, spec),
+                             client_env(profile, extra_env, base=base_env))
         return
     if profile.client is Client.PLINK:
         read_end, write_end = os.pipe()
         try:
             with os.fdopen(write_end, "wb") as writer:
                 writer.write(secret.encode() + b"\n")  # far below the pipe's buffer size
-            argv = insert_before_host(argv, ["-pwfile", f"/dev/fd/{read_end}"], profile.client)
+            argv = launch_argv(profile, facts, replace(spec, password_file=f"/dev/fd/{read_end}"))
             yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env),
                                  pass_fds=(read_end,))
         finally:
             os.close(read_end)
         return
-    argv = insert_before_host(without_batch_mode(argv), ssh_prompt_args(profile), profile.client)
+    argv = launch_argv(profile, facts, spec)
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
                       root=state_root / "askpass") as server:
         extra_env.update(askpass_env(server))
@@ -365,26 +355,26 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
 class ClientStarter:
     """Starts a profile's client again and again (a supervisor's restarts) with one secret.
 
-    ``start`` opens the launch context (askpass socket, password pipe, pinned key) and
-    spawns; ``settle`` closes it once the client is verified or has failed. A new ``start``
-    settles the previous one first, and the askpass socket closes itself after its answers.
+    ``start`` opens the launch context (askpass socket, password pipe, pinned key), compiles
+    and spawns; ``settle`` closes it once the client is verified or has failed. A new
+    ``start`` settles the previous one first, and the askpass socket closes itself after its
+    answers.
     """
 
-    def __init__(self, profile: Profile, secret: str | None, state_root: Path, *,
+    def __init__(self, secret: str | None, state_root: Path, *,
                  base_env: Mapping[str, str] | None = None) -> None:
-        self.profile = profile
         self._secret = secret
         self.state_root = state_root
         self.base_env = base_env
         self._context: contextlib.AbstractContextManager[PreparedLaunch] | None = None
 
-    def start(self, name: str, argv: list[str], log_path: Path,
-              **spawn_options: Any) -> Launched:
+    def start(self, name: str, profile: Profile, facts: HostFacts, spec: LaunchSpec,
+              log_path: Path, **spawn_options: Any) -> Launched:
         from sshwrap.runtime.launch import spawn
 
         self.settle()
-        context = prepared_launch(self.profile, argv, self._secret, state_root=self.state_root,
-                                  base_env=self.base_env)
+        context = prepared_launch(profile, facts, self._secret, state_root=self.state_root,
+                                  spec=spec, base_env=self.base_env)
         prepared = context.__enter__()
         self._context = context
         try:

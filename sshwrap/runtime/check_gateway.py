@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.diagnose import Diagnosis, Segment, diagnose_log, unknown_failure
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import SshwrapError
@@ -22,6 +23,7 @@ from sshwrap.runtime.check_steps import (
     passed,
     skipped,
 )
+from sshwrap.runtime.detach import client_environment
 from sshwrap.runtime.paths import StatePaths
 
 CONNECT_TIMEOUT = 5
@@ -41,7 +43,7 @@ def _effective_endpoint(profile: Profile, program: str, host: str, port: int | N
     argv += ["--", host]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False,
-                             stdin=subprocess.DEVNULL).stdout
+                             stdin=subprocess.DEVNULL, env=client_environment()).stdout
     except (OSError, subprocess.TimeoutExpired):
         return host, port or 22
     settings = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
@@ -98,25 +100,11 @@ def hop_steps(profile: Profile, program: str) -> tuple[list[CheckStep], bool]:
     return steps, True
 
 
-def auth_argv(profile: Profile, program: str, log_path: Path) -> list[str]:
-    """The tunnel's own client command without forwards: a login and nothing else.
-
-    Batch mode as ``up`` has it: ``prepared_launch`` swaps it for sshwrap's own prompt
-    answering when the profile has a password or passphrase.
-    """
-    quiet = replace(profile, forwards=())
-    if profile.client is Client.PLINK:
-        from sshwrap.core.compile.plink import compile_plink
-
-        argv = compile_plink(quiet, program=program, extra_args=["-v"])
-    else:
-        from sshwrap.core.compile.ssh import compile_ssh
-
-        argv = compile_ssh(quiet, program=program, extra_args=[
-            "-E", str(log_path), "-v", "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}"])
-    argv.remove("-N")
-    return argv
+def login_launch(profile: Profile, log_path: Path) -> tuple[Profile, LaunchSpec]:
+    """The tunnel's own client command without forwards: a login that runs ``true``, with a
+    time limit per connection, compiled as ``up`` compiles it (prepared_launch)."""
+    return replace(profile, forwards=()), LaunchSpec(
+        log_path=str(log_path), connect_timeout=CONNECT_TIMEOUT, command=("true",))
 
 
 def _authenticated(profile: Profile, log_text: str) -> bool:
@@ -152,18 +140,18 @@ def diagnosis_segment(diagnosis: Diagnosis, profile: Profile) -> str:
     return GATEWAY
 
 
-def _run_login(profile: Profile, program: str, secret: str | None, paths: StatePaths,
-               log: Path) -> bool:
+def _run_login(profile: Profile, secret: str | None, paths: StatePaths, log: Path) -> bool:
     """Run the login; False when it did not end within AUTH_TIMEOUT (it is stopped)."""
+    from sshwrap.machine import host_facts
     from sshwrap.runtime.auth import prepared_launch
     from sshwrap.runtime.launch import stop_group
 
-    argv = auth_argv(profile, program, log)
+    quiet, spec = login_launch(profile, log)
     paths.ensure()
     # The same PUTTYDIR, pinned keys, client config and password channel as 'up'.
-    with prepared_launch(profile, argv, secret, state_root=paths.root) as prepared, \
-            log.open("ab") as handle:
-        proc = subprocess.Popen([*prepared.argv, "true"], stdin=subprocess.DEVNULL,
+    with prepared_launch(quiet, host_facts(), secret, state_root=paths.root,
+                         spec=spec) as prepared, log.open("ab") as handle:
+        proc = subprocess.Popen(prepared.argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=handle, env=prepared.env,
                                 pass_fds=prepared.pass_fds, start_new_session=True)
         try:
@@ -175,13 +163,12 @@ def _run_login(profile: Profile, program: str, secret: str | None, paths: StateP
     return True
 
 
-def auth_step(profile: Profile, program: str, secret: str | None,
-              paths: StatePaths) -> CheckStep:
+def auth_step(profile: Profile, secret: str | None, paths: StatePaths) -> CheckStep:
     name = "authenticate" + (" through the jump hosts" if profile.jump else "")
     with tempfile.TemporaryDirectory(prefix="sshwrap-check-") as tmp:
         log = Path(tmp) / "auth.log"
         try:
-            finished = _run_login(profile, program, secret, paths, log)
+            finished = _run_login(profile, secret, paths, log)
         except SshwrapError as exc:
             return failed(name, exc.message, exc.hint, GATEWAY)
         text = log.read_text(errors="replace") if log.exists() else ""

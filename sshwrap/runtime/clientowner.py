@@ -7,7 +7,10 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Profile
 from sshwrap.runtime import unixsock
 from sshwrap.runtime.auth import ClientStarter
@@ -81,9 +84,11 @@ class ClientOwner:
         if self._stop_requested.wait(seconds):
             self._check_stop()
 
-    def spawn_client(self, profile: Profile, argv: list[str]) -> Launched:
+    def spawn_client(self, profile: Profile, facts: HostFacts, spec: LaunchSpec,
+                     log_path: Path) -> Launched:
         """Start the client, with the secret (if any) served through sshwrap's askpass helper
-        and a pinned host key in place; the same starter serves every restart."""
+        and a pinned host key in place, compiled once from ``spec``; the same starter serves
+        every restart."""
         self._check_stop()
         unixsock.clear_stale_listeners(profile)  # a dead client's socket file; never a file
         if self._starter is None:
@@ -92,12 +97,11 @@ class ClientOwner:
                 from sshwrap.runtime.keyring_secret import keyring_password
 
                 self._secret = keyring_password(profile.name, profile.source or profile.name)
-            self._starter = ClientStarter(profile, self._secret, self.paths.root,
-                                          base_env=self.env)
+            self._starter = ClientStarter(self._secret, self.paths.root, base_env=self.env)
         # Its config file, its log and its askpass socket are written in the state dir: one
         # that cannot take them fails the attempt as StateUnusable, which is retried.
         with state_errors(self.paths):
-            self.child = self._starter.start(self.name, argv, self.paths.log(self.name),
+            self.child = self._starter.start(self.name, profile, facts, spec, log_path,
                                              owned_by_parent=True)
         self._check_stop()  # asked while it was being spawned: request_stop saw no child
         return self.child

@@ -23,21 +23,30 @@ FOREGROUND_MARK = "--foreground"
 #: The line a held engine waits for on its stdin before it does anything (see HeldEngine).
 GO = b"go\n"
 
-#: What the engine keeps of the environment of the command that starts it. The engine lives
-#: on, its first environment readable in /proc for its lifetime, so nothing else goes there:
-#: a password variable (``password_env`` may name any variable) would stay readable long
-#: after the tunnel that needed it. Each request carries its asker's environment, which
-#: the clients it starts are given (runtime/auth.py client_env drops the password there).
-ENGINE_ENVIRONMENT = frozenset({
+#: What every process sshwrap starts keeps of the environment it is started from: who the
+#: user is, where their files are, how text is read. Only names listed here are kept: a
+#: ``password_env`` may name any other variable, and a password must reach no process but
+#: the one that needs it (runtime/auth.py secret_for refuses a listed name).
+PROCESS_ENVIRONMENT = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
     "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME", "LC_COLLATE",
     "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR",
+})
+#: What the engine keeps of the environment of the command that starts it. The engine lives
+#: on, its first environment readable in /proc for its lifetime. Each request carries its
+#: asker's environment, from which the clients it starts take CLIENT_ENVIRONMENT.
+ENGINE_ENVIRONMENT = PROCESS_ENVIRONMENT | {
     # The system keyring (password_keyring) is read in the engine for the express lane.
     "DBUS_SESSION_BUS_ADDRESS", "PYTHON_KEYRING_BACKEND",
     "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
     "PYTHONPYCACHEPREFIX", "PYTHONUTF8", "PYTHONSAFEPATH",
     "SSHWRAP_PROFILES", "SSHWRAP_NETWATCH", "SSHWRAP_DEBUG",
-})
+}
+#: What an ssh or plink client keeps (every one sshwrap starts: a tunnel's, a shared master,
+#: ``ssh -O``, a check's login, ``ssh -G``, a host-key fetch), besides its own askpass
+#: channel: the agent socket and Kerberos credentials it may log in with. A ProxyJump or a
+#: ProxyCommand of the user's config runs through SHELL and PATH.
+CLIENT_ENVIRONMENT = PROCESS_ENVIRONMENT | {"SSH_AUTH_SOCK", "KRB5CCNAME", "KRB5_CONFIG"}
 #: Where the engine finds its state dir (runtime/paths.py STATE_DIR_ENV).
 _STATE_DIR_ENV = "SSHWRAP_STATE_DIR"
 
@@ -58,9 +67,20 @@ def is_engine(argv: Sequence[str]) -> bool:
     return False
 
 
+def kept_environment(env: Mapping[str, str], names: frozenset[str]) -> dict[str, str]:
+    """The variables of ``env`` that ``names`` lists (one of the sets above)."""
+    return {name: value for name, value in env.items() if name in names}
+
+
 def engine_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The part of ``env`` the engine is started with: ENGINE_ENVIRONMENT."""
-    return {name: value for name, value in env.items() if name in ENGINE_ENVIRONMENT}
+    return kept_environment(env, ENGINE_ENVIRONMENT)
+
+
+def client_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of ``env`` (default: ours) an ssh or plink client is started with:
+    CLIENT_ENVIRONMENT."""
+    return kept_environment(os.environ if env is None else env, CLIENT_ENVIRONMENT)
 
 
 def spawn_detached(argv: Sequence[str], log_path: Path | None, env: Mapping[str, str], *,

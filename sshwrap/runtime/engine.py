@@ -32,7 +32,7 @@ from sshwrap.runtime.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_pat
 from sshwrap.runtime.events import EventBus
 from sshwrap.runtime.identity import own_identity
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.supervisor import Supervisor
+from sshwrap.runtime.supervisor import Supervisor, record_not_started
 from sshwrap.runtime.wire import Channel, error_data
 
 #: With no tunnel to supervise for this long, the engine exits.
@@ -197,14 +197,21 @@ class ResidentSupervisor:
             return {"quitting": True}
         return {"error": f"unknown request {op!r}"}
 
-    def start(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Start supervising a tunnel; the first attempt's exit code (0: verified), its error
-        as data when it failed, its forwards as found when verified."""
+    def start(self, message: dict[str, Any], profile: Profile | None = None) -> dict[str, Any]:
+        """Start supervising a tunnel, with ``profile`` or the one of that name in the asker's
+        profile directories, loaded here once; the first attempt's exit code (0: verified),
+        its error as data when it failed, its forwards as found when verified."""
         from queue import Empty, Queue
 
         from sshwrap.store import ProfileStore
 
         name = str(message["name"])
+        store = ProfileStore(tuple(Path(d) for d in message["dirs"]))
+        try:
+            profile = profile or store.load(name)
+        except SshwrapError as failure:  # kept as the tunnel's failure, as a failed start is
+            record_not_started(self.paths, name, failure, self.identity)
+            return {"code": int(failure.exit_code), "error": error_data(failure)}
         with self.lock:
             previous = self.tunnels.get(name)
         if previous is not None:  # a stop of it is still under way: let it finish first
@@ -216,7 +223,7 @@ class ResidentSupervisor:
         first: Queue[SshwrapError | None] = Queue(maxsize=1)
         log = open(self.paths.log(name), "a", encoding="utf-8")  # noqa: SIM115 - the thread closes it
         supervisor = Supervisor(
-            name, self.paths, ProfileStore(tuple(Path(d) for d in message["dirs"])),
+            profile, self.paths, store,
             first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
             secret=message.get("secret"), log=log, env=dict(message["env"]),
             identity=self.identity, share=bool(message.get("share")), on_first_result=first.put)

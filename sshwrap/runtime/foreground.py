@@ -86,7 +86,7 @@ def parse(args: Sequence[str]) -> Options:
 def start_message(name: str, wait: float) -> dict[str, Any]:
     """The engine's ``start`` request for ``name``, with the foreground policy: a failed
     first start is retried, and the answer comes after ``wait`` even while it is."""
-    from sshwrap.runtime.auth import client_env, secret_for
+    from sshwrap.runtime.auth import asker_env, secret_for
     from sshwrap.store import ProfileStore
 
     store = ProfileStore.from_option(None)
@@ -94,7 +94,7 @@ def start_message(name: str, wait: float) -> dict[str, Any]:
     # A profile that does not load fails in the engine, which records why.
     with contextlib.suppress(SshwrapError):
         profile = store.load(name)
-        env = client_env(profile)
+        env = asker_env(profile)
         if profile.password_env and profile.password_env in os.environ:
             secret = secret_for(profile)
     return {"op": "start", "name": name, "wait": wait, "foreground": True, "env": env,

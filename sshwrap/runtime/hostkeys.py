@@ -14,6 +14,7 @@ from sshwrap.core.knownhosts import keyscan_command, known_hosts_name
 from sshwrap.core.model import Client, Hop, HostKeyMode, Profile
 from sshwrap.errors import AuthFailed, ConnectionFailed, InvalidInput, MissingBinary, Problem
 from sshwrap.fsutil import atomic_write
+from sshwrap.runtime.detach import client_environment
 from sshwrap.sshconfig.effective import first, parse_dump
 
 KEYSCAN_TIMEOUT = 5
@@ -133,7 +134,7 @@ def effective_settings(profile: Profile, host: str, port: int | None,
         argv += ["-l", user]
     argv += ["--", host]
     done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=client_environment())
     if done.returncode != 0:
         raise InvalidInput(Problem(f"ssh -G failed: {done.stderr.strip()}", key="host",
                                    file=profile.source or profile.name))
@@ -154,7 +155,7 @@ def keyscan(host: str, port: int, timeout: int = KEYSCAN_TIMEOUT) -> list[HostKe
     """The keys a directly reachable host offers (``ssh-keyscan``); [] when it cannot say."""
     done = subprocess.run([_program("ssh-keyscan"), "-T", str(timeout), "-p", str(port),
                            "--", host], capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=client_environment())
     return parse_key_lines(done.stdout)
 
 
@@ -183,6 +184,7 @@ def fetch_through_jumps(profile: Profile, target: HopTarget) -> list[HostKey]:
                  "--", target.host, "true"]
         try:
             subprocess.run(argv, capture_output=True, check=False, stdin=subprocess.DEVNULL,
+                           env=client_environment(),
                            timeout=FETCH_TIMEOUT, start_new_session=True)
         except subprocess.TimeoutExpired:
             return []
@@ -206,7 +208,8 @@ def known_keys(known_hosts: Path, name: str) -> list[HostKey]:
     if not known_hosts.exists():
         return []
     done = subprocess.run([_program("ssh-keygen"), "-F", name, "-f", str(known_hosts)],
-                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+                          env=client_environment())
     return parse_key_lines(done.stdout)
 
 
@@ -246,15 +249,16 @@ def pinned_known_hosts(state_root: Path, name: str) -> Path:
     return state_root / "known_hosts" / name
 
 
-def pinned_args(profile: Profile, state_root: Path) -> list[str]:
+def pin_host_key(profile: Profile, state_root: Path) -> Path | None:
     """For a pinned ssh profile: write the pinned key to sshwrap's own known_hosts and return
-    the options that make ssh use only it; [] for other profiles.
+    that file (``LaunchSpec.pinned_known_hosts``, the only one ssh then uses for the tunnel
+    host); None for other profiles.
 
     Raises AuthFailed, naming both fingerprints, when the host offers no key with the pin.
     """
     policy = profile.host_key
     if profile.client is not Client.SSH or policy.mode is not HostKeyMode.PINNED:
-        return []
+        return None
     target = hop_targets(profile)[-1]
     offered = offered_keys(profile, target)
     matching = [k for k in offered if k.fingerprint == policy.fingerprint]
@@ -269,8 +273,7 @@ def pinned_args(profile: Profile, state_root: Path) -> list[str]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(path, "".join(f"{k.line(target.name)}\n" for k in matching).encode(),
                  mode=0o600)
-    return ["-o", f"UserKnownHostsFile={path}", "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "UpdateHostKeys=no"]
+    return path
 
 
 def known_fingerprints(target: HopTarget) -> list[str]:
@@ -280,19 +283,18 @@ def known_fingerprints(target: HopTarget) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def with_hop_host_keys(profile: Profile, argv: list[str]) -> list[str]:
-    """A plink argv whose jump-host plinks accept only the keys known_hosts holds for them.
+def hop_host_keys(profile: Profile) -> tuple[tuple[str, ...], ...]:
+    """For a plink profile with jump hosts: the fingerprints each jump host's plink accepts
+    (``LaunchSpec.hop_host_keys``), the keys the user's known_hosts holds for it.
 
     plink keeps no known_hosts and, with -batch, refuses a key missing from its cache; each
     jump host's keys are taken from the user's known_hosts (where ``sshwrap trust`` puts
     them) and passed as ``-hostkey`` to that hop's plink inside ``-proxycmd``.
     Raises AuthFailed, naming the hop, when a jump host's key is not known.
     """
-    if profile.client is not Client.PLINK or not profile.jump or "-proxycmd" not in argv:
-        return argv
-    from sshwrap.core.compile.plink import proxy_command
-
-    fingerprints: list[list[str]] = []
+    if profile.client is not Client.PLINK or not profile.jump:
+        return ()
+    fingerprints: list[tuple[str, ...]] = []
     for target in hop_targets(profile)[:-1]:
         known = known_fingerprints(target)
         if not known:
@@ -301,8 +303,5 @@ def with_hop_host_keys(profile: Profile, argv: list[str]) -> list[str]:
                 f"(no entry for {target.name} in {target.known_hosts})",
                 hint=f"run 'sshwrap trust {profile.name}' to see its fingerprint and trust it, "
                      f"or, once you have compared it: {target.keyscan_hint}")
-        fingerprints.append(known)
-    out = list(argv)
-    at = out.index("-proxycmd") + 1
-    out[at] = proxy_command(profile, out[0], fingerprints) or out[at]
-    return out
+        fingerprints.append(tuple(known))
+    return tuple(fingerprints)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
 from sshwrap.fsutil import atomic_write
@@ -57,22 +58,20 @@ def find_program(client: Client) -> str:
     return found
 
 
-def client_argv(profile: Profile, facts: HostFacts, log_path: Path) -> list[str]:
-    """The argv the runtime starts: the compiled command plus logging and batch mode."""
+def launch_argv(profile: Profile, facts: HostFacts, spec: LaunchSpec | None = None,
+                ) -> list[str]:
+    """The profile's client command, compiled in one pass by the core compilers: with
+    ``spec``, all that one start runs (see runtime/auth.py prepared_launch); without one,
+    what ``sshwrap compile`` shows, which is how ``up`` checks that a profile can start."""
     program = find_program(profile.client)
     try:
         if profile.client is Client.PLINK:
             from sshwrap.core.compile.plink import compile_plink
 
-            return compile_plink(profile, facts, program=program, extra_args=["-v"])
+            return compile_plink(profile, facts, program=program, spec=spec)
         from sshwrap.core.compile.ssh import compile_ssh
 
-        # -E keeps ssh's messages in our log; -v makes bind and remote-forward results visible;
-        # BatchMode makes a prompt (password, passphrase, unknown key) fail instead of hanging.
-        # compile_ssh puts them right after sshwrap's own options, before anything from the
-        # profile: ssh keeps the first value of an option.
-        return compile_ssh(profile, facts, program=program,
-                           extra_args=["-E", str(log_path), "-v", "-o", "BatchMode=yes"])
+        return compile_ssh(profile, facts, program=program, spec=spec)
     except NotExpressible as exc:
         raise InvalidInput(Problem(f"{exc.message} ({exc.target} cannot express it)",
                                    key=exc.key, file=profile.source or profile.name)) from None
@@ -141,35 +140,6 @@ def write_client_config(profile: Profile, state_root: Path,
     return path
 
 
-def with_config_file(argv: Sequence[str], config: Path) -> list[str]:
-    """``argv`` (an ssh command) with its ``-F FILE`` replaced by ``-F config``.
-
-    The new ``-F`` takes the old one's place, or goes right after the options sshwrap
-    always sets when the profile had none, so ``-F`` appears exactly once.
-    """
-    out: list[str] = []
-    skip = False
-    placed = False
-    end = list(argv).index("--") if "--" in argv else len(argv)
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if i < end and arg == "-F":
-            skip = True
-            if not placed:
-                out += ["-F", str(config)]
-                placed = True
-            continue
-        out.append(arg)
-    if not placed:  # where compile_ssh puts it: after "-N" and the leading "-o" options
-        at = 2 if out[1:2] == ["-N"] else 1
-        while at + 1 < len(out) and out[at] == "-o":
-            at += 2
-        out[at:at] = ["-F", str(config)]
-    return out
-
-
 #: prctl(2) option: the signal the kernel sends a process when its parent dies.
 PR_SET_PDEATHSIG = 1
 
@@ -201,6 +171,31 @@ def die_with_parent(parent: int, prctl: Callable[..., int] | None) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+#: prctl(2) option: whether the process may dump core, and be read (ptrace, /proc/PID/mem
+#: and environ) by other processes of its user.
+PR_SET_DUMPABLE = 4
+
+
+def keep_memory_private() -> None:
+    """Give this process, which holds passwords in memory, no core file and make it
+    non-dumpable: no core dump, no ptrace, no /proc/PID/mem or environ for the user's other
+    processes.
+
+    Its /proc/PID files then belong to root, and those that need ptrace access (environ,
+    fd/, mem, exe) are closed to the user's other processes; stat, status and cmdline stay
+    readable, which is all an identity check (runtime/identity.py) or ``ps`` reads. A
+    program it starts is dumpable again from its exec, and inherits the core limit of 0.
+    Linux only for the dumpable flag; the core limit wherever there is one.
+    """
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def spawn(name: str, argv: list[str], log_path: Path, *,

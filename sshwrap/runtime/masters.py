@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Client, Profile, RestartPolicy
 from sshwrap.errors import (
     ExitCode,
@@ -39,7 +40,7 @@ from sshwrap.runtime.shared import (
     _try_lock,
     connection_key,
     control_path,
-    master_argv,
+    master_launch,
     master_name,
     master_paths,
     mux,
@@ -91,7 +92,9 @@ class MasterSupervisor(ClientOwner):
         #: tell that reason when they see it gone.
         self.last_drop: tuple[int, str] | None = None
         self._control = control_path(self.paths, self.key)
-        self._argv: list[str] = []
+        self._bare, self._spec = master_launch(self.profile, self._control,
+                                               self.mpaths.log(self.name))
+        self._facts: HostFacts | None = None
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -144,8 +147,7 @@ class MasterSupervisor(ClientOwner):
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        self._argv = master_argv(self.profile, host_facts(), self._control,
-                                 self.mpaths.log(self.name))
+        self._facts = host_facts()
         pid, create_time, own_argv = self.identity or own_identity()
         self.record = TunnelRecord(
             name=self.name, pid=0, create_time=0.0, argv=(), profile_hash=self.key,
@@ -193,10 +195,13 @@ class MasterSupervisor(ClientOwner):
                 mux(control, "exit")
             _remove_socket(control)
         if self._starter is None:
-            self._starter = ClientStarter(self.profile, self.secret, self.paths.root)
+            # From the environment of the up that asked (its agent socket): the engine's
+            # own has none.
+            self._starter = ClientStarter(self.secret, self.paths.root, base_env=self.env)
         with state.state_errors(self.paths):  # its log in a state dir that cannot take it
             launched = self.child = self._starter.start(
-                self.name, self._argv, self.mpaths.log(self.name), owned_by_parent=True)
+                self.name, self._bare, self._facts or HostFacts(), self._spec,
+                self.mpaths.log(self.name), owned_by_parent=True)
         self.update(pid=launched.pid, create_time=launched.create_time,
                             argv=launched.argv, started_at=time.time(),
                             log_offset=launched.log_offset, verified=False, next_retry=None,

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, ProfileNotFound, SshwrapError
 from sshwrap.runtime import state
 from sshwrap.runtime.events import Event, EventBus
@@ -34,7 +35,8 @@ class ResidentSupervisor(Protocol):
     @property
     def tunnels(self) -> Mapping[str, Tunnel]: ...
     def stop(self, name: str) -> bool: ...
-    def start(self, message: dict[str, Any]) -> dict[str, Any]: ...
+    def start(self, message: dict[str, Any], profile: Profile | None = None,
+              ) -> dict[str, Any]: ...
 
 #: What a reload did to one tunnel.
 UNCHANGED, UPDATED, RESTARTED, STOPPED, INVALID, FAILED = (
@@ -66,31 +68,34 @@ def _reload_one(engine: ResidentSupervisor, name: str, tunnel: Tunnel) -> dict[s
 
 def _apply(engine: ResidentSupervisor, name: str, tunnel: Tunnel) -> dict[str, Any]:
     from sshwrap.machine import host_facts
-    from sshwrap.runtime.launch import client_argv
+    from sshwrap.runtime.launch import launch_argv
 
     supervisor = tunnel.supervisor
-    try:
-        profile = supervisor.store.load(name)
+    try:  # the engine's tunnels have a store; one without keeps its profile
+        store = supervisor.store
+        profile = store.load(name) if store is not None else supervisor.requested
     except ProfileNotFound:
         engine.stop(name)
         return {"name": name, "action": STOPPED}
     except SshwrapError as error:  # invalid now: the tunnel runs on as it was
         _tell_not_applied(engine, tunnel, error)
         return {"name": name, "action": INVALID, "error": error_data(error)}
-    argv = client_argv(profile, host_facts(), engine.paths.log(name))
+    facts = host_facts()
+    argv = launch_argv(profile, facts)  # one that cannot start leaves the tunnel as it is
     record = supervisor.record
-    if record is not None and record.profile_hash == state.profile_hash(profile, argv):
+    if record is not None and record.profile_hash == state.profile_hash(profile, facts,
+                                                                        argv[0]):
         _clear_not_applied(engine, name)
         # Compared as written: the running profile has ports chosen for ``listen = 0``.
-        changed = supervisor.written != profile
-        supervisor.written = profile
+        changed = supervisor.requested != profile
+        supervisor.requested = profile
         if supervisor.profile is not None:  # the same client: only its hooks can differ
             supervisor.profile = replace(supervisor.profile, hooks=profile.hooks)
         return {"name": name, "action": UPDATED if changed else UNCHANGED}
     engine.stop(name)
     if tunnel.message is None:  # not started by a request: nothing to start again
         return {"name": name, "action": STOPPED}
-    answer = engine.start(tunnel.message)
+    answer = engine.start(tunnel.message, profile)
     if answer.get("error") is not None:
         return {"name": name, "action": FAILED, "error": answer["error"]}
     fresh = state.read_record(engine.paths, name)

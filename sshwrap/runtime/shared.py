@@ -28,8 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import FORWARD_FLAG
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Client, ForwardType, Profile
 from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import (
@@ -39,6 +39,7 @@ from sshwrap.errors import (
     StateConflict,
 )
 from sshwrap.runtime import state
+from sshwrap.runtime.detach import client_environment
 from sshwrap.runtime.hosting import hosted, master_host, users
 from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.runtime.rendezvous import CONTROL_DIR, KEY_LENGTH, control_dir_fits
@@ -150,7 +151,7 @@ def mux(control: Path, command: str, args: Sequence[str] = ()) -> subprocess.Com
         try:
             return subprocess.run(mux_argv(control, command, args), capture_output=True,
                                   text=True, timeout=MUX_TIMEOUT, stdin=subprocess.DEVNULL,
-                                  check=False)
+                                  check=False, env=client_environment())
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess([], 255, "", f"ssh -O {command} timed out")
 
@@ -169,15 +170,12 @@ def forward_args(forward: ExpectedForward) -> list[str]:
     return [FORWARD_FLAG[kind], spec]
 
 
-def master_argv(profile: Profile, facts: HostFacts, control: Path, log_path: Path) -> list[str]:
-    """The master: the profile's connection with no forwards, listening on ``control``."""
-    from sshwrap.core.compile.ssh import compile_ssh
-    from sshwrap.runtime.launch import find_program
-
-    bare = replace(profile, forwards=())
-    return compile_ssh(bare, facts, program=find_program(Client.SSH), extra_args=[
-        "-E", str(log_path), "-v", "-o", "BatchMode=yes",
-        "-M", "-S", str(control), "-o", "ControlPersist=no"])
+def master_launch(profile: Profile, control: Path, log_path: Path,
+                  ) -> tuple[Profile, LaunchSpec]:
+    """The master: the profile's connection with no forwards, listening on ``control``;
+    compiled at each start (runtime/auth.py prepared_launch)."""
+    return replace(profile, forwards=()), LaunchSpec(log_path=str(log_path),
+                                                      control_path=str(control))
 
 
 @contextlib.contextmanager
@@ -313,11 +311,12 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
 def _spawn_master_supervisor(paths: StatePaths, profile: Profile, key: str, wait: float, *,
                              secret: str | None, base: Mapping[str, str] | None) -> int:
     from sshwrap.runtime.auth import client_env
-    from sshwrap.runtime.detach import spawn_detached
+    from sshwrap.runtime.detach import engine_environment, spawn_detached
 
     mpaths = master_paths(paths)
-    env = client_env(profile, base=base)
-    env[STATE_DIR_ENV] = str(paths.root)
+    # One of sshwrap's own processes, which starts an ssh client: what each of them keeps.
+    env = {**engine_environment(os.environ if base is None else base),
+           **client_env(profile, base=base), STATE_DIR_ENV: str(paths.root)}
     # Detached: the master outlives any one tunnel's supervisor; it stops by itself once no
     # live supervisor uses it.
     return spawn_detached(master_command(profile.name, key, wait=wait),

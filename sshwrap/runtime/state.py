@@ -9,8 +9,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -211,13 +211,14 @@ def expected_forwards(profile: Profile, facts: HostFacts) -> tuple[ExpectedForwa
     return tuple(ExpectedForward.from_forward(f) for f in expanded_forwards(profile, facts))
 
 
-def profile_hash(profile: Profile, argv: Sequence[str]) -> str:
-    """sha256 of the canonical profile mapping and the argv: changes when a restart would
-    (hooks change no client: a reload applies them to the running tunnel)."""
+def profile_hash(profile: Profile, facts: HostFacts, program: str) -> str:
+    """sha256 of the canonical profile mapping, the host's facts and the client program: all
+    that the client's command is compiled from, so it changes when a restart would (hooks
+    change no client: a reload applies them to the running tunnel)."""
     mapping = profile_to_mapping(profile)
     mapping.pop("hooks", None)
-    canonical = json.dumps({"profile": mapping, "argv": list(argv)},
-                           sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"profile": mapping, "facts": asdict(facts),
+                            "program": program}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

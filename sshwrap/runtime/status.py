@@ -21,7 +21,7 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import ConnectionFailed, ExitCode, Problem, ProfileNotFound, SshwrapError
 from sshwrap.runtime import state
 from sshwrap.runtime.identity import memoized
-from sshwrap.runtime.launch import client_argv
+from sshwrap.runtime.launch import find_program
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
     ForwardStatus,
@@ -124,8 +124,7 @@ def _load(known: dict[str, Path], name: str, facts: HostFacts, paths: StatePaths
     except SshwrapError:
         return _Compiled(None)
     try:
-        argv = client_argv(profile, facts, paths.log(name))
-        digest: str | None = state.profile_hash(profile, argv)
+        digest: str | None = state.profile_hash(profile, facts, find_program(profile.client))
     except SshwrapError:
         digest = None
     found = _Compiled(profile, tuple(ForwardStatus.idle(f)

@@ -19,6 +19,7 @@ from types import FrameType
 from typing import TextIO
 
 from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusable
 from sshwrap.runtime import state
@@ -27,7 +28,7 @@ from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.events import Event
 from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
-from sshwrap.runtime.launch import Launched, client_argv
+from sshwrap.runtime.launch import Launched, find_program
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.restart import Ended, Phase, ProfileAttempts, RestartLoop, first_hop
 from sshwrap.runtime.shared import wants_sharing
@@ -53,13 +54,16 @@ _REASONS = {Phase.STARTING.value: "starting the client", Phase.UP.value: "every 
 class Supervisor(ClientOwner):
     """Runs one tunnel's client until stopped, restarting it according to ``restart``."""
 
-    def __init__(self, name: str, paths: StatePaths, store: ProfileStore, *,
-                 first_wait: float, foreground: bool, secret: str | None = None,
+    def __init__(self, profile: Profile, paths: StatePaths, store: ProfileStore | None = None,
+                 *, first_wait: float, foreground: bool, secret: str | None = None,
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
                  on_first_result: FirstResult | None = None) -> None:
-        self.name = name
+        self.name = profile.name
+        #: The profile as asked for, parsed once by whoever asked (``listen = 0`` unchosen).
+        self.requested = profile
         self.paths = paths.ensure()
+        #: Where the profile was found: a reload reads it again from there.
         self.store = store
         self.first_wait = first_wait
         self.foreground = foreground
@@ -96,8 +100,6 @@ class Supervisor(ClientOwner):
         self._record_lock = threading.Lock()
         #: Why the latest record is in memory only (the state dir could not take it).
         self.unwritten: StateUnusable | None = None
-        #: The profile as written (``listen = 0`` included): what a reload compares.
-        self.written: Profile | None = None
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -131,13 +133,7 @@ class Supervisor(ClientOwner):
         """Record the tunnel failed for good by ``error`` (kept until ``up`` or ``down``);
         its exit code."""
         if self.record is None:  # it failed before a client was started: a record anyway
-            pid, create_time, own_argv = self._identity()
-            fresh = TunnelRecord(
-                name=self.name, pid=0, create_time=0.0, argv=(), profile_hash="",
-                client="", started_at=time.time(), forwards=(),
-                log_path=str(self.paths.log(self.name)), supervisor_pid=pid,
-                supervisor_create_time=create_time, supervisor_argv=own_argv,
-                mode=self.mode.value)
+            fresh = _unstarted(self.paths, self.name, self._identity(), self.mode)
             with self._record_lock:
                 self.record = self.record or fresh
         try:
@@ -272,15 +268,14 @@ class Supervisor(ClientOwner):
     def _supervise(self) -> int:
         from sshwrap.machine import host_facts
 
-        requested = self.profile = self.written = self.store.load(self.name)
+        requested = self.profile = self.requested
         facts = host_facts()
         # The record keeps the hash of the profile as written (listen = 0 included), which
         # is what up and status compare it with.
-        digest = state.profile_hash(requested, client_argv(requested, facts,
-                                                           self.paths.log(self.name)))
+        digest = state.profile_hash(requested, facts, find_program(requested.client))
         attempts: OwnClient | SharedTunnel
         if wants_sharing(requested, self.share):
-            profile, _, forwards = compiled(self, requested, facts)
+            profile, forwards = with_ports(self, requested, facts)
             attempts = SharedTunnel(self, profile, digest, forwards)
         else:
             attempts = OwnClient(self, requested, facts, digest)
@@ -297,13 +292,30 @@ class Supervisor(ClientOwner):
         return int(ExitCode.OK)
 
 
-def compiled(supervisor: Supervisor, requested: Profile, facts: HostFacts,
-             ) -> tuple[Profile, list[str], tuple[ExpectedForward, ...]]:
-    """The profile with ports chosen for ``listen = 0`` (the one the supervisor runs), its
-    argv and its forwards."""
+def _unstarted(paths: StatePaths, name: str, identity: Identity, mode: Mode) -> TunnelRecord:
+    """The record of a tunnel whose client was never started."""
+    pid, create_time, own_argv = identity
+    return TunnelRecord(
+        name=name, pid=0, create_time=0.0, argv=(), profile_hash="", client="",
+        started_at=time.time(), forwards=(), log_path=str(paths.log(name)),
+        supervisor_pid=pid, supervisor_create_time=create_time, supervisor_argv=own_argv,
+        mode=mode.value)
+
+
+def record_not_started(paths: StatePaths, name: str, error: SshwrapError,
+                       identity: Identity) -> None:
+    """Keep ``error`` as the failure of a tunnel the engine could not even give a
+    supervisor (its profile did not load), as a supervisor keeps its own."""
+    state.write_record(paths.ensure(), _unstarted(paths, name, identity, Mode.ENGINE)
+                       .failed(error))
+
+
+def with_ports(supervisor: Supervisor, requested: Profile, facts: HostFacts,
+               ) -> tuple[Profile, tuple[ExpectedForward, ...]]:
+    """The profile with ports chosen for ``listen = 0`` (the one the supervisor runs) and
+    its forwards."""
     profile = supervisor.profile = with_free_ports(requested, facts)
-    return (profile, client_argv(profile, facts, supervisor.paths.log(supervisor.name)),
-            expected_forwards(profile, facts))
+    return profile, expected_forwards(profile, facts)
 
 
 class OwnClient(ProfileAttempts):
@@ -316,7 +328,7 @@ class OwnClient(ProfileAttempts):
         self.requested = requested
         self.facts = facts
         self.digest = digest
-        self.profile, self.argv, self.forwards = compiled(supervisor, requested, facts)
+        self.profile, self.forwards = with_ports(supervisor, requested, facts)
         self.launched: Launched | None = None
         self.port_tries = 0
         self.say, self.sleep = supervisor.say, supervisor.sleep
@@ -325,7 +337,9 @@ class OwnClient(ProfileAttempts):
     def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
         sup = self.sup
         while True:
-            launched = self.launched = sup.spawn_client(self.profile, self.argv)
+            log = sup.paths.log(self.name)
+            launched = self.launched = sup.spawn_client(
+                self.profile, self.facts, LaunchSpec(log_path=str(log)), log)
             pid, create_time, own_argv = sup._identity()
             sup.begin(TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
@@ -348,8 +362,7 @@ class OwnClient(ProfileAttempts):
                 sup.sleep(0)
                 sup._stop_child()
                 self.port_tries += 1
-                self.profile, self.argv, self.forwards = compiled(sup, self.requested,
-                                                                  self.facts)
+                self.profile, self.forwards = with_ports(sup, self.requested, self.facts)
                 continue
             sup._settle_credentials()
             return {}

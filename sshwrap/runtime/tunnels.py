@@ -17,8 +17,8 @@ from sshwrap.errors import (
     Unhealthy,
 )
 from sshwrap.runtime import state
-from sshwrap.runtime.auth import AskSecret, client_env, secret_for
-from sshwrap.runtime.launch import client_argv
+from sshwrap.runtime.auth import AskSecret, asker_env, secret_for
+from sshwrap.runtime.launch import launch_argv
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
     DEFAULT_WAIT,
@@ -70,8 +70,10 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
     """
     name = profile.name
     try:
-        argv = client_argv(profile, facts, paths.log(name))
-        digest = state.profile_hash(profile, argv)
+        # Checks that it can start (nothing is recorded for a profile that cannot): the
+        # engine compiles the command it runs from the same profile and facts.
+        argv = launch_argv(profile, facts)
+        digest = state.profile_hash(profile, facts, argv[0])
         forwards = expected_forwards(profile, facts)
         with state.name_lock(paths, name, timeout=wait + LOCK_GRACE):
             running = _running_outcome(paths, name, digest)
@@ -114,7 +116,7 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     from sshwrap.runtime import daemon
 
     name = profile.name
-    env = client_env(profile, base=environ)  # auth: never hand the password variable on
+    env = asker_env(profile, environ)  # auth: never hand the password variable on
     message = {"op": "start", "name": name, "wait": wait, "dirs": dirs, "env": env,
                "secret": secret, "share": share}
     try:

@@ -13,7 +13,6 @@ from sshwrap.errors import InvalidInput, MissingBinary, Problem
 
 #: ``ssh -G`` runs ``Match exec`` commands and may look names up (CanonicalizeHostname).
 TIMEOUT_SECONDS = 15.0
-_KEPT_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL")
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,11 @@ def find_ssh(program: str = "ssh") -> str:
 
 
 def scrubbed_env() -> dict[str, str]:
-    """A minimal environment: ``Match exec`` commands see no secrets from ours."""
-    env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
+    """A client's environment (runtime/detach.py CLIENT_ENVIRONMENT) with the system's
+    PATH: ``Match exec`` commands see no secrets from ours."""
+    from sshwrap.runtime.detach import client_environment
+
+    env = client_environment()
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     return env
 

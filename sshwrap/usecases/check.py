@@ -80,7 +80,7 @@ def run_check(store: ProfileStore, name: str, paths: StatePaths | None = None,
     if missing is not None:
         add(missing)
     elif reachable:
-        add(auth_step(profile, program, secret, paths))
+        add(auth_step(profile, secret, paths))
     else:
         add(skipped("authenticate", "the first hop is not reachable", GATEWAY))
     add(*tunnel_steps(profile, paths))

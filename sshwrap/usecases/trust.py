@@ -55,7 +55,7 @@ def trust(store: ProfileStore, name: str, *, confirm: Confirm) -> TrustReport:
         offered = hostkeys.offered_keys(profile, target)
         hop = HopKeys(target.label, target.host, target.port, str(target.known_hosts),
                       tuple((k.key_type, k.fingerprint) for k in offered), known_as=target.name)
-        # plink's jump hosts are pinned at start from known_hosts (hostkeys.with_hop_host_keys)
+        # plink's jump hosts are pinned at start from known_hosts (hostkeys.hop_host_keys)
         if profile.client is Client.PLINK and target is targets[-1]:
             done.append(_with(hop, KeyStatus.PIN))
             continue

@@ -6,11 +6,15 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
+from sshwrap.core.binds import HostFacts
+from sshwrap.core.compile.spec import LaunchSpec
+from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.knownhosts import known_hosts_name
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
@@ -20,7 +24,6 @@ from sshwrap.runtime.auth import hop_options
 from sshwrap.runtime.hostkeys import fingerprint
 from sshwrap.runtime.launch import (
     client_config_text,
-    with_config_file,
     write_client_config,
 )
 from sshwrap.sandbox import Sshd, free_port
@@ -39,6 +42,8 @@ JUMP_HOSTS: tuple[HostSpec, ...] = (
 
 
 # -- the generated client config, without processes -------------------------------------
+
+FACTS = HostFacts(ipv6_loopback=True)
 
 
 def _profile(**keys: object) -> Profile:
@@ -82,11 +87,11 @@ def test_config_file_replaces_the_profiles_and_appears_once(tmp_path: Path) -> N
     path = write_client_config(_profile(), tmp_path, [("BatchMode", "yes")])
     assert path == tmp_path / "client" / "db.conf"
     assert path.stat().st_mode & 0o777 == 0o600
-    argv = ["ssh", "-N", "-o", "A=b", "-F", "/u/cfg", "-p", "2", "--", "h"]
-    assert with_config_file(argv, path) == ["ssh", "-N", "-o", "A=b", "-F", str(path),
-                                            "-p", "2", "--", "h"]
-    assert with_config_file(["ssh", "-N", "-o", "A=b", "-J", "j", "--", "h"], path) == \
-        ["ssh", "-N", "-o", "A=b", "-F", str(path), "-J", "j", "--", "h"]
+    spec = LaunchSpec(client_config=str(path))
+    for profile in (replace(_profile(), ssh_config_file="/u/cfg"), _profile()):
+        argv = compile_ssh(profile, FACTS, spec=spec)
+        assert argv.count("-F") == 1 and argv[argv.index("-F") + 1] == str(path)
+        assert argv.index("-F") < argv.index("-J")
 
 
 def test_plink_hops_get_their_pinned_keys_inside_the_proxy_command() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile.plink import compile_plink
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
@@ -95,7 +96,7 @@ def test_ssh_forward_carries_bytes(sshd: Sshd, banner_server: BannerServer) -> N
     listen = free_port()
     profile = _profile(sshd, listen, banner_server.port,
                        ssh_config_file=str(sshd.client.ssh_config))
-    argv = compile_ssh(profile, FACTS, extra_args=["-o", "BatchMode=yes"])
+    argv = compile_ssh(profile, FACTS, spec=LaunchSpec(verbose=False))
     with _running(argv) as proc:
         _wait_for_listener(proc, listen)
         _exchange(listen, banner_server.banner)

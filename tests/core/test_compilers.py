@@ -11,6 +11,7 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.config import compile_config
 from sshwrap.core.compile.plink import compile_plink
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
@@ -29,7 +30,7 @@ def _profile(**extra: Any) -> Profile:
 def test_ssh_argv_shape() -> None:
     argv = compile_ssh(_profile(user="u", port=2, jump=["j"], compression=True,
                                 options={"ConnectTimeout": 5}),
-                       FACTS, program="/usr/bin/ssh", extra_args=["-o", "BatchMode=yes"])
+                       FACTS, program="/usr/bin/ssh", spec=LaunchSpec())
     assert argv[:2] == ["/usr/bin/ssh", "-N"]
     assert argv[-2:] == ["--", "gw"]
     assert "-L 127.0.0.1:3307:db:3306 -L '[::1]:3307:db:3306'" in shlex.join(argv)

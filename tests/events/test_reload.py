@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.paths import StatePaths
@@ -136,7 +137,8 @@ def test_reload_without_an_engine_does_nothing(runtime_paths: StatePaths) -> Non
 def test_a_reload_note_is_not_lost_to_a_record_written_by_the_tunnel_at_the_same_time(
     store: ProfileStore, runtime_paths: StatePaths, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    supervisor = Supervisor("racy", runtime_paths, store, first_wait=1.0, foreground=False)
+    supervisor = Supervisor(Profile(name="racy", host="h"), runtime_paths, store,
+                            first_wait=1.0, foreground=False)
     supervisor.record = TunnelRecord(
         name="racy", pid=0, create_time=0.0, argv=(), profile_hash="", client="ssh",
         started_at=0.0, forwards=(), log_path=str(runtime_paths.log("racy")), phase="up")

@@ -13,18 +13,14 @@ from hypothesis import strategies as st
 
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile.config import compile_config
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.compile.ssh import compile_ssh
-from sshwrap.core.model import Client, ForwardType, Profile, UnixAddress
+from sshwrap.core.model import ForwardType, Profile, UnixAddress
 from sshwrap.core.options import ALLOWED
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
-from sshwrap.runtime.auth import (
-    hop_options,
-    insert_before_host,
-    ssh_prompt_args,
-    without_batch_mode,
-)
-from sshwrap.runtime.launch import client_config_text, with_config_file
+from sshwrap.runtime.auth import hop_options
+from sshwrap.runtime.launch import client_config_text
 from tests.compile.sshg import argv_settings, config_settings
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="ssh is not installed")
@@ -194,12 +190,10 @@ def _assert_intended(profile: Profile, settings: dict[str, list[str]], facts: Ho
 
 
 def _runtime_argv(profile: Profile, facts: HostFacts, log: Path, config: Path) -> list[str]:
-    """The argv the runtime builds for a password profile with a pinned key, step by step."""
-    argv = compile_ssh(profile, facts, extra_args=["-E", str(log), "-v", "-o", "BatchMode=yes"])
-    argv = insert_before_host(argv, ["-o", f"UserKnownHostsFile={PINNED}", "-o",
-                                     "GlobalKnownHostsFile=/dev/null"], Client.SSH)
-    argv = insert_before_host(without_batch_mode(argv), ssh_prompt_args(profile), Client.SSH)
-    return with_config_file(argv, config)
+    """The argv the runtime compiles for a password profile with a pinned key."""
+    return compile_ssh(profile, facts, spec=LaunchSpec(
+        log_path=str(log), answers_prompts=True, pinned_known_hosts=str(PINNED),
+        client_config=str(config)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

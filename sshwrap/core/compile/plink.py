@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from sshwrap.core.binds import HostFacts, expand_forward
 from sshwrap.core.compile import FORWARD_FLAG, NotExpressible, forward_spec
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import Forward, HostKeyMode, Profile, UnixAddress
 from sshwrap.core.syntax import FINGERPRINT_RE
@@ -109,16 +110,18 @@ def compile_plink(
     facts: HostFacts | None = None,
     *,
     program: str = "plink",
-    extra_args: Sequence[str] = (),
+    spec: LaunchSpec | None = None,
 ) -> list[str]:
-    """``plink -ssh -N -batch ... HOST``; raises NotExpressible for what plink lacks.
+    """``plink -ssh -N -batch ... HOST``; raises NotExpressible for what plink lacks. With
+    ``spec``, the whole command a start runs (its jump hosts' keys, its password pipe).
 
-    A password never goes in argv: the runtime adds ``-pwfile`` for password profiles.
+    A password never goes in argv: ``spec.password_file`` names the pipe plink reads it from.
     """
     require_parsed(profile, "plink")
     facts = facts or HostFacts()
     _check_expressible(profile)
-    argv = [program, "-ssh", "-N", "-batch"]
+    argv = [program, "-ssh"] if spec is not None and spec.command else [program, "-ssh", "-N"]
+    argv.append("-batch")
     if profile.port is not None:
         argv += ["-P", str(profile.port)]
     if profile.user:
@@ -128,11 +131,16 @@ def compile_plink(
         argv.append("-C")
     if profile.host_key.mode is HostKeyMode.PINNED and profile.host_key.fingerprint:
         argv += ["-hostkey", profile.host_key.fingerprint]
-    proxy = _proxy_command(profile, program)
+    proxy = _proxy_command(profile, program, spec.hop_host_keys if spec is not None else ())
     if proxy is not None:
         argv += ["-proxycmd", proxy]
     for forward in plink_forwards(profile, facts):
         argv += [FORWARD_FLAG[forward.type], forward_spec(forward)]
-    argv += list(extra_args)
+    if spec is not None and spec.verbose:
+        argv.append("-v")
+    if spec is not None and spec.password_file is not None:
+        argv += ["-pwfile", spec.password_file]
     argv.append(profile.host)
+    if spec is not None:
+        argv += spec.command
     return argv

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.compile import FORWARD_FLAG, forward_spec, strict_host_key_checking
+from sshwrap.core.compile.spec import LaunchSpec, launch_options
 from sshwrap.core.compile.values import require_parsed
 from sshwrap.core.model import DEFAULT_ALIVE_COUNT_MAX, ForwardType, Profile, UnixAddress
 
@@ -34,27 +33,43 @@ def ssh_options(profile: Profile) -> list[tuple[str, str]]:
     return options
 
 
+def _launch_args(profile: Profile, spec: LaunchSpec | None) -> list[str]:
+    """The master's control socket, the config file (the start's own client config, which
+    includes the profile's) and the log."""
+    args: list[str] = []
+    if spec is not None and spec.control_path is not None:
+        args += ["-M", "-S", spec.control_path]
+    config = spec.client_config if spec is not None and spec.client_config else \
+        profile.ssh_config_file
+    if config:
+        args += ["-F", config]
+    if spec is not None and spec.log_path is not None:
+        args += ["-E", spec.log_path]
+    if spec is not None and spec.verbose:
+        args.append("-v")
+    return args
+
+
 def compile_ssh(
     profile: Profile,
     facts: HostFacts | None = None,
     *,
     program: str = "ssh",
-    extra_args: Sequence[str] = (),
+    spec: LaunchSpec | None = None,
 ) -> list[str]:
-    """``ssh -N ... -- HOST`` for the profile.
+    """``ssh -N ... -- HOST`` for the profile; with ``spec``, the whole command a start runs.
 
     Order is what makes sshwrap's settings win, as ssh keeps the first value of an option:
-    sshwrap's own options, then ``extra_args`` (the runtime's: -E, -v, BatchMode, ...), then
-    what the profile says, with the profile's ``options`` last before the forwards and ``--``.
+    sshwrap's own options, then the start's (pinned key, prompts or batch mode), then what
+    the profile says, with the profile's ``options`` last before the forwards and ``--``.
     """
     require_parsed(profile, "ssh")
     facts = facts or HostFacts()
-    argv = [program, "-N"]
-    for name, value in ssh_options(profile):
+    argv = [program] if spec is not None and spec.command else [program, "-N"]
+    options = ssh_options(profile) + (launch_options(profile, spec) if spec else [])
+    for name, value in options:
         argv += ["-o", f"{name}={value}"]
-    argv += list(extra_args)
-    if profile.ssh_config_file:
-        argv += ["-F", profile.ssh_config_file]
+    argv += _launch_args(profile, spec)
     if profile.port is not None:
         argv += ["-p", str(profile.port)]
     if profile.user:
@@ -70,4 +85,6 @@ def compile_ssh(
     for forward in expanded_forwards(profile, facts):
         argv += [FORWARD_FLAG[forward.type], forward_spec(forward)]
     argv += ["--", profile.host]
+    if spec is not None:
+        argv += spec.command
     return argv

@@ -23,6 +23,7 @@ import tomli_w
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile.plink import compile_plink
+from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.model import (
     Client,
@@ -39,7 +40,7 @@ from sshwrap.sandbox import ClientIdentity, Sshd, free_port
 
 OUT = Path(__file__).resolve().parent / "logs"
 FACTS = HostFacts(ipv6_loopback=True)
-SSH_EXTRA = ["-v", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3"]
+SSH_SPEC = LaunchSpec(connect_timeout=3)
 
 
 def _save_profile(case: str, profile: Profile) -> None:
@@ -149,7 +150,7 @@ class Recorder:
         log.unlink(missing_ok=True)
         if config is not None:
             profile = replace(profile, ssh_config_file=str(config))
-        argv = compile_ssh(profile, FACTS, extra_args=[*SSH_EXTRA, "-E", str(log)])
+        argv = compile_ssh(profile, FACTS, spec=replace(SSH_SPEC, log_path=str(log)))
         if then is None:
             _run_to_exit(argv, log)
         else:
@@ -308,7 +309,7 @@ def record_netns(rec: Recorder) -> None:
             log = OUT / f"{case}.log"
             log.unlink(missing_ok=True)
             profile = rec.profile("db", local(free_port(), "127.0.0.1:5432"), host=host, port=22)
-            argv = compile_ssh(profile, FACTS, extra_args=[*SSH_EXTRA, "-E", str(log)])
+            argv = compile_ssh(profile, FACTS, spec=replace(SSH_SPEC, log_path=str(log)))
             _run_to_exit(["ip", "netns", "exec", ns, *argv], log)
             _save_profile(case, profile)
             print(f"recorded {case}")
@@ -348,7 +349,7 @@ def record_plink(rec: Recorder) -> None:
         log = OUT / f"{case}.log"
         log.unlink(missing_ok=True)
         profile = replace(profile, ssh_config_file=None, client=Client.PLINK)
-        argv = compile_plink(profile, FACTS, extra_args=["-v"])
+        argv = compile_plink(profile, FACTS, spec=LaunchSpec())
         if then is None:
             _run_to_exit(argv, log, env)
         else:
