@@ -356,8 +356,11 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
             os.close(read_end)
         return
     argv = insert_before_host(without_batch_mode(argv), ssh_prompt_args(profile), profile.client)
+    from sshwrap.runtime.paths import StatePaths
+
+    askpass_root = StatePaths(state_root).folder(state_root / "askpass")
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
-                      root=state_root / "askpass") as server:
+                      root=askpass_root) as server:
         extra_env.update(askpass_env(server))
         yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env), server=server)
 
