@@ -109,6 +109,8 @@ class StatePaths:
     and its owner, for root too. Readers never create anything."""
 
     root: Path
+    #: A folder inside another state dir (the masters' ``shared``): never a symlink either.
+    inner: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StatePaths:
@@ -149,7 +151,7 @@ class StatePaths:
                 pass  # a parent we cannot write: judged below, with its owner
         _judge_parents(self.root)
         try:
-            info = os.stat(self.root)
+            info = os.lstat(self.root) if self.inner else os.stat(self.root)
         except FileNotFoundError:
             if create:
                 raise _refused(self.root, "cannot be created") from None

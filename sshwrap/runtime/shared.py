@@ -88,7 +88,7 @@ def master_name(key: str) -> str:
 
 def master_paths(paths: StatePaths) -> StatePaths:
     """Records, logs and locks of the masters: beside the tunnels', never listed as tunnels."""
-    return StatePaths(paths.root / "shared")
+    return StatePaths(paths.root / "shared", inner=True)
 
 
 def _private_dir(path: Path, *, create: bool) -> Path:
