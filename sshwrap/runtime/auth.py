@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sshwrap import askpass
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
+from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.sockets import peer_is_same_user
 
 if TYPE_CHECKING:
@@ -68,8 +69,8 @@ def max_prompts(profile: Profile) -> int:
 class SecretServer:
     """Answers askpass prompts of one kind with ``secret`` over a private unix socket.
 
-    Use as a context manager: the socket lives in a fresh 0700 directory under ``root``
-    and is removed on exit, or as soon as ``max_answers`` prompts have been answered.
+    Use as a context manager: the socket lives in a fresh 0700 directory under ``root`` (an
+    existing folder, judged by the caller) and is removed on exit, or as soon as ``max_answers`` prompts have been answered.
     Only processes of the same user may connect (checked with SO_PEERCRED).
     """
 
@@ -99,8 +100,6 @@ class SecretServer:
         return self._dir / "askpass"
 
     def start(self) -> SecretServer:
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         import tempfile  # only with a secret to serve
         self._dir = Path(tempfile.mkdtemp(prefix="askpass-", dir=self.root))  # 0700
         script = (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "
@@ -356,11 +355,8 @@ def prepared_launch(profile: Profile, argv: list[str], secret: str | None, *,
             os.close(read_end)
         return
     argv = insert_before_host(without_batch_mode(argv), ssh_prompt_args(profile), profile.client)
-    from sshwrap.runtime.paths import StatePaths
-
-    askpass_root = StatePaths(state_root).folder(state_root / "askpass")
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
-                      root=askpass_root) as server:
+                      root=StatePaths(state_root).folder(state_root / "askpass")) as server:
         extra_env.update(askpass_env(server))
         yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env), server=server)
 
