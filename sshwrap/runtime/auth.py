@@ -70,8 +70,8 @@ class SecretServer:
     """Answers askpass prompts of one kind with ``secret`` over a private unix socket.
 
     Use as a context manager: the socket lives in a fresh 0700 directory under ``root`` (an
-    existing folder, judged by the caller) and is removed on exit, or as soon as ``max_answers`` prompts have been answered.
-    Only processes of the same user may connect (checked with SO_PEERCRED).
+    existing folder, judged by the caller), removed on exit or once ``max_answers`` prompts
+    have been answered. Only processes of the same user may connect (SO_PEERCRED).
     """
 
     secret: str
