@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sshwrap.errors import StateUnusable
-from sshwrap.runtime.rendezvous import STATE_DIR_ENV, state_root
+from sshwrap.runtime.rendezvous import STATE_DIR_ENV, entry_problem, state_root
 
 __all__ = ["STATE_DIR_ENV", "StatePaths", "default_state_dir", "judge_private_dir",
            "open_private"]
@@ -48,17 +48,10 @@ def _refused(path: Path | str, why: str, info: os.stat_result | None = None) -> 
 
 def _problem(info: os.stat_result, *, file: bool) -> str | None:
     """What makes an entry of the state dir unusable (lstat of it); None when it is fine."""
-    if stat.S_ISLNK(info.st_mode):
-        return "is a symlink"
-    if file and not stat.S_ISREG(info.st_mode):
-        return "is not a regular file"
-    if not file and not stat.S_ISDIR(info.st_mode):
-        return "is not a directory"
-    if info.st_uid != os.geteuid():
-        return f"belongs to another user, not to {_owner(os.geteuid())}"
-    if info.st_mode & 0o022:
-        return "can be written by other users"
-    return None
+    problem = entry_problem(info, file=file)
+    if problem == "belongs to another user":
+        return f"{problem}, not to {_owner(os.geteuid())}"
+    return problem
 
 
 def judge_private_dir(path: Path, info: os.stat_result) -> None:

@@ -129,6 +129,31 @@ def test_root_refuses_a_state_dir_of_another_user(base: Path, profiles: Path,
     assert stat.S_IMODE(state.stat().st_mode) == mode
 
 
+@pytest.mark.parametrize("command", [["up", NAME], ["status"], ["down", NAME]])
+def test_nothing_is_sent_to_a_socket_in_a_state_dir_of_another_user(
+        base: Path, profiles: Path, other_user: pwd.struct_passwd, command: list[str]) -> None:
+    """A listener another user put where the engine's socket goes is never told anything
+    (the request carries the environment)."""
+    import socket
+
+    state = base / "x"
+    (state / "ctl").mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(state / "ctl" / "supervisor"))
+        listener.listen(4)
+        listener.setblocking(False)
+        for entry in [state, *state.rglob("*")]:
+            os.lchown(entry, other_user.pw_uid, other_user.pw_gid)
+        (state / "supervisor.lock").touch()
+
+        done = sshwrap(command, state, profiles)
+
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert done.returncode == 9, (done.stdout, done.stderr)
+    assert "belongs to another user" in done.stderr
+
+
 def test_a_folder_others_can_write_is_refused_even_when_it_is_ours(
         base: Path, profiles: Path) -> None:
     state = base / "x"
