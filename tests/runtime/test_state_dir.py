@@ -219,7 +219,7 @@ def test_the_other_folders_refuse_a_planted_symlink(base: Path, folder: str) -> 
     assert os.listdir(base / "victim") == []
 
 
-def test_a_record_planted_by_hard_link_or_of_another_owner_is_not_read(
+def test_a_record_of_another_owner_is_not_read(
         base: Path, other_user: pwd.struct_passwd) -> None:
     state = base / "x"
     paths = StatePaths(state).ensure()
