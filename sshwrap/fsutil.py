@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -151,6 +152,40 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None,
     else:
         replace_atomically(target, data, mode=0o600 if mode is None else mode,
                            durable=durable)
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a folder where a file is read."""
+
+
+def file_kind(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words."""
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "a special file"
+
+
+def read_regular(path: Path, limit: int = -1) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file ``path`` (at most ``limit``; symlinks followed) and its
+    fstat. NotRegularFile for anything else, found before a read could wait on it: the
+    file is opened O_NONBLOCK (a FIFO's open returns at once) and judged by fstat."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a unix socket: it cannot be opened at all
+            raise NotRegularFile(errno.EINVAL, "is a socket, not a regular file",
+                                 str(path)) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(errno.EINVAL,
+                                 f"is {file_kind(info.st_mode)}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return handle.read(limit), info
 
 
 def fsync_dir(directory: Path) -> None:

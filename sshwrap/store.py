@@ -12,7 +12,7 @@ from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
 from sshwrap.core.parse import parse_profile
 from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import InvalidInput, Problem, ProfileNotFound, gathered
-from sshwrap.fsutil import atomic_write
+from sshwrap.fsutil import NotRegularFile, atomic_write, read_regular
 from sshwrap.names import checked_name
 from sshwrap.textsafe import shown
 
@@ -65,6 +65,8 @@ class ProfileStore:
         candidate = Path(name_or_path)
         if name_or_path.endswith(SUFFIX) or os.sep in name_or_path:
             if candidate.is_file():
+                return candidate
+            if os.path.lexists(candidate):  # a FIFO, device or folder: loading says which
                 return candidate
             raise ProfileNotFound(Problem("no such file", file=name_or_path))
         checked_name(name_or_path)
@@ -134,9 +136,10 @@ def render_profile(profile: Profile) -> str:
 
 def load_profile_file(path: Path) -> Profile:
     """Read and validate one profile file; its name is the file's stem."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_PROFILE_BYTES + 1)
+    try:  # a FIFO or device is refused before anything waits on it
+        raw, _ = read_regular(path, MAX_PROFILE_BYTES + 1)
+    except NotRegularFile as exc:
+        raise InvalidInput(Problem(str(exc.strerror), file=str(path))) from None
     except OSError as exc:
         raise InvalidInput(Problem(f"cannot read: {exc.strerror}", file=str(path))) from None
     if len(raw) > MAX_PROFILE_BYTES:

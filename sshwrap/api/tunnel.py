@@ -201,7 +201,9 @@ class Tunnel:
             self._root = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
             paths = StatePaths(self._root).ensure()
             first: Queue[SshwrapError | None] = Queue(maxsize=1)
-            self._log = open(self._root / "supervisor.log", "a", encoding="utf-8")  # noqa: SIM115
+            self._log = os.fdopen(paths.open(self._root / "supervisor.log",
+                                             os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+                                  "a", encoding="utf-8")
             self._supervisor = Supervisor(
                 self.profile, paths,
                 first_wait=self.wait, foreground=False, secret=self._secret, log=self._log,

@@ -115,10 +115,15 @@ def run_express(args: list[str]) -> int | None:
     request = parse_request(args)
     if request is None:
         return None
-    from sshwrap.runtime.rendezvous import preferred_supervisor_socket, state_root
+    from sshwrap.runtime.rendezvous import (
+        preferred_supervisor_socket,
+        private_socket_folder,
+        state_root,
+    )
 
-    path = preferred_supervisor_socket(state_root(os.environ))
-    if path is None:
+    root = state_root(os.environ)
+    path = preferred_supervisor_socket(root)
+    if path is None or not private_socket_folder(root):
         return None
     connected = _connect(path, request, starts=request["op"] in ("up", "restart"))
     if connected is None:

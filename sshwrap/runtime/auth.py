@@ -27,6 +27,7 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile.spec import LaunchSpec, prompt_options
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
+from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.sockets import peer_is_same_user
 
 if TYPE_CHECKING:
@@ -70,9 +71,9 @@ def max_prompts(profile: Profile) -> int:
 class SecretServer:
     """Answers askpass prompts of one kind with ``secret`` over a private unix socket.
 
-    Use as a context manager: the socket lives in a fresh 0700 directory under ``root``
-    and is removed on exit, or as soon as ``max_answers`` prompts have been answered.
-    Only processes of the same user may connect (checked with SO_PEERCRED).
+    Use as a context manager: the socket lives in a fresh 0700 directory under ``root`` (an
+    existing folder, judged by the caller), removed on exit or once ``max_answers`` prompts
+    have been answered. Only processes of the same user may connect (SO_PEERCRED).
     """
 
     secret: str
@@ -104,8 +105,6 @@ class SecretServer:
         from sshwrap.runtime.launch import keep_memory_private
 
         keep_memory_private()  # the secret lives in this process's memory from now on
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         import tempfile  # only with a secret to serve
         self._dir = Path(tempfile.mkdtemp(prefix="askpass-", dir=self.root))  # 0700
         script = (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "
@@ -347,7 +346,7 @@ def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
         return
     argv = launch_argv(profile, facts, spec)
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
-                      root=state_root / "askpass") as server:
+                      root=StatePaths(state_root).folder(state_root / "askpass")) as server:
         extra_env.update(askpass_env(server))
         yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env), server=server)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -27,11 +28,12 @@ STOP_JOIN = 15.0
 MAX_REQUEST = 1 << 20
 
 
-def socket_path(paths: StatePaths) -> Path:
-    """Where it listens: in the private socket dir, short enough for a unix socket path."""
+def socket_path(paths: StatePaths, *, create: bool = False) -> Path:
+    """Where it listens: in the private socket dir, short enough for a unix socket path;
+    that folder is made only with ``create`` (FileNotFoundError when there is none)."""
     from sshwrap.runtime.shared import control_dir
 
-    return control_dir(paths) / SUPERVISOR_SOCKET
+    return control_dir(paths, create=create) / SUPERVISOR_SOCKET
 
 
 def lock_path(paths: StatePaths) -> Path:
@@ -42,6 +44,12 @@ def log_path(paths: StatePaths) -> Path:
     """Its own messages (tunnels' messages go to their logs); outside logs/, where a tunnel
     could be named ``supervisor``."""
     return paths.root / "supervisor.log"
+
+
+def has_run(paths: StatePaths) -> bool:
+    """True when an engine has run in the state dir (it makes its lock first); the state
+    dir judged on the way (StateUnusable when it is not this user's own), nothing made."""
+    return paths.exists() and os.path.lexists(lock_path(paths))
 
 
 def is_resident(argv: Sequence[str]) -> bool:
@@ -68,7 +76,7 @@ class Unreachable(OSError):
 
 def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
     """Send one request and return its answer; Unreachable when nothing listens."""
-    if not lock_path(paths).exists():
+    if not has_run(paths):
         # No engine has ever run here (it makes its lock first): nothing listens, and
         # looking for its socket must not make the socket folder (status and down of a
         # state dir where nothing ran change nothing).
@@ -232,6 +240,6 @@ def _remove_stale_socket(paths: StatePaths) -> None:
     """The socket an engine killed with SIGKILL left behind, once no engine holds the lock."""
     from sshwrap.runtime.state import file_lock_is_free
 
-    if paths.root.is_dir() and file_lock_is_free(lock_path(paths)):
+    if has_run(paths) and file_lock_is_free(lock_path(paths)):
         with contextlib.suppress(OSError, StateConflict):
             socket_path(paths).unlink()

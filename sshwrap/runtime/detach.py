@@ -91,7 +91,9 @@ def spawn_detached(argv: Sequence[str], log_path: Path | None, env: Mapping[str,
     if log_path is None:
         output = os.open(os.devnull, os.O_WRONLY)
     else:
-        output = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        from sshwrap.runtime.paths import open_private
+
+        output = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=output,
                                    stderr=output, start_new_session=True, close_fds=True,
@@ -180,7 +182,9 @@ def log_output_to(log_path: Path) -> None:
     """Send this process's stdout and stderr to ``log_path`` (appended, 0600)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    from sshwrap.runtime.paths import open_private
+
+    fd = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)

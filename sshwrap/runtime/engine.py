@@ -221,7 +221,9 @@ class ResidentSupervisor:
                 return {"code": int(ExitCode.INTERNAL), "error": error_data(SshwrapError(
                     f"{name}: its previous supervision did not end within {STOP_JOIN:g} s"))}
         first: Queue[SshwrapError | None] = Queue(maxsize=1)
-        log = open(self.paths.log(name), "a", encoding="utf-8")  # noqa: SIM115 - the thread closes it
+        log = os.fdopen(  # the thread closes it
+            self.paths.open(self.paths.log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+            "a", encoding="utf-8")
         supervisor = Supervisor(
             profile, self.paths, store,
             first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
@@ -350,7 +352,7 @@ def _record_failure(paths: StatePaths, name: str, reason: str) -> None:
 
 
 def listen_on(paths: StatePaths) -> socket.socket:
-    path = socket_path(paths)
+    path = socket_path(paths, create=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a dead predecessor's: we hold the lock, so nobody else serves it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -376,7 +378,7 @@ def main(commands: Mapping[str, Command] | None = None) -> int:
     log_output_to(daemon.log_path(paths))
     # Hold no caller's directory: nothing here may depend on where the first up ran.
     os.chdir("/")
-    lock_fd = os.open(lock_path(paths), os.O_RDWR | os.O_CREAT, 0o600)
+    lock_fd = paths.open(lock_path(paths), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

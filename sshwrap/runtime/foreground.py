@@ -191,7 +191,7 @@ class ForegroundEngine(ResidentSupervisor):
 
 
 def _take_lock(paths: StatePaths) -> int | None:
-    fd = os.open(daemon.lock_path(paths), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = paths.open(daemon.lock_path(paths), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

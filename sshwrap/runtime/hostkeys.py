@@ -240,9 +240,9 @@ def append_known_hosts(known_hosts: Path, lines: list[str]) -> None:
 
 def putty_dir(state_root: Path) -> Path:
     """plink's PUTTYDIR: its host-key cache and random seed, away from the user's ~/.putty."""
-    path = state_root / "putty"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    from sshwrap.runtime.paths import StatePaths
+
+    return StatePaths(state_root).folder(state_root / "putty")
 
 
 def pinned_known_hosts(state_root: Path, name: str) -> Path:
@@ -269,10 +269,11 @@ def pin_host_key(profile: Profile, state_root: Path) -> Path | None:
             f"{policy.fingerprint}; it presents {seen}",
             hint="someone may be intercepting the connection, or the server's key changed: "
                  "confirm the fingerprint with its administrator before changing host_key")
+    from sshwrap.runtime.paths import StatePaths
+
     path = pinned_known_hosts(state_root, profile.name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(path, "".join(f"{k.line(target.name)}\n" for k in matching).encode(),
-                 mode=0o600)
+    StatePaths(state_root).write(path, "".join(f"{k.line(target.name)}\n"
+                                               for k in matching).encode())
     return path
 
 

@@ -19,7 +19,6 @@ from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
-from sshwrap.fsutil import atomic_write
 from sshwrap.runtime.identity import reap_if_child
 
 INSTALL_HINT = {
@@ -127,16 +126,17 @@ def client_config_text(profile: Profile, options: Sequence[tuple[str, str]]) -> 
 def write_client_config(profile: Profile, state_root: Path,
                         options: Sequence[tuple[str, str]]) -> Path:
     """Write ``<state>/client/NAME.conf`` (0600, atomically) and return its path."""
+    from sshwrap.runtime.paths import StatePaths
+
     path = client_config_path(state_root, profile.name)
     if profile.jump and not PROXY_SAFE_PATH.fullmatch(str(path)):
         raise InvalidInput(Problem(
             f"the state directory {str(state_root)!r} holds characters ssh cannot pass to a "
             "jump host's command", key="SSHWRAP_STATE_DIR"),
             hint="point SSHWRAP_STATE_DIR at a path of letters, digits and ._/+@,=:-")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Written again before every start of the client: nothing of it need outlive a power cut.
-    atomic_write(path, client_config_text(profile, options).encode(), mode=0o600,
-                 durable=False)
+    StatePaths(state_root).write(path, client_config_text(profile, options).encode(),
+                                 durable=False)
     return path
 
 
@@ -209,8 +209,12 @@ def spawn(name: str, argv: list[str], log_path: Path, *,
     """
     import psutil
 
+    from sshwrap.runtime.paths import open_private
+
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # Opened first here, as a file of ours and never through a symlink, so that the ssh
+    # given it with -E appends to that file (its folder is judged by the caller's StatePaths).
+    fd = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     with os.fdopen(fd, "ab") as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         log.write(f"--- sshwrap: starting {name} at {stamp} ---\n".encode())

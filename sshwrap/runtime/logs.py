@@ -18,10 +18,12 @@ FOLLOW_INTERVAL = 0.25
 def log_path(paths: StatePaths, name: str) -> Path:
     """The log of ``name``; InvalidInput (exit 2) when there is none."""
     path = paths.log(name)
-    if not path.is_file():
+    try:  # judged as every file of the state dir is (its folders too); read again by path
+        os.close(paths.open(path, os.O_RDONLY))
+    except FileNotFoundError:
         raise InvalidInput(
             Problem(f"no log for tunnel {name!r} at {path}", file=name),
-            hint=f"a log appears once the tunnel has been started: sshwrap up {name}")
+            hint=f"a log appears once the tunnel has been started: sshwrap up {name}") from None
     return path
 
 

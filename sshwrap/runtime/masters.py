@@ -321,8 +321,10 @@ def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
     """Supervise the master of ``key`` in a thread of this process, the engine (registered
     with hosting.host_masters); this process's pid. The thread lives as long as the master:
     the master's parent-death signal follows it."""
-    log = open(master_paths(paths).ensure().log(master_name(key)), "a",  # noqa: SIM115
-               encoding="utf-8")  # the thread closes it
+    mpaths = master_paths(paths).ensure()
+    log = os.fdopen(  # the thread closes it
+        mpaths.open(mpaths.log(master_name(key)), os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+        "a", encoding="utf-8")
     supervisor = MasterSupervisor(profile, key, paths, wait, secret, log=log,
                                   identity=own_identity(), env=env)
 

@@ -33,6 +33,42 @@ def state_root(env: Mapping[str, str]) -> str:
     return os.path.abspath(os.path.join(state_home, "sshwrap"))
 
 
+def entry_problem(info: os.stat_result, *, file: bool) -> str | None:
+    """What makes an entry of a state dir (its lstat ``info``) unusable: not this user's,
+    writable by others, a symlink, or not a regular file (``file``) or folder; None when it
+    is fine. The one judgement runtime/paths.py applies to every entry."""
+    import stat  # os has imported it already
+
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if file and not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if not file and not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return "belongs to another user"
+    if info.st_mode & 0o022:
+        return "can be written by other users"
+    return None
+
+
+def private_socket_folder(root: str) -> bool:
+    """True when the state dir ``root`` and its ``ctl`` folder pass ``entry_problem``: only
+    then does the express lane hand its request (and environment) to the socket there; else
+    the full command line judges them, and says what is wrong. True when they do not exist
+    yet."""
+    for path, follow in ((root, True), (os.path.join(root, CONTROL_DIR), False)):
+        try:
+            info = os.stat(path) if follow else os.lstat(path)
+        except FileNotFoundError:
+            return True  # nothing listens there yet; what starts the engine judges it
+        except OSError:
+            return False
+        if entry_problem(info, file=False) is not None:
+            return False
+    return True
+
+
 def control_dir_fits(folder: str | os.PathLike[str]) -> bool:
     """True when every socket sshwrap or ssh makes in ``folder`` has a path short enough."""
     longest = len(os.fsencode(folder)) + 1 + KEY_LENGTH + SSH_TEMP_SUFFIX

@@ -237,7 +237,7 @@ def ask(paths: StatePaths, message: Mapping[str, Any], *,
     from sshwrap.runtime import daemon
 
     try:  # no engine has run where it has no lock yet: its socket folder is not made
-        path = daemon.socket_path(paths) if daemon.lock_path(paths).exists() else None
+        path = daemon.socket_path(paths) if daemon.has_run(paths) else None
     except OSError:
         path = None
     if path is None or not path.exists():

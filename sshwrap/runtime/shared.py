@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import stat
 import subprocess
 import threading
 import time
@@ -41,7 +40,7 @@ from sshwrap.errors import (
 from sshwrap.runtime import state
 from sshwrap.runtime.detach import client_environment
 from sshwrap.runtime.hosting import hosted, master_host, users
-from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths, judge_private_dir
 from sshwrap.runtime.rendezvous import CONTROL_DIR, KEY_LENGTH, control_dir_fits
 from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 
@@ -90,33 +89,38 @@ def master_name(key: str) -> str:
 
 def master_paths(paths: StatePaths) -> StatePaths:
     """Records, logs and locks of the masters: beside the tunnels', never listed as tunnels."""
-    return StatePaths(paths.root / "shared")
+    return StatePaths(paths.root / "shared", inner=True)
 
 
-def _private_dir(path: Path) -> Path:
-    """Create ``path`` 0700, or accept it only if it is a real directory of this user."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
+def _private_dir(path: Path, *, create: bool) -> Path:
+    """Create ``path`` 0700 (with ``create``), and accept it only if it is a real directory
+    of this user that no one else can write (FileNotFoundError when absent)."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
     info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise StateConflict(f"{path}: not a directory of this user; control sockets cannot "
-                            "live there", hint=f"remove {path}, or set {STATE_DIR_ENV}")
+    judge_private_dir(path, info)
     if info.st_mode & 0o077:
         path.chmod(0o700)
     return path
 
 
-def control_dir(paths: StatePaths, env: dict[str, str] | None = None) -> Path:
-    """The private (0700) directory of the control sockets.
+def control_dir(paths: StatePaths, env: dict[str, str] | None = None, *,
+                create: bool = True) -> Path:
+    """The private (0700) directory of the control sockets; not made unless ``create``
+    (FileNotFoundError then, when there is none).
 
-    ``<state>/ctl`` when its socket paths are short enough; otherwise a directory named
-    after the state dir under ``$XDG_RUNTIME_DIR`` or the temp dir, the same for every
-    process of this state dir.
+    ``<state>/ctl`` when its socket paths are short enough (judged as every folder of the
+    state dir is); otherwise a directory named after the state dir under
+    ``$XDG_RUNTIME_DIR`` or the temp dir, the same for every process of this state dir.
     """
     preferred = paths.root / CONTROL_DIR
     if control_dir_fits(preferred):
-        return _private_dir(preferred)
+        if create:
+            return paths.folder(preferred)
+        if paths.existing_folder(preferred) is None:
+            raise FileNotFoundError(2, "No such file or directory", str(preferred))
+        return preferred
     env = dict(os.environ) if env is None else env
     tag = hashlib.sha256(os.fsencode(paths.root.resolve())).hexdigest()[:8]
     bases = [Path(env["XDG_RUNTIME_DIR"])] if env.get("XDG_RUNTIME_DIR") else []
@@ -126,7 +130,7 @@ def control_dir(paths: StatePaths, env: dict[str, str] | None = None) -> Path:
     for base in bases:
         folder = base / f"sshwrap-{os.getuid()}-{tag}"
         if base.is_dir() and control_dir_fits(folder):
-            return _private_dir(folder)
+            return _private_dir(folder, create=create)
     raise StateConflict("no directory with a path short enough for a control socket",
                         hint="set TMPDIR to a short path such as /tmp")
 
@@ -181,8 +185,7 @@ def master_launch(profile: Profile, control: Path, log_path: Path,
 @contextlib.contextmanager
 def _try_lock(paths: StatePaths, name: str) -> Iterator[bool]:
     """The name's lock if free right now (True), else nothing held (False)."""
-    paths.ensure()
-    fd = os.open(paths.lock(name), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = paths.ensure().open(paths.lock(name), os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

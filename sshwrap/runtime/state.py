@@ -12,16 +12,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sshwrap.core.binds import HostFacts, expanded_forwards
 from sshwrap.core.model import Forward, Profile, TcpAddress, UnixAddress
 from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import ExitCode, SshwrapError, StateConflict, StateUnusable
-from sshwrap.fsutil import atomic_write
 from sshwrap.runtime.detach import is_engine
 from sshwrap.runtime.identity import identified
-from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths, open_private
 
 if TYPE_CHECKING:
     import psutil
@@ -263,9 +263,8 @@ def write_record(paths: StatePaths, record: TunnelRecord) -> None:
     processes that no longer run, as stale. A failure must outlive them."""
     data = json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
     with state_errors(paths):
-        paths.ensure()
-        atomic_write(paths.record(record.name), data.encode(), mode=0o600,
-                     durable=record.kept_failure)
+        paths.ensure().write(paths.record(record.name), data.encode(),
+                             durable=record.kept_failure)
 
 
 def read_record(paths: StatePaths, name: str) -> TunnelRecord | None:
@@ -273,9 +272,7 @@ def read_record(paths: StatePaths, name: str) -> TunnelRecord | None:
     is reported as StateUnusable naming the file, rather than guessed at."""
     path = paths.record(name)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
+        raw = paths.read(path)
     except OSError as error:
         raise StateUnusable(f"{path}: cannot be read: {error.strerror}") from None
     if not raw:  # what a power cut may leave of a record not flushed (see write_record)
@@ -307,16 +304,12 @@ _parsed: dict[str, tuple[bytes, TunnelRecord]] = {}
 def remove_record(paths: StatePaths, name: str) -> None:
     path = paths.record(name)
     _parsed.pop(str(path), None)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    paths.remove(path)
 
 
 def recorded_names(paths: StatePaths) -> list[str]:
     """The names of the records in the state dir (one listing, no pattern to compile)."""
-    try:
-        entries = os.listdir(paths.tunnels)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):  # as an empty folder
-        return []
+    entries = paths.listdir(paths.tunnels)
     return sorted(entry[:-5] for entry in entries if entry.endswith(".json") and entry != ".json")
 
 
@@ -345,8 +338,7 @@ def name_lock(paths: StatePaths, name: str, timeout: float = 30.0) -> Iterator[N
 @contextlib.contextmanager
 def _flock(paths: StatePaths, name: str, timeout: float) -> Iterator[None]:
     with state_errors(paths):
-        paths.ensure()
-        fd = os.open(paths.lock(name), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = paths.ensure().open(paths.lock(name), os.O_RDWR | os.O_CREAT)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -366,13 +358,16 @@ def _flock(paths: StatePaths, name: str, timeout: float) -> Iterator[None]:
 
 def lock_is_free(paths: StatePaths, name: str) -> bool:
     """True when nobody holds the lock of ``name`` right now (a quick, non-blocking probe)."""
+    if paths.existing_folder(paths.locks) is None:
+        return True
     return file_lock_is_free(paths.lock(name))
 
 
-def file_lock_is_free(path: os.PathLike[str]) -> bool:
-    """True when no process holds an flock on ``path`` right now (non-blocking)."""
+def file_lock_is_free(path: Path) -> bool:
+    """True when no process holds an flock on ``path`` right now (non-blocking); its folder
+    is judged by the caller (StatePaths), the file here (runtime/paths.py)."""
     try:
-        fd = os.open(path, os.O_RDONLY)  # flock needs no write access (a read-only dir)
+        fd = open_private(path, os.O_RDONLY)  # flock needs no write access (a read-only dir)
     except FileNotFoundError:
         return True
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sshwrap.errors import InvalidInput, Problem, StateConflict
-from sshwrap.fsutil import fsync_dir, replace_atomically
+from sshwrap.fsutil import NotRegularFile, fsync_dir, read_regular, replace_atomically
 
 BACKUP_SUFFIX = ".sshwrap-backup"
 
@@ -36,16 +36,14 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
 def snapshot(path: Path) -> Snapshot:
     """Read ``path`` (following symlinks) with what identifies this version of it."""
     target = Path(os.path.realpath(path))
-    try:
-        with target.open("rb") as handle:
-            st = os.fstat(handle.fileno())
-            data = handle.read()
+    try:  # a FIFO is refused before anything waits on it
+        data, st = read_regular(target)
     except FileNotFoundError:
         return Snapshot(path, target, b"", False, None, None)
+    except NotRegularFile as exc:
+        raise InvalidInput(Problem(str(exc.strerror), file=str(path))) from None
     except OSError as exc:
         raise InvalidInput(Problem(f"cannot read: {exc.strerror}", file=str(path))) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InvalidInput(Problem("is not a regular file", file=str(path)))
     return Snapshot(path, target, data, True, _identity(st), stat.S_IMODE(st.st_mode))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
-from sshwrap.errors import ExitCode, StateConflict
+from sshwrap.errors import ExitCode, StateUnusable
 from sshwrap.runtime import rendezvous, shared, state
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.ports import list_ports
@@ -119,7 +119,7 @@ def test_control_dir_refuses_a_symlink() -> None:
         (short / "elsewhere").mkdir()
         (short / "s").mkdir()
         (short / "s" / "ctl").symlink_to(short / "elsewhere")
-        with pytest.raises(StateConflict, match="not a directory of this user"):
+        with pytest.raises(StateUnusable, match="ctl: is a symlink"):
             shared.control_dir(StatePaths(short / "s"), env={})
     finally:
         shutil.rmtree(short)
