@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -160,3 +163,43 @@ def test_the_table_shows_rtt_and_open_connections() -> None:
     assert lines[2].endswith("ok remote /run/x.sock -> 127.0.0.1:80")
     assert "0.1 ms" in lines[3]
     assert lines[4].split()[:5] == ["off", "down", "-", "-", "-"]
+
+
+def _frames(argv: list[str], count: int, start: str) -> tuple[list[str], int]:
+    """The first ``count`` refreshes ``status --watch`` writes to a pipe (each beginning with
+    a line that ``start`` recognises), then its exit code after Ctrl-C."""
+    with subprocess.Popen([sys.executable, "-m", "sshwrap", "status", "--watch", *argv],
+                          stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        try:
+            while sum(line.startswith(start) for line in lines) <= count:
+                line = proc.stdout.readline()
+                assert line, f"status --watch ended: {lines}"
+                lines.append(line)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.stdout.read()
+        return lines[:-1], proc.wait(timeout=60)
+
+
+def test_watch_is_plain_lines_off_a_terminal_and_json_lines_with_json(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    write_profile("seen", [{"type": "local", "listen": f"127.0.0.1:{free_port()}",
+                            "to": f"127.0.0.1:{banner_server.port}"}])
+    assert up(store, ["seen"], paths=runtime_paths).exit_code is ExitCode.OK
+
+    lines, code = _frames(["--interval", "0.1"], 2, "NAME")
+    assert code == 0
+    assert not any("\x1b" in line for line in lines)  # no cursor movement into a pipe
+    tables = [line for line in lines if line.startswith("seen ")]
+    assert len(tables) == 2 and all(" ms " in row and ", 0 open" in row for row in tables)
+
+    lines, code = _frames(["--interval", "0.1", "--json"], 2, "[")
+    assert code == 0 and len(lines) == 2
+    for line in lines:
+        rows = json.loads(line)
+        assert rows[0]["name"] == "seen" and rows[0]["rtt_ms"] is not None
+        assert rows[0]["forwards"][0]["open"] == 0
