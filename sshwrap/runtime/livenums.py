@@ -21,11 +21,11 @@ Both come from one sock_diag dump of the host's established TCP sockets per ``st
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from sshwrap.core.model import TcpAddress
 from sshwrap.core.syntax import SyntaxProblem, parse_listen, parse_target
@@ -51,6 +51,26 @@ def with_numbers(rows: Sequence[TunnelStatus],
     return [table.numbered(row) if _runs(row) else row for row in rows]
 
 
+def read_meanwhile() -> Callable[[], list[TcpConnection] | None]:
+    """The kernel's table read in a thread of its own, to be had when the rows are built:
+    the kernel walks its whole connection hash table for it (milliseconds, however few
+    connections there are), time it spends outside the interpreter's lock while this
+    process reads records and processes."""
+    found: list[list[TcpConnection] | None] = [None]
+
+    def read() -> None:
+        found[0] = sockdiag.tcp_connections()
+
+    thread = threading.Thread(target=read, name="sshwrap-livenums", daemon=True)
+    thread.start()
+
+    def result() -> list[TcpConnection] | None:
+        thread.join()
+        return found[0]
+
+    return result
+
+
 def _runs(row: TunnelStatus) -> bool:
     return row.state in _RUNNING and row.pid is not None
 
@@ -71,16 +91,19 @@ class Connections:
         """The row with its numbers; as it was where the kernel's table cannot be read."""
         if not self.readable or row.pid is None:
             return row
-        listening = [_listen(f) for f in row.forwards if f.type != "remote"]
+        listening = [_listen(f.listen) for f in row.forwards if f.type != "remote"]
         accepted = {c.inode for address in listening if address is not None
                     for c in self.by_local_port.get(address.port, ())
                     if _bound_to(address.host, c)}
         hop = self.first_hop(row.pid, accepted)
         rtt = self.by_inode[hop] if hop is not None else None
-        forwards = tuple(replace(f, open=self._open(row.pid, f, hop)) for f in row.forwards)
-        return replace(row, forwards=forwards,
-                       rtt_ms=_ms(rtt.rtt_us) if rtt is not None else None,
-                       rtt_var_ms=_ms(rtt.rttvar_us) if rtt is not None else None)
+        forwards = tuple(ForwardStatus(f.type, f.listen, f.to, f.healthy, f.detail,
+                                       self._open(row.pid, f, hop)) for f in row.forwards)
+        # Built from the row's fields, not by dataclasses.replace: a hundred rows took
+        # milliseconds that way.
+        return TunnelStatus(**{**vars(row), "forwards": forwards,
+                               "rtt_ms": _ms(rtt.rtt_us) if rtt is not None else None,
+                               "rtt_var_ms": _ms(rtt.rttvar_us) if rtt is not None else None})
 
     def first_hop(self, pid: int, accepted: set[int]) -> int | None:
         """The inode of the client's connection to its first hop, None where none is seen."""
@@ -102,7 +125,7 @@ class Connections:
 
     def _open(self, pid: int, forward: ForwardStatus, hop: int | None) -> int | None:
         if forward.type != "remote":
-            address = _listen(forward)
+            address = _listen(forward.listen)
             if address is None:
                 return None
             return sum(_bound_to(address.host, c)
@@ -143,13 +166,16 @@ def _ms(microseconds: int | None) -> float | None:
     return None if microseconds is None else microseconds / 1000
 
 
-def _listen(forward: ForwardStatus) -> TcpAddress | None:
+# Cached, as forwards.py caches its addresses: every status parses the same few texts again.
+@functools.lru_cache(maxsize=1024)
+def _listen(listen: str) -> TcpAddress | None:
     with contextlib.suppress(SyntaxProblem, ValueError):
-        address = parse_listen(forward.listen)
+        address = parse_listen(listen)
         return address if isinstance(address, TcpAddress) else None
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _target(to: str | None) -> TcpAddress | None:
     if to is None:
         return None
@@ -159,6 +185,7 @@ def _target(to: str | None) -> TcpAddress | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str | None) -> _IP | None:
     if text is None:
         return None
