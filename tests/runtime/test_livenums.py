@@ -203,3 +203,19 @@ def test_watch_is_plain_lines_off_a_terminal_and_json_lines_with_json(
         rows = json.loads(line)
         assert rows[0]["name"] == "seen" and rows[0]["rtt_ms"] is not None
         assert rows[0]["forwards"][0]["open"] == 0
+
+
+def test_a_python_tunnel_has_its_numbers_too(sshd: Sshd, banner_server: BannerServer) -> None:
+    import sshwrap
+
+    keys = {"host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+            "ssh_config_file": str(sshd.client.ssh_config)}
+    tunnel = sshwrap.Tunnel(**keys, forwards=[sshwrap.Local(
+        listen=0, to=f"127.0.0.1:{banner_server.port}")])
+    assert tunnel.status().state is TunnelState.DOWN
+    with tunnel as t, ExitStack() as stack:
+        _open_through(stack, t.local_port, 2, banner_server.banner)
+        row = t.status()
+        assert row.state is TunnelState.UP and row.pid == t.pid
+        assert row.rtt_ms is not None
+        assert [f.open for f in row.forwards if f.listen.startswith("127.0.0.1")] == [2]
