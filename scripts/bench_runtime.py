@@ -3,8 +3,9 @@
 
 Measured: `sshwrap up` to verified-ready against `ssh -f -N -o ExitOnForwardFailure=yes` for the
 same forward, with the engine running and with none yet; `sshwrap status` with 1 and with 100
-running tunnels, and the status use case over those 100 with and without its live numbers; `up --tag` of 20 profiles against 20 raw `ssh -f` started at once, with no
-engine running yet and with one running, and the `down` of those 20. Every figure is a median
+running tunnels, and the status use case over those 100 with and without its live numbers;
+`up --tag` of 20 profiles against 20 raw `ssh -f` started at once, with no engine running yet
+and with one running, and the `down` of those 20. Every figure is a median
 over repeated runs, and every ratio compares runs made here, now, one after another.
 
 sshwrap runs as installed: from the `sshwrap` script of a virtual environment of its own (what
