@@ -264,14 +264,14 @@ def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str
     from sshwrap.store import ProfileStore
 
     store, paths = ProfileStore((bench.profiles,)), StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
-    reader = status_module.read_meanwhile
+    numbered = status_module.with_numbers
 
     def without() -> object:
-        status_module.read_meanwhile = lambda: None  # type: ignore[assignment]  # no numbers
+        status_module.with_numbers = list  # type: ignore[assignment]  # the rows as they are
         try:
             return status_module.status(store, paths=paths)
         finally:
-            status_module.read_meanwhile = reader
+            status_module.with_numbers = numbered
 
     report = status_module.status(store, paths=paths)
     shown = sum(row.rtt_ms is not None for row in report.tunnels)

@@ -51,26 +51,6 @@ def with_numbers(rows: Sequence[TunnelStatus],
     return [table.numbered(row) if _runs(row) else row for row in rows]
 
 
-def read_meanwhile() -> Callable[[], list[TcpConnection] | None]:
-    """The kernel's table read in a thread of its own, to be had when the rows are built:
-    the kernel walks its whole connection hash table for it (milliseconds, however few
-    connections there are), time it spends outside the interpreter's lock while this
-    process reads records and processes."""
-    found: list[list[TcpConnection] | None] = [None]
-
-    def read() -> None:
-        found[0] = sockdiag.tcp_connections()
-
-    thread = threading.Thread(target=read, name="sshwrap-livenums", daemon=True)
-    thread.start()
-
-    def result() -> list[TcpConnection] | None:
-        thread.join()
-        return found[0]
-
-    return result
-
-
 def _runs(row: TunnelStatus) -> bool:
     return row.state in _RUNNING and row.pid is not None
 

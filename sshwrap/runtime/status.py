@@ -22,7 +22,7 @@ from sshwrap.errors import ConnectionFailed, ExitCode, Problem, ProfileNotFound,
 from sshwrap.runtime import state
 from sshwrap.runtime.identity import memoized
 from sshwrap.runtime.launch import client_argv
-from sshwrap.runtime.livenums import read_meanwhile, with_numbers
+from sshwrap.runtime.livenums import with_numbers
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
     ForwardStatus,
@@ -66,15 +66,12 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     from sshwrap.machine import host_facts
 
     facts = host_facts()
-    # The kernel's connections, read while the rows are built (for running tunnels' numbers).
-    connections = read_meanwhile() if recorded else None
     view = ListenerView()  # one read of the sockets for every row
     with memoized():  # the engine's identity, checked once for all its tunnels
         cache = _compiled_for(facts, paths)
         rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,
                                view=view, live=live.get(n), cache=cache) for n in targets]
-    if connections is not None:
-        rows = with_numbers(rows, connections)
+    rows = with_numbers(rows)  # one read of the kernel's connections for every running row
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)
