@@ -41,6 +41,9 @@ _MESSAGE_SIZE = 72
 _SOURCE_PORT, _DESTINATION_PORT, _SOURCE, _DESTINATION, _INODE = 4, 6, 8, 24, 68
 _INODE_FIELD = struct.Struct("=I")
 _Found = TypeVar("_Found")
+#: An established socket's two ends, read at once: its family, source and destination port
+#: (big-endian, as all of these but the family, which is one byte), then their addresses.
+_ENDS = struct.Struct("!B3xHH16s16s")
 #: rtattr: length, type. struct tcp_info: tcpi_rtt and tcpi_rttvar (microseconds) at 68.
 _ATTRIBUTE = struct.Struct("=HH")
 _RTT = struct.Struct("=II")
@@ -140,23 +143,18 @@ def _listener(data: bytes, offset: int, _end: int) -> TcpListener:
 
 
 def _connection(data: bytes, offset: int, end: int) -> TcpConnection:
-    family = data[offset]
+    family, local_port, remote_port, local, remote = _ENDS.unpack_from(data, offset)
     size = 4 if family == socket.AF_INET else 16
-    local = data[offset + _SOURCE:offset + _SOURCE + size]
-    remote = data[offset + _DESTINATION:offset + _DESTINATION + size]
     rtt: tuple[int, int] | tuple[None, None] = (None, None)
     at = offset + _MESSAGE_SIZE
     while at + _ATTRIBUTE.size <= end:  # the attributes after the message: tcp_info's
         length, kind = _ATTRIBUTE.unpack_from(data, at)
         if length < _ATTRIBUTE.size:
             break
-        start = at + _ATTRIBUTE.size
         if kind == INET_DIAG_INFO and length >= _ATTRIBUTE.size + _RTT_AT + _RTT.size:
-            rtt = _RTT.unpack_from(data, start + _RTT_AT)
+            rtt = _RTT.unpack_from(data, at + _ATTRIBUTE.size + _RTT_AT)
+            break
         at += (length + 3) & ~3
-    return TcpConnection(
-        family, socket.inet_ntop(family, local),
-        int.from_bytes(data[offset + _SOURCE_PORT:offset + _SOURCE_PORT + 2], "big"),
-        socket.inet_ntop(family, remote),
-        int.from_bytes(data[offset + _DESTINATION_PORT:offset + _DESTINATION_PORT + 2], "big"),
-        _INODE_FIELD.unpack_from(data, offset + _INODE)[0], *rtt)
+    return TcpConnection(family, socket.inet_ntop(family, local[:size]), local_port,
+                         socket.inet_ntop(family, remote[:size]), remote_port,
+                         _INODE_FIELD.unpack_from(data, offset + _INODE)[0], *rtt)
