@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -219,3 +221,27 @@ def test_a_python_tunnel_has_its_numbers_too(sshd: Sshd, banner_server: BannerSe
         assert row.state is TunnelState.UP and row.pid == t.pid
         assert row.rtt_ms is not None
         assert [f.open for f in row.forwards if f.listen.startswith("127.0.0.1")] == [2]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_dump_reads_both_ends_inode_and_rtt_as_the_socket_itself_does(host: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((host, 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()[:2]) as conn:
+            accepted, _ = listener.accept()
+            with accepted:
+                conn.sendall(b"x")
+                assert accepted.recv(1) == b"x"
+                inode = os.fstat(conn.fileno()).st_ino
+                found = {c.inode: c for c in sockdiag.tcp_connections() or ()}
+                # struct tcp_info: tcpi_rtt and tcpi_rttvar (microseconds) at 68
+                rtt, var = struct.unpack_from("=II", conn.getsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_INFO, 104), 68)
+                ends = (conn.getsockname()[:2], conn.getpeername()[:2])
+    mine = found[inode]
+    assert ((mine.local, mine.local_port), (mine.remote, mine.remote_port)) == ends
+    assert mine.family == family and mine.rtt_us is not None and mine.rttvar_us is not None
+    # The same figures unless an ACK came in between the two reads: a millisecond apart.
+    assert abs(mine.rtt_us - rtt) < 1000 and abs(mine.rttvar_us - var) < 1000
