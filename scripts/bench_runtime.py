@@ -3,8 +3,9 @@
 
 Measured: `sshwrap up` to verified-ready against `ssh -f -N -o ExitOnForwardFailure=yes` for the
 same forward, with the engine running and with none yet; `sshwrap status` with 1 and with 100
-running tunnels; `up --tag` of 20 profiles against 20 raw `ssh -f` started at once, with no
-engine running yet and with one running, and the `down` of those 20. Every figure is a median
+running tunnels, and the status use case over those 100 with and without its live numbers;
+`up --tag` of 20 profiles against 20 raw `ssh -f` started at once, with no engine running yet
+and with one running, and the `down` of those 20. Every figure is a median
 over repeated runs, and every ratio compares runs made here, now, one after another.
 
 sshwrap runs as installed: from the `sshwrap` script of a virtual environment of its own (what
@@ -253,6 +254,38 @@ def twenty_at_once(bench: Bench, runs: int, up: Timing) -> list[tuple[str, str, 
     return rows
 
 
+def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str, str, str]]:
+    """The status use case over the running tunnels in this process (from their records),
+    with its live numbers (runtime/livenums.py: one sock_diag dump for every row) and with
+    them left out, timed in turns; then the numbers alone, as the engine reads them again."""
+    from sshwrap.runtime import livenums
+    from sshwrap.runtime import status as status_module
+    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.store import ProfileStore
+
+    store, paths = ProfileStore((bench.profiles,)), StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
+    numbered = status_module.with_numbers
+
+    def without() -> object:
+        status_module.with_numbers = list  # type: ignore[assignment]  # the rows as they are
+        try:
+            return status_module.status(store, paths=paths)
+        finally:
+            status_module.with_numbers = numbered
+
+    report = status_module.status(store, paths=paths)
+    shown = sum(row.rtt_ms is not None for row in report.tunnels)
+    runs = max(runs, 21)
+    with_them, left_out = paired_medians(runs, lambda: status_module.status(store, paths=paths),
+                                         lambda: None, without, lambda: None)
+    alone = median_of(runs, lambda: livenums.with_numbers(report.tunnels), lambda: None)
+    dump = median_of(runs, livenums.sockdiag.tcp_connections, lambda: None)
+    return [(f"  status use case, {many} tunnels, with live numbers ({shown} with an RTT)",
+             with_them.ms(), f"without: {left_out.ms()}", f"{with_them / left_out:.2f}x"),
+            ("    the live numbers alone (one dump; first hops known)", alone.ms(),
+             f"the dump alone: {dump.ms()}", "")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="repetitions per measurement")
@@ -310,6 +343,7 @@ def main() -> int:
         rows.append((f"status, {args.many} running tunnels", f"{status_many.ms()}",
                      f"1 running: {status_one.ms()}",
                      f"{status_many / status_one:.2f}x"))
+        rows.extend(live_numbers_cost(bench, args.runs, args.many))
         clients, client_rss, supervisors, supervisor_rss = memory_of(
             Path(bench.env["SSHWRAP_STATE_DIR"]))
         rows.append((f"memory of {clients} ssh clients", f"{client_rss / 2**20:.0f} MiB",

@@ -22,6 +22,7 @@ from sshwrap.api.forwards import ForwardSpec, OpenForward
 from sshwrap.core.model import AuthMethod, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import SshwrapError
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.results import TunnelState, TunnelStatus
 from sshwrap.runtime.supervisor import Supervisor
 from sshwrap.store import ProfileStore
 
@@ -240,6 +241,16 @@ class Tunnel:
                 shutil.rmtree(root, ignore_errors=True)
             self._supervisor = self._thread = self._root = self._log = None
             _running.discard(self)
+
+    def status(self) -> TunnelStatus:
+        """Its row as ``sshwrap status`` gives one: state, pid, uptime, forwards with their
+        health and open connections, the first hop's round-trip time (``rtt_ms``)."""
+        from sshwrap.runtime.status import status
+
+        root = self._root
+        if root is None or not self.is_running:
+            return TunnelStatus(self.name, TunnelState.DOWN, None, None, 0, False, ())
+        return status(ProfileStore(()), [self.name], StatePaths(root)).tunnels[0]
 
     def log_text(self) -> str:
         """What the client has logged so far (for a failure's details)."""

@@ -23,7 +23,7 @@ from sshwrap.runtime import sockdiag
 from sshwrap.runtime.sockdiag import TcpListener
 
 __all__ = ["Listener", "TcpListener", "attributed", "held_before", "listening_sockets",
-           "recent_tcp_listeners", "socket_inodes", "tcp_listeners"]
+           "recent_tcp_listeners", "socket_fds", "socket_inodes", "tcp_listeners"]
 
 _TCP_LISTEN_HEX = "0A"
 
@@ -93,17 +93,25 @@ def _proc_line(family: int, fields: list[str]) -> TcpListener:
 def socket_inodes(pid: int) -> frozenset[int] | None:
     """The inodes of the sockets ``pid`` holds open, from its /proc fd links; None where they
     cannot be read (the process is gone, or is not ours)."""
+    fds = socket_fds(pid)
+    return None if fds is None else frozenset(fds)
+
+
+def socket_fds(pid: int) -> dict[int, int] | None:
+    """The sockets ``pid`` holds open, their inodes by the descriptor that holds each (the
+    lowest where several do), from its /proc fd links; None where they cannot be read."""
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return None
-    found = set()
+    found: dict[int, int] = {}
     for fd in names:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
             if target.startswith("socket:["):
-                found.add(int(target[8:-1]))
-    return frozenset(found)
+                inode, number = int(target[8:-1]), int(fd)
+                found[inode] = min(number, found.get(inode, number))
+    return found
 
 
 #: The process each listening socket was last found held by, by inode. A socket keeps its

@@ -56,6 +56,9 @@ class ForwardStatus:
     to: str | None
     healthy: bool
     detail: str
+    #: Connections open through it now, from the kernel's table (runtime/livenums.py);
+    #: None where not counted (not running, a unix socket, no table to read).
+    open: int | None = None
 
     @classmethod
     def from_check(cls, check: ForwardCheck) -> ForwardStatus:
@@ -158,6 +161,10 @@ class TunnelStatus:
     failure_code: int | None = None
     failed_at: float | None = None
     mode: str = ""  # how it runs (state.Mode), when it has a record
+    #: The kernel's smoothed round-trip time of the connection to the first hop and its
+    #: variation, in milliseconds (runtime/livenums.py); None where not known.
+    rtt_ms: float | None = None
+    rtt_var_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from sshwrap.errors import ConnectionFailed, ExitCode, Problem, ProfileNotFound,
 from sshwrap.runtime import state
 from sshwrap.runtime.identity import memoized
 from sshwrap.runtime.launch import find_program
+from sshwrap.runtime.livenums import with_numbers
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.results import (
     ForwardStatus,
@@ -70,6 +71,7 @@ def status(store: ProfileStore, names: Sequence[str] = (),
         cache = _compiled_for(facts, paths)
         rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,
                                view=view, live=live.get(n), cache=cache) for n in targets]
+    rows = with_numbers(rows)  # one read of the kernel's connections for every running row
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)

@@ -20,6 +20,7 @@ from sshwrap.errors import StateUnusable
 from sshwrap.runtime import daemon, hostkeys
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.sandbox import Sshd
+from tests.helpers import as_user
 from tests.runtime.tunnel_helpers import ProfileWriter
 
 #: A command that hangs is a failure, not a stuck run.
@@ -76,8 +77,7 @@ def sshwrap(args: list[str], state: Path, profiles: Path, *,
            "HOME": str(profiles.parent), "LANG": "C.UTF-8"}
     argv = [sys.executable, "-m", "sshwrap", *args]
     if user is not None:
-        argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                "--clear-groups", *argv]
+        argv = as_user(user.pw_uid, user.pw_gid, argv)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT,
                           check=False, cwd="/", stdin=subprocess.DEVNULL)
 

@@ -311,3 +311,20 @@ def test_down_all_at_once_removes_the_master_before_returning(
     eventually(lambda: process_gone(master.supervisor_pid or 0), "the engine exited")
     assert state.recorded_names(shared.master_paths(shared_paths)) == []
     assert not shared.control_path(shared_paths, master.shared or "").exists()
+
+
+def test_tunnels_of_one_connection_show_its_rtt_and_their_own_open_connections(
+    store: ProfileStore, shared_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer, sshd: Sshd,
+) -> None:
+    first, _second, master = _start_pair(store, shared_paths, write_profile, banner_server)
+    with socket.create_connection(("127.0.0.1", first), timeout=10) as conn:
+        assert conn.recv(len(BANNER)) == BANNER
+        rows = {row.name: row for row in status(store, ["alpha", "beta"],
+                                                paths=shared_paths).tunnels}
+    # One connection to the sshd, the master's: both rows give its round-trip time.
+    assert [c.raddr.port for c in psutil.Process(master.pid).net_connections("tcp")
+            if c.raddr and c.raddr.port == sshd.port] == [sshd.port]
+    assert rows["alpha"].rtt_ms is not None and rows["alpha"].rtt_ms == rows["beta"].rtt_ms
+    assert [f.open for f in rows["alpha"].forwards] == [1]
+    assert [f.open for f in rows["beta"].forwards] == [0]

@@ -18,8 +18,10 @@ from sshwrap.cli.complete import profile_tags
 from sshwrap.cli.render import emit
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.tunnels import TunnelsReport
+    from sshwrap.runtime.tunnels import StatusReport, TunnelsReport
 
 AllOpt = Annotated[bool, typer.Option("--all", help="Every profile.")]
 TagOpt = Annotated[str | None, typer.Option("--tag", metavar="TAG",
@@ -133,12 +135,15 @@ def restart(
 def status(
     names: NamesArg = None,
     json_out: JsonOpt = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="A live view, refreshed every --interval seconds (redrawn in place "
+                        "on a terminal; with --json, one JSON line each time).")] = False,
     interval: Annotated[float, typer.Option("--interval", metavar="SECONDS",
                                             help="Refresh interval of --watch.")] = 1.0,
     profiles: ProfilesOpt = None,
 ) -> int:
-    """Every tunnel's state, pid, uptime and forward health (exit 8 if one is unhealthy).
+    """Every tunnel's state, pid, uptime, first-hop round-trip time and forward health with
+    the connections open through each (exit 8 if one is unhealthy).
 
     \b
     Examples:
@@ -155,20 +160,35 @@ def status(
         report = run_status(store, names or [])
         emit(report, as_json=json_out)
         return int(report.exit_code)
+    return _watch(lambda: run_status(store, names or []), interval, as_json=json_out)
+
+
+def _watch(read: Callable[[], StatusReport], interval: float, *, as_json: bool) -> int:
+    """``status --watch``: on a terminal the table redrawn in place, elsewhere one table (or
+    with ``--json`` one JSON line) per refresh; Ctrl-C ends it with the last exit code."""
+    import json
     import time
 
-    from sshwrap.cli.render import to_text
+    from sshwrap.cli.render import rendered
 
+    in_place = not as_json and sys.stdout.isatty()
+    code = 0
     try:
         while True:
-            report = run_status(store, names or [])
-            stamp = time.strftime("%H:%M:%S")
-            # Home the cursor and clear below: the table is redrawn in place.
-            sys.stdout.write(f"\x1b[H\x1b[J{stamp}  (Ctrl-C to stop)\n{to_text(report)}\n")
+            report = read()
+            code = int(report.exit_code)
+            if as_json:
+                frame = json.dumps(report.to_json(), separators=(",", ":")) + "\n"
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                # On a terminal: home the cursor and clear below, the table redrawn in place.
+                frame = (f"\x1b[H\x1b[J{stamp}  (Ctrl-C to stop)\n" if in_place
+                         else f"{stamp}\n") + rendered(report) + ("" if in_place else "\n")
+            sys.stdout.write(frame)
             sys.stdout.flush()
             time.sleep(max(0.1, interval))
     except KeyboardInterrupt:
-        return int(report.exit_code)
+        return code
 
 
 @app.command()

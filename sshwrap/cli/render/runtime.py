@@ -52,11 +52,19 @@ def _failed_when(row: TunnelStatus) -> str:
     return f" [exit {row.failure_code}, since {when}]"
 
 
+def _rtt(row: TunnelStatus) -> str:
+    """The first hop's round-trip time, as ``ss -ti`` would round it for a person."""
+    if row.rtt_ms is None:
+        return "-"
+    return f"{row.rtt_ms:.1f} ms" if row.rtt_ms < 10 else f"{row.rtt_ms:.0f} ms"
+
+
 def _forward_cell(row: TunnelStatus) -> list[str]:
     if not row.forwards:
         return [""]
     return [f"{'ok ' if f.healthy else '-- '}{f.type} {f.listen} -> {f.to or 'SOCKS'}"
             + ("" if f.healthy or row.pid is None else f" ({f.detail})")
+            + ("" if f.open is None else f", {f.open} open")
             for f in row.forwards]
 
 
@@ -69,11 +77,12 @@ def _status(value: StatusReport) -> str:
         state = row.state.value + (" (changed)" if row.changed else "") \
             + (" (shared)" if row.shared else "")
         cells = _forward_cell(row)
-        rows.append([row.name, state, row.pid or "-", _uptime(row.uptime), row.restarts,
-                     cells[0]])
-        rows.extend(["", "", "", "", "", cell] for cell in cells[1:])
+        rows.append([row.name, state, row.pid or "-", _uptime(row.uptime), _rtt(row),
+                     row.restarts, cells[0]])
+        blank = [""] * 6
+        rows.extend([*blank, cell] for cell in cells[1:])
         if row.detail:
-            rows.append(["", "", "", "", "", f"note: {message(row.detail)}{_failed_when(row)}"])
+            rows.append([*blank, f"note: {message(row.detail)}{_failed_when(row)}"])
         elif row.last_failure and row.restarts:
-            rows.append(["", "", "", "", "", f"last failure: {row.last_failure}"])
-    return table(["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "FORWARDS"], rows)
+            rows.append([*blank, f"last failure: {row.last_failure}"])
+    return table(["NAME", "STATE", "PID", "UPTIME", "RTT", "RESTARTS", "FORWARDS"], rows)
