@@ -15,17 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile.spec import LaunchSpec
-from sshwrap.core.model import Profile
+from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusable
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.events import Event
+from sshwrap.runtime.farside import clear_stale, control_socket, prove_forwards
 from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, find_program
@@ -310,6 +312,16 @@ def record_not_started(paths: StatePaths, name: str, error: SshwrapError,
                        .failed(error))
 
 
+def own_control(paths: StatePaths, profile: Profile) -> Path | None:
+    """The control socket of a tunnel's own ssh client (a ControlMaster, so that its remote
+    forwards are proven over its own connection: runtime/farside.py); None for plink."""
+    if profile.client is not Client.SSH:
+        return None
+    control = control_socket(paths, profile.name)
+    clear_stale(control)
+    return control
+
+
 def with_ports(supervisor: Supervisor, requested: Profile, facts: HostFacts,
                ) -> tuple[Profile, tuple[ExpectedForward, ...]]:
     """The profile with ports chosen for ``listen = 0`` (the one the supervisor runs) and
@@ -338,8 +350,10 @@ class OwnClient(ProfileAttempts):
         sup = self.sup
         while True:
             log = sup.paths.log(self.name)
-            launched = self.launched = sup.spawn_client(
-                self.profile, self.facts, LaunchSpec(log_path=str(log)), log)
+            control = own_control(sup.paths, self.profile)
+            spec = LaunchSpec(log_path=str(log),
+                              control_path=None if control is None else str(control))
+            launched = self.launched = sup.spawn_client(self.profile, self.facts, spec, log)
             pid, create_time, own_argv = sup._identity()
             sup.begin(TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
@@ -365,7 +379,11 @@ class OwnClient(ProfileAttempts):
                 self.profile, self.forwards = with_ports(sup, self.requested, self.facts)
                 continue
             sup._settle_credentials()
-            return {}
+            proven = prove_forwards(self.profile, self.forwards, control, launched.log_path,
+                                    wait=wait)
+            sup.ready_checks = [replace(c, detail=f.far_side) if f.far_side else c
+                                for c, f in zip(sup.ready_checks, proven, strict=True)]
+            return {"forwards": proven}
 
     def watch(self) -> Ended:
         sup, launched = self.sup, self.launched
