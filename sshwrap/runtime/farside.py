@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import selectors
 import subprocess
@@ -215,3 +216,25 @@ def far_side_error(name: str, forward: ExpectedForward, detail: str) -> Forwardi
         f"{name}: remote forward {forward.listen} -> {forward.to}: {detail}",
         hint=f"stop the program that holds port {forward.port} on the tunnel host (see "
              "'ss -ltnp' there), or choose another listen port")
+
+
+def control_of(argv: Sequence[str]) -> Path | None:
+    """The control socket a recorded client listens on (its ``-S``), None without one."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--":
+            break
+        if flag == "-S":
+            return Path(value)
+    return None
+
+
+def check_forward(profile: Profile, forward: ExpectedForward, control: Path | None,
+                  log_path: Path) -> tuple[list[AddressProof], bool, str]:
+    """A running tunnel's remote forward proven now (``check``): each address's verdict,
+    whether it failed, and the words for it."""
+    if control is None:
+        return [], False, "far side not proven: the tunnel's client has no control socket " \
+                          "(plink, or started by an older sshwrap)"
+    proofs = probe(control, log_path, targets_of(forward))
+    failed, detail = verdict(tuple(proofs), profile.host)
+    return proofs, failed, detail

@@ -21,9 +21,12 @@ ARRIVAL = re.compile(r"client_request_forwarded_tcpip: listen (?P<listen>\S+) po
 #: ssh -v, as the master opens a mux client's ``-W ADDR:PORT``: "channel_connect_stdio_fwd:
 #: ::1:8081", then "channel 3: new stdio-forward".
 STDIO_OPEN = re.compile(r"^debug\d: channel_connect_stdio_fwd: (?P<address>\S+):(?P<port>\d+)$")
-#: What a host without an address family says when its sshd connects to that family.
-NO_FAMILY = ("cannot assign requested address", "network is unreachable",
-             "address family not supported")
+#: What sshd says when it cannot even try to connect (the tunnel host has no such address:
+#: no ::1): OpenSSH 9 sends "connect failed: open failed" for a connect that fails at once,
+#: and names the error elsewhere. Nothing listening is "Connection refused"; a squatter
+#: accepts.
+NO_FAMILY = ("connect failed: open failed", "cannot assign requested address",
+             "network is unreachable", "address family not supported")
 LOOPBACKS = ("127.0.0.1", "::1")
 WILDCARD_HOSTS = ("", "*")
 
@@ -178,7 +181,8 @@ def verdict(proofs: tuple[AddressProof, ...], host: str) -> tuple[bool, str]:
                      f"{unknown[0].reason}")
     absent = [p for p in proofs if p.outcome is Outcome.ABSENT]
     if absent:
-        notes.append(f"the tunnel host has no {' or '.join(p.address for p in absent)}")
+        notes.append(f"the tunnel host has no {' or '.join(p.address for p in absent)} (its "
+                     "sshd cannot connect there)")
     notes += [f"nothing listens on {p.where} (the server bound another family)"
               for p in unbound]
     return False, "; ".join(notes)
