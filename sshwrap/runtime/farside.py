@@ -59,6 +59,16 @@ def clear_stale(control: Path) -> None:
             control.unlink()
 
 
+def own_control(paths: StatePaths, profile: Profile) -> Path | None:
+    """The control socket of a tunnel's own ssh client (a ControlMaster, so that its remote
+    forwards are proven over its own connection); None for plink, which has none."""
+    if profile.client is not Client.SSH:
+        return None
+    control = control_socket(paths, profile.name)
+    clear_stale(control)
+    return control
+
+
 def probe_argv(control: Path, address: str, port: int) -> list[str]:
     """``ssh -S CONTROL -W ADDR:PORT``: the master opens the channel; without a master this
     connects nowhere (ProxyCommand false), and reads no config."""

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-
 @dataclass(frozen=True)
 class ExpectedForward:
     """One compiled (expanded) forward the tunnel must provide: what verification checks."""
@@ -40,10 +39,7 @@ class ExpectedForward:
     host: str | None = None
     port: int | None = None
     path: str | None = None
-    #: A remote forward's proof from the far side, as found when it was verified
-    #: (runtime/farside.py): what status reports, without probing again. Not part of what
-    #: the forward is.
-    far_side: str | None = field(default=None, compare=False)
+    far_side: str | None = field(default=None, compare=False)  # proof at start: farside.py
 
     @classmethod
     def from_forward(cls, forward: Forward) -> ExpectedForward:
@@ -101,8 +97,7 @@ class TunnelRecord:
             "create_time": self.create_time, "argv": list(self.argv),
             "profile_hash": self.profile_hash, "client": self.client,
             "started_at": self.started_at,
-            "forwards": [{k: v for k, v in vars(f).items() if v is not None or k != "far_side"}
-                         for f in self.forwards],
+            "forwards": [vars(f) for f in self.forwards],
             "log_path": self.log_path, "log_offset": self.log_offset,
             "verified": self.verified, "restarts": self.restarts,
             "last_failure": self.last_failure,

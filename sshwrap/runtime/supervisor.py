@@ -15,19 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile.spec import LaunchSpec
-from sshwrap.core.model import Client, Profile
+from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusable
 from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.events import Event
-from sshwrap.runtime.farside import clear_stale, control_socket, prove_forwards
+from sshwrap.runtime.farside import own_control, prove_forwards
 from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, find_program
@@ -310,16 +309,6 @@ def record_not_started(paths: StatePaths, name: str, error: SshwrapError,
     supervisor (its profile did not load), as a supervisor keeps its own."""
     state.write_record(paths.ensure(), _unstarted(paths, name, identity, Mode.ENGINE)
                        .failed(error))
-
-
-def own_control(paths: StatePaths, profile: Profile) -> Path | None:
-    """The control socket of a tunnel's own ssh client (a ControlMaster, so that its remote
-    forwards are proven over its own connection: runtime/farside.py); None for plink."""
-    if profile.client is not Client.SSH:
-        return None
-    control = control_socket(paths, profile.name)
-    clear_stale(control)
-    return control
 
 
 def with_ports(supervisor: Supervisor, requested: Profile, facts: HostFacts,
