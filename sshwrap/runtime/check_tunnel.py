@@ -27,6 +27,8 @@ from sshwrap.core.model import Forward, ForwardType, Probe, Profile, TcpAddress,
 from sshwrap.runtime.check_gateway import diagnosis_segment
 from sshwrap.runtime.check_steps import (
     CLIENT,
+    GATEWAY,
+    SERVER_POLICY,
     SERVER_SIDE,
     CheckStep,
     failed,
@@ -34,9 +36,10 @@ from sshwrap.runtime.check_steps import (
     skipped,
 )
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.state import TunnelRecord
+from sshwrap.runtime.state import ExpectedForward, TunnelRecord
 
 if TYPE_CHECKING:
+    from sshwrap.runtime.forwards import ForwardCheck
     from sshwrap.runtime.probes import ProbeResult
 
 
@@ -245,14 +248,45 @@ def _log_steps(profile: Profile, earlier: list[ChannelFailure],
                   diagnosis_segment(diagnosis, profile))
 
 
-def _listen_steps(profile: Profile, record: TunnelRecord, run_text: str) -> list[CheckStep]:
+def _far_side_step(profile: Profile, record: TunnelRecord, forward: ExpectedForward,
+                   paths: StatePaths) -> CheckStep:
+    """A remote forward proven now from the tunnel host: every address it may be bound on
+    reaches this tunnel (runtime/farside.py)."""
+    from sshwrap.core.diagnose.farside import Outcome
+    from sshwrap.runtime.farside import PLINK_NOT_PROVEN, check_forward, control_of
+
+    name = f"remote {forward.listen} reached from the tunnel host (far side)"
+    if record.client == "plink":
+        return skipped(name, PLINK_NOT_PROVEN)
+    log = Path(record.log_path)
+    if record.shared is not None:
+        from sshwrap.runtime.shared import master_name, master_paths
+
+        log = master_paths(paths).log(master_name(record.shared))
+    proofs, bad, detail = check_forward(profile, forward, control_of(record.argv), log)
+    if bad:
+        return failed(name, detail, f"stop the program that holds port {forward.port} on "
+                      f"{profile.host} (see 'ss -ltnp' there), then: sshwrap restart "
+                      f"{profile.name}", GATEWAY)
+    outcomes = {p.outcome for p in proofs}
+    if Outcome.PROVEN in outcomes:
+        return passed(name, detail, GATEWAY)
+    if Outcome.POLICY in outcomes:
+        return skipped(name, detail, SERVER_POLICY)
+    return skipped(name, detail or "far side not proven", GATEWAY)
+
+
+def _listen_steps(profile: Profile, record: TunnelRecord, run_text: str,
+                  paths: StatePaths) -> list[CheckStep]:
     from sshwrap.runtime.verify import ListenerView
 
     steps = []
     for check in ListenerView().check(record.forwards, record.pid, run_text):
-        where = "on the tunnel host" if check.forward.type == "remote" else "here"
-        name = f"{check.forward.type} {check.forward.listen} listens {where} (owned by the " \
-               "tunnel)"
+        if check.healthy and check.forward.type == "remote" and check.forward.port:
+            steps += [passed(_listen_name(check), check.detail),
+                      _far_side_step(profile, record, check.forward, paths)]
+            continue
+        name = _listen_name(check)
         if check.healthy:
             steps.append(passed(name, check.detail))
             continue
@@ -262,6 +296,11 @@ def _listen_steps(profile: Profile, record: TunnelRecord, run_text: str) -> list
         steps.append(failed(name, detail, f"restart the tunnel: sshwrap restart {profile.name}"
                             if check.holder is None else "stop that process, then restart"))
     return steps
+
+
+def _listen_name(check: ForwardCheck) -> str:
+    where = "on the tunnel host" if check.forward.type == "remote" else "here"
+    return f"{check.forward.type} {check.forward.listen} listens {where} (owned by the tunnel)"
 
 
 def tunnel_steps(profile: Profile, paths: StatePaths) -> list[CheckStep]:
@@ -282,7 +321,7 @@ def tunnel_steps(profile: Profile, paths: StatePaths) -> list[CheckStep]:
     log = Path(record.log_path)
     start = _log_size(log)
     run_text = _read_log(log, record.log_offset, start)
-    steps += _listen_steps(profile, record, run_text)
+    steps += _listen_steps(profile, record, run_text, paths)
     reached = None if profile.jump else reached_address(log_lines(run_text))
     during: list[ChannelFailure] = []
     for forward in profile.forwards:

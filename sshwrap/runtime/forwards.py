@@ -129,7 +129,8 @@ def check_forwards(
         if forward.type == "remote":
             key = _expected_remote_key(forward)
             if log_text is None:
-                checks.append(ForwardCheck(forward, True, "confirmed by the client at start"))
+                checks.append(ForwardCheck(forward, True, forward.far_side
+                                           or "confirmed by the client at start"))
             elif key in refused:
                 checks.append(ForwardCheck(forward, False, "refused by the server", refused=True))
             elif key in confirmed:

@@ -11,6 +11,7 @@ from typing import Protocol
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
 from sshwrap.runtime import listeners, state, unixsock
+from sshwrap.runtime.farside import prove_forwards
 from sshwrap.runtime.hosting import STOPPING, attach, detach_user, drop_reason, user_forwards
 from sshwrap.runtime.identity import Identity
 from sshwrap.runtime.paths import StatePaths
@@ -135,6 +136,8 @@ class SharedTunnel(ProfileAttempts):
         #: True while this tunnel's forwards may be on the master (from the first -O forward).
         self.added = False
         self.master: TunnelRecord | None = None
+        #: The forwards with their far-side proofs, as the last attach found them.
+        self.proven = forwards
         self.say, self.sleep, self.update = supervisor.say, supervisor.sleep, supervisor._update
         pid, create_time, own_argv = supervisor._identity()
         self.fresh = TunnelRecord(
@@ -160,7 +163,7 @@ class SharedTunnel(ProfileAttempts):
         attach(self.paths, self.key, self.name, self.forwards)
         master = self.master = self._attach(phase is Phase.STARTING, wait)
         return {"pid": master.pid, "create_time": master.create_time, "argv": master.argv,
-                "started_at": time.time()}
+                "started_at": time.time(), "forwards": self.proven}
 
     def watch(self) -> Ended:
         master = self.master
@@ -209,11 +212,14 @@ class SharedTunnel(ProfileAttempts):
             raise not_ready_error(self.name, wait, missing, LogReader(log, 0).read()) \
                 from None
         control = control_path(self.paths, self.key)
+        master_log = master_paths(self.paths).log(master_name(self.key))
         self.added = True
         try:
             add_forwards(self.name, control, self.forwards, master.pid, profile=self.profile,
-                         master_log=master_paths(self.paths).log(master_name(self.key)))
+                         master_log=master_log)
             verify_forwards(self.name, self.forwards, master.pid)
+            # The master's own connection opens the probes: its remote forwards proven too.
+            self.proven = prove_forwards(self.profile, self.forwards, control, master_log)
         except SshwrapError:
             cancel_forwards(control, self.forwards)
             self.added = False

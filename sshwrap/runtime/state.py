@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-
 @dataclass(frozen=True)
 class ExpectedForward:
     """One compiled (expanded) forward the tunnel must provide: what verification checks."""
@@ -40,6 +39,7 @@ class ExpectedForward:
     host: str | None = None
     port: int | None = None
     path: str | None = None
+    far_side: str | None = field(default=None, compare=False)  # proof at start: farside.py
 
     @classmethod
     def from_forward(cls, forward: Forward) -> ExpectedForward:

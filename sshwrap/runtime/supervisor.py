@@ -26,6 +26,7 @@ from sshwrap.runtime import state
 from sshwrap.runtime.auth import ClientStarter
 from sshwrap.runtime.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.events import Event
+from sshwrap.runtime.farside import own_control, prove_forwards
 from sshwrap.runtime.freeport import wants_free_ports, with_free_ports
 from sshwrap.runtime.identity import Identity, own_identity
 from sshwrap.runtime.launch import Launched, find_program
@@ -338,8 +339,10 @@ class OwnClient(ProfileAttempts):
         sup = self.sup
         while True:
             log = sup.paths.log(self.name)
-            launched = self.launched = sup.spawn_client(
-                self.profile, self.facts, LaunchSpec(log_path=str(log)), log)
+            control = own_control(sup.paths, self.profile)
+            spec = LaunchSpec(log_path=str(log),
+                              control_path=None if control is None else str(control))
+            launched = self.launched = sup.spawn_client(self.profile, self.facts, spec, log)
             pid, create_time, own_argv = sup._identity()
             sup.begin(TunnelRecord(
                 name=self.name, pid=launched.pid, create_time=launched.create_time,
@@ -365,7 +368,11 @@ class OwnClient(ProfileAttempts):
                 self.profile, self.forwards = with_ports(sup, self.requested, self.facts)
                 continue
             sup._settle_credentials()
-            return {}
+            proven = prove_forwards(self.profile, self.forwards, control, launched.log_path,
+                                    wait=wait)
+            sup.ready_checks = [replace(c, detail=f.far_side) if f.far_side else c
+                                for c, f in zip(sup.ready_checks, proven, strict=True)]
+            return {"forwards": proven}
 
     def watch(self) -> Ended:
         sup, launched = self.sup, self.launched

@@ -57,6 +57,11 @@ CASES: dict[str, tuple[Profile, LaunchSpec]] = {
     # A shared connection's master: no forwards, a control socket.
     "shared": (replace(_profile("shared", share_connection=True), forwards=()),
                _tunnel("shared", control_path=f"{STATE}/ctl/0123456789abcdef")),
+    # A tunnel's own client: a ControlMaster on its private socket, so that its remote
+    # forwards are proven over its own connection (runtime/farside.py).
+    "remote": (_profile("remote", forward=[{"type": "remote", "listen": 8081,
+                                            "to": "localhost:8888"}]),
+               _tunnel("remote", control_path=f"{STATE}/ctl/t0123456789abcde")),
     # A check's login: no forwards, a time limit, the command true instead of -N.
     "login": (replace(_profile("login", auth="password", password_env=PW_ENV), forwards=()),
               LaunchSpec(log_path="/tmp/sshwrap-check-x/auth.log", answers_prompts=True,

@@ -123,7 +123,9 @@ def test_remote_forward_is_confirmed_by_the_log_and_carries_bytes(
     outcome = up(store, ["back"], paths=runtime_paths).outcomes[0]
 
     assert outcome.action is Action.STARTED, outcome.error
-    assert outcome.forwards[0].detail == "confirmed by the server"
+    # Bound and proven from the far side: connections made there on both loopbacks arrive.
+    assert outcome.forwards[0].detail == (f"proven from the tunnel host (127.0.0.1) on "
+                                          f"127.0.0.1:{remote_port} and [::1]:{remote_port}")
     # The sandbox sshd runs on this machine, so its end of the remote forward is reachable.
     assert read_banner_through("127.0.0.1", remote_port) == (BANNER, ECHO)
 

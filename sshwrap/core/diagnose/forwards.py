@@ -85,8 +85,11 @@ def _ssh_channel(lines: list[str], index: int, channel: str) -> tuple[int | None
 def channel_failures(lines: list[str]) -> list[ChannelFailure]:
     """Every ``open failed`` (plink: ``Forwarded connection refused``) with its forward."""
     found = []
+    proofs = p.proof_failures(lines)
     for i, line in enumerate(lines):
         match = p.OPEN_FAILED.match(line)
+        if match and i in proofs:  # a far-side proof's refusal: its own verdict
+            continue
         if match:
             listen_port, target = _ssh_channel(lines, i, match["channel"])
             found.append(ChannelFailure(i, line, match["reason"], listen_port, target))

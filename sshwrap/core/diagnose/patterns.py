@@ -38,6 +38,9 @@ CLOSED = re.compile(r"^Connection to (?P<host>\S+) closed by remote host\.?$|"
                     r"^client_loop: send disconnect: (?P<reason>.+)$|"
                     r"^Timeout, server (?P<host3>\S+) not responding\.?$")
 PLINK_FATAL = re.compile(r"^FATAL ERROR: (?P<reason>.+)$")
+#: ssh -v: a channel the client opens and names (a mux client's ``-W``: the far-side proof).
+CHANNEL_NEW = re.compile(r"^debug\d: channel (?P<channel>\d+): new (?P<kind>[\w-]+)")
+STDIO_FORWARD = "stdio-forward"
 
 
 def log_lines(log_text: str) -> list[str]:
@@ -45,8 +48,26 @@ def log_lines(log_text: str) -> list[str]:
     return [line.rstrip("\r").rstrip() for line in log_text.replace("\r\n", "\n").split("\n")]
 
 
+def proof_failures(lines: list[str]) -> set[int]:
+    """Indices of the ``open failed`` lines of stdio-forward channels: sshwrap's own far-side
+    proofs (runtime/farside.py), whose refusals are their verdict, never a forward's."""
+    kinds: dict[str, str] = {}
+    found = set()
+    for index, line in enumerate(lines):
+        new = CHANNEL_NEW.match(line)
+        if new:
+            kinds[new["channel"]] = new["kind"]
+            continue
+        failed = OPEN_FAILED.match(line)
+        if failed and kinds.get(failed["channel"]) == STDIO_FORWARD:
+            found.add(index)
+    return found
+
+
 def open_failures(log_text: str) -> list[str]:
     """``channel N: open failed: ...`` lines (and plink's equivalent): the tunnel host could
     not reach a forward's target, i.e. the server side of the path."""
-    return [line for line in log_lines(log_text)
-            if OPEN_FAILED.match(line) or PLINK_OPEN_FAILED.match(line)]
+    lines = log_lines(log_text)
+    proofs = proof_failures(lines)
+    return [line for i, line in enumerate(lines) if i not in proofs
+            and (OPEN_FAILED.match(line) or PLINK_OPEN_FAILED.match(line))]
