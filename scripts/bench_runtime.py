@@ -198,8 +198,8 @@ def private_sshd(root: Path) -> Iterator[Bench]:
 def resident_start_time(bench: Bench, name: str, runs: int) -> Timing:
     """Median time the engine takes from a start request to a verified tunnel:
     ``up`` without the command line around it."""
-    from sshwrap.runtime import daemon
-    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.engine import daemon
+    from sshwrap.runtime.system.paths import StatePaths
 
     paths = StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"])).ensure()
     daemon.ensure_running(paths, bench.env)
@@ -256,12 +256,12 @@ def twenty_at_once(bench: Bench, runs: int, up: Timing) -> list[tuple[str, str, 
 
 def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str, str, str]]:
     """The status use case over the running tunnels in this process (from their records),
-    with its live numbers (runtime/livenums.py: one sock_diag dump for every row) and with
+    with its live numbers (runtime/observe/livenums.py: one sock_diag dump for every row) and with
     them left out, timed in turns; then the numbers alone, as the engine reads them again."""
-    from sshwrap.runtime import livenums
-    from sshwrap.runtime import status as status_module
-    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.observe import livenums
+    from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases import status as status_module
 
     store, paths = ProfileStore((bench.profiles,)), StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
     numbered = status_module.with_numbers

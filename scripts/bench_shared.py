@@ -25,10 +25,12 @@ import psutil
 # Run as a script, this folder is on sys.path: share the runtime benchmark's harness.
 from bench_runtime import Bench, kill_raw, private_sshd
 
-from sshwrap.runtime import shared, state
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.supervise import shared
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 
-#: Every process of sshwrap's own runs ``python -m sshwrap --engine ...`` (runtime/detach.py).
+#: Every process of sshwrap's own runs ``python -m sshwrap --engine ...``
+#: (runtime/system/detach.py).
 SUPERVISOR_MARKERS = ("--engine",)
 
 

@@ -13,7 +13,7 @@ _LAZY = {
     "sshwrap.api.forwards": ("Dynamic", "Local", "OpenForward", "Remote"),
     "sshwrap.api.managed": ("down", "status", "up"),
     "sshwrap.api.tunnel": ("Tunnel",),
-    "sshwrap.runtime.results": ("Action", "DownReport", "ForwardStatus", "StatusReport",
+    "sshwrap.runtime.observe.results": ("Action", "DownReport", "ForwardStatus", "StatusReport",
                                 "TunnelOutcome", "TunnelState", "TunnelStatus", "UpReport"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

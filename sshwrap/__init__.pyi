@@ -17,14 +17,14 @@ from sshwrap.errors import MissingBinary as MissingBinary
 from sshwrap.errors import NotReady as NotReady
 from sshwrap.errors import ProfileNotFound as ProfileNotFound
 from sshwrap.errors import SshwrapError as SshwrapError
-from sshwrap.runtime.results import Action as Action
-from sshwrap.runtime.results import DownReport as DownReport
-from sshwrap.runtime.results import ForwardStatus as ForwardStatus
-from sshwrap.runtime.results import StatusReport as StatusReport
-from sshwrap.runtime.results import TunnelOutcome as TunnelOutcome
-from sshwrap.runtime.results import TunnelState as TunnelState
-from sshwrap.runtime.results import TunnelStatus as TunnelStatus
-from sshwrap.runtime.results import UpReport as UpReport
+from sshwrap.runtime.observe.results import Action as Action
+from sshwrap.runtime.observe.results import DownReport as DownReport
+from sshwrap.runtime.observe.results import ForwardStatus as ForwardStatus
+from sshwrap.runtime.observe.results import StatusReport as StatusReport
+from sshwrap.runtime.observe.results import TunnelOutcome as TunnelOutcome
+from sshwrap.runtime.observe.results import TunnelState as TunnelState
+from sshwrap.runtime.observe.results import TunnelStatus as TunnelStatus
+from sshwrap.runtime.observe.results import UpReport as UpReport
 
 __version__: str
 __all__: list[str]

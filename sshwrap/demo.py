@@ -62,11 +62,11 @@ def demo_profile(sshd_port: int, user: str, ssh_config: Path, listen: int, targe
 
 def run_demo(say: Callable[[str], None], show: Callable[[object], None]) -> ExitCode:
     """Run the demo, telling the user each step; everything it starts is stopped at the end."""
-    from sshwrap.runtime import daemon
-    from sshwrap.runtime.paths import StatePaths
-    from sshwrap.runtime.tunnels import down, status, up
+    from sshwrap.runtime.engine import daemon
+    from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases.up import down, status, up
 
     with tempfile.TemporaryDirectory(prefix="sshwrap-demo-") as tmp, _signals_interrupt():
         root = Path(tmp)

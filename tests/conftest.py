@@ -62,8 +62,8 @@ def banner_server() -> Iterator[BannerServer]:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private sshwrap state directory for one test; its engine, if one was started, is
     gone at the end."""
-    from sshwrap.runtime import daemon
-    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.engine import daemon
+    from sshwrap.runtime.system.paths import StatePaths
 
     path = tmp_path / "state"
     monkeypatch.setenv("SSHWRAP_STATE_DIR", str(path))

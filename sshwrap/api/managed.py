@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sshwrap.runtime.results import DEFAULT_WAIT, Action, DownReport, StatusReport, UpReport
+from sshwrap.runtime.observe.results import DEFAULT_WAIT, Action, DownReport, StatusReport, UpReport
 from sshwrap.store import ProfileStore
 
 
@@ -29,7 +29,7 @@ def up(*names: str, all_profiles: bool = False, tag: str | None = None,
     """Start the named profiles in the engine (they outlive this program), verified as
     ``sshwrap up`` verifies them. With ``check`` the first failure is raised; the report
     (``.to_json()`` is ``up --json``) holds every outcome either way."""
-    from sshwrap.runtime.tunnels import up as run_up
+    from sshwrap.usecases.up import up as run_up
     store = _store(profiles_dir)
     report = run_up(store, names, all_profiles=all_profiles, tag=tag, wait=wait, share=share)
     _raise_failed(report, check)
@@ -39,14 +39,14 @@ def up(*names: str, all_profiles: bool = False, tag: str | None = None,
 def status(*names: str,
            profiles_dir: Sequence[str | os.PathLike[str]] | None = None) -> StatusReport:
     """Every profile (or the named ones) with its state and forwards, as ``status --json``."""
-    from sshwrap.runtime.status import status as run_status
+    from sshwrap.usecases.status import status as run_status
     store = _store(profiles_dir)
     return run_status(store, names)
 
 
 def down(*names: str, all_tunnels: bool = False, check: bool = True) -> DownReport:
     """Stop the named managed tunnels (or all of them); stopping one not running is a no-op."""
-    from sshwrap.runtime.stop import down as run_down
+    from sshwrap.usecases.down import down as run_down
 
     report = run_down(names, all_tunnels=all_tunnels)
     _raise_failed(report, check)

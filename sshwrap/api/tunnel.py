@@ -21,9 +21,9 @@ from typing import IO, Any
 from sshwrap.api.forwards import ForwardSpec, OpenForward
 from sshwrap.core.model import AuthMethod, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import SshwrapError
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.results import TunnelState, TunnelStatus
-from sshwrap.runtime.supervisor import Supervisor
+from sshwrap.runtime.observe.results import TunnelState, TunnelStatus
+from sshwrap.runtime.supervise.supervisor import Supervisor
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.store import ProfileStore
 
 #: Seconds ``start`` waits for every forward to be verified, as ``sshwrap up --wait``.
@@ -101,8 +101,8 @@ class Tunnel:
 
     def _init(self, profile: Profile, *, wait: float, password: str | None,
               passphrase: str | None) -> None:
-        from sshwrap.runtime.auth import secret_for
-        from sshwrap.runtime.selection import check_wait
+        from sshwrap.runtime.client.auth import secret_for
+        from sshwrap.usecases.selection import check_wait
 
         check_wait(wait)
         # Never shared: a tunnel of this process runs on a connection of its own.
@@ -245,7 +245,7 @@ class Tunnel:
     def status(self) -> TunnelStatus:
         """Its row as ``sshwrap status`` gives one: state, pid, uptime, forwards with their
         health and open connections, the first hop's round-trip time (``rtt_ms``)."""
-        from sshwrap.runtime.status import status
+        from sshwrap.usecases.status import status
 
         root = self._root
         if root is None or not self.is_running:

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.engine import ResidentSupervisor
-    from sshwrap.runtime.wire import Channel
+    from sshwrap.runtime.engine.resident import ResidentSupervisor
+    from sshwrap.runtime.system.wire import Channel
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
@@ -115,7 +115,7 @@ def run_express(args: list[str]) -> int | None:
     request = parse_request(args)
     if request is None:
         return None
-    from sshwrap.runtime.rendezvous import (
+    from sshwrap.runtime.system.rendezvous import (
         preferred_supervisor_socket,
         private_socket_folder,
         state_root,
@@ -143,8 +143,8 @@ def run_express(args: list[str]) -> int | None:
     if code and started:
         # Bad input or a failed first start left the engine we started with nothing to run:
         # it goes now rather than idle for minutes after a command that changed nothing.
-        from sshwrap.runtime import daemon
-        from sshwrap.runtime.paths import StatePaths
+        from sshwrap.runtime.engine import daemon
+        from sshwrap.runtime.system.paths import StatePaths
 
         daemon.stop_if_idle(StatePaths.from_env())
     return code
@@ -179,9 +179,9 @@ def _connect(path: str, request: dict[str, Any], *,
 def _start_engine(request: dict[str, Any]) -> bool:
     """Start the engine for ``request`` if its input is clean (_starts_cleanly); True once it
     answers. Its interpreter starts and imports itself while this process checks the input:
-    held until then, it writes nothing, and goes if the input is bad (runtime/detach.py)."""
-    from sshwrap.runtime.detach import HeldEngine
-    from sshwrap.runtime.rendezvous import state_root
+    held until then, it writes nothing, and goes if the input is bad (runtime/system/detach.py)."""
+    from sshwrap.runtime.system.detach import HeldEngine
+    from sshwrap.runtime.system.rendezvous import state_root
 
     try:
         held = HeldEngine(state_root(os.environ), os.environ)
@@ -194,7 +194,7 @@ def _start_engine(request: dict[str, Any]) -> bool:
     except BaseException:
         held.cancel()
         raise
-    from sshwrap.runtime.daemon import engine_answers
+    from sshwrap.runtime.engine.daemon import engine_answers
 
     return engine_answers(os.environ, held)
 
@@ -208,10 +208,10 @@ def _starts_cleanly(request: dict[str, Any]) -> bool:
 
     from sshwrap.core.model import AuthMethod
     from sshwrap.errors import SshwrapError
-    from sshwrap.runtime.selection import check_wait, select_profiles
     from sshwrap.store import ProfileStore, default_profile_dirs
+    from sshwrap.usecases.selection import check_wait, select_profiles
 
-    # As the engine finds them (runtime/served.py store_of): from the caller's directory.
+    # As the engine finds them (usecases/served.py store_of): from the caller's directory.
     dirs = request["profiles"] or default_profile_dirs(dict(os.environ))
     store = ProfileStore(tuple(Path(os.getcwd(), d) for d in dirs))
     try:
@@ -335,8 +335,8 @@ def _names(message: dict[str, Any], *, file_ok: bool) -> list[str]:
 def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
     """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
     command line renders it; when the asker hangs up, what this up started is stopped."""
-    from sshwrap.runtime import tunnels
-    from sshwrap.runtime.served import Asker, store_of
+    from sshwrap.usecases import up as tunnels
+    from sshwrap.usecases.served import Asker, store_of
 
     def work() -> dict[str, Any]:
         store, env = store_of(message)
@@ -357,7 +357,7 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
 def serve_restart(message: dict[str, Any], channel: Channel,
                   resident: ResidentSupervisor) -> None:
     """``restart`` for a client of the lane: stop and start inside the engine."""
-    from sshwrap.runtime.served import Asker, restart_here
+    from sshwrap.usecases.served import Asker, restart_here
 
     def work() -> dict[str, Any]:
         message["names"] = _names(message, file_ok=True)
@@ -372,7 +372,7 @@ def serve_restart(message: dict[str, Any], channel: Channel,
 def serve_down(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
     """``down`` for a client of the lane; after ``down --all`` the engine may exit, and then
     holds the connection until it has."""
-    from sshwrap.runtime.served import down_here, park_until_exit
+    from sshwrap.usecases.served import down_here, park_until_exit
 
     def work() -> dict[str, Any]:
         message["names"] = _names(message, file_ok=False)
@@ -389,7 +389,7 @@ def serve_status(message: dict[str, Any], channel: Channel,
     """``status`` for a client of the lane, from the engine's live view."""
     from sshwrap.cli.render import rendered
     from sshwrap.cli.render import runtime as _render  # noqa: F401 - registers the table
-    from sshwrap.runtime.served import status_here
+    from sshwrap.usecases.served import status_here
 
     def work() -> dict[str, Any]:
         message["names"] = _names(message, file_ok=False)

@@ -33,9 +33,9 @@ def find_ssh(program: str = "ssh") -> str:
 
 
 def scrubbed_env() -> dict[str, str]:
-    """A client's environment (runtime/detach.py CLIENT_ENVIRONMENT) with the system's
+    """A client's environment (runtime/system/detach.py CLIENT_ENVIRONMENT) with the system's
     PATH: ``Match exec`` commands see no secrets from ours."""
-    from sshwrap.runtime.detach import client_environment
+    from sshwrap.runtime.system.detach import client_environment
 
     env = client_environment()
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"

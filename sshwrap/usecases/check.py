@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput
-from sshwrap.runtime.check_steps import (
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.store import ProfileStore
+from sshwrap.usecases.check_steps import (
     GATEWAY,
     CheckReport,
     CheckStep,
@@ -16,17 +18,15 @@ from sshwrap.runtime.check_steps import (
     passed,
     skipped,
 )
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.store import ProfileStore
 
 if TYPE_CHECKING:
-    from sshwrap.runtime.auth import AskSecret
+    from sshwrap.runtime.client.auth import AskSecret
 
 
 def _secret_step(profile: Profile, ask: AskSecret | None,
                  environ: Mapping[str, str] | None) -> tuple[CheckStep | None, str | None]:
     """The password or passphrase ``up`` would use; a failed step when there is none."""
-    from sshwrap.runtime.auth import secret_for
+    from sshwrap.runtime.client.auth import secret_for
 
     try:
         return None, secret_for(profile, ask, environ)
@@ -43,8 +43,8 @@ def run_check(store: ProfileStore, name: str, paths: StatePaths | None = None,
     An unknown or unreadable profile raises InvalidInput (bad input, exit 2): there is no
     path to walk. ``ask_secret`` and ``environ`` give the password as ``up`` gets it.
     """
-    from sshwrap.runtime.check_gateway import auth_step, hop_steps
-    from sshwrap.runtime.check_tunnel import tunnel_steps
+    from sshwrap.usecases.check_gateway import auth_step, hop_steps
+    from sshwrap.usecases.check_tunnel import tunnel_steps
 
     paths = paths or StatePaths.from_env()
     steps: list[CheckStep] = []

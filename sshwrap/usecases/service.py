@@ -13,7 +13,7 @@ from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.systemd import compile_systemd, unit_name
 from sshwrap.errors import InvalidInput, MissingBinary, Problem, SshwrapError
 from sshwrap.fsutil import atomic_write
-from sshwrap.runtime.paths import STATE_DIR_ENV, StatePaths
+from sshwrap.runtime.system.paths import STATE_DIR_ENV, StatePaths
 from sshwrap.store import ProfileStore
 
 SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")

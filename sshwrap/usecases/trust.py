@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sshwrap.core.model import Client
-from sshwrap.runtime import hostkeys
+from sshwrap.runtime.client import hostkeys
 from sshwrap.store import ProfileStore
 
 

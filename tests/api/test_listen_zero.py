@@ -16,7 +16,7 @@ from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.model import TcpAddress
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
-from sshwrap.runtime.freeport import with_free_ports
+from sshwrap.runtime.system.freeport import with_free_ports
 
 
 def test_local_and_dynamic_forwards_may_listen_on_port_zero() -> None:

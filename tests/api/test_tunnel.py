@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 
 import sshwrap
-from sshwrap.runtime import freeport
+from sshwrap.runtime.system import freeport
 from sshwrap.sandbox import BannerServer
 from tests.api.api_helpers import listeners, squat
 from tests.runtime.tunnel_helpers import BANNER, ECHO, read_banner_through, socks5_banner

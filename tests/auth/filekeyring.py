@@ -10,7 +10,7 @@ from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
 #: Where the entries are kept: under XDG_DATA_HOME, as file keyrings keep them; the engine is
-#: started with that variable (runtime/detach.py ENGINE_ENVIRONMENT) and no test-only one.
+#: started with that variable (runtime/system/detach.py ENGINE_ENVIRONMENT) and no test-only one.
 DATA_ENV = "XDG_DATA_HOME"
 FILE_NAME = "sshwrap-test-keyring.json"
 BACKEND = "tests.auth.filekeyring.FileKeyring"

@@ -14,10 +14,10 @@ import pytest
 
 from sshwrap.core.model import AuthMethod, Profile
 from sshwrap.errors import InvalidInput
-from sshwrap.runtime import state
-from sshwrap.runtime.auth import ASKPASS_ENV, secret_for
-from sshwrap.runtime.detach import CLIENT_ENVIRONMENT
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.client.auth import ASKPASS_ENV, secret_for
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.detach import CLIENT_ENVIRONMENT
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from tests.auth.auth_helpers import PasswordServer, run_cli, write_profile
 
@@ -102,7 +102,7 @@ def test_the_engine_is_not_dumpable_and_dumps_no_core(sshd: Sshd, profiles_dir: 
             hidden = _unprivileged("cat", f"/proc/{engine}/environ")
             assert hidden.returncode != 0 and "Permission denied" in hidden.stderr, hidden
             # ... while what identity checks read stays readable to them,
-            probe = ("import sys; from sshwrap.runtime.identity import identified; "
+            probe = ("import sys; from sshwrap.runtime.system.identity import identified; "
                      "print(identified(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]) "
                      "is not None)")
             seen = _unprivileged(sys.executable, "-c", probe, str(engine),
@@ -122,7 +122,7 @@ def test_the_askpass_server_makes_its_process_private(tmp_path: Path) -> None:
     """Whatever process serves a secret (check, the Python API) is made non-dumpable."""
     code = ("import ctypes, resource, sys\n"
             "from pathlib import Path\n"
-            "from sshwrap.runtime.auth import SecretServer\n"
+            "from sshwrap.runtime.client.auth import SecretServer\n"
             "with SecretServer('s3cret', root=Path(sys.argv[1])):\n"
             "    dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)\n"
             "    print(dumpable, resource.getrlimit(resource.RLIMIT_CORE)[0])\n")
@@ -145,7 +145,9 @@ def test_short_lived_ssh_programs_start_from_the_allow_list(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``ssh -O``, ``ssh -G`` and ssh-keyscan run briefly: programs of those names on PATH
     write down the environment they were given."""
-    from sshwrap.runtime import check_gateway, hostkeys, shared
+    from sshwrap.runtime.client import hostkeys
+    from sshwrap.runtime.supervise import shared
+    from sshwrap.usecases import check_gateway
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

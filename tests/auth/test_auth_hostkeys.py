@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime.hostkeys import fingerprint, keyscan_hint, parse_key_lines
+from sshwrap.runtime.client.hostkeys import fingerprint, keyscan_hint, parse_key_lines
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.sshconfig.effective import parse_dump
 from tests.auth.auth_helpers import run_cli, write_profile

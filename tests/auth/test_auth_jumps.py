@@ -20,9 +20,9 @@ from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
 from sshwrap.netlab import ANY_ADDRESS, HostSpec, NetLab, Service
-from sshwrap.runtime.auth import hop_options
-from sshwrap.runtime.hostkeys import fingerprint
-from sshwrap.runtime.launch import (
+from sshwrap.runtime.client.auth import hop_options
+from sshwrap.runtime.client.hostkeys import fingerprint
+from sshwrap.runtime.client.launch import (
     client_config_text,
     write_client_config,
 )

@@ -10,7 +10,7 @@ import pexpect
 import psutil
 import pytest
 
-from sshwrap.runtime.auth import PromptKind, SecretServer, classify_prompt
+from sshwrap.runtime.client.auth import PromptKind, SecretServer, classify_prompt
 from sshwrap.sandbox import BannerServer, free_port
 from tests.auth.auth_helpers import PasswordServer, password_profile, run_cli, write_profile
 from tests.runtime.tunnel_helpers import read_banner_through

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime.hostkeys import fingerprint
+from sshwrap.runtime.client.hostkeys import fingerprint
 from sshwrap.sandbox import BannerServer, free_port
 from tests.auth.auth_helpers import PasswordServer, run_cli, write_profile
 from tests.helpers import sshd_profile

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from sshwrap.runtime import daemon
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.system.paths import StatePaths
 from tests.runtime.conftest import runtime_paths, store, write_profile
 from tests.runtime.tunnel_helpers import SETTLE, eventually
 

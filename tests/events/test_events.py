@@ -6,10 +6,10 @@ import json
 import os
 import signal
 
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import Action, down, up
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, down, up
 from tests.events.conftest import Follower
 from tests.runtime.tunnel_helpers import ProfileWriter, eventually, record_of
 
@@ -76,7 +76,7 @@ def test_names_select_the_tunnels_followed(
 
 def test_an_event_line_shows_every_field_and_obeys_no_escape_sequence() -> None:
     from sshwrap.cli.render.events import event_line
-    from sshwrap.runtime.events import Event
+    from sshwrap.runtime.supervise.events import Event
 
     event = Event(time=0.0, name="db", from_state="up", to_state="reconnecting",
                   reason="server said \x1b[2Jhi", pid=42, restarts=3)

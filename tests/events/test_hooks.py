@@ -18,12 +18,12 @@ from sshwrap.core.model import HOOK_STATES
 from sshwrap.core.parse import parse_profile
 from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import InvalidInput
-from sshwrap.runtime import hooks
-from sshwrap.runtime.events import Event
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import Action, up
+from sshwrap.runtime.supervise import hooks
+from sshwrap.runtime.supervise.events import Event
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, up
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,

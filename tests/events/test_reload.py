@@ -16,14 +16,15 @@ import pytest
 
 from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import daemon, state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.reload import note_not_applied, reload
-from sshwrap.runtime.state import TunnelRecord
-from sshwrap.runtime.supervisor import Supervisor
-from sshwrap.runtime.tunnels import TunnelState, status, up
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.engine.reload import note_not_applied, reload
+from sshwrap.runtime.supervise.supervisor import Supervisor
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.state import TunnelRecord
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import TunnelState, status, up
 from tests.events.conftest import Follower
 from tests.runtime.tunnel_helpers import (
     BANNER,

@@ -10,7 +10,7 @@ import pytest
 
 from sshwrap.netlab import NetLab
 from sshwrap.netservers import GUIDE_PASSWORD, GUIDE_USER
-from sshwrap.runtime.hostkeys import fingerprint
+from sshwrap.runtime.client.hostkeys import fingerprint
 from tests.netns.check_lab import SERVER_HOSTS, build_lab, check, failing, sshwrap, up
 from tests.netns.lab_client import Client
 

@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from sshwrap.netlab import can_run
-from sshwrap.runtime import netwatch
-from sshwrap.runtime.netwatch import Change, NetWatch, change_kinds, recheck, route_problem
+from sshwrap.runtime.supervise import netwatch
+from sshwrap.runtime.supervise.netwatch import (
+    Change,
+    NetWatch,
+    change_kinds,
+    recheck,
+    route_problem,
+)
 
 
 def _message(kind: int, payload: bytes = b"") -> bytes:
@@ -133,7 +139,7 @@ def test_the_watcher_tells_an_address_change_in_its_namespace(tmp_path: Path) ->
         # The watcher runs in the namespace (a child process: setns would move this one).
         code = (
             "import sys, threading\n"
-            "from sshwrap.runtime.netwatch import NetWatch\n"
+            "from sshwrap.runtime.supervise.netwatch import NetWatch\n"
             "seen = threading.Event()\n"
             "def told(change):\n"
             "    print(change.reason, flush=True); seen.set()\n"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import Sshd
 from sshwrap.store import ProfileStore
 from tests.runtime.tunnel_helpers import ProfileWriter, stop_all_and_check_gone

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import tomli_w
 
-from sshwrap.runtime.check_steps import StepStatus
-from sshwrap.runtime.hostkeys import fingerprint
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.client.hostkeys import fingerprint
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
 from sshwrap.usecases.check import run_check
+from sshwrap.usecases.check_steps import StepStatus
 from tests.auth.auth_helpers import PasswordServer, throwaway_password_server
 
 pytestmark = pytest.mark.sshd

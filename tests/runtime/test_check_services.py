@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import Sshd, free_port
 from tests.runtime import services
 from tests.runtime.test_check import _cli, _cli_check, _steps, _up, _write_profile

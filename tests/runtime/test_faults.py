@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import daemon, state
-from sshwrap.runtime.identity import tunnel_clients
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import TunnelState, status
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.identity import tunnel_clients
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import TunnelState, status
 from tests.runtime.tunnel_helpers import ProfileWriter, process_gone, record_of
 
 

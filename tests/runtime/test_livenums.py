@@ -21,12 +21,13 @@ import pytest
 
 from sshwrap.cli.render import to_text
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import livenums, sockdiag
-from sshwrap.runtime.listeners import socket_fds
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import StatusReport, TunnelState, TunnelStatus, status, up
+from sshwrap.runtime.observe import livenums
+from sshwrap.runtime.system import sockdiag
+from sshwrap.runtime.system.listeners import socket_fds
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import StatusReport, TunnelState, TunnelStatus, status, up
 from tests.runtime.tunnel_helpers import ProfileWriter, eventually, recv_exact
 
 pytestmark = pytest.mark.sshd
@@ -151,7 +152,7 @@ def test_through_a_jump_host_the_rtt_is_of_the_jump_connection(
 
 def test_the_table_shows_rtt_and_open_connections() -> None:
     from sshwrap.cli.render import runtime as _render  # noqa: F401
-    from sshwrap.runtime.results import ForwardStatus
+    from sshwrap.runtime.observe.results import ForwardStatus
 
     forwards = (ForwardStatus("local", "127.0.0.1:3307", "db:3306", True, "listening", 4),
                 ForwardStatus("remote", "/run/x.sock", "127.0.0.1:80", True, "confirmed", None))

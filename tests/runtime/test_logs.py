@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sshwrap.runtime.logs import follow, tail_lines
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.observe.logs import follow, tail_lines
+from sshwrap.runtime.system.paths import StatePaths
 
 
 def _log(state_dir: Path, name: str, text: str) -> Path:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime.launch import spawn, stop_group
-from sshwrap.runtime.listeners import Listener
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.ports import build_report, list_ports
-from sshwrap.runtime.sockets import ProcessInfo
-from sshwrap.runtime.state import ExpectedForward, TunnelRecord, write_record
+from sshwrap.runtime.client.launch import spawn, stop_group
+from sshwrap.runtime.system.listeners import Listener
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.ports import build_report, list_ports
+from sshwrap.runtime.system.sockets import ProcessInfo
+from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord, write_record
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from sshwrap.core.model import Probe
-from sshwrap.runtime.launch import stop_group
-from sshwrap.runtime.probes import (
+from sshwrap.runtime.client.launch import stop_group
+from sshwrap.runtime.observe.probes import (
     probe_banner,
     probe_http,
     probe_http_connect,

@@ -11,9 +11,9 @@ import pytest
 
 from sshwrap.errors import SshwrapError
 from sshwrap.fsutil import TEMP_SUFFIX, atomic_write
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.state import ExpectedForward, TunnelRecord
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord
 from sshwrap.store import ProfileStore
 
 PROFILE = 'host = "{host}"\n[[forward]]\ntype = "dynamic"\nlisten = 1080\n'
@@ -104,7 +104,7 @@ def test_a_profile_is_found_in_the_first_folder_and_reloaded_when_edited(
 
 
 def test_engine_answers_is_false_when_no_engine_can_start(tmp_path: Path) -> None:
-    from sshwrap.runtime.daemon import engine_answers
+    from sshwrap.runtime.engine.daemon import engine_answers
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
@@ -112,7 +112,7 @@ def test_engine_answers_is_false_when_no_engine_can_start(tmp_path: Path) -> Non
 
 
 def test_engine_answers_starts_the_engine_once_and_finds_it_after(tmp_path: Path) -> None:
-    from sshwrap.runtime import daemon
+    from sshwrap.runtime.engine import daemon
 
     env = {**os.environ, "SSHWRAP_STATE_DIR": str(tmp_path / "st")}
     paths = StatePaths(tmp_path / "st")
@@ -127,7 +127,7 @@ def test_engine_answers_starts_the_engine_once_and_finds_it_after(tmp_path: Path
 
 
 def test_this_process_is_identified_by_its_create_time_and_command_line() -> None:
-    from sshwrap.runtime.identity import identified, own_identity
+    from sshwrap.runtime.system.identity import identified, own_identity
 
     pid, create_time, argv = own_identity()
     assert pid == os.getpid()
@@ -141,8 +141,8 @@ def test_the_threads_of_one_up_start_one_engine_between_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from sshwrap.runtime import daemon
-    from sshwrap.runtime.detach import HeldEngine
+    from sshwrap.runtime.engine import daemon
+    from sshwrap.runtime.system.detach import HeldEngine
 
     started: list[int] = []
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import Action, down, up
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, down, up
 from tests.runtime.tunnel_helpers import ProfileWriter, assert_failure_kept, read_banner_through
 
 pytestmark = pytest.mark.sshd

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from sshwrap.errors import ExitCode, StateConflict, StateUnusable
-from sshwrap.runtime import state
-from sshwrap.runtime.listeners import Listener
-from sshwrap.runtime.paths import StatePaths, default_state_dir
-from sshwrap.runtime.state import ExpectedForward, TunnelRecord
-from sshwrap.runtime.tunnels import most_severe
-from sshwrap.runtime.verify import check_forwards, remote_results
+from sshwrap.runtime.observe.verify import check_forwards, remote_results
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.listeners import Listener
+from sshwrap.runtime.system.paths import StatePaths, default_state_dir
+from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord
+from sshwrap.usecases.up import most_severe
 
 V4 = ExpectedForward("local", "127.0.0.1:3307", "db:3306", host="127.0.0.1", port=3307)
 V6 = ExpectedForward("local", "[::1]:3307", "db:3306", host="::1", port=3307)
@@ -121,7 +121,7 @@ def test_runtime_commands_import_no_heavy_module_at_start_up() -> None:
 
 
 def test_pure_core_stays_pure() -> None:
-    code = ("import sys, sshwrap.core.binds, sshwrap.runtime.paths; "
+    code = ("import sys, sshwrap.core.binds, sshwrap.runtime.system.paths; "
             "print(sorted(m for m in ('subprocess', 'psutil', 'pexpect') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -158,10 +158,10 @@ def test_express_lane_imports_nothing_heavy_before_it_connects() -> None:
 
     root = str(Path(sshwrap.__file__).resolve().parent.parent)
     code = (f"import sys; sys.path.insert(0, {root!r}); "
-            "import sshwrap.cli.express as e, sshwrap.runtime.rendezvous; "
+            "import sshwrap.cli.express as e, sshwrap.runtime.system.rendezvous; "
             "assert e.parse_up(['up', 'db']) is not None; "
             "print(sorted(m for m in ('typer', 'typing', 'socket', 'pathlib', 'dataclasses', "
-            "'json', 'sshwrap.runtime.paths') if m in sys.modules))")
+            "'json', 'sshwrap.runtime.system.paths') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -175,7 +175,7 @@ def test_quick_reads_list_the_listeners_psutil_sees_with_their_inodes(read: str)
 
     import psutil
 
-    from sshwrap.runtime import listeners, sockdiag
+    from sshwrap.runtime.system import listeners, sockdiag
 
     readers = {"sock_diag": sockdiag.tcp_listeners, "proc": listeners.proc_tcp_listeners,
                "either": listeners.tcp_listeners}
@@ -214,7 +214,7 @@ def test_quick_reads_list_the_listeners_psutil_sees_with_their_inodes(read: str)
 def test_the_full_scan_sees_unix_sockets_with_their_owner(tmp_path: Path) -> None:
     import socket
 
-    from sshwrap.runtime.listeners import Listener, listening_sockets
+    from sshwrap.runtime.system.listeners import Listener, listening_sockets
 
     path = str(tmp_path / "s")
     with socket.socket(socket.AF_UNIX) as unix:
@@ -232,7 +232,7 @@ def test_status_text_shows_a_kept_failure_with_its_exit_code_and_time() -> None:
 
     from sshwrap.cli.render import runtime as _registered  # noqa: F401
     from sshwrap.cli.render import to_text
-    from sshwrap.runtime.tunnels import StatusReport, TunnelState, TunnelStatus
+    from sshwrap.usecases.up import StatusReport, TunnelState, TunnelStatus
 
     failed_at = time.mktime((2026, 3, 1, 12, 30, 5, 0, 0, -1))
     row = TunnelStatus("db", TunnelState.FAILED, None, None, 0, False, (),
@@ -261,7 +261,12 @@ def test_status_json_reads_as_asdict_gave_it() -> None:
     import json
     from dataclasses import asdict
 
-    from sshwrap.runtime.results import ForwardStatus, StatusReport, TunnelState, TunnelStatus
+    from sshwrap.runtime.observe.results import (
+        ForwardStatus,
+        StatusReport,
+        TunnelState,
+        TunnelStatus,
+    )
 
     forward = ForwardStatus("local", "127.0.0.1:4000", "127.0.0.1:80", True, "listening")
     row = TunnelStatus("db", TunnelState.UP, 1234, 12.5, 1, True, (forward, forward),
@@ -275,7 +280,7 @@ def test_status_json_reads_as_asdict_gave_it() -> None:
 def test_a_stopped_tunnel_is_released_once_its_process_holds_none_of_its_addresses() -> None:
     import socket
 
-    from sshwrap.runtime.stop import _still_held
+    from sshwrap.usecases.down import _still_held
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -297,7 +302,7 @@ def test_a_stopped_tunnel_is_released_once_its_process_holds_none_of_its_address
 def test_a_listener_found_held_is_known_as_its_holders_until_read_again() -> None:
     import socket
 
-    from sshwrap.runtime import listeners
+    from sshwrap.runtime.system import listeners
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from sshwrap.errors import StateUnusable
-from sshwrap.runtime import daemon, hostkeys
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.client import hostkeys
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import Sshd
 from tests.helpers import as_user
 from tests.runtime.tunnel_helpers import ProfileWriter
@@ -211,7 +212,7 @@ def test_the_other_folders_refuse_a_planted_symlink(base: Path, folder: str) -> 
         elif folder == "known_hosts":
             paths.write(hostkeys.pinned_known_hosts(state, NAME), b"key\n")
         elif folder == "shared":
-            from sshwrap.runtime import shared
+            from sshwrap.runtime.supervise import shared
 
             shared.master_paths(paths).ensure()
         else:
@@ -226,7 +227,7 @@ def test_a_record_of_another_owner_is_not_read(
     paths.record(NAME).write_text("{}")
     os.chown(paths.record(NAME), other_user.pw_uid, other_user.pw_gid)
 
-    from sshwrap.runtime import state as records
+    from sshwrap.runtime.system import state as records
 
     with pytest.raises(StateUnusable, match="belongs to another user"):
         records.read_record(paths, NAME)

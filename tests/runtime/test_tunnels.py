@@ -15,9 +15,11 @@ import psutil
 import pytest
 
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import (
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.sandbox import BannerServer, Sshd, free_port
+from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import (
     Action,
     TunnelOutcome,
     TunnelState,
@@ -26,8 +28,6 @@ from sshwrap.runtime.tunnels import (
     status,
     up,
 )
-from sshwrap.sandbox import BannerServer, Sshd, free_port
-from sshwrap.store import ProfileStore
 from tests.runtime.tunnel_helpers import (
     ProfileWriter,
     assert_failure_kept,
@@ -428,7 +428,7 @@ def test_status_of_a_hundred_tunnels_scans_sockets_once(
 def test_a_tunnel_whose_ports_nothing_listens_on_is_checked_without_a_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sshwrap.runtime.verify import ListenerView
+    from sshwrap.runtime.observe.verify import ListenerView
 
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]  # free again once closed

@@ -13,12 +13,12 @@ import pytest
 
 from sshwrap.core.model import Forward, ForwardType, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import ForwardingFailed
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import Action, up
-from sshwrap.runtime.unixsock import clear_stale_listeners, clear_stale_socket
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.unixsock import clear_stale_listeners, clear_stale_socket
 from sshwrap.sandbox import BannerServer
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, up
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psutil
 
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.state import TunnelRecord
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.state import TunnelRecord
 
 ProfileWriter = Callable[..., Path]
 
@@ -87,7 +87,7 @@ def socks5_banner(proxy_port: int, target_host: str, target_port: int) -> tuple[
 
 def stop_all_and_check_gone(paths: StatePaths) -> None:
     """Stop every tunnel recorded in ``paths`` and check that none of their clients runs."""
-    from sshwrap.runtime.tunnels import down
+    from sshwrap.usecases.up import down
 
     records = [state.read_record(paths, n) for n in state.recorded_names(paths)]
     down(all_tunnels=True, paths=paths)

@@ -19,8 +19,8 @@ from sshwrap.core.model import ForwardType, Profile, UnixAddress
 from sshwrap.core.options import ALLOWED
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import InvalidInput
-from sshwrap.runtime.auth import hop_options
-from sshwrap.runtime.launch import client_config_text
+from sshwrap.runtime.client.auth import hop_options
+from sshwrap.runtime.client.launch import client_config_text
 from tests.compile.sshg import argv_settings, config_settings
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="ssh is not installed")

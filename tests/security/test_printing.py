@@ -10,7 +10,7 @@ import pytest
 from sshwrap.cli.render import error_text, rendered, table
 from sshwrap.cli.render import profiles as _profiles_rendering  # noqa: F401
 from sshwrap.errors import InvalidInput, Problem
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.textsafe import escaped, shortened, shown
 from sshwrap.usecases.profiles import ProfileEntry, ProfileList
 from tests.helpers import run_sshwrap

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from sshwrap.runtime import shared, state
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.supervise import shared
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 from tests.runtime.conftest import runtime_paths, store, write_profile
 
 __all__ = ["runtime_paths", "shared_paths", "store", "write_profile"]
@@ -25,7 +26,7 @@ def _gone(pid: int) -> bool:
 def shared_paths(runtime_paths: StatePaths) -> Iterator[StatePaths]:
     """The runtime state dir; at the end every master and its supervisor must be gone."""
     yield runtime_paths
-    from sshwrap.runtime.tunnels import down
+    from sshwrap.usecases.up import down
 
     # pytest's tmp paths are too long for control sockets: they live in a short directory
     # outside the state dir, which is removed here (it must be empty by now).

@@ -16,13 +16,14 @@ import pytest
 from sshwrap.core.model import Profile
 from sshwrap.core.parse import parse_profile
 from sshwrap.errors import ExitCode, StateUnusable
-from sshwrap.runtime import rendezvous, shared, state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.ports import list_ports
-from sshwrap.runtime.state import ExpectedForward, TunnelRecord
-from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
+from sshwrap.runtime.supervise import shared
+from sshwrap.runtime.system import rendezvous, state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.ports import list_ports
+from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, TunnelState, down, status, up
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,

@@ -23,10 +23,12 @@ import psutil
 import pytest
 
 from sshwrap.cli.express import parse_request, parse_up
-from sshwrap.runtime import daemon, served, state
-from sshwrap.runtime.detach import ENGINE_ENVIRONMENT
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.detach import ENGINE_ENVIRONMENT
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, Sshd, free_port
+from sshwrap.usecases import served
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,
@@ -204,7 +206,7 @@ def test_with_no_engine_bad_input_starts_none_and_writes_nothing(
     assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
     assert list(paths.root.iterdir()) == []
     assert state.file_lock_is_free(daemon.lock_path(paths))
-    # The engine the lane started while it checked (held: runtime/detach.py) is gone too.
+    # The engine the lane started while it checked (held: runtime/system/detach.py) is gone too.
     assert _engines_of(paths) == []
 
 
@@ -223,7 +225,7 @@ def test_a_held_engine_writes_nothing_and_goes_without_its_go(tmp_path: Path) ->
     # Started by the lane before it has checked its input: the engine imports itself, then
     # waits. When the lane ends without releasing it (bad input, Ctrl-C, a crash), it goes,
     # with nothing written; released, it serves.
-    from sshwrap.runtime.detach import HeldEngine
+    from sshwrap.runtime.system.detach import HeldEngine
 
     root = tmp_path / "state"
     env = {**os.environ, "SSHWRAP_STATE_DIR": str(root)}
@@ -497,8 +499,8 @@ def test_status_reads_the_same_in_both_lanes_and_from_the_records(
         assert (_without_uptime(express.stdout), express.stderr) == (
             _without_uptime(full.stdout), full.stderr), args
 
-    from sshwrap.runtime.status import status
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases.status import status
 
     store = ProfileStore((profiles_dir,))
     asked = {"op": "tunnels.status", "names": [], **served.asked(store)}

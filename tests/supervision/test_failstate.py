@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime import daemon, served, state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.results import TunnelStatus
-from sshwrap.runtime.tunnels import Action, TunnelState, up
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.observe.results import TunnelStatus
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases import served
+from sshwrap.usecases.up import Action, TunnelState, up
 from tests.events.conftest import Follower, follower
 from tests.runtime.tunnel_helpers import (
     BANNER,
@@ -177,7 +179,7 @@ def test_reload_calls_an_unedited_listen_0_profile_unchanged_and_an_edited_hook_
     store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer, tmp_path: Path,
 ) -> None:
-    from sshwrap.runtime.reload import reload
+    from sshwrap.runtime.engine.reload import reload
 
     forward = [{"type": "local", "listen": "127.0.0.1:0",
                 "to": f"127.0.0.1:{banner_server.port}"}]
@@ -198,7 +200,7 @@ def test_reload_calls_an_unedited_listen_0_profile_unchanged_and_an_edited_hook_
     after = record_of(runtime_paths, "t")
     assert after.pid == before.pid and after.forwards[0].port == chosen  # same client, port
     assert read_banner_through("127.0.0.1", int(chosen))[0] == BANNER
-    from sshwrap.runtime.tunnels import down
+    from sshwrap.usecases.up import down
 
     down(["t"], paths=runtime_paths)
     eventually(lambda: hook_out.exists() and "down:" in hook_out.read_text(),

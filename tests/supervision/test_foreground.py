@@ -19,8 +19,9 @@ import psutil
 import pytest
 
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import daemon, state
-from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from tests.runtime.tunnel_helpers import (
     BANNER,

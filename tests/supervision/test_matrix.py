@@ -19,10 +19,10 @@ import pytest
 import tomli_w
 
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.restart import is_fatal
-from sshwrap.runtime.wire import KIND_OF_CODE
+from sshwrap.runtime.supervise.restart import is_fatal
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.wire import KIND_OF_CODE
 from sshwrap.sandbox import ClientIdentity, Sshd, free_port
 from tests.runtime.tunnel_helpers import eventually
 

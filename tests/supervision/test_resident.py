@@ -8,11 +8,12 @@ import signal
 import psutil
 
 from sshwrap.errors import ExitCode
-from sshwrap.runtime import daemon, state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, TunnelState, down, status, up
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,

@@ -12,7 +12,7 @@ import pytest
 
 from sshwrap.core.model import RestartPolicy
 from sshwrap.errors import AuthFailed, ConnectionFailed, ForwardingFailed, SshwrapError
-from sshwrap.runtime.restart import REMOTE_HELD_HINT, Ended, Phase, RestartLoop
+from sshwrap.runtime.supervise.restart import REMOTE_HELD_HINT, Ended, Phase, RestartLoop
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ import psutil
 import pytest
 
 from sshwrap.errors import AuthFailed, ConnectionFailed, ExitCode, ForwardingFailed
-from sshwrap.runtime import daemon, state
-from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.restart import (
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.supervise.restart import (
     BACKOFF_CAP,
     BACKOFF_START,
     PROBE_INTERVAL,
@@ -27,10 +26,12 @@ from sshwrap.runtime.restart import (
     is_remote_held,
     wait_for_path,
 )
-from sshwrap.runtime.state import TunnelRecord
-from sshwrap.runtime.tunnels import Action, TunnelState, down, status, up
+from sshwrap.runtime.system import state
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.state import TunnelRecord
 from sshwrap.sandbox import BannerServer, ClientIdentity, Sshd, free_port
 from sshwrap.store import ProfileStore
+from sshwrap.usecases.up import Action, TunnelState, down, status, up
 from tests.runtime.tunnel_helpers import (
     BANNER,
     ECHO,

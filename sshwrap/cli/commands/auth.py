@@ -13,7 +13,7 @@ from sshwrap.errors import ExitCode
 
 if TYPE_CHECKING:
     from sshwrap.core.model import Profile
-    from sshwrap.runtime.auth import AskSecret
+    from sshwrap.runtime.client.auth import AskSecret
     from sshwrap.usecases.trust import HopKeys, TrustReport
 
 

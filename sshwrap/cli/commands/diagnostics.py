@@ -20,8 +20,8 @@ def ports(
     """Who listens where: every listening TCP socket with pid and program, tunnels marked."""
     from sshwrap.cli.render import diagnostics as _render  # noqa: F401
     from sshwrap.errors import InvalidInput
-    from sshwrap.runtime.paths import StatePaths
-    from sshwrap.runtime.ports import list_ports
+    from sshwrap.runtime.system.paths import StatePaths
+    from sshwrap.runtime.system.ports import list_ports
 
     bad = [p for p in port_numbers or [] if not 1 <= p <= 65535]
     if bad:
@@ -81,8 +81,8 @@ def logs(
     import sys
 
     from sshwrap.errors import InvalidInput
-    from sshwrap.runtime import logs as tunnel_logs
-    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.observe import logs as tunnel_logs
+    from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.textsafe import escaped
 
     if lines < 0:

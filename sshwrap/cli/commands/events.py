@@ -19,7 +19,7 @@ def events(names: NamesArg = None, as_json: JsonOpt = False) -> int:
     Examples:  sshwrap events  |  sshwrap events db --json
     """
     from sshwrap.cli.render.events import event_line
-    from sshwrap.runtime.events import follow
+    from sshwrap.runtime.supervise.events import follow
 
     def waiting() -> None:
         if not as_json:
@@ -45,7 +45,7 @@ def reload(as_json: JsonOpt = False) -> int:
     """
     from sshwrap.cli.render import emit
     from sshwrap.cli.render import events as _render  # noqa: F401 - registers the report
-    from sshwrap.runtime.reload import reload as run_reload
+    from sshwrap.runtime.engine.reload import reload as run_reload
 
     report = run_reload()
     emit(report, as_json=as_json)

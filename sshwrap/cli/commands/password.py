@@ -43,7 +43,7 @@ def set_cmd(name: NameArg, profiles: ProfilesOpt = None) -> int:
       sshwrap password set db
       pass show db-tunnel | sshwrap password set db
     """
-    from sshwrap.runtime.keyring_secret import SERVICE, store_password
+    from sshwrap.runtime.client.keyring_secret import SERVICE, store_password
     from sshwrap.store import ProfileStore
 
     profile = ProfileStore.from_option(profiles).load(name)  # a mistyped name stores nothing
@@ -58,7 +58,7 @@ def set_cmd(name: NameArg, profiles: ProfilesOpt = None) -> int:
 @password_app.command("delete")
 def delete_cmd(name: NameArg) -> int:
     """Remove NAME's password from the keyring; none stored is no error."""
-    from sshwrap.runtime.keyring_secret import delete_password
+    from sshwrap.runtime.client.keyring_secret import delete_password
 
     emit(f"{name}: password deleted from the keyring" if delete_password(name)
          else f"{name}: no password stored in the keyring")

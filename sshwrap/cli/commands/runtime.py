@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.tunnels import StatusReport, TunnelsReport
+    from sshwrap.usecases.up import StatusReport, TunnelsReport
 
 AllOpt = Annotated[bool, typer.Option("--all", help="Every profile.")]
 TagOpt = Annotated[str | None, typer.Option("--tag", metavar="TAG",
@@ -80,8 +80,8 @@ def up(
       sshwrap up --tag database --wait 60
     """
     from sshwrap.cli.commands.auth import terminal_asker
-    from sshwrap.runtime.tunnels import up as run_up
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases.up import up as run_up
 
     progress = _progress_printer()
     report = run_up(ProfileStore.from_option(profiles), names or [], all_profiles=all_profiles,
@@ -105,7 +105,7 @@ def down(
       sshwrap down web
       sshwrap down --all
     """
-    from sshwrap.runtime.served import down_report
+    from sshwrap.usecases.served import down_report
 
     return _finish(down_report(names or [], all_tunnels=all_tunnels), json_out, None)
 
@@ -121,8 +121,8 @@ def restart(
     profiles: ProfilesOpt = None,
 ) -> int:
     """Stop and start tunnels again, applying changed profiles."""
-    from sshwrap.runtime.served import restart_report
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases.served import restart_report
 
     progress = _progress_printer()
     report = restart_report(ProfileStore.from_option(profiles), names or [],
@@ -152,8 +152,8 @@ def status(
       sshwrap status web --json
     """
     from sshwrap.cli.render import runtime as _render  # noqa: F401
-    from sshwrap.runtime.served import status_report as run_status
     from sshwrap.store import ProfileStore
+    from sshwrap.usecases.served import status_report as run_status
 
     store = ProfileStore.from_option(profiles)
     if not watch:

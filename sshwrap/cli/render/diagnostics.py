@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sshwrap.cli.render import message, table, to_text
-from sshwrap.runtime.check_steps import CheckReport, StepStatus
-from sshwrap.runtime.ports import PortsReport
+from sshwrap.runtime.system.ports import PortsReport
+from sshwrap.usecases.check_steps import CheckReport, StepStatus
 
 _MARK = {StepStatus.PASS: "pass", StepStatus.FAIL: "FAIL", StepStatus.SKIP: "skip"}
 

@@ -6,8 +6,8 @@ import json
 import time
 
 from sshwrap.cli.render import error_text, to_text
-from sshwrap.runtime.events import Event
-from sshwrap.runtime.reload import ReloadReport
+from sshwrap.runtime.engine.reload import ReloadReport
+from sshwrap.runtime.supervise.events import Event
 from sshwrap.textsafe import escaped
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from sshwrap.cli.render import error_text, message, rendered, table, to_text
-from sshwrap.runtime.tunnels import Action, StatusReport, TunnelsReport, TunnelStatus
+from sshwrap.usecases.up import Action, StatusReport, TunnelsReport, TunnelStatus
 
 
 def _uptime(seconds: float | None) -> str:

@@ -47,7 +47,7 @@ def compile_systemd(
     --foreground --up NAME``: the engine of the state dir in the foreground, the same engine
     (and supervision, events, network watch, reload) as ``up``'s. When an engine serves the
     state dir already (another unit's, or ``up``'s), the tunnel is handed to it and this one
-    waits to take over (runtime/foreground.py), so ``sshwrap status/down/up`` see one engine.
+    waits to take over (runtime/engine/foreground.py), so ``sshwrap status/down/up`` see one engine.
 
     The engine logs to stderr, which systemd sends to the journal; SIGTERM stops its tunnels
     and exits 0, so a normal stop is no failure; SIGHUP (``systemctl reload``) is ``sshwrap

@@ -1,0 +1,245 @@
+"""The client of the engine (runtime/engine/resident.py): find it, start it when needed, ask it.
+
+``up`` asks it to start a tunnel and gets the first attempt's result, an error as itself
+(runtime/system/wire.py); ``down`` asks it to stop one; ``down --all`` asks it to exit when idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sshwrap.errors import StateConflict
+from sshwrap.runtime.system.detach import HeldEngine, is_engine
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.rendezvous import SUPERVISOR_SOCKET
+
+#: How long ``up`` waits for an engine it started to answer.
+START_TIMEOUT = 10.0
+#: How long a stopping tunnel's thread may take (its client's SIGTERM, then SIGKILL).
+STOP_JOIN = 15.0
+MAX_REQUEST = 1 << 20
+
+
+def socket_path(paths: StatePaths, *, create: bool = False) -> Path:
+    """Where it listens: in the private socket dir, short enough for a unix socket path;
+    that folder is made only with ``create`` (FileNotFoundError when there is none)."""
+    from sshwrap.runtime.supervise.shared import control_dir
+
+    return control_dir(paths, create=create) / SUPERVISOR_SOCKET
+
+
+def lock_path(paths: StatePaths) -> Path:
+    return paths.root / "supervisor.lock"
+
+
+def log_path(paths: StatePaths) -> Path:
+    """Its own messages (tunnels' messages go to their logs); outside logs/, where a tunnel
+    could be named ``supervisor``."""
+    return paths.root / "supervisor.log"
+
+
+def has_run(paths: StatePaths) -> bool:
+    """True when an engine has run in the state dir (it makes its lock first); the state
+    dir judged on the way (StateUnusable when it is not this user's own), nothing made."""
+    return paths.exists() and os.path.lexists(lock_path(paths))
+
+
+def is_resident(argv: Sequence[str]) -> bool:
+    """True when a record's supervisor command line is the engine's."""
+    return is_engine(argv)
+
+
+#: The engine serving in this process, if any: its start of a tunnel, called directly.
+_local_start: tuple[Path, Callable[[dict[str, Any]], dict[str, Any]]] | None = None
+
+
+def serve_locally(root: Path, start: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Called by the engine of ``root``: its own requests go to ``start`` without a socket."""
+    global _local_start  # noqa: PLW0603 - one engine per process
+    _local_start = (root, start)
+
+
+# -- the client side: up and down ---------------------------------------------------------
+
+
+class Unreachable(OSError):
+    """No resident supervisor answers on this state dir's socket."""
+
+
+def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
+    """Send one request and return its answer; Unreachable when nothing listens."""
+    if not has_run(paths):
+        # No engine has ever run here (it makes its lock first): nothing listens, and
+        # looking for its socket must not make the socket folder (status and down of a
+        # state dir where nothing ran change nothing).
+        raise Unreachable(f"no engine has run in {paths.root}")
+    try:
+        path = socket_path(paths)
+    except OSError as error:  # no socket folder, and none can be made: nothing listens
+        raise Unreachable(str(error)) from None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        try:
+            conn.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise Unreachable(str(error)) from None
+        try:
+            conn.sendall(json.dumps(message).encode() + b"\n")
+            with conn.makefile("rb") as reader:
+                line = reader.readline(MAX_REQUEST)
+        except (ConnectionResetError, BrokenPipeError) as error:
+            # An engine that is exiting closed its socket with this request still queued:
+            # it was never read, so nothing was done.
+            raise Unreachable(str(error)) from None
+    if not line:
+        raise Unreachable("the resident supervisor closed the connection without an answer")
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
+def start_request(paths: StatePaths, message: Mapping[str, Any], *,
+                  timeout: float) -> dict[str, Any]:
+    """Ask the resident supervisor of ``paths`` to start a tunnel (``op: start``), starting
+    the supervisor first if none runs; served in-process when called from inside it (the
+    express lane of ``up``)."""
+    local = _local_start
+    if local is not None and local[0] == paths.root:
+        return local[1](dict(message))
+    # An engine may go between our ping and our request (``down --all`` asked it to exit
+    # while idle): then a new one is started, once.
+    for attempt in (1, 2):
+        ensure_running(paths, message["env"])
+        try:
+            answer = request(paths, message, timeout=timeout)
+        except Unreachable:
+            if attempt == 2:
+                raise
+            wait_gone(paths, STOP_JOIN)
+            continue
+        if not answer.get("exiting") or attempt == 2:
+            return answer
+        wait_gone(paths, STOP_JOIN)
+    raise Unreachable("the engine went away")  # pragma: no cover - the loop returns
+
+
+def ensure_running(paths: StatePaths, env: Mapping[str, str],
+                   held: HeldEngine | None = None) -> None:
+    """Start the engine of ``paths`` unless one answers already: ``held``, when given (the
+    express lane started it while it checked its input), else a new one.
+
+    Two ``up`` racing here may both start one: the second finds the lock taken and exits,
+    and both talk to the first. An engine that is exiting (``down --all``) holds the lock
+    until it is gone: then a new one is started.
+    """
+    # The threads of one ``up`` of many tunnels all find no engine at once: one of them
+    # starts it, the others wait for it, rather than each start an interpreter that exits
+    # on finding the lock taken (thirty-two of them, on a machine of two cores).
+    with _starting:
+        _start_unless_running(paths, env, held)
+
+
+#: Held by the thread of this process that is starting an engine.
+_starting = threading.Lock()
+
+
+def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
+                          held: HeldEngine | None) -> None:
+    from sshwrap.runtime.system.state import file_lock_is_free
+
+    log = log_path(paths)
+    process = None
+    deadline = time.monotonic() + START_TIMEOUT
+    # A ``held`` engine left unreleased (another engine answered first) is the caller's to
+    # cancel (engine_answers).
+    while True:
+        try:
+            request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
+            return
+        except Unreachable:
+            pass
+        exited = process is not None and process.poll() is not None
+        if exited and process is not None and process.returncode != 0:
+            raise StateConflict(f"the engine did not start (status {process.returncode})",
+                                hint=f"see {log}")
+        if (process is None or exited) and file_lock_is_free(lock_path(paths)):
+            started, held = held or HeldEngine(str(paths.root), env, log), None
+            process = started.release()
+        if time.monotonic() >= deadline:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+            raise StateConflict("the engine did not answer within "
+                                f"{START_TIMEOUT:g} s", hint=f"see {log}")
+        time.sleep(0.005)
+
+
+def engine_answers(env: Mapping[str, str], held: HeldEngine | None = None) -> bool:
+    """Start the engine of the state dir ``env`` names unless one answers (``held``, when
+    given), and wait until it does; False when none could be started (the full command
+    line then says why).
+
+    For the express lane of ``up`` when it finds no engine: the engine it then starts
+    runs the ``up`` as it runs any, and this process never loads the full command line."""
+    from sshwrap.errors import SshwrapError
+    from sshwrap.runtime.system.rendezvous import state_root
+
+    try:
+        paths = StatePaths(Path(state_root(env))).ensure()
+        ensure_running(paths, env, held)
+    except (OSError, SshwrapError):
+        return False
+    finally:
+        if held is not None:
+            held.cancel()  # unless it was released: it was not needed, or could not serve
+    return True
+
+
+def stop_if_idle(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:
+    """Ask the resident supervisor to exit if it supervises nothing (``down --all``), and
+    wait until it has; nothing happens when none runs."""
+    try:
+        answer = request(paths, {"op": "quit", "only_if_idle": True}, timeout=timeout)
+    except Unreachable:
+        _remove_stale_socket(paths)
+        return
+    if answer.get("quitting"):
+        wait_gone(paths, timeout)
+
+
+def shutdown(paths: StatePaths, *, timeout: float = STOP_JOIN) -> None:
+    """Stop every tunnel the resident supervisor runs, and the supervisor itself."""
+    try:
+        request(paths, {"op": "quit", "only_if_idle": False}, timeout=timeout)
+    except Unreachable:
+        _remove_stale_socket(paths)
+        return
+    wait_gone(paths, timeout)
+
+
+def wait_gone(paths: StatePaths, timeout: float) -> None:
+    """Wait until the supervisor's lock is free: it has exited (the kernel drops the lock)."""
+    deadline = time.monotonic() + timeout
+    from sshwrap.runtime.system.state import file_lock_is_free
+
+    while not file_lock_is_free(lock_path(paths)):
+        if time.monotonic() >= deadline:
+            raise StateConflict("the resident supervisor did not exit",
+                                hint=f"see {log_path(paths)}")
+        time.sleep(0.01)
+
+
+def _remove_stale_socket(paths: StatePaths) -> None:
+    """The socket an engine killed with SIGKILL left behind, once no engine holds the lock."""
+    from sshwrap.runtime.system.state import file_lock_is_free
+
+    if has_run(paths) and file_lock_is_free(lock_path(paths)):
+        with contextlib.suppress(OSError, StateConflict):
+            socket_path(paths).unlink()

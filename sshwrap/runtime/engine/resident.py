@@ -1,0 +1,394 @@
+"""The engine: one process per state dir runs every tunnel, each in a thread of its own, and
+the masters of shared connections, each in a thread too.
+
+Started on demand (runtime/engine/daemon.py), it ends once it has run nothing for ``IDLE_EXIT``
+seconds, or on ``down --all``; units run it in the foreground (runtime/engine/foreground.py). It
+knows nothing of the command line: the commands it serves besides its own (the express lane
+of ``up``) are registered by the composition root, ``python -m sshwrap --engine``
+(sshwrap/__main__.py). A first start's failure is answered as data (runtime/system/wire.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sshwrap.core.model import Profile
+from sshwrap.errors import ExitCode, SshwrapError
+from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.engine.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
+from sshwrap.runtime.supervise.events import EventBus
+from sshwrap.runtime.supervise.supervisor import Supervisor, record_not_started
+from sshwrap.runtime.system.identity import own_identity
+from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.wire import Channel, error_data
+
+#: With no tunnel to supervise for this long, the engine exits.
+IDLE_EXIT = 300.0
+
+
+@dataclass
+class Tunnel:
+    supervisor: Supervisor
+    thread: threading.Thread
+    #: The request that started it: a reload starts it again with the same one.
+    message: dict[str, Any] | None = None
+
+
+#: A command served with a stream of answers: the request, its channel, the engine.
+Command = Callable[[dict[str, Any], Channel, "ResidentSupervisor"], None]
+
+
+class ResidentSupervisor:
+    """Accepts requests on the socket; runs each tunnel's Supervisor in a thread of its own."""
+    idle_exit = IDLE_EXIT  # the foreground engine never exits when idle
+
+    def __init__(self, paths: StatePaths, commands: Mapping[str, Command] | None = None) -> None:
+        self.paths = paths
+        self.commands = dict(commands or {})
+        self.identity = own_identity()
+        self.tunnels: dict[str, Tunnel] = {}
+        self.lock = threading.Lock()
+        self.quit = threading.Event()
+        self.idle_since = time.monotonic()
+        self.serving = 0  # commands under way: not idle while one runs
+        #: State changes of every tunnel, for ``sshwrap events``; a follower does not keep
+        #: the engine from exiting when idle.
+        self.events = EventBus()
+        self.followers = 0
+        self._followers_done = threading.Condition(self.lock)
+        self._reload_asked = threading.Event()
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with contextlib.suppress(OSError, ValueError):  # its log may be on a full disk
+            sys.stderr.write(f"--- sshwrap resident supervisor {os.getpid()} {stamp}: "
+                             f"{text}\n")
+            sys.stderr.flush()
+
+    def serve(self, listener: socket.socket) -> int:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self.quit.set()
+
+        daemon.serve_locally(self.paths.root, self.start)
+        # Shared connections' masters are supervised here too, each in a thread.
+        from sshwrap.runtime.supervise import hosting
+
+        hosting.host_masters(self.paths.root, start_master)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
+        from sshwrap.runtime.supervise.netwatch import NetWatch
+
+        watch = NetWatch(self._network_changed).start()
+        listener.settimeout(0.5)
+        self.say("serving")
+        while not self.quit.is_set():
+            if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
+                self._reload_asked.clear()
+                threading.Thread(target=self._reload_on_signal, name="reload",
+                                 daemon=True).start()
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                with self.lock:
+                    if not self.tunnels and not self.serving \
+                            and time.monotonic() - self.idle_since >= self.idle_exit:
+                        self.say(f"nothing supervised for {self.idle_exit:g} s: exiting")
+                        break
+                continue
+            threading.Thread(target=self._handle, args=(conn,), name="request",
+                             daemon=True).start()
+        # Nobody is answered any more: refuse new askers at once (they start a new engine,
+        # once this one has let go of the lock), rather than leave them waiting.
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(self.paths).unlink()
+        watch.stop()
+        self._stop_all()
+        from sshwrap.runtime.supervise import hooks
+
+        hooks.drain()  # the tunnels' on_down hooks, bounded: none outlives us unwatched
+        self._end_followers()
+        self.say("exited")
+        return 0
+
+    def _network_changed(self, change: Any) -> None:
+        """Re-verify every tunnel and every shared connection's master at once
+        (runtime/supervise/netwatch.py) instead of waiting for keep-alives to time out."""
+        from sshwrap.runtime.supervise import hosting, netwatch
+
+        with self.lock:
+            supervisors = [tunnel.supervisor for tunnel in self.tunnels.values()]
+        masters = hosting.hosted_masters(self.paths.root)  # their tunnels follow them back
+        if supervisors or masters:
+            dropped = netwatch.recheck([*supervisors, *masters], change)
+            self.say(f"{change.reason}: {len(supervisors)} tunnel(s) and {len(masters)} "
+                     f"shared connection(s) re-verified, {len(dropped)} restarted")
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _handle(self, conn: socket.socket) -> None:
+        from sshwrap.runtime.system.sockets import peer_is_same_user
+
+        with conn:
+            try:
+                if not peer_is_same_user(conn):
+                    return
+                with conn.makefile("rb") as reader:
+                    line = reader.readline(MAX_REQUEST)
+                message = json.loads(line)
+                if message.get("op") == "events":
+                    self._stream_events(Channel(conn))
+                    return
+                if message.get("op") == "reload":
+                    from sshwrap.runtime.engine.reload import reload_tunnels
+
+                    self._serve(lambda _m, channel, engine: channel.send(
+                        reload_tunnels(engine)), message, Channel(conn))
+                    return
+                command = self.commands.get(str(message.get("op")))
+                if command is not None:
+                    self._serve(command, message, Channel(conn))
+                    return
+                answer = self._answer(message)
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except (OSError, ValueError) as error:
+                self.say(f"a request failed: {type(error).__name__}")  # never its content
+
+    def _serve(self, command: Command, message: dict[str, Any], channel: Channel) -> None:
+        with self.lock:
+            if self.quit.is_set():
+                channel.send({"exiting": True})  # the asker starts a new engine
+                return
+            self.serving += 1
+        try:
+            command(message, channel, self)
+        finally:
+            with self.lock:
+                self.serving -= 1
+                self.idle_since = time.monotonic()
+
+    def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "ping":
+            return {"pid": os.getpid(), "followers": self.followers}
+        if op == "start":
+            return self.start(message)
+        if op == "stop":
+            return {"stopped": self.stop(str(message["name"]))}
+        if op == "quit":
+            with self.lock:
+                if message.get("only_if_idle") and self.tunnels:
+                    return {"quitting": False}
+                self.quit.set()
+            return {"quitting": True}
+        return {"error": f"unknown request {op!r}"}
+
+    def start(self, message: dict[str, Any], profile: Profile | None = None) -> dict[str, Any]:
+        """Start supervising a tunnel, with ``profile`` or the one of that name in the asker's
+        profile directories, loaded here once; the first attempt's exit code (0: verified),
+        its error as data when it failed, its forwards as found when verified."""
+        from queue import Empty, Queue
+
+        from sshwrap.store import ProfileStore
+
+        name = str(message["name"])
+        store = ProfileStore(tuple(Path(d) for d in message["dirs"]))
+        try:
+            profile = profile or store.load(name)
+        except SshwrapError as failure:  # kept as the tunnel's failure, as a failed start is
+            record_not_started(self.paths, name, failure, self.identity)
+            return {"code": int(failure.exit_code), "error": error_data(failure)}
+        with self.lock:
+            previous = self.tunnels.get(name)
+        if previous is not None:  # a stop of it is still under way: let it finish first
+            previous.supervisor.request_stop()
+            previous.thread.join(STOP_JOIN)
+            if previous.thread.is_alive():
+                return {"code": int(ExitCode.INTERNAL), "error": error_data(SshwrapError(
+                    f"{name}: its previous supervision did not end within {STOP_JOIN:g} s"))}
+        first: Queue[SshwrapError | None] = Queue(maxsize=1)
+        log = os.fdopen(  # the thread closes it
+            self.paths.open(self.paths.log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+            "a", encoding="utf-8")
+        supervisor = Supervisor(
+            profile, self.paths, store,
+            first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
+            secret=message.get("secret"), log=log, env=dict(message["env"]),
+            identity=self.identity, share=bool(message.get("share")), on_first_result=first.put)
+        supervisor.on_event = self.events.publish
+        thread = threading.Thread(target=self._run, args=(name, supervisor, log),
+                                  name=f"tunnel {name}", daemon=True)
+        with self.lock:
+            if self.quit.is_set():
+                log.close()
+                return {"exiting": True}
+            self.tunnels[name] = Tunnel(supervisor, thread, dict(message))
+            # The client's parent-death signal follows this thread: it lives as long as the
+            # tunnel does, and stops the client before it ends.
+            thread.start()
+        try:  # a foreground start retries its first failure: answered after ``wait`` anyway
+            error = first.get(timeout=float(message["wait"]) + 9 if supervisor.foreground else None)
+        except Empty:
+            return {"code": 0, "pending": True}
+        if error is not None:
+            return {"code": int(error.exit_code), "error": error_data(error)}
+        return {"code": 0, "forwards": [
+            {"type": c.forward.type, "listen": c.forward.listen, "to": c.forward.to,
+             "healthy": c.healthy, "detail": c.detail} for c in supervisor.ready_checks]}
+
+    def _run(self, name: str, supervisor: Supervisor, log: Any) -> None:
+        try:
+            code = supervisor.run(handle_signals=False)
+            self.say(f"{name}: supervision ended with status {code}")
+        except Exception as error:  # one tunnel's bug must not end the others
+            self.say(f"{name}: internal error: {type(error).__name__}: {error}")
+            _record_failure(self.paths, name, f"internal error of its supervisor: {error}")
+        finally:
+            with contextlib.suppress(OSError):  # what it could not flush to a full disk
+                log.close()
+            with self.lock:
+                current = self.tunnels.get(name)
+                if current is not None and current.supervisor is supervisor:
+                    del self.tunnels[name]
+                if not self.tunnels:
+                    self.idle_since = time.monotonic()
+
+    def stop(self, name: str) -> bool:
+        """Stop one tunnel (its client ends, its record goes); False if it was not ours."""
+        with self.lock:
+            tunnel = self.tunnels.get(name)
+        if tunnel is None:
+            return False
+        tunnel.supervisor.request_stop()
+        tunnel.thread.join(STOP_JOIN)
+        return not tunnel.thread.is_alive()
+
+    # -- events and reload ------------------------------------------------------------------
+
+    def _stream_events(self, channel: Channel) -> None:
+        """Send every event from now on to a follower, until it hangs up or we exit."""
+        import queue
+
+        inbox = self.events.subscribe()
+        with self.lock:
+            self.followers += 1
+        try:
+            channel.send({"subscribed": True})
+            while True:
+                try:
+                    event = inbox.get(timeout=1.0)
+                except queue.Empty:
+                    if channel.hung_up(0):
+                        return
+                    continue
+                if event is None:
+                    channel.send({"exiting": True})
+                    return
+                channel.send({"event": event.to_json()})
+        except OSError:
+            return  # the follower is gone
+        finally:
+            self.events.unsubscribe(inbox)
+            with self.lock:
+                self.followers -= 1
+                self._followers_done.notify_all()
+
+    def _end_followers(self) -> None:
+        """Let the followers have the last events (the tunnels' downs) before we exit."""
+        self.events.close()
+        with self.lock:
+            self._followers_done.wait_for(lambda: self.followers == 0, timeout=2.0)
+
+    def _reload_on_signal(self) -> None:
+        from sshwrap.runtime.engine.reload import reload_tunnels
+
+        try:
+            answer = reload_tunnels(self)
+        except Exception as error:  # a bug here must not end the engine
+            self.say(f"reload failed: {type(error).__name__}: {error}")
+            return
+        done = ", ".join(f"{r['name']} {r['action']}" for r in answer["tunnels"])
+        self.say(f"reloaded on SIGHUP: {done or 'nothing runs'}")
+
+    def _stop_all(self) -> None:
+        with self.lock:
+            tunnels = list(self.tunnels.values())
+        for tunnel in tunnels:
+            tunnel.supervisor.request_stop()
+        for tunnel in tunnels:
+            tunnel.thread.join(STOP_JOIN)
+
+
+def start_master(paths: StatePaths, profile: Profile, key: str, wait: float, *,
+                 secret: str | None, env: Mapping[str, str] | None) -> int:
+    """Supervise a shared connection's master in a thread of the engine
+    (runtime/supervise/masters.py, imported when a tunnel first asks for a shared connection)."""
+    from sshwrap.runtime.supervise.masters import start_hosted
+
+    return start_hosted(paths, profile, key, wait, secret=secret, env=env)
+
+
+def _record_failure(paths: StatePaths, name: str, reason: str) -> None:
+    from sshwrap.runtime.system import state
+
+    with contextlib.suppress(SshwrapError, OSError):
+        record = state.read_record(paths, name)
+        if record is not None:
+            state.write_record(paths, record.failed(SshwrapError(reason)))
+
+
+def listen_on(paths: StatePaths) -> socket.socket:
+    path = socket_path(paths, create=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a dead predecessor's: we hold the lock, so nobody else serves it
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is created 0600
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(64)
+    return listener
+
+
+def main(commands: Mapping[str, Command] | None = None) -> int:
+    """Serve the state dir of ``SSHWRAP_STATE_DIR`` until idle; ``commands`` are served
+    besides the engine's own requests (registered by the composition root)."""
+    from sshwrap.runtime.system.detach import log_output_to, released
+
+    if not released():
+        return 0  # the command that started it went without it: nothing was written
+    with contextlib.suppress(OSError):
+        os.umask(0o077)
+    paths = StatePaths(StatePaths.from_env().root.absolute()).ensure()
+    log_output_to(daemon.log_path(paths))
+    # Hold no caller's directory: nothing here may depend on where the first up ran.
+    os.chdir("/")
+    lock_fd = paths.open(lock_path(paths), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another one serves this state dir
+    listener = listen_on(paths)
+    try:
+        return ResidentSupervisor(paths, commands).serve(listener)
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            socket_path(paths).unlink()
+        os.close(lock_fd)
+

@@ -1,0 +1,155 @@
+"""Tunnel state changes as events: published by the engine, followed over its socket."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sshwrap.runtime.system.paths import StatePaths
+
+#: How many events a slow follower may fall behind before it is dropped (it sees EOF).
+BACKLOG = 1000
+#: How often a follower with no engine to talk to looks for one again.
+RETRY_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change of one tunnel; ``from_state`` is "down" for a tunnel just started."""
+
+    time: float
+    name: str
+    from_state: str
+    to_state: str
+    reason: str
+    pid: int | None
+    restarts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        pid = data.get("pid")
+        return cls(time=float(data["time"]), name=str(data["name"]),
+                   from_state=str(data["from_state"]), to_state=str(data["to_state"]),
+                   reason=str(data.get("reason") or ""),
+                   pid=int(pid) if isinstance(pid, int) and pid > 0 else None,
+                   restarts=int(data.get("restarts") or 0))
+
+
+class EventBus:
+    """The engine's side: every subscriber gets every event published after it subscribed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[queue.Queue[Event | None]] = []
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for inbox in subscribers:
+            try:
+                inbox.put_nowait(event)
+            except queue.Full:  # a follower that does not read: cut it off, not the engine
+                self.unsubscribe(inbox)
+                with contextlib.suppress(queue.Full):
+                    inbox.get_nowait()
+                    inbox.put_nowait(None)
+
+    def subscribe(self) -> queue.Queue[Event | None]:
+        inbox: queue.Queue[Event | None] = queue.Queue(maxsize=BACKLOG)
+        with self._lock:
+            self._subscribers.append(inbox)
+        return inbox
+
+    def unsubscribe(self, inbox: queue.Queue[Event | None]) -> None:
+        with self._lock:
+            if inbox in self._subscribers:
+                self._subscribers.remove(inbox)
+
+    def close(self) -> None:
+        """The engine exits: every follower is told so (None), and sees the connection end."""
+        with self._lock:
+            subscribers, self._subscribers = self._subscribers, []
+        for inbox in subscribers:
+            with contextlib.suppress(queue.Full):
+                inbox.put_nowait(None)
+
+
+# -- the follower's side ------------------------------------------------------------------
+
+
+def _subscribe(paths: StatePaths) -> socket.socket | None:
+    """A connection subscribed to the engine's events; None when no engine answers."""
+    from sshwrap.runtime.engine import daemon
+
+    try:
+        path = daemon.socket_path(paths)
+    except OSError:
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+        conn.sendall(json.dumps({"op": "events"}).encode() + b"\n")
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def _read_events(conn: socket.socket) -> Iterator[dict[str, Any]]:
+    with conn, conn.makefile("rb") as reader:
+        for line in reader:
+            with contextlib.suppress(ValueError):
+                frame = json.loads(line)
+                if isinstance(frame, dict):
+                    yield frame
+
+
+def follow(paths: StatePaths | None = None, names: Sequence[str] = (), *,
+           start_engine: bool = True, environ: Mapping[str, str] | None = None,
+           on_wait: Callable[[], None] | None = None) -> Iterator[Event]:
+    """Every state change of the tunnels ``names`` (all when empty) from now on, as the
+    engine of ``paths`` makes them, until the caller stops iterating.
+
+    With ``start_engine`` an engine is started when none runs, so that tunnels started
+    later are followed from their first state. When the engine exits (``down --all``, or
+    idle), nothing is started again: the follower waits for the next engine, telling
+    ``on_wait`` once each time it begins to wait.
+    """
+    import os
+
+    from sshwrap.runtime.engine import daemon
+
+    paths = paths or StatePaths.from_env()
+    wanted = set(names)
+    if start_engine:
+        paths.ensure()
+        daemon.ensure_running(paths, dict(os.environ if environ is None else environ))
+    waiting = False
+    while True:
+        conn = _subscribe(paths)
+        if conn is None:
+            if not waiting and on_wait is not None:
+                on_wait()
+            waiting = True
+            time.sleep(RETRY_INTERVAL)
+            continue
+        waiting = False
+        for frame in _read_events(conn):
+            if frame.get("exiting"):
+                break
+            if "event" not in frame:
+                continue
+            event = Event.from_json(frame["event"])
+            if not wanted or event.name in wanted:
+                yield event
+        time.sleep(RETRY_INTERVAL)  # an exiting engine may still accept for a moment
