@@ -27,7 +27,7 @@ from typing import Any
 
 from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
-from sshwrap.runtime import daemon
+from sshwrap.runtime import daemon, logs
 from sshwrap.runtime.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
 from sshwrap.runtime.events import EventBus
 from sshwrap.runtime.identity import own_identity
@@ -70,6 +70,9 @@ class ResidentSupervisor:
         self.followers = 0
         self._followers_done = threading.Condition(self.lock)
         self._reload_asked = threading.Event()
+        #: Every log of the state dir is kept under this many bytes (runtime/logs.py).
+        self.log_cap = logs.cap_from_env(os.environ)
+        self._uncappable: set[Path] = set()
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -93,7 +96,11 @@ class ResidentSupervisor:
         watch = NetWatch(self._network_changed).start()
         listener.settimeout(0.5)
         self.say("serving")
+        next_cap = 0.0
         while not self.quit.is_set():
+            if time.monotonic() >= next_cap:  # a busy tunnel's log, cut in place
+                next_cap = time.monotonic() + logs.CHECK_INTERVAL
+                self.cap_logs()
             if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
                 self._reload_asked.clear()
                 threading.Thread(target=self._reload_on_signal, name="reload",
@@ -122,6 +129,15 @@ class ResidentSupervisor:
         self._end_followers()
         self.say("exited")
         return 0
+
+    def cap_logs(self) -> None:
+        """Keep every log of the state dir (tunnels', shared connections', ours) under the
+        cap: one stat each when under it."""
+        from sshwrap.runtime.shared import master_paths
+
+        found = logs.logs_of((self.paths.logs, master_paths(self.paths).logs))
+        logs.cap_logs([*found, daemon.log_path(self.paths)], self.log_cap, self.say,
+                      self._uncappable)
 
     def _network_changed(self, change: Any) -> None:
         """Re-verify every tunnel and every shared connection's master at once
