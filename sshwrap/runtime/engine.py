@@ -70,6 +70,11 @@ class ResidentSupervisor:
         self.followers = 0
         self._followers_done = threading.Condition(self.lock)
         self._reload_asked = threading.Event()
+        #: Set once the engine has stopped its tunnels and let go of its lock: an asker
+        #: held until it exits (``down --all``) goes then, not after the hooks' drain.
+        self.released = threading.Event()
+        #: Lets go of the state dir's lock (main's); then a new engine may start.
+        self.let_go: Callable[[], None] = lambda: None
         #: Every log of the state dir is kept under this many bytes (runtime/logs.py).
         self.log_cap = logs.cap_from_env(os.environ)
         self._uncappable: set[Path] = set()
@@ -123,10 +128,14 @@ class ResidentSupervisor:
             socket_path(self.paths).unlink()
         watch.stop()
         self._stop_all()
+        self._end_followers()
+        self.let_go()
+        self.released.set()
         from sshwrap.runtime import hooks
 
-        hooks.drain()  # the tunnels' on_down hooks, bounded: none outlives us unwatched
-        self._end_followers()
+        # The tunnels' on_down hooks, given a few seconds, then ended with everything they
+        # started: none outlives us. Nobody waits on them any more.
+        hooks.drain()
         self.say("exited")
         return 0
 
@@ -388,11 +397,19 @@ def main(commands: Mapping[str, Command] | None = None) -> int:
     except BlockingIOError:
         return 0  # another one serves this state dir
     listener = listen_on(paths)
+    engine = ResidentSupervisor(paths, commands)
+    locked = [lock_fd]
+
+    def let_go() -> None:
+        while locked:
+            os.close(locked.pop())
+
+    engine.let_go = let_go
     try:
-        return ResidentSupervisor(paths, commands).serve(listener)
+        return engine.serve(listener)
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(paths).unlink()
-        os.close(lock_fd)
+        let_go()
 
