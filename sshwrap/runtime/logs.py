@@ -104,11 +104,13 @@ def _data_start(fd: int, offset: int) -> int:
 
 
 class Chunk(NamedTuple):
-    """Bytes read from a log, the logical offset after them, and whether the log was found
-    shorter than the offset asked (truncated or replaced by someone: read it from 0)."""
+    """Bytes read from a log, the logical offset after them, whether the log was found
+    shorter than the offset asked (truncated or replaced by someone: read it from 0), and
+    how many bytes after the offset asked a cut took before they were read."""
     data: bytes
     next: int
     shrunk: bool = False
+    lost: int = 0
 
 
 def _read(fd: int, base: int, start: int,
@@ -125,10 +127,11 @@ def _read(fd: int, base: int, start: int,
     want = -1 if end is None else max(0, end - base - found)
     data = b"" if want == 0 else _read_fd(fd, want)
     after = base + found + len(data)
-    if cut_into:  # the line the cut went through is not told half
-        newline = data.find(b"\n")
-        data = data[newline + 1:] if newline >= 0 else b""
-    return Chunk(data, after)
+    if not cut_into:
+        return Chunk(data, after)
+    newline = data.find(b"\n")  # the line the cut went through is not told half
+    kept = data[newline + 1:] if newline >= 0 else b""
+    return Chunk(kept, after, lost=after - len(kept) - start)
 
 
 def _read_fd(fd: int, want: int) -> bytes:
@@ -209,6 +212,10 @@ def follow(path: Path, offset: int, *, interval: float = FOLLOW_INTERVAL,
             continue
         if chunk.next > offset:
             offset = chunk.next
+            if chunk.lost:  # it fell behind by more than the log keeps: said, not hidden
+                yield f"--- sshwrap logs: {chunk.lost} bytes were cut from the log (its cap) " \
+                      "before they could be shown"
+                partial = b""
             *complete, partial = (partial + chunk.data).split(b"\n")
             for raw in complete:
                 yield _clean(raw.decode("utf-8", "replace"))

@@ -82,9 +82,9 @@ def test_hung_hooks_of_one_tunnel_are_bounded_the_rest_skipped(tmp_path: Path) -
     try:
         threads = [hooks.run_for(profile, _event("reconnecting"), {"PATH": os.defpath}, log)
                    for _ in range(8)]
-        assert sum(t is not None for t in threads) == hooks.MAX_AT_ONCE
+        assert sum(t is not None for t in threads) == 3  # MAX_AT_ONCE, the documented bound
         eventually(lambda: started.exists()
-                   and len(started.read_text().split()) == hooks.MAX_AT_ONCE, "3 hooks run")
+                   and len(started.read_text().split()) == 3, "3 hooks run")
         assert log.read_text().count("skipped: 3 hooks of this tunnel still run") == 5
         pids = [int(p) for p in started.read_text().split()]
         assert not any(process_gone(p) for p in pids)
