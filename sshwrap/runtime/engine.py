@@ -70,10 +70,9 @@ class ResidentSupervisor:
         self.followers = 0
         self._followers_done = threading.Condition(self.lock)
         self._reload_asked = threading.Event()
-        #: Set once the engine has stopped its tunnels and let go of its lock: an asker
-        #: held until it exits (``down --all``) goes then, not after the hooks' drain.
+        #: Set once it has stopped its tunnels and let go of its lock (``let_go``, main's):
+        #: an asker held until it exits (``down --all``) goes then, before the hooks' drain.
         self.released = threading.Event()
-        #: Lets go of the state dir's lock (main's); then a new engine may start.
         self.let_go: Callable[[], None] = lambda: None
         #: Every log of the state dir is kept under this many bytes (runtime/logs.py).
         self.log_cap = logs.cap_from_env(os.environ)
@@ -105,7 +104,7 @@ class ResidentSupervisor:
         while not self.quit.is_set():
             if time.monotonic() >= next_cap:  # a busy tunnel's log, cut in place
                 next_cap = time.monotonic() + logs.CHECK_INTERVAL
-                self.cap_logs()
+                logs.cap_state_dir(self.paths, self.log_cap, self.say, self._uncappable)
             if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
                 self._reload_asked.clear()
                 threading.Thread(target=self._reload_on_signal, name="reload",
@@ -138,15 +137,6 @@ class ResidentSupervisor:
         hooks.drain()
         self.say("exited")
         return 0
-
-    def cap_logs(self) -> None:
-        """Keep every log of the state dir (tunnels', shared connections', ours) under the
-        cap: one stat each when under it."""
-        from sshwrap.runtime.shared import master_paths
-
-        found = logs.logs_of((self.paths.logs, master_paths(self.paths).logs))
-        logs.cap_logs([*found, daemon.log_path(self.paths)], self.log_cap, self.say,
-                      self._uncappable)
 
     def _network_changed(self, change: Any) -> None:
         """Re-verify every tunnel and every shared connection's master at once

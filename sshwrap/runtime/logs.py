@@ -297,10 +297,15 @@ def cap_logs(paths: Iterable[Path], cap: int, say: Callable[[str], None],
                           f"oldest {dropped} bytes were dropped\n")
 
 
-def logs_of(folders: Iterable[Path]) -> list[Path]:
-    """The ``*.log`` files of ``folders``."""
-    found: list[Path] = []
-    for folder in folders:
+def cap_state_dir(paths: StatePaths, cap: int, say: Callable[[str], None],
+                  told: set[Path]) -> None:
+    """Cap every log of the state dir: the tunnels', the shared connections' and the
+    engine's own (one stat each while under the cap)."""
+    from sshwrap.runtime.daemon import log_path as engine_log
+    from sshwrap.runtime.shared import master_paths
+
+    found = [engine_log(paths)]
+    for folder in (paths.logs, master_paths(paths).logs):
         with contextlib.suppress(OSError), os.scandir(folder) as entries:
             found += [Path(e.path) for e in entries if e.name.endswith(".log")]
-    return found
+    cap_logs(found, cap, say, told)

@@ -103,9 +103,9 @@ def _detaching(pidfile: Path) -> list[str]:
 @pytest.mark.parametrize("how", ["down", "engine stops"])
 def test_a_detached_child_of_a_hook_ends_with_it(
     how: str, store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
-    banner_server: BannerServer, tmp_path: Path,
+    banner_server: BannerServer,
 ) -> None:
-    pidfile = tmp_path / "detached.pid"
+    pidfile = runtime_paths.root.parent / "detached.pid"
     write_profile("det", _forward(banner_server), hooks={"on_up": _detaching(pidfile)})
     assert up(store, ["det"], paths=runtime_paths).outcomes[0].action is Action.STARTED
     eventually(lambda: pidfile.exists() and pidfile.read_text().strip(), "it detached")
@@ -143,10 +143,10 @@ def test_down_all_does_not_wait_on_a_hook_holding_its_pipe(
 
 def test_a_hook_never_sees_another_profiles_password_variable(
     store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
-    banner_server: BannerServer, profiles_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    banner_server: BannerServer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # pw2 is never started: its file alone makes PW2_SECRET a secret to every hook.
-    (profiles_dir / "pw2.toml").write_text(
+    (store.dirs[0] / "pw2.toml").write_text(
         'host = "db.example.com"\nauth = "password"\npassword_env = "PW2_SECRET"\n'
         '[[forward]]\ntype = "local"\nlisten = 5432\nto = "localhost:5432"\n')
     monkeypatch.setenv("PW2_SECRET", "hunter2-in-the-env")

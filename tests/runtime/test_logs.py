@@ -109,7 +109,7 @@ def test_follow_sees_every_line_once_while_the_log_is_cut(tmp_path: Path) -> Non
     reader.start()
     writer = _writer(path, count)
     cuts = 0
-    while writer.poll() is None or reader.is_alive() and len(seen) < count:
+    while writer.poll() is None or (reader.is_alive() and len(seen) < count):
         cuts += bool(logs.cap_log(path, cap))  # the engine's timer, as often as it can
         time.sleep(0.001)
     reader.join(30)
