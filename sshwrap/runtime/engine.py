@@ -32,6 +32,7 @@ from sshwrap.runtime.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_pat
 from sshwrap.runtime.events import EventBus
 from sshwrap.runtime.identity import own_identity
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.shared import master_paths
 from sshwrap.runtime.supervisor import Supervisor
 from sshwrap.runtime.wire import Channel, error_data
 
@@ -70,13 +71,13 @@ class ResidentSupervisor:
         self.followers = 0
         self._followers_done = threading.Condition(self.lock)
         self._reload_asked = threading.Event()
-        #: Set once it has stopped its tunnels and let go of its lock (``let_go``, main's):
+        #: Set once it has stopped its tunnels and let go of its lock (main's ``lock_fd``):
         #: an asker held until it exits (``down --all``) goes then, before the hooks' drain.
         self.released = threading.Event()
-        self.let_go: Callable[[], None] = lambda: None
-        #: Every log of the state dir is kept under this many bytes (runtime/logs.py).
-        self.log_cap = logs.cap_from_env(os.environ)
-        self._uncappable: set[Path] = set()
+        self.lock_fd: int | None = None
+        #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
+        self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
+            paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -100,11 +101,8 @@ class ResidentSupervisor:
         watch = NetWatch(self._network_changed).start()
         listener.settimeout(0.5)
         self.say("serving")
-        next_cap = 0.0
         while not self.quit.is_set():
-            if time.monotonic() >= next_cap:  # a busy tunnel's log, cut in place
-                next_cap = time.monotonic() + logs.CHECK_INTERVAL
-                logs.cap_state_dir(self.paths, self.log_cap, self.say, self._uncappable)
+            self.logs.tick()  # a busy tunnel's log, cut in place
             if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
                 self._reload_asked.clear()
                 threading.Thread(target=self._reload_on_signal, name="reload",
@@ -128,7 +126,9 @@ class ResidentSupervisor:
         watch.stop()
         self._stop_all()
         self._end_followers()
-        self.let_go()
+        fd, self.lock_fd = self.lock_fd, None
+        if fd is not None:
+            os.close(fd)  # a new engine may start while the hooks drain
         self.released.set()
         from sshwrap.runtime import hooks
 
@@ -388,18 +388,13 @@ def main(commands: Mapping[str, Command] | None = None) -> int:
         return 0  # another one serves this state dir
     listener = listen_on(paths)
     engine = ResidentSupervisor(paths, commands)
-    locked = [lock_fd]
-
-    def let_go() -> None:
-        while locked:
-            os.close(locked.pop())
-
-    engine.let_go = let_go
+    engine.lock_fd = lock_fd
     try:
         return engine.serve(listener)
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(paths).unlink()
-        let_go()
+        if engine.lock_fd is not None:
+            os.close(engine.lock_fd)
 

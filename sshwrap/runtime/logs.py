@@ -297,15 +297,25 @@ def cap_logs(paths: Iterable[Path], cap: int, say: Callable[[str], None],
                           f"oldest {dropped} bytes were dropped\n")
 
 
-def cap_state_dir(paths: StatePaths, cap: int, say: Callable[[str], None],
-                  told: set[Path]) -> None:
-    """Cap every log of the state dir: the tunnels', the shared connections' and the
-    engine's own (one stat each while under the cap)."""
-    from sshwrap.runtime.daemon import log_path as engine_log
-    from sshwrap.runtime.shared import master_paths
+class LogKeeper:
+    """The engine's timer over its logs: every ``CHECK_INTERVAL``, each one under ``cap``."""
 
-    found = [engine_log(paths)]
-    for folder in (paths.logs, master_paths(paths).logs):
+    def __init__(self, files: Callable[[], list[Path]], cap: int,
+                 say: Callable[[str], None]) -> None:
+        self.files, self.cap, self.say = files, cap, say
+        self.told: set[Path] = set()
+        self.next = 0.0
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + CHECK_INTERVAL
+            cap_logs(self.files(), self.cap, self.say, self.told)
+
+
+def logs_in(*folders: Path) -> list[Path]:
+    """The ``*.log`` files of ``folders``."""
+    found: list[Path] = []
+    for folder in folders:
         with contextlib.suppress(OSError), os.scandir(folder) as entries:
             found += [Path(e.path) for e in entries if e.name.endswith(".log")]
-    cap_logs(found, cap, say, told)
+    return found

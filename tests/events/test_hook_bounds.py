@@ -95,9 +95,10 @@ def test_hung_hooks_of_one_tunnel_are_bounded_the_rest_skipped(tmp_path: Path) -
 
 
 def _detaching(pidfile: Path) -> list[str]:
-    """A hook that leaves a child in a session of its own and exits at once."""
+    """A hook that leaves a child in a session of its own and exits once it runs."""
     return ["/bin/sh", "-c",
-            f"setsid /bin/sh -c 'echo $$ > {pidfile}; exec sleep 600' >/dev/null 2>&1 &"]
+            f"setsid /bin/sh -c 'echo $$ > {pidfile}; exec sleep 600' >/dev/null 2>&1 & "
+            f"while [ ! -s {pidfile} ]; do sleep 0.01; done"]
 
 
 @pytest.mark.parametrize("how", ["down", "engine stops"])
