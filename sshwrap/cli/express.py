@@ -381,7 +381,7 @@ def serve_down(message: dict[str, Any], channel: Channel, resident: ResidentSupe
 
     _rendered(work, channel, resident, message)
     if resident.quit.is_set():
-        park_until_exit()
+        park_until_exit(resident)
 
 
 def serve_status(message: dict[str, Any], channel: Channel,

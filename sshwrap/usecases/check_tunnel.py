@@ -44,20 +44,15 @@ if TYPE_CHECKING:
 
 
 def _log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+    from sshwrap.runtime.observe.logs import end_offset
+
+    return end_offset(path)
 
 
 def _read_log(path: Path, start: int, end: int | None = None) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read() if end is None else handle.read(max(0, end - start))
-    except OSError:
-        return ""
-    return data.decode("utf-8", "replace")
+    from sshwrap.runtime.observe.logs import read_text
+
+    return read_text(path, start, end)  # offsets are logical: right across the log's cuts
 
 
 def _probe_endpoint(listen: TcpAddress | UnixAddress) -> tuple[str, int] | str:

@@ -112,11 +112,11 @@ def restart_here(engine: ResidentSupervisor, message: Mapping[str, Any],
                    engine=engine.stop, environ=env)
 
 
-def park_until_exit() -> None:
-    """Hold an asker's connection until the engine's process ends: the asker reads its end
-    after the lock is released (the engine lets go of it before it exits), so a next
-    command finds no engine instead of one on its way out."""
-    threading.Event().wait()
+def park_until_exit(engine: ResidentSupervisor) -> None:
+    """Hold an asker's connection until the engine has stopped its tunnels and released its
+    lock, so a next command finds no engine instead of one on its way out. It does not wait
+    for the hooks the engine then drains."""
+    engine.released.wait()
 
 
 def _answered(work: Callable[[], dict[str, Any]], engine: ResidentSupervisor) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSuperv
 
     channel.send(_answered(work, engine))
     if engine.quit.is_set():
-        park_until_exit()
+        park_until_exit(engine)
 
 
 def serve_restart(message: dict[str, Any], channel: Channel,

@@ -219,7 +219,9 @@ def spawn(name: str, argv: list[str], log_path: Path, *,
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         log.write(f"--- sshwrap: starting {name} at {stamp} ---\n".encode())
         log.flush()
-        offset = log.tell()
+        from sshwrap.runtime.observe.logs import end_offset
+
+        offset = end_offset(log_path)  # logical: the engine may have cut the log's start
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True, close_fds=True,
                                  preexec_fn=functools.partial(die_with_parent, os.getpid(),  # noqa: PLW1509

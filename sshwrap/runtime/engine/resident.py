@@ -29,7 +29,9 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
+from sshwrap.runtime.observe import logs
 from sshwrap.runtime.supervise.events import EventBus
+from sshwrap.runtime.supervise.shared import master_paths
 from sshwrap.runtime.supervise.supervisor import Supervisor, record_not_started
 from sshwrap.runtime.system.identity import own_identity
 from sshwrap.runtime.system.paths import StatePaths
@@ -70,6 +72,13 @@ class ResidentSupervisor:
         self.followers = 0
         self._followers_done = threading.Condition(self.lock)
         self._reload_asked = threading.Event()
+        #: Set once it has stopped its tunnels and let go of its lock (main's ``lock_fd``):
+        #: an asker held until it exits (``down --all``) goes then, before the hooks' drain.
+        self.released = threading.Event()
+        self.lock_fd: int | None = None
+        #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
+        self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
+            paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -96,6 +105,7 @@ class ResidentSupervisor:
         listener.settimeout(0.5)
         self.say("serving")
         while not self.quit.is_set():
+            self.logs.tick()  # a busy tunnel's log, cut in place
             if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
                 self._reload_asked.clear()
                 threading.Thread(target=self._reload_on_signal, name="reload",
@@ -118,10 +128,16 @@ class ResidentSupervisor:
             socket_path(self.paths).unlink()
         watch.stop()
         self._stop_all()
+        self._end_followers()
+        fd, self.lock_fd = self.lock_fd, None
+        if fd is not None:
+            os.close(fd)  # a new engine may start while the hooks drain
+        self.released.set()
         from sshwrap.runtime.supervise import hooks
 
-        hooks.drain()  # the tunnels' on_down hooks, bounded: none outlives us unwatched
-        self._end_followers()
+        # The tunnels' on_down hooks, given a few seconds, then ended with everything they
+        # started: none outlives us. Nobody waits on them any more.
+        hooks.drain()
         self.say("exited")
         return 0
 
@@ -384,11 +400,14 @@ def main(commands: Mapping[str, Command] | None = None) -> int:
     except BlockingIOError:
         return 0  # another one serves this state dir
     listener = listen_on(paths)
+    engine = ResidentSupervisor(paths, commands)
+    engine.lock_fd = lock_fd
     try:
-        return ResidentSupervisor(paths, commands).serve(listener)
+        return engine.serve(listener)
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path(paths).unlink()
-        os.close(lock_fd)
+        if engine.lock_fd is not None:
+            os.close(engine.lock_fd)
 

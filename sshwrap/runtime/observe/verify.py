@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -54,11 +53,11 @@ class LogReader:
         self.text = ""
 
     def read(self) -> str:
-        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read()
-            self.offset += len(chunk)
-            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
+        from sshwrap.runtime.observe.logs import read_since
+
+        chunk = read_since(self.path, self.offset)  # logical: right across the engine's cuts
+        self.offset = max(self.offset, chunk.next)
+        self.text += chunk.data.decode("utf-8", "replace").replace("\r", "")
         return self.text
 
 

@@ -1,4 +1,11 @@
-"""A profile's hooks: run detached on a state change, bounded in time, output to its log."""
+"""A profile's hooks: run detached on a state change, bounded in output, number and lifetime.
+
+Each hook runs under runtime/supervise/hookrun.py, a subreaper of its own: whatever the hook starts,
+``setsid`` included, ends when the hook's program exits, at its timeout, when its tunnel goes
+down and when the engine exits or dies. At most ``MAX_AT_ONCE`` hooks of one tunnel run at
+once (the rest are skipped, and the log says so); a hook's output is read in chunks, a line
+cut at ``MAX_LINE``, at most ``MAX_OUTPUT`` bytes of it logged.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sshwrap.core.model import Profile
 from sshwrap.textsafe import escaped
@@ -21,121 +31,276 @@ if TYPE_CHECKING:
 
 #: One line of a hook's output is cut here in the log.
 MAX_LINE = 4096
-#: How long an exiting engine lets running hooks finish before it kills them.
+#: Of one run of a hook, at most this much output is logged; the rest is read and dropped.
+MAX_OUTPUT = 256 << 10
+#: At most this many hooks of one tunnel run at once; one more is skipped.
+MAX_AT_ONCE = 3
+#: How long an exiting engine lets running hooks finish before it ends them.
 DRAIN = 5.0
+#: How long a hook's runner has to end the hook's processes once asked.
+END_GRACE = 2.0
+_RUNNER = str(Path(__file__).with_name("hookrun.py"))
+_CHUNK = 64 << 10
 
-#: The hooks running in this process: an exiting engine ends them rather than leave them
-#: running with nobody to enforce their timeout.
-_running: dict[threading.Thread, subprocess.Popen[bytes] | None] = {}
-_running_lock = threading.Lock()
+
+@dataclass
+class _Run:
+    """One hook running: its runner's process once started, and whether it was asked to end."""
+    tunnel: str
+    process: subprocess.Popen[bytes] | None = None
+    ended: threading.Event = field(default_factory=threading.Event)
+    asked_to_end: bool = False
 
 
-def hook_env(profile: Profile, event: Event, base: Mapping[str, str] | None) -> dict[str, str]:
-    """The hook's environment: the tunnel's own (no password variable, no askpass), and
+@dataclass
+class _Registry:
+    """The hooks this process runs, and the names of every password variable it has seen."""
+    runs: list[_Run] = field(default_factory=list)
+    secret_names: set[str] = field(default_factory=set)
+    dirs: set[Path] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_registry = _Registry()
+
+
+# -- the environment ---------------------------------------------------------------------
+
+
+def _named_in(directory: Path) -> set[str]:
+    """The ``password_env`` of every profile file in ``directory``, read raw: a profile that
+    does not validate names its variable all the same."""
+    from sshwrap.store import MAX_PROFILE_BYTES, SUFFIX
+
+    names: set[str] = set()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.endswith(SUFFIX):
+                continue
+            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError), \
+                    open(entry.path, "rb") as handle:
+                data = handle.read(MAX_PROFILE_BYTES + 1)
+                named = tomllib.loads(data.decode()).get("password_env")
+                if isinstance(named, str):
+                    names.add(named)
+    return names
+
+
+def password_variables(profile: Profile, dirs: Iterable[Path] = ()) -> set[str]:
+    """Every variable a profile names as ``password_env``: this one, every profile this
+    process has run, and every profile file of ``dirs``, of the directories tunnels of this
+    process were started from, and of this profile's own directory."""
+    with _registry.lock:
+        if profile.password_env:
+            _registry.secret_names.add(profile.password_env)
+        _registry.dirs.update(Path(d) for d in dirs)
+        if profile.source:
+            _registry.dirs.add(Path(profile.source).parent)
+        names, folders = set(_registry.secret_names), set(_registry.dirs)
+    for folder in folders:
+        names |= _named_in(folder)
+    return names
+
+
+def hook_env(profile: Profile, event: Event, base: Mapping[str, str] | None,
+             dirs: Iterable[Path] = ()) -> dict[str, str]:
+    """The hook's environment: the user's (a notification needs its display and session
+    bus) without any password variable of any profile and without the askpass channel; and
     SSHWRAP_TUNNEL, SSHWRAP_STATE, SSHWRAP_REASON."""
-    env = dict(os.environ if base is None else base)
     from sshwrap.runtime.client.auth import ASKPASS_ENV
 
-    # Neither the password's variable nor the askpass channel: a hook never gets a secret.
-    for name in (*ASKPASS_ENV, profile.password_env or ""):
+    env = dict(os.environ if base is None else base)
+    for name in (*ASKPASS_ENV, *password_variables(profile, dirs)):
         env.pop(name, None)
     env.update(SSHWRAP_TUNNEL=profile.name, SSHWRAP_STATE=event.to_state,
                SSHWRAP_REASON=event.reason)
     return env
 
 
+# -- starting and ending -------------------------------------------------------------------
+
+
 def run_for(profile: Profile, event: Event, base_env: Mapping[str, str] | None,
-            log_path: Path) -> threading.Thread | None:
+            log_path: Path, dirs: Iterable[Path] = ()) -> threading.Thread | None:
     """Start the hook of ``event``'s new state, if the profile has one, in a thread of its
-    own; the caller goes on at once. The thread, for tests to join."""
+    own; the caller goes on at once. The thread, for tests to join. A tunnel going down
+    first ends its hooks still running."""
+    if event.to_state == "down":
+        end_hooks(profile.name)
     argv = profile.hooks.for_state(event.to_state)
     if not argv:
+        password_variables(profile, dirs)  # known from now on to every other hook
+        return None
+    what = f"on_{event.to_state}"
+    env = hook_env(profile, event, base_env, dirs)
+    entry = _Run(profile.name)
+    with _registry.lock:
+        running = sum(1 for r in _registry.runs if r.tunnel == profile.name)
+        if running < MAX_AT_ONCE:
+            _registry.runs.append(entry)
+    if running >= MAX_AT_ONCE:
+        _log(log_path, [f"{what}: skipped: {running} hooks of this tunnel still run "
+                        f"(at most {MAX_AT_ONCE} at once)"])
         return None
     thread = threading.Thread(
-        target=_run_tracked, name=f"hook {profile.name} {event.to_state}",
-        args=(list(argv), hook_env(profile, event, base_env), log_path,
-              f"on_{event.to_state}", float(profile.hooks.timeout)), daemon=True)
-    with _running_lock:
-        _running[thread] = None
+        target=_run_tracked, name=f"hook {profile.name} {event.to_state}", daemon=True,
+        args=(entry, list(argv), env, log_path),
+        kwargs={"what": what, "timeout": float(profile.hooks.timeout)})
     thread.start()
     return thread
 
 
+def end_hooks(tunnel: str | None = None) -> list[_Run]:
+    """Ask the running hooks (of ``tunnel``, or all) to end, with everything they started;
+    returns them without waiting."""
+    with _registry.lock:
+        runs = [r for r in _registry.runs if tunnel is None or r.tunnel == tunnel]
+    for run in runs:
+        run.asked_to_end = True
+        if run.process is not None and run.process.returncode is None:
+            with contextlib.suppress(OSError):
+                run.process.send_signal(signal.SIGTERM)  # hookrun ends the hook's tree
+    return runs
+
+
 def drain(timeout: float = DRAIN) -> None:
-    """Give the running hooks ``timeout`` seconds to end, then kill those left (the
-    process is exiting: nothing would enforce their timeout any more)."""
+    """Give the running hooks ``timeout`` seconds to end, then end them and what they
+    started. Waits on their processes, never on their output."""
     deadline = time.monotonic() + timeout
-    with _running_lock:
-        threads = list(_running)
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    with _running_lock:
-        left = [p for t, p in _running.items() if t.is_alive() and p is not None]
-    for process in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+    with _registry.lock:
+        runs = list(_registry.runs)
+    for run in runs:
+        _wait_process(run, deadline)
+    for run in end_hooks():
+        _wait_process(run, time.monotonic() + END_GRACE)
+        process = run.process
+        if process is not None and process.poll() is None:  # its runner is stuck: kill all
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
 
 
-def _run_tracked(*args: Any) -> None:
+def _wait_process(run: _Run, deadline: float) -> None:
+    while run.process is None and not run.ended.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)  # still starting
+    if run.process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run.process.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _run_tracked(entry: _Run, argv: list[str], env: dict[str, str], log_path: Path, *,
+                 what: str, timeout: float) -> None:
     try:
-        run(*args)
+        run(argv, env, log_path, what, timeout, entry=entry)
     finally:
-        _track(None)
+        entry.ended.set()
+        with _registry.lock, contextlib.suppress(ValueError):
+            _registry.runs.remove(entry)
 
 
-def _track(process: subprocess.Popen[bytes] | None) -> None:
-    with _running_lock:
-        me = threading.current_thread()
-        if process is None:
-            _running.pop(me, None)
-        elif me in _running:
-            _running[me] = process
+# -- one run -------------------------------------------------------------------------------
 
 
-def _log(log_path: Path, text: str) -> None:
+def _log(log_path: Path, texts: list[str]) -> None:
+    """Lines into the tunnel's log, marked as sshwrap's hook lines, in one write."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    text = "".join(f"--- sshwrap hook {stamp}: {t}\n" for t in texts)
     with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"--- sshwrap hook {stamp}: {text}\n")
+        log.write(text)
+
+
+class _Output:
+    """A hook's output, cut into logged lines as it comes; never more than a line held."""
+
+    def __init__(self, log_path: Path, what: str) -> None:
+        self.log_path, self.what = log_path, what
+        self.partial = b""
+        self.skipping = False  # in the rest of a line already cut
+        self.logged = 0
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if self.logged >= MAX_OUTPUT:
+            self.dropped += len(chunk)
+            return
+        lines: list[str] = []
+        *complete, rest = (self.partial + chunk).split(b"\n")
+        for raw in complete:
+            if self.skipping:
+                self.skipping = False
+                continue
+            lines.append(self._line(raw))
+        if len(rest) > MAX_LINE and not self.skipping:
+            lines.append(self._line(rest) + " [cut]")
+            self.skipping, rest = True, b""
+        self.partial = b"" if self.skipping else rest
+        self._write(lines)
+
+    def close(self) -> None:
+        if self.partial and not self.skipping and self.logged < MAX_OUTPUT:
+            self._write([self._line(self.partial)])
+        if self.dropped:
+            _log(self.log_path, [f"{self.what}: {self.dropped} more bytes of output not "
+                                 f"logged (at most {MAX_OUTPUT} a run)"])
+
+    def _line(self, raw: bytes) -> str:
+        return raw[:MAX_LINE].decode("utf-8", "replace")
+
+    def _write(self, lines: list[str]) -> None:
+        if lines:
+            self.logged += sum(len(line) + 1 for line in lines)
+            _log(self.log_path, [f"{self.what}: | {escaped(line)}" for line in lines])
 
 
 def run(argv: list[str], env: dict[str, str], log_path: Path, what: str,
-        timeout: float) -> int | None:
-    """Run one hook to its end, or kill its process group at ``timeout``; its exit status
-    (None when it could not start or was killed). Every line it writes goes to the log,
-    marked as the hook's, so that it is never read as the client's."""
+        timeout: float, *, entry: _Run | None = None) -> int | None:
+    """Run one hook to its end, or end it and everything it started at ``timeout``; its
+    exit status (None when it could not start or was ended). What it writes goes to the
+    log, marked as the hook's, so that it is never read as the client's."""
     program = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env.get("PATH"))
     if program is None:
-        _log(log_path, f"{what}: {escaped(argv[0])} not found on PATH; not run")
+        _log(log_path, [f"{what}: {escaped(argv[0])} not found on PATH; not run"])
         return None
     try:
         process = subprocess.Popen(
-            [program, *argv[1:]], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            [sys.executable, "-I", "-S", _RUNNER, str(os.getpid()), program, *argv[1:]],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, cwd="/", close_fds=True)
     except OSError as error:
-        _log(log_path, f"{what}: {escaped(argv[0])} could not start: {error.strerror}")
+        _log(log_path, [f"{what}: {escaped(argv[0])} could not start: {error.strerror}"])
         return None
-    _track(process)
-    _log(log_path, f"{what}: started {escaped(program)} (pid {process.pid})")
+    if entry is not None:
+        entry.process = process
+        if entry.asked_to_end:  # its tunnel went down while it started
+            process.send_signal(signal.SIGTERM)
+    _log(log_path, [f"{what}: started {escaped(program)} (pid {process.pid})"])
     expired = threading.Event()
 
-    def kill() -> None:
+    def expire() -> None:
         expired.set()
-        # Its own session and group: everything it started goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            process.send_signal(signal.SIGTERM)
 
-    timer = threading.Timer(timeout, kill)
+    timer = threading.Timer(timeout, expire)
     timer.daemon = True
     timer.start()
+    output = _Output(log_path, what)
     try:
-        for raw in process.stdout or ():  # ends when every process of the group closed it
-            line = raw.decode("utf-8", "replace").rstrip("\n")[:MAX_LINE]
-            _log(log_path, f"{what}: | {escaped(line)}")
+        assert process.stdout is not None  # noqa: S101 - asked for above
+        fd = process.stdout.fileno()
+        while chunk := os.read(fd, _CHUNK):  # ends once every process of the hook is gone
+            output.feed(chunk)
+        output.close()
         code = process.wait()
     finally:
         timer.cancel()
+        if process.stdout is not None:
+            process.stdout.close()
     if expired.is_set():
-        _log(log_path, f"{what}: killed after {timeout:g} s")
+        _log(log_path, [f"{what}: killed after {timeout:g} s, with everything it started"])
         return None
-    _log(log_path, f"{what}: exited with status {code}")
+    if entry is not None and entry.asked_to_end:
+        _log(log_path, [f"{what}: ended with its tunnel or the engine, with everything it "
+                        "started"])
+        return None
+    _log(log_path, [f"{what}: exited with status {code}"])
     return code

@@ -63,10 +63,9 @@ class Host(Protocol):
 
 
 def _size(path: Path | None) -> int:
-    try:
-        return path.stat().st_size if path is not None else 0
-    except OSError:
-        return 0
+    from sshwrap.runtime.observe.logs import end_offset
+
+    return end_offset(path) if path is not None else 0  # logical, as LogReader reads it
 
 
 def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],

@@ -203,7 +203,8 @@ class Supervisor(ClientOwner):
         if self.profile is not None:
             from sshwrap.runtime.supervise import hooks
 
-            hooks.run_for(self.profile, event, self.env, self.paths.log(self.name))
+            hooks.run_for(self.profile, event, self.env, self.paths.log(self.name),
+                          self.store.dirs if self.store is not None else ())
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._stopping:

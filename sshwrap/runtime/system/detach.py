@@ -40,7 +40,7 @@ ENGINE_ENVIRONMENT = PROCESS_ENVIRONMENT | {
     "DBUS_SESSION_BUS_ADDRESS", "PYTHON_KEYRING_BACKEND",
     "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
     "PYTHONPYCACHEPREFIX", "PYTHONUTF8", "PYTHONSAFEPATH",
-    "SSHWRAP_PROFILES", "SSHWRAP_NETWATCH", "SSHWRAP_DEBUG",
+    "SSHWRAP_PROFILES", "SSHWRAP_NETWATCH", "SSHWRAP_DEBUG", "SSHWRAP_LOG_CAP",
 }
 #: What an ssh or plink client keeps (every one sshwrap starts: a tunnel's, a shared master,
 #: ``ssh -O``, a check's login, ``ssh -G``, a host-key fetch), besides its own askpass
