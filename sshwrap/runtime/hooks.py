@@ -37,7 +37,9 @@ def hook_env(profile: Profile, event: Event, base: Mapping[str, str] | None) -> 
     from sshwrap.runtime.auth import ASKPASS_ENV
 
     # Neither the password's variable nor the askpass channel: a hook never gets a secret.
-    for name in (*ASKPASS_ENV, profile.password_env or ""):
+    from sshwrap.runtime.questions import PROMPT_ENV
+
+    for name in (*ASKPASS_ENV, PROMPT_ENV, profile.password_env or ""):
         env.pop(name, None)
     env.update(SSHWRAP_TUNNEL=profile.name, SSHWRAP_STATE=event.to_state,
                SSHWRAP_REASON=event.reason)

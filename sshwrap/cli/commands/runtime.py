@@ -78,14 +78,17 @@ def up(
       sshwrap up --tag database --wait 60
     """
     from sshwrap.cli.commands.auth import terminal_asker
+    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.questions import terminal_questions
     from sshwrap.runtime.tunnels import up as run_up
     from sshwrap.store import ProfileStore
 
     progress = _progress_printer()
-    report = run_up(ProfileStore.from_option(profiles), names or [], all_profiles=all_profiles,
-                    tag=tag, wait=wait, progress=progress,
-                    ask_secret=terminal_asker(password=ask_password, passphrase=ask_passphrase),
-                    share=share)
+    with terminal_questions(StatePaths.from_env().root):
+        report = run_up(ProfileStore.from_option(profiles), names or [],
+                        all_profiles=all_profiles, tag=tag, wait=wait, progress=progress,
+                        ask_secret=terminal_asker(password=ask_password,
+                                                  passphrase=ask_passphrase), share=share)
     return _finish(report, json_out, progress)
 
 
@@ -119,13 +122,16 @@ def restart(
     profiles: ProfilesOpt = None,
 ) -> int:
     """Stop and start tunnels again, applying changed profiles."""
+    from sshwrap.runtime.paths import StatePaths
+    from sshwrap.runtime.questions import terminal_questions
     from sshwrap.runtime.served import restart_report
     from sshwrap.store import ProfileStore
 
     progress = _progress_printer()
-    report = restart_report(ProfileStore.from_option(profiles), names or [],
-                            all_profiles=all_profiles, tag=tag, wait=wait,
-                            progress=progress)
+    with terminal_questions(StatePaths.from_env().root):
+        report = restart_report(ProfileStore.from_option(profiles), names or [],
+                                all_profiles=all_profiles, tag=tag, wait=wait,
+                                progress=progress)
     return _finish(report, json_out, progress)
 
 
