@@ -152,15 +152,14 @@ def run_express(args: list[str]) -> int | None:
 
 
 def _questions(request: dict[str, Any], root: str) -> Any:
-    """While a start runs, the server's questions (a one-time code) are asked on this
-    terminal, relayed by the engine (runtime/questions.py); nothing without a terminal."""
-    if request["op"] not in ("up", "restart") or not sys.stdin.isatty():
-        import contextlib
+    """A start asks the server's questions (a one-time code) on this terminal, if any."""
+    import contextlib  # a start with a terminal only: the engine relays (runtime/questions.py)
 
-        return contextlib.nullcontext()
-    from sshwrap.runtime.questions import terminal_questions
+    if request["op"] in ("up", "restart") and sys.stdin.isatty():
+        from sshwrap.runtime.questions import terminal_questions
 
-    return terminal_questions(root)
+        return terminal_questions(root)
+    return contextlib.nullcontext()
 
 
 def _connect(path: str, request: dict[str, Any], *,

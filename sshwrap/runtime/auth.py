@@ -14,7 +14,6 @@ import os
 import shlex
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -28,7 +27,14 @@ from sshwrap.core.compile.spec import LaunchSpec, prompt_options
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
 from sshwrap.runtime.paths import StatePaths
-from sshwrap.runtime.questions import AskQuestion, AskSocket, relay_of
+from sshwrap.runtime.questions import (
+    AskQuestion,
+    AskSocket,
+    TimedAsk,
+    answer_bytes,
+    note_unasked,
+    relay_of,
+)
 
 if TYPE_CHECKING:
     from sshwrap.runtime.launch import Launched
@@ -78,12 +84,6 @@ def max_prompts(profile: Profile) -> int:
     return 1 + len(profile.jump)
 
 
-#: Written to the tunnel's log when a server's question finds nobody to answer it (the
-#: diagnosis reads it; the question's own text is never written by sshwrap).
-NOBODY_TO_ASK = "sshwrap: the server asked a keyboard-interactive question and nobody can " \
-    "answer it here"
-
-
 @dataclass
 class SecretServer:
     """Answers askpass prompts of one kind with ``secret`` over a private unix socket, and
@@ -109,8 +109,7 @@ class SecretServer:
     questions_answered: list[str] = field(default_factory=list, init=False)
     _socket: AskSocket | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _asking: float = field(default=0.0, init=False)
-    _asked_at: float | None = field(default=None, init=False)
+    _timed: TimedAsk | None = field(default=None, init=False)
 
     @property
     def _dir(self) -> Path | None:
@@ -131,13 +130,13 @@ class SecretServer:
 
     def asking_time(self) -> float:
         """Seconds spent waiting for a person's answers (a start's deadline excludes them)."""
-        since = self._asked_at
-        return self._asking + (time.monotonic() - since if since is not None else 0.0)
+        return self._timed.elapsed() if self._timed is not None else 0.0
 
     def start(self) -> SecretServer:
         from sshwrap.runtime.launch import keep_memory_private
 
         keep_memory_private()  # the secret lives in this process's memory from now on
+        self._timed = TimedAsk(self.ask) if self.ask is not None else None
         self._socket = AskSocket(self._reply, self.root, done=self._done)
         self._socket.start()
         script = (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "
@@ -162,30 +161,17 @@ class SecretServer:
                     and len(self.answered) < self.max_answers:
                 self.answered.append(prompt)
                 return askpass.ANSWER + self.secret.encode()
-            if not is_server_question(prompt) or seen or self.ask is None:
+            timed = self._timed
+            if not is_server_question(prompt) or seen or timed is None:
                 self.refused.append(prompt)
-                if is_server_question(prompt) and self.ask is None \
+                if is_server_question(prompt) and timed is None \
                         and self.on_unasked is not None:
                     self.on_unasked()
                 return askpass.REFUSED
             self.asked.append(prompt)
-        answer = self._asked(self.ask, prompt)
-        if answer is None or "\n" in answer or "\0" in answer:
-            self.refused.append(prompt)
-            return askpass.REFUSED
-        self.questions_answered.append(prompt)
-        return askpass.ANSWER + answer.encode()
-
-    def _asked(self, ask: AskQuestion, prompt: str) -> str | None:
-        """The answer of a person (None if they gave up, or ``ask`` raised)."""
-        self._asked_at = time.monotonic()
-        try:
-            return ask(prompt)
-        except Exception:  # a callback that raises gives up: the question is refused
-            return None
-        finally:
-            self._asking += time.monotonic() - self._asked_at
-            self._asked_at = None
+        answer = timed(prompt)
+        (self.refused if answer is None else self.questions_answered).append(prompt)
+        return answer_bytes(answer)
 
     def close(self) -> None:
         if self._socket is not None:
@@ -370,9 +356,8 @@ class ClientStarter:
     ``start`` opens the launch context (askpass socket, password pipe, pinned key), compiles
     and spawns; ``settle`` closes it once the client is verified or has failed. A new
     ``start`` settles the previous one first, and the askpass socket closes itself after its
-    answers. The server's questions are answered on the first start only, through ``ask``
-    or the asker's terminal named in ``base_env`` (questions.PROMPT_ENV): a restart has
-    nobody to ask, and fails at once on a question instead of trying the server again.
+    answers. The server's questions are answered on the first start only (``ask``, or the
+    asker's terminal in ``base_env``): a restart has nobody to ask, and fails at once.
     """
 
     def __init__(self, secret: str | None, state_root: Path, *,
@@ -407,16 +392,9 @@ class ClientStarter:
 
     def asking_time(self) -> float:
         """Seconds the current start has waited for a person's answers."""
-        server = self._server
-        return server.asking_time() if server is not None else 0.0
+        return self._server.asking_time() if self._server is not None else 0.0
 
     def settle(self) -> None:
         context, self._context = self._context, None
         if context is not None:
             context.__exit__(None, None, None)
-
-
-def note_unasked(log_path: Path) -> None:
-    """Say in the tunnel's log that a question found nobody to answer it (see diagnose)."""
-    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
-        log.write(NOBODY_TO_ASK + "\n")

@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,40 @@ class AskSocket:
                 self.folder.rmdir()
 
 
+class TimedAsk:
+    """Asks a person through ``ask``, and keeps how long they took (a start's deadline does
+    not count it). A question given up on (None, or ``ask`` raised) is refused."""
+
+    def __init__(self, ask: AskQuestion) -> None:
+        self.ask = ask
+        self._spent = 0.0
+        self._since: float | None = None
+
+    def __call__(self, prompt: str) -> str | None:
+        self._since = time.monotonic()
+        try:
+            answer = self.ask(prompt)
+        except Exception:  # a callback that raises gives up: the question is refused
+            return None
+        finally:
+            self._spent += time.monotonic() - self._since
+            self._since = None
+        return None if answer is None or "\n" in answer or "\0" in answer else answer
+
+    def elapsed(self) -> float:
+        since = self._since
+        return self._spent + (time.monotonic() - since if since is not None else 0.0)
+
+
+def note_unasked(log_path: Path) -> None:
+    """Say in the tunnel's log that a question found nobody to answer it (the diagnosis
+    reads it; the question's own text is never written by sshwrap)."""
+    from sshwrap.core.diagnose.patterns import NOBODY_TO_ASK
+
+    with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as log:
+        log.write(NOBODY_TO_ASK + "\n")
+
+
 def relayed(path: str, tunnel: str) -> AskQuestion:
     """The engine's side of the relay: asks each question of ``tunnel`` at the socket
     ``path`` of the command that asked for the start; None when it is gone or refuses."""
@@ -169,7 +204,7 @@ class TerminalPrompter:
                 answer = getpass.getpass(f"{escaped(text).rstrip()} ")
             except (EOFError, OSError):
                 return None
-        return None if "\n" in answer or "\0" in answer else answer
+        return answer
 
     def restore(self) -> None:
         """Give the terminal back as it was (echo on), even if a question was cut short."""
