@@ -39,7 +39,8 @@ CLOSED = re.compile(r"^Connection to (?P<host>\S+) closed by remote host\.?$|"
                     r"^Timeout, server (?P<host3>\S+) not responding\.?$")
 PLINK_FATAL = re.compile(r"^FATAL ERROR: (?P<reason>.+)$")
 #: A method the server accepted while it still requires another (AuthenticationMethods).
-SSH_PARTIAL = re.compile(r'^debug\d: Authenticated using "(?P<method>[^"]+)" with partial success')
+SSH_PARTIAL = re.compile(
+    r'^(?:debug\d: )?Authenticated using "(?P<method>[^"]+)" with partial success')
 SSH_KBDINT_TRIED = "debug1: Next authentication method: keyboard-interactive"
 PLINK_PARTIAL = "Further authentication required"
 #: What sshwrap writes in the tunnel's log when a server's question finds nobody to answer it.
