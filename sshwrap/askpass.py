@@ -16,13 +16,24 @@ MAX_ANSWER = 64 * 1024
 #: The first byte of the server's reply.
 ANSWER = b"A"
 REFUSED = b"R"
+#: How long an answer may take: a password comes at once, a one-time code from a person.
+TIMEOUT = 300.0
 
 
-def ask(socket_path: str, prompt: str, timeout: float = 10.0) -> bytes | None:
-    """The answer to ``prompt``, or None when sshwrap refuses to answer it."""
+def _same_user(conn: socket.socket) -> bool:
+    """The server at the other end runs as this user (SO_PEERCRED: pid, uid, gid)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder) == os.geteuid()
+
+
+def ask(socket_path: str, prompt: str, timeout: float = TIMEOUT) -> bytes | None:
+    """The answer to ``prompt``, or None when sshwrap refuses to answer it (or the socket
+    is served by another user)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         conn.connect(socket_path)
+        if not _same_user(conn):
+            return None
         conn.sendall(prompt.encode("utf-8", "replace")[:4096] + b"\n")
         conn.shutdown(socket.SHUT_WR)
         reply = b""

@@ -39,6 +39,7 @@ class HostSpec:
     sshd_config: tuple[tuple[str, str], ...] = ()  # sshd_config lines added to the defaults
     password_login: bool = False  # the guide's user logs in to its sshd with a password only
     dropbear: str = ""  # a segment: Dropbear listens on port 22 of that address only
+    pam_sshd: str = ""  # the host's own /etc/pam.d/sshd (e.g. a one-time code with UsePAM)
 
 
 #: The hosts of the two classic guides. Segments have no routing between them: a host reaches
@@ -232,6 +233,9 @@ class NetLab:
         lines += [f"{addr}\t{name}" for name, addr in self.neighbours(host).items()]
         (etc / "hosts").write_text("\n".join(lines) + "\n")
         (etc / "resolv.conf").write_text("options timeout:1 attempts:1\n")
+        if host.spec.pam_sshd:
+            (etc / "pam.d").mkdir(exist_ok=True)
+            (etc / "pam.d" / "sshd").write_text(host.spec.pam_sshd)
         if not host.spec.sshd:
             # Client hosts get a global ssh_config (it replaces /etc/ssh inside the namespace)
             # naming the lab's key and known_hosts, so plain profiles work unchanged there.

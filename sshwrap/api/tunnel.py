@@ -21,6 +21,7 @@ from typing import IO, Any
 from sshwrap.api.forwards import ForwardSpec, OpenForward
 from sshwrap.core.model import AuthMethod, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import SshwrapError
+from sshwrap.runtime.client.questions import AskQuestion
 from sshwrap.runtime.observe.results import TunnelState, TunnelStatus
 from sshwrap.runtime.supervise.supervisor import Supervisor
 from sshwrap.runtime.system.paths import StatePaths
@@ -72,6 +73,14 @@ class Tunnel:
     socket) or ``password_env`` authenticate by password; ``passphrase`` unlocks an
     encrypted ``identity_file``.
 
+    ``prompt`` answers the server's own questions (keyboard-interactive, after the key or
+    password: ``Verification code:`` of a one-time code): ``prompt(text)`` gets the question
+    as ssh words it, ``(user@host) Verification code: `` (server text: escape it before
+    showing it, e.g. with ``sshwrap.textsafe.escaped``), and returns the answer, or raises
+    (or returns None) to give up. It runs in the tunnel's worker thread, also under
+    ``async with``; each question is asked at most once, on the first start only: a restart
+    that meets a question fails (``AuthFailed``), as does any start without ``prompt``.
+
     ``with Tunnel(...) as t`` (or ``async with``, or ``start()``) returns once every forward
     is verified exactly as ``sshwrap up`` verifies it; leaving the block (also by an
     exception or KeyboardInterrupt), ``stop()`` or the end of the process ends the client
@@ -82,7 +91,8 @@ class Tunnel:
     def __init__(self, host: str | None = None, *, forwards: Sequence[ForwardSpec] = (),
                  jump: Sequence[str] = (), password: str | None = None,
                  passphrase: str | None = None, name: str | None = None,
-                 wait: float = DEFAULT_WAIT, **keys: Any) -> None:
+                 wait: float = DEFAULT_WAIT, prompt: AskQuestion | None = None,
+                 **keys: Any) -> None:
         from sshwrap.core.parse import parse_profile
 
         if host is not None:
@@ -97,10 +107,10 @@ class Tunnel:
             keys["options"] = dict(keys["options"])
         name = name or f"python-{os.getpid()}-{next(_numbers)}"
         self._init(parse_profile(name, keys), wait=wait, password=password,
-                   passphrase=passphrase)
+                   passphrase=passphrase, prompt=prompt)
 
     def _init(self, profile: Profile, *, wait: float, password: str | None,
-              passphrase: str | None) -> None:
+              passphrase: str | None, prompt: AskQuestion | None = None) -> None:
         from sshwrap.runtime.client.auth import secret_for
         from sshwrap.usecases.selection import check_wait
 
@@ -110,6 +120,7 @@ class Tunnel:
         given = password if profile.auth is AuthMethod.PASSWORD else passphrase
         self._secret = secret_for(self.profile, lambda _p: given)
         self.wait = wait
+        self._prompt = prompt
         self._lock = threading.Lock()
         self._starting = threading.Lock()
         self._supervisor: Supervisor | None = None
@@ -120,12 +131,14 @@ class Tunnel:
     @classmethod
     def from_profile(cls, name_or_path: str, *, password: str | None = None,
                      passphrase: str | None = None, wait: float = DEFAULT_WAIT,
-                     profiles_dir: Sequence[str | os.PathLike[str]] | None = None) -> Tunnel:
+                     profiles_dir: Sequence[str | os.PathLike[str]] | None = None,
+                     prompt: AskQuestion | None = None) -> Tunnel:
         """A saved profile, found as the command line finds it (or a path to a .toml file)."""
         dirs = [Path(d) for d in profiles_dir] if profiles_dir else None
         profile = ProfileStore.from_option(dirs).load(str(name_or_path))
         tunnel = cls.__new__(cls)
-        tunnel._init(profile, wait=wait, password=password, passphrase=passphrase)
+        tunnel._init(profile, wait=wait, password=password, passphrase=passphrase,
+                     prompt=prompt)
         return tunnel
 
     def __repr__(self) -> str:
@@ -208,7 +221,7 @@ class Tunnel:
             self._supervisor = Supervisor(
                 self.profile, paths,
                 first_wait=self.wait, foreground=False, secret=self._secret, log=self._log,
-                on_first_result=first.put)
+                on_first_result=first.put, ask=self._prompt)
             # The client dies with the thread that spawned it (parent-death signal): the
             # supervisor's thread, which lives exactly as long as the tunnel.
             thread = self._thread = threading.Thread(

@@ -130,14 +130,15 @@ def run_express(args: list[str]) -> int | None:
         return None  # no engine (and none started): the full command line runs it
     conn, started = connected
     try:
-        request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
-        from sshwrap.cli import jsonline
+        with _questions(request, root):
+            request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
+            from sshwrap.cli import jsonline
 
-        try:
-            conn.sendall(jsonline.dumps(request).encode() + b"\n")
-            code = _follow(_Lines(conn), show_progress=request["progress"])
-        except (ConnectionResetError, BrokenPipeError):
-            return None  # the engine was exiting and never read it: the full command line
+            try:
+                conn.sendall(jsonline.dumps(request).encode() + b"\n")
+                code = _follow(_Lines(conn), show_progress=request["progress"])
+            except (ConnectionResetError, BrokenPipeError):
+                return None  # the engine was exiting and never read it: the full command line
     finally:
         conn.close()
     if code and started:
@@ -148,6 +149,17 @@ def run_express(args: list[str]) -> int | None:
 
         daemon.stop_if_idle(StatePaths.from_env())
     return code
+
+
+def _questions(request: dict[str, Any], root: str) -> Any:
+    """A start asks the server's questions (a one-time code) on this terminal, if any."""
+    import contextlib  # a start with a terminal only: the engine relays (client/questions.py)
+
+    if request["op"] in ("up", "restart") and sys.stdin.isatty():
+        from sshwrap.runtime.client.questions import terminal_questions
+
+        return terminal_questions(root)
+    return contextlib.nullcontext()
 
 
 def _connect(path: str, request: dict[str, Any], *,

@@ -21,6 +21,7 @@ from sshwrap.usecases.check_steps import (
 
 if TYPE_CHECKING:
     from sshwrap.runtime.client.auth import AskSecret
+    from sshwrap.runtime.client.questions import AskQuestion
 
 
 def _secret_step(profile: Profile, ask: AskSecret | None,
@@ -37,11 +38,13 @@ def _secret_step(profile: Profile, ask: AskSecret | None,
 def run_check(store: ProfileStore, name: str, paths: StatePaths | None = None,
               on_step: Callable[[CheckStep], None] | None = None, *,
               ask_secret: AskSecret | None = None,
-              environ: Mapping[str, str] | None = None) -> CheckReport:
+              environ: Mapping[str, str] | None = None,
+              ask_question: AskQuestion | None = None) -> CheckReport:
     """Every step, in path order; a failing step makes the steps that need it skip.
 
     An unknown or unreadable profile raises InvalidInput (bad input, exit 2): there is no
-    path to walk. ``ask_secret`` and ``environ`` give the password as ``up`` gets it.
+    path to walk. ``ask_secret`` and ``environ`` give the password as ``up`` gets it;
+    ``ask_question`` answers the server's questions (a one-time code) as ``up``'s terminal.
     """
     from sshwrap.usecases.check_gateway import auth_step, hop_steps
     from sshwrap.usecases.check_tunnel import tunnel_steps
@@ -80,7 +83,7 @@ def run_check(store: ProfileStore, name: str, paths: StatePaths | None = None,
     if missing is not None:
         add(missing)
     elif reachable:
-        add(auth_step(profile, secret, paths))
+        add(auth_step(profile, secret, paths, ask=ask_question))
     else:
         add(skipped("authenticate", "the first hop is not reachable", GATEWAY))
     add(*tunnel_steps(profile, paths))

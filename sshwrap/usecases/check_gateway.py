@@ -12,6 +12,7 @@ from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.diagnose import Diagnosis, Segment, diagnose_log, unknown_failure
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import SshwrapError
+from sshwrap.runtime.client.questions import AskQuestion
 from sshwrap.runtime.system.detach import client_environment
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.usecases.check_steps import (
@@ -114,14 +115,18 @@ def _authenticated(profile: Profile, log_text: str) -> bool:
     return log_text.count("Authenticated to ") >= len(profile.jump) + 1
 
 
-def _how(profile: Profile, secret: str | None) -> str:
+def _how(profile: Profile, secret: str | None, questions: int = 0) -> str:
     user = f" as {profile.user}" if profile.user else ""
+    then = "" if not questions else ", then a one-time code" if questions == 1 \
+        else f", then {questions} answers to the server's questions"
     if profile.auth is AuthMethod.PASSWORD:
         source = (f"${profile.password_env}" if profile.password_env
                   else "the keyring" if profile.password_keyring else "the terminal")
-        return f"logged in{user} with the password (from {source}), as 'up' does"
+        return f"logged in{user} with the password (from {source}){then}, as 'up' does"
     if secret is not None:
-        return f"logged in{user} with the key and its passphrase, as 'up' does"
+        return f"logged in{user} with the key and its passphrase{then}, as 'up' does"
+    if then:
+        return f"logged in{user} with the key{then}, as 'up' does"
     return f"logged in{user} with the profile's key or agent, as 'up' does"
 
 
@@ -140,8 +145,12 @@ def diagnosis_segment(diagnosis: Diagnosis, profile: Profile) -> str:
     return GATEWAY
 
 
-def _run_login(profile: Profile, secret: str | None, paths: StatePaths, log: Path) -> bool:
-    """Run the login; False when it did not end within AUTH_TIMEOUT (it is stopped)."""
+def _run_login(profile: Profile, secret: str | None, paths: StatePaths, log: Path,
+               ask: AskQuestion | None = None) -> tuple[bool, int]:
+    """Run the login; False when it did not end within AUTH_TIMEOUT (it is stopped), not
+    counting the time a person took to answer; and how many questions were answered."""
+    import time
+
     from sshwrap.machine import host_facts
     from sshwrap.runtime.client.auth import prepared_launch
     from sshwrap.runtime.client.launch import stop_group
@@ -150,30 +159,39 @@ def _run_login(profile: Profile, secret: str | None, paths: StatePaths, log: Pat
     paths.ensure()
     # The same PUTTYDIR, pinned keys, client config and password channel as 'up'.
     with prepared_launch(quiet, host_facts(), secret, state_root=paths.root,
-                         spec=spec) as prepared, log.open("ab") as handle:
+                         spec=spec, ask=ask) as prepared, log.open("ab") as handle:
+        server = prepared.server
         proc = subprocess.Popen(prepared.argv, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=handle, env=prepared.env,
                                 pass_fds=prepared.pass_fds, start_new_session=True)
-        try:
-            proc.wait(AUTH_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            stop_group(proc.pid, timeout=2.0)
-            proc.wait()
-            return False
-    return True
+        began = time.monotonic()
+        while proc.poll() is None:
+            asking = server.asking_time() if server is not None else 0.0
+            if time.monotonic() - began - asking >= AUTH_TIMEOUT:
+                stop_group(proc.pid, timeout=2.0)
+                proc.wait()
+                return False, 0
+            try:
+                proc.wait(0.2)
+            except subprocess.TimeoutExpired:
+                continue
+        answered = len(server.questions_answered) if server is not None else 0
+    return True, answered
 
 
-def auth_step(profile: Profile, secret: str | None, paths: StatePaths) -> CheckStep:
+def auth_step(profile: Profile, secret: str | None, paths: StatePaths,
+              ask: AskQuestion | None = None) -> CheckStep:
+    """Log in as ``up`` does; ``ask`` answers the server's questions (a one-time code)."""
     name = "authenticate" + (" through the jump hosts" if profile.jump else "")
     with tempfile.TemporaryDirectory(prefix="sshwrap-check-") as tmp:
         log = Path(tmp) / "auth.log"
         try:
-            finished = _run_login(profile, secret, paths, log)
+            finished, questions = _run_login(profile, secret, paths, log, ask)
         except SshwrapError as exc:
             return failed(name, exc.message, exc.hint, GATEWAY)
         text = log.read_text(errors="replace") if log.exists() else ""
     if _authenticated(profile, text):
-        return passed(name, _how(profile, secret), GATEWAY)
+        return passed(name, _how(profile, secret, questions), GATEWAY)
     if not finished:
         return failed(name, f"no answer within {AUTH_TIMEOUT:g} s",
                       "a hop may be hanging; see 'sshwrap logs' after 'sshwrap up'", GATEWAY)

@@ -119,15 +119,19 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     env = asker_env(profile, environ)  # auth: never hand the password variable on
     message = {"op": "start", "name": name, "wait": wait, "dirs": dirs, "env": env,
                "secret": secret, "share": share}
+    from sshwrap.runtime.client.questions import ANSWER_TIMEOUT, PROMPT_ENV
+
+    # A person may be asked a question (a one-time code): the start waits for them too.
+    timeout = wait + SUPERVISOR_GRACE + (ANSWER_TIMEOUT if env.get(PROMPT_ENV) else 0.0)
     try:
-        answer = daemon.start_request(paths, message, timeout=wait + SUPERVISOR_GRACE)
+        answer = daemon.start_request(paths, message, timeout=timeout)
     except BaseException as error:
         with contextlib.suppress(OSError, ValueError):
             daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN)
         state.remove_record(paths, name)
         if isinstance(error, TimeoutError):
             raise NotReady(f"{name}: the engine did not report the tunnel ready within "
-                           f"{wait + SUPERVISOR_GRACE:g} s", hint=f"see 'sshwrap logs {name}'") \
+                           f"{timeout:g} s", hint=f"see 'sshwrap logs {name}'") \
                 from None
         if isinstance(error, daemon.Unreachable):
             raise StateConflict(f"{name}: the engine went away: {error}",

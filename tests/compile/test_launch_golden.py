@@ -48,6 +48,10 @@ CASES: dict[str, tuple[Profile, LaunchSpec]] = {
     # A key's passphrase through askpass: never sent to a server as a password.
     "passphrase": (_profile("passphrase", identity_file="~/.ssh/id_ed25519"),
                    _tunnel("passphrase", answers_prompts=True)),
+    # A key, and the server's questions (a one-time code) for a person: keyboard-interactive
+    # on, one attempt, passwords still off.
+    "question": (_profile("question", identity_file="~/.ssh/id_ed25519"),
+                 _tunnel("question", answers_prompts=True, answers_questions=True)),
     # A pinned host key: sshwrap's own known_hosts with only that key, before the profile's.
     "pinned": (_profile("pinned", host_key=FP, options={"ConnectTimeout": 5}),
                _tunnel("pinned", pinned_known_hosts=f"{STATE}/known_hosts/pinned")),

@@ -52,12 +52,19 @@ def check(
     """
     from sshwrap.cli.commands.auth import terminal_asker
     from sshwrap.cli.render import diagnostics as _render  # noqa: F401
+    from sshwrap.runtime.client.questions import TerminalPrompter, has_terminal
     from sshwrap.store import ProfileStore
     from sshwrap.usecases.check import run_check
 
-    report = run_check(ProfileStore.from_option(profiles), name,
-                       ask_secret=terminal_asker(password=ask_password,
-                                                 passphrase=ask_passphrase))
+    prompter = TerminalPrompter() if has_terminal() else None
+    try:
+        report = run_check(ProfileStore.from_option(profiles), name,
+                           ask_secret=terminal_asker(password=ask_password,
+                                                     passphrase=ask_passphrase),
+                           ask_question=prompter)
+    finally:
+        if prompter is not None:
+            prompter.restore()
     emit(report, as_json=json_out)
     return ExitCode.OK if report.ok else ExitCode.UNHEALTHY
 

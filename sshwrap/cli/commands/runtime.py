@@ -80,14 +80,17 @@ def up(
       sshwrap up --tag database --wait 60
     """
     from sshwrap.cli.commands.auth import terminal_asker
+    from sshwrap.runtime.client.questions import terminal_questions
+    from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
     from sshwrap.usecases.up import up as run_up
 
     progress = _progress_printer()
-    report = run_up(ProfileStore.from_option(profiles), names or [], all_profiles=all_profiles,
-                    tag=tag, wait=wait, progress=progress,
-                    ask_secret=terminal_asker(password=ask_password, passphrase=ask_passphrase),
-                    share=share)
+    with terminal_questions(StatePaths.from_env().root):
+        report = run_up(ProfileStore.from_option(profiles), names or [],
+                        all_profiles=all_profiles, tag=tag, wait=wait, progress=progress,
+                        ask_secret=terminal_asker(password=ask_password,
+                                                  passphrase=ask_passphrase), share=share)
     return _finish(report, json_out, progress)
 
 
@@ -121,13 +124,16 @@ def restart(
     profiles: ProfilesOpt = None,
 ) -> int:
     """Stop and start tunnels again, applying changed profiles."""
+    from sshwrap.runtime.client.questions import terminal_questions
+    from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
     from sshwrap.usecases.served import restart_report
 
     progress = _progress_printer()
-    report = restart_report(ProfileStore.from_option(profiles), names or [],
-                            all_profiles=all_profiles, tag=tag, wait=wait,
-                            progress=progress)
+    with terminal_questions(StatePaths.from_env().root):
+        report = restart_report(ProfileStore.from_option(profiles), names or [],
+                                all_profiles=all_profiles, tag=tag, wait=wait,
+                                progress=progress)
     return _finish(report, json_out, progress)
 
 

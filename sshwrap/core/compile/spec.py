@@ -22,6 +22,9 @@ class LaunchSpec:
     #: sshwrap answers the password or passphrase prompt (askpass, plink's password file):
     #: one prompt per hop. Otherwise ssh runs in batch mode: a prompt fails, never hangs.
     answers_prompts: bool = False
+    #: sshwrap also relays the server's questions (keyboard-interactive: a one-time code)
+    #: to a person: keyboard-interactive stays on for key profiles, one attempt per hop.
+    answers_questions: bool = False
     #: ssh: the known_hosts file holding only the pinned key of the tunnel host.
     pinned_known_hosts: str | None = None
     #: ssh: the per-tunnel client config (``-F``) that carries sshwrap's options to every
@@ -39,14 +42,18 @@ class LaunchSpec:
     hop_host_keys: tuple[tuple[str, ...], ...] = ()
 
 
-def prompt_options(profile: Profile) -> list[tuple[str, str]]:
-    """ssh options used instead of BatchMode when sshwrap answers the prompts itself."""
+def prompt_options(profile: Profile, *, questions: bool = False) -> list[tuple[str, str]]:
+    """ssh options used instead of BatchMode when sshwrap answers the prompts itself; with
+    ``questions``, the server's keyboard-interactive questions go to a person (one attempt:
+    NumberOfPasswordPrompts counts them too)."""
     options = [("NumberOfPasswordPrompts", "1")]
     if profile.auth is AuthMethod.PASSWORD:
         options.append(("PasswordAuthentication", "yes"))
     else:
-        # A passphrase must never be sent to a server as a password.
-        options += [("PasswordAuthentication", "no"), ("KbdInteractiveAuthentication", "no")]
+        # A passphrase must never be sent to a server as a password; a server's question is
+        # never answered with it (runtime/client/auth.py classify_prompt), only by a person.
+        options += [("PasswordAuthentication", "no"),
+                    ("KbdInteractiveAuthentication", "yes" if questions else "no")]
     return options
 
 
@@ -59,7 +66,8 @@ def launch_options(profile: Profile, spec: LaunchSpec) -> list[tuple[str, str]]:
     if spec.pinned_known_hosts is not None:
         options += [("UserKnownHostsFile", spec.pinned_known_hosts),
                     ("GlobalKnownHostsFile", "/dev/null"), ("UpdateHostKeys", "no")]
-    options += prompt_options(profile) if spec.answers_prompts else [("BatchMode", "yes")]
+    options += prompt_options(profile, questions=spec.answers_questions) \
+        if spec.answers_prompts else [("BatchMode", "yes")]
     if spec.connect_timeout is not None:
         options.append(("ConnectTimeout", str(spec.connect_timeout)))
     if spec.control_path is not None:

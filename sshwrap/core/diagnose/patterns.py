@@ -42,6 +42,15 @@ PLINK_FATAL = re.compile(r"^FATAL ERROR: (?P<reason>.+)$")
 CHANNEL_NEW = re.compile(r"^debug\d: channel (?P<channel>\d+): new (?P<kind>[\w-]+)")
 STDIO_FORWARD = "stdio-forward"
 
+#: A method the server accepted while it still requires another (AuthenticationMethods).
+SSH_PARTIAL = re.compile(
+    r'^(?:debug\d: )?Authenticated using "(?P<method>[^"]+)" with partial success')
+SSH_KBDINT_TRIED = "debug1: Next authentication method: keyboard-interactive"
+PLINK_PARTIAL = "Further authentication required"
+#: What sshwrap writes in the tunnel's log when a server's question finds nobody to answer it.
+NOBODY_TO_ASK = ("sshwrap: the server asked a keyboard-interactive question and nobody can "
+                 "answer it here")
+
 
 def log_lines(log_text: str) -> list[str]:
     """The log's lines with the ``\\r`` ssh writes at line ends (raw terminal mode) removed."""

@@ -151,12 +151,64 @@ def _auth_hint(profile: Profile, methods: str) -> str:
                  f"the keyring's (change it with 'sshwrap password set {profile.name}')"
                  if profile.password_keyring else "the one typed with --ask-password")
         return f"check the user and the password: sshwrap sent {where}"
+    if accepted == {"keyboard-interactive"}:
+        return (f"the server asks questions (keyboard-interactive) instead of taking the "
+                f"key: run 'sshwrap up {profile.name}' on a terminal to answer them")
     if accepted and "publickey" not in accepted:
         return (f"the server does not take keys (it accepts: {methods}): set "
                 "auth = \"password\" and password_env")
     return ("check the user and identity_file, that the key is in the server's "
             "authorized_keys, and that an encrypted key is loaded in ssh-agent (or run "
             "with --ask-passphrase)")
+
+
+_ACCEPTED = {"publickey": "the key", "password": "the password",
+             "keyboard-interactive": "the first answers", "hostbased": "the host"}
+
+
+def _second_factor(ctx: Context, index: int, hop: PathHop, who: str,
+                   details: dict[str, str]) -> Diagnosis | None:
+    """A login that failed after a partial success (the key or password accepted, another
+    method still required, most often keyboard-interactive: a one-time code); None if not.
+    Never a password hint: no password helps a second factor."""
+    before: list[str] = []
+    for line in reversed(ctx.lines[:index]):
+        if p.CONNECTING.match(line) or p.AUTHENTICATED.match(line):
+            break  # an earlier hop's lines
+        before.append(line)
+    partial = [m for m in map(p.SSH_PARTIAL.match, before) if m]
+    plink = any(line.startswith(p.PLINK_PARTIAL) for line in before)
+    if not partial and not plink:
+        return None
+    accepted = _ACCEPTED.get(partial[0]["method"], partial[0]["method"]) if partial \
+        else "the first method"
+    required = details.get("methods", "") or "keyboard-interactive"
+    name = ctx.profile.name
+    head = f"the {hop.label} accepted {accepted}{who}, but also requires {required}"
+    if "keyboard-interactive" not in required:
+        return Diagnosis(FailureKind.AUTH_FAILED, Segment.GATEWAY, hop.label,
+                         f"{head}, which sshwrap cannot do here",
+                         "ask the server's administrator which methods it requires",
+                         {**details, "required": required}, name)
+    if plink:
+        return Diagnosis(FailureKind.AUTH_FAILED, Segment.GATEWAY, hop.label,
+                         f"{head} (a second factor such as a one-time code), and plink "
+                         "cannot answer such questions under sshwrap",
+                         "set client = \"ssh\": sshwrap asks ssh's questions on your terminal",
+                         {**details, "required": required}, name)
+    tried = p.SSH_KBDINT_TRIED in before and p.NOBODY_TO_ASK not in ctx.lines
+    if tried:
+        return Diagnosis(FailureKind.AUTH_FAILED, Segment.GATEWAY, hop.label,
+                         f"{head}: it refused the answer to its second factor (a wrong or "
+                         "expired one-time code?)",
+                         f"run 'sshwrap up {name}' again with a fresh code (each start "
+                         "answers once: no retry can lock the account)",
+                         {**details, "required": required}, name)
+    return Diagnosis(FailureKind.AUTH_FAILED, Segment.GATEWAY, hop.label,
+                     f"{head}: it needs a one-time code (or another answer) from a person, "
+                     "and nobody could be asked",
+                     f"run 'sshwrap up {name}' on a terminal and answer the server's question",
+                     {**details, "required": required}, name)
 
 
 def _rule_auth(ctx: Context) -> Diagnosis | None:
@@ -177,6 +229,9 @@ def _rule_auth(ctx: Context) -> Diagnosis | None:
             details["methods"] = methods
         if user:
             details["user"] = user
+        second = _second_factor(ctx, i, hop, who, details)
+        if second is not None:
+            return second
         offered = f" (the server accepts: {methods})" if methods else ""
         return Diagnosis(
             FailureKind.AUTH_FAILED, Segment.GATEWAY, hop.label,

@@ -1,10 +1,8 @@
-"""Deliver a password or key passphrase to ssh or plink without it touching argv, env or disk.
+"""Deliver a password, passphrase or answer to ssh or plink without it touching argv, env or disk.
 
-ssh gets it through an askpass program sshwrap controls: ssh runs the program with the prompt
-as its argument, the program asks a private unix socket served by the process that holds the
-secret, prints the answer and exits. The server answers each prompt at most once, refuses
-prompts of the wrong kind, says "no" to every host-key question, and removes its socket once
-it has answered what it may. plink reads it with ``-pwfile`` from a pipe, so it is never a file.
+ssh gets it through an askpass program sshwrap controls, which asks a private unix socket served
+by the process that holds the secret. Each prompt is answered at most once, prompts of the wrong
+kind are refused, every host-key question gets "no". plink reads ``-pwfile`` from a pipe.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -27,32 +24,52 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.compile.spec import LaunchSpec, prompt_options
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
+from sshwrap.runtime.client.questions import (
+    PROMPT_ENV,
+    AskQuestion,
+    AskSocket,
+    TimedAsk,
+    answer_bytes,
+    note_unasked,
+    relay_of,
+)
 from sshwrap.runtime.system.paths import StatePaths
-from sshwrap.runtime.system.sockets import peer_is_same_user
 
 if TYPE_CHECKING:
     from sshwrap.runtime.client.launch import Launched
 
-#: The askpass channel of a client: set by sshwrap for the client it serves, never passed on.
-ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV)
-ACCEPT_TIMEOUT = 0.2
+#: The askpass channels: a client's (set by sshwrap for the client it serves) and the asking
+#: command's question socket; never passed on, to a client or a hook.
+ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV, PROMPT_ENV)
 
 
 class PromptKind(StrEnum):
     PASSWORD = "password"  # noqa: S105 - a kind of prompt, not a secret
     PASSPHRASE = "passphrase"  # noqa: S105
     HOST_KEY = "host-key"
+    #: A keyboard-interactive question that is not a password: a one-time code, a push.
+    QUESTION = "question"
     OTHER = "other"
 
 
+def is_server_question(prompt: str) -> bool:
+    """ssh words every keyboard-interactive question as ``(user@host) TEXT``: the server's
+    text, never ssh's own passphrase or host-key prompt (which never start so)."""
+    return prompt.startswith("(")
+
+
 def classify_prompt(prompt: str) -> PromptKind:
-    """What ssh asks for, from the prompt text it passes to askpass."""
+    """What ssh asks for, from the prompt text it passes to askpass. A server's question
+    is a password or a question, never a passphrase or a host key, whatever its text."""
     lowered = prompt.lower()
+    password = lowered.rstrip().endswith("password:") or "password for" in lowered
+    if is_server_question(prompt):
+        return PromptKind.PASSWORD if password else PromptKind.QUESTION
     if "continue connecting" in lowered or "fingerprint" in lowered:
         return PromptKind.HOST_KEY
     if "passphrase" in lowered:
         return PromptKind.PASSPHRASE
-    if lowered.rstrip().endswith("password:") or "password for" in lowered:
+    if password:
         return PromptKind.PASSWORD
     return PromptKind.OTHER
 
@@ -69,30 +86,40 @@ def max_prompts(profile: Profile) -> int:
 
 @dataclass
 class SecretServer:
-    """Answers askpass prompts of one kind with ``secret`` over a private unix socket.
+    """Answers askpass prompts of one kind with ``secret`` over a private unix socket, and
+    a server's questions (keyboard-interactive) through ``ask``, each at most once.
 
     Use as a context manager: the socket lives in a fresh 0700 directory under ``root`` (an
-    existing folder, judged by the caller), removed on exit or once ``max_answers`` prompts
-    have been answered. Only processes of the same user may connect (SO_PEERCRED).
+    existing folder, judged by the caller), removed on exit or, without ``ask``, once
+    ``max_answers`` prompts have been answered. Only processes of the same user may connect
+    (SO_PEERCRED). ``on_unasked`` is told when a question is refused for want of ``ask``.
     """
 
-    secret: str
+    secret: str | None
     max_answers: int = 1
     kind: PromptKind = PromptKind.PASSWORD
     root: Path | None = None
+    ask: AskQuestion | None = None
+    on_unasked: Callable[[], None] | None = None
     answered: list[str] = field(default_factory=list, init=False)
     refused: list[str] = field(default_factory=list, init=False)
-    _dir: Path | None = field(default=None, init=False)
-    _sock: socket.socket | None = field(default=None, init=False)
-    _thread: threading.Thread | None = field(default=None, init=False)
-    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    #: The questions asked through ``ask`` (answered or not), in order.
+    asked: list[str] = field(default_factory=list, init=False)
+    #: The questions whose answer went to ssh.
+    questions_answered: list[str] = field(default_factory=list, init=False)
+    _socket: AskSocket | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _timed: TimedAsk | None = field(default=None, init=False)
+
+    @property
+    def _dir(self) -> Path | None:
+        return None if self._socket is None else self._socket.folder
 
     @property
     def socket_path(self) -> Path:
-        if self._dir is None:
+        if self._socket is None:
             raise RuntimeError("the secret server is not started")
-        return self._dir / "askpass.sock"
+        return self._socket.path
 
     @property
     def program(self) -> Path:
@@ -101,93 +128,54 @@ class SecretServer:
             raise RuntimeError("the secret server is not started")
         return self._dir / "askpass"
 
+    def asking_time(self) -> float:
+        """Seconds spent waiting for a person's answers (a start's deadline excludes them)."""
+        return self._timed.elapsed() if self._timed is not None else 0.0
+
     def start(self) -> SecretServer:
         from sshwrap.runtime.client.launch import keep_memory_private
 
         keep_memory_private()  # the secret lives in this process's memory from now on
-        import tempfile  # only with a secret to serve
-        self._dir = Path(tempfile.mkdtemp(prefix="askpass-", dir=self.root))  # 0700
+        self._timed = TimedAsk(self.ask) if self.ask is not None else None
+        self._socket = AskSocket(self._reply, self.root, done=self._done)
+        self._socket.start()
         script = (f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "
                   f"{shlex.quote(askpass.__file__)} \"$@\"\n")
         fd = os.open(self.program, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with os.fdopen(fd, "w") as handle:
             handle.write(script)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket is created 0600
-        try:
-            sock.bind(str(self.socket_path))
-        finally:
-            os.umask(old_umask)
-        sock.listen(8)
-        sock.settimeout(ACCEPT_TIMEOUT)
-        self._sock = sock
-        self._thread = threading.Thread(target=self._serve, name="askpass", daemon=True)
-        self._thread.start()
         return self
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            sock = self._sock
-            if sock is None:
-                return
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                self._answer(conn)
-            if len(self.answered) >= self.max_answers:
-                self._close_socket()
-                return
+    def _done(self) -> bool:
+        return self.ask is None and len(self.answered) >= self.max_answers
 
-    def _answer(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(5)
-            if not peer_is_same_user(conn):
-                return
-            request = b""
-            while len(request) < 8192 and not request.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                request += chunk
-            prompt = request.decode("utf-8", "replace").strip()
-            kind = classify_prompt(prompt)
-            with self._lock:
-                if kind is PromptKind.HOST_KEY:
-                    # A host key is never accepted by prompt: trust it with 'sshwrap trust'.
-                    self.refused.append(prompt)
-                    conn.sendall(askpass.ANSWER + b"no")
-                    return
-                if kind is not self.kind or prompt in self.answered \
-                        or len(self.answered) >= self.max_answers:
-                    self.refused.append(prompt)
-                    conn.sendall(askpass.REFUSED)
-                    return
+    def _reply(self, prompt: str) -> bytes:
+        kind = classify_prompt(prompt)
+        with self._lock:
+            if kind is PromptKind.HOST_KEY:
+                # A host key is never accepted by prompt: trust it with 'sshwrap trust'.
+                self.refused.append(prompt)
+                return askpass.ANSWER + b"no"
+            seen = prompt in self.answered or prompt in self.asked
+            if kind is self.kind and self.secret is not None and not seen \
+                    and len(self.answered) < self.max_answers:
                 self.answered.append(prompt)
-            conn.sendall(askpass.ANSWER + self.secret.encode())
-        except OSError:
-            return
-
-    def _close_socket(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+                return askpass.ANSWER + self.secret.encode()
+            timed = self._timed
+            if not is_server_question(prompt) or seen or timed is None:
+                self.refused.append(prompt)
+                if is_server_question(prompt) and timed is None \
+                        and self.on_unasked is not None:
+                    self.on_unasked()
+                return askpass.REFUSED
+            self.asked.append(prompt)
+        answer = timed(prompt)
+        (self.refused if answer is None else self.questions_answered).append(prompt)
+        return answer_bytes(answer)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(2)
-        self._close_socket()
-        if self._dir is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.program.unlink()
-            with contextlib.suppress(OSError):
-                self._dir.rmdir()
+        if self._socket is not None:
+            self._socket.close()
 
     def __enter__(self) -> SecretServer:
         return self.start()
@@ -276,7 +264,8 @@ def secret_for(profile: Profile, ask: AskSecret | None = None,
     return secret or None
 
 
-def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, str]]:
+def hop_options(profile: Profile, *, answers_prompts: bool,
+                questions: bool = False) -> list[tuple[str, str]]:
     """What every hop needs, jump hosts included: the host-key policy and batch mode, or the
     one-prompt-per-hop settings when sshwrap answers the prompts (the client config's).
 
@@ -287,7 +276,7 @@ def hop_options(profile: Profile, *, answers_prompts: bool) -> list[tuple[str, s
 
     options = [("StrictHostKeyChecking", strict_host_key_checking(profile))]
     if answers_prompts:
-        options += prompt_options(profile)
+        options += prompt_options(profile, questions=questions)
     else:
         options.append(("BatchMode", "yes"))
     return options
@@ -306,11 +295,15 @@ class PreparedLaunch:
 @contextlib.contextmanager
 def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
                     state_root: Path, spec: LaunchSpec,
-                    base_env: Mapping[str, str] | None = None) -> Iterator[PreparedLaunch]:
+                    base_env: Mapping[str, str] | None = None,
+                    ask: AskQuestion | None = None,
+                    on_unasked: Callable[[], None] | None = None) -> Iterator[PreparedLaunch]:
     """One client start: what sshwrap adds to answer prompts and check host keys is found
     (pinned key fetched, client config written, password pipe and askpass socket opened)
     and put in the launch ``spec``, and the argv is compiled from it, once.
 
+    ``ask`` answers the server's questions (keyboard-interactive: a one-time code); without
+    it ssh runs in batch mode where it can (a key), and a question is refused at once.
     Keep the context open until the tunnel is verified: the askpass socket and the password
     pipe exist only inside it. ``base_env`` is the environment to start from (default: ours).
     """
@@ -318,7 +311,11 @@ def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
     from sshwrap.runtime.client.launch import launch_argv, write_client_config
 
     extra_env: dict[str, str] = {}
-    spec = replace(spec, answers_prompts=secret is not None)
+    if profile.client is Client.PLINK:
+        ask = None  # plink runs in batch mode: a question ends it at once (diagnosed)
+    questions = ask is not None
+    answers = secret is not None or questions
+    spec = replace(spec, answers_prompts=answers, answers_questions=questions)
     if profile.client is Client.PLINK:
         extra_env["PUTTYDIR"] = str(hostkeys.putty_dir(state_root))
         spec = replace(spec, hop_host_keys=hostkeys.hop_host_keys(profile))
@@ -326,14 +323,15 @@ def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
         pinned = hostkeys.pin_host_key(profile, state_root)
         # ssh passes -F, and only -F, on to the jump hosts: their options live in that file.
         config = write_client_config(profile, state_root,
-                                     hop_options(profile, answers_prompts=secret is not None))
+                                     hop_options(profile, answers_prompts=answers,
+                                                 questions=questions))
         spec = replace(spec, client_config=str(config),
                        pinned_known_hosts=None if pinned is None else str(pinned))
-    if secret is None:
+    if not answers:
         yield PreparedLaunch(launch_argv(profile, facts, spec),
                              client_env(profile, extra_env, base=base_env))
         return
-    if profile.client is Client.PLINK:
+    if profile.client is Client.PLINK and secret is not None:
         read_end, write_end = os.pipe()
         try:
             with os.fdopen(write_end, "wb") as writer:
@@ -346,7 +344,8 @@ def prepared_launch(profile: Profile, facts: HostFacts, secret: str | None, *,
         return
     argv = launch_argv(profile, facts, spec)
     with SecretServer(secret, max_prompts(profile), secret_kind(profile),
-                      root=StatePaths(state_root).folder(state_root / "askpass")) as server:
+                      root=StatePaths(state_root).folder(state_root / "askpass"), ask=ask,
+                      on_unasked=on_unasked) as server:
         extra_env.update(askpass_env(server))
         yield PreparedLaunch(argv, client_env(profile, extra_env, base=base_env), server=server)
 
@@ -357,31 +356,43 @@ class ClientStarter:
     ``start`` opens the launch context (askpass socket, password pipe, pinned key), compiles
     and spawns; ``settle`` closes it once the client is verified or has failed. A new
     ``start`` settles the previous one first, and the askpass socket closes itself after its
-    answers.
+    answers. The server's questions are answered on the first start only (``ask``, or the
+    asker's terminal in ``base_env``): a restart has nobody to ask, and fails at once.
     """
 
     def __init__(self, secret: str | None, state_root: Path, *,
-                 base_env: Mapping[str, str] | None = None) -> None:
+                 base_env: Mapping[str, str] | None = None,
+                 ask: AskQuestion | None = None) -> None:
         self._secret = secret
         self.state_root = state_root
         self.base_env = base_env
+        self._ask = ask
+        self._first = True
         self._context: contextlib.AbstractContextManager[PreparedLaunch] | None = None
+        self._server: SecretServer | None = None
 
     def start(self, name: str, profile: Profile, facts: HostFacts, spec: LaunchSpec,
               log_path: Path, **spawn_options: Any) -> Launched:
         from sshwrap.runtime.client.launch import spawn
 
         self.settle()
+        ask = (self._ask or relay_of(self.base_env, name)) if self._first else None
+        self._first = False
         context = prepared_launch(profile, facts, self._secret, state_root=self.state_root,
-                                  spec=spec, base_env=self.base_env)
+                                  spec=spec, base_env=self.base_env, ask=ask,
+                                  on_unasked=lambda: note_unasked(log_path))
         prepared = context.__enter__()
-        self._context = context
+        self._context, self._server = context, prepared.server
         try:
             return spawn(name, prepared.argv, log_path, env=prepared.env,
                          pass_fds=prepared.pass_fds, **spawn_options)
         except BaseException:
             self.settle()
             raise
+
+    def asking_time(self) -> float:
+        """Seconds the current start has waited for a person's answers."""
+        return self._server.asking_time() if self._server is not None else 0.0
 
     def settle(self) -> None:
         context, self._context = self._context, None

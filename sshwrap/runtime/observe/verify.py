@@ -265,10 +265,12 @@ def wait_ready(
     *,
     wait: float,
     progress: ProgressCallback | None = None,
+    paused: Callable[[], float] | None = None,
 ) -> list[ForwardCheck]:
     """Poll until every forward is verified (one socket scan per check); raise the right error.
 
-    The caller stops the process when this raises.
+    ``paused`` tells how long the start has waited for a person (a one-time code): that
+    time is not counted against ``wait``. The caller stops the process when this raises.
     """
     deadline = time.monotonic() + wait
     reader = LogReader(launched.log_path, launched.log_offset)
@@ -304,7 +306,7 @@ def wait_ready(
                     if check.blocked:
                         raise port_taken_error(name, check)
                 raise failure_from_log(name, reader.read(), profile)
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline + (paused() if paused is not None else 0.0):
                 raise not_ready_error(name, wait, checks, log_text)
             time.sleep(_WAITERS.interval())
 

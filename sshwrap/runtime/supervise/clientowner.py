@@ -14,6 +14,7 @@ from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Profile
 from sshwrap.runtime.client.auth import ClientStarter
 from sshwrap.runtime.client.launch import Launched, stop_group
+from sshwrap.runtime.client.questions import AskQuestion
 from sshwrap.runtime.observe.verify import LogReader
 from sshwrap.runtime.system import unixsock
 from sshwrap.runtime.system.paths import StatePaths
@@ -38,6 +39,9 @@ class ClientOwner:
     child: Launched | None
     _secret: str | None
     _starter: ClientStarter | None
+    #: Answers the server's questions on the first start (the Python API's ``prompt=``);
+    #: otherwise they go to the asker's terminal named in ``env``, if any.
+    _ask: AskQuestion | None = None
     _stopping: bool
     _stop_requested: threading.Event
     _dropped: str | None
@@ -97,7 +101,8 @@ class ClientOwner:
                 from sshwrap.runtime.client.keyring_secret import keyring_password
 
                 self._secret = keyring_password(profile.name, profile.source or profile.name)
-            self._starter = ClientStarter(self._secret, self.paths.root, base_env=self.env)
+            self._starter = ClientStarter(self._secret, self.paths.root, base_env=self.env,
+                                          ask=self._ask)
         # Its config file, its log and its askpass socket are written in the state dir: one
         # that cannot take them fails the attempt as StateUnusable, which is retried.
         with state_errors(self.paths):
@@ -105,6 +110,10 @@ class ClientOwner:
                                              owned_by_parent=True)
         self._check_stop()  # asked while it was being spawned: request_stop saw no child
         return self.child
+
+    def asking_time(self) -> float:
+        """Seconds the current start has waited for a person's answers."""
+        return self._starter.asking_time() if self._starter is not None else 0.0
 
     def _wait_client(self, launched: Launched) -> int:
         """Block until the verified client ends; its exit status."""

@@ -24,6 +24,7 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusable
 from sshwrap.runtime.client.auth import ClientStarter
 from sshwrap.runtime.client.launch import Launched, find_program
+from sshwrap.runtime.client.questions import AskQuestion
 from sshwrap.runtime.observe.farside import own_control, prove_forwards
 from sshwrap.runtime.observe.verify import ForwardCheck, wait_ready
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
@@ -59,7 +60,8 @@ class Supervisor(ClientOwner):
                  *, first_wait: float, foreground: bool, secret: str | None = None,
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
-                 on_first_result: FirstResult | None = None) -> None:
+                 on_first_result: FirstResult | None = None,
+                 ask: AskQuestion | None = None) -> None:
         self.name = profile.name
         #: The profile as asked for, parsed once by whoever asked (``listen = 0`` unchosen).
         self.requested = profile
@@ -70,6 +72,7 @@ class Supervisor(ClientOwner):
         self.foreground = foreground
         self._secret = secret  # for the client's authentication; never written anywhere
         self._starter: ClientStarter | None = None
+        self._ask = ask  # the server's questions on the first start (the API's prompt=)
         self.log = log
         self.rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.child: Launched | None = None
@@ -357,7 +360,8 @@ class OwnClient(ProfileAttempts):
                 started_at=time.time(), log_offset=launched.log_offset, verified=False,
                 next_retry=None, phase=phase.value)
             try:
-                sup.ready_checks = wait_ready(launched, self.profile, self.forwards, wait=wait)
+                sup.ready_checks = wait_ready(launched, self.profile, self.forwards, wait=wait,
+                                              paused=sup.asking_time)
             except ForwardingFailed:
                 if phase is not Phase.STARTING or self.port_tries >= FREE_PORT_RETRIES \
                         or not wants_free_ports(self.requested):
