@@ -44,11 +44,6 @@ class ProfileList:
     dirs: tuple[str, ...]
     entries: tuple[ProfileEntry, ...]
 
-    def to_json(self) -> object:
-        from sshwrap.cli.render import to_jsonable
-
-        return to_jsonable(list(self.entries))
-
 
 @dataclass(frozen=True)
 class ValidationResult:
@@ -64,11 +59,6 @@ class ValidationReport:
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.results)
-
-    def to_json(self) -> object:
-        from sshwrap.cli.render import to_jsonable
-
-        return to_jsonable(list(self.results))
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,25 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "sshwrap"
-#: Layers that must never import the ones named: what lies above them.
-FORBIDDEN = {
-    "sshwrap.runtime": ("sshwrap.cli", "sshwrap.usecases"),
-    "sshwrap.core": ("sshwrap.runtime", "sshwrap.cli", "sshwrap.usecases"),
-}
+#: The layers from the bottom up (the pure core, then the runtime's rooms, ~/.ssh/config, the
+#: use cases, the Python API, the command line): each may import those below it, never one
+#: above. Leaf modules of the package (errors, names, textsafe, fsutil, store, ...) stand
+#: beside them and are checked for cycles only.
+LAYERS = (
+    "sshwrap.core",
+    "sshwrap.runtime.system",
+    "sshwrap.sshconfig",
+    "sshwrap.runtime.client",
+    "sshwrap.runtime.observe",
+    "sshwrap.runtime.supervise",
+    "sshwrap.runtime.engine",
+    "sshwrap.usecases",
+    "sshwrap.api",
+    "sshwrap.cli",
+)
+FORBIDDEN = {layer: LAYERS[at + 1:] for at, layer in enumerate(LAYERS)}
 MAX_LINES = 400
+MAX_MODULES = 16
 
 
 def _modules(root: Path = PACKAGE) -> dict[str, Path]:
@@ -112,6 +125,22 @@ def test_no_import_cycle_anywhere_in_sshwrap() -> None:
 
 def test_no_upward_import() -> None:
     assert upward_imports(import_graph()) == []
+
+
+def test_every_module_of_a_layer_folder_is_in_a_layer() -> None:
+    """A new folder under runtime/ (or a module left at its top) is placed in the order."""
+    loose = [name for name in _modules() if name.startswith("sshwrap.runtime.")
+             and not any(name == layer or name.startswith(layer + ".") for layer in LAYERS)]
+    assert loose == []
+
+
+def test_folders_are_rooms_not_corridors() -> None:
+    """No folder of the package holds more than about fifteen modules."""
+    crowded = {str(folder.relative_to(PACKAGE.parent)): count for folder in
+               [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir())]
+               if (count := len([m for m in folder.glob("*.py") if m.name != "__init__.py"]))
+               > MAX_MODULES}
+    assert crowded == {}
 
 
 def test_modules_are_small() -> None:

@@ -34,6 +34,14 @@ def to_jsonable(value: Any) -> Any:
 
 
 @singledispatch
+def to_json(value: Any) -> Any:
+    """A use-case result as JSON values: its own wire form where it has one (what crosses the
+    engine's socket), else its fields; the modules of this package register other shapes."""
+    own = getattr(value, "to_json", None)
+    return own() if callable(own) else to_jsonable(value)
+
+
+@singledispatch
 def to_text(value: Any) -> str:
     """Human rendering of a use-case result; the modules of this package register their types."""
     if isinstance(value, str):
@@ -49,8 +57,7 @@ def rendered(value: Any, *, as_json: bool = False) -> str:
     terminal. JSON escapes them itself (and every non-ASCII character).
     """
     if as_json:
-        json_form = value.to_json() if hasattr(value, "to_json") else to_jsonable(value)
-        return indented_json(json_form) + "\n"
+        return indented_json(to_json(value)) + "\n"
     text = safe_lines(to_text(value))
     return text if not text or text.endswith("\n") else text + "\n"
 

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from sshwrap.cli.render import message, table, to_text
+from typing import Any
+
+from sshwrap.cli.render import message, table, to_json, to_jsonable, to_text
 from sshwrap.usecases.profiles import AddResult, Compiled, ProfileList, ValidationReport
+
+
+@to_json.register
+def _profile_list_json(value: ProfileList) -> Any:
+    return to_jsonable(list(value.entries))
+
+
+@to_json.register
+def _validation_json(value: ValidationReport) -> Any:
+    return to_jsonable(list(value.results))
 
 
 @to_text.register
