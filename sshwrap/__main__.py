@@ -23,10 +23,11 @@ def own_process(args: list[str]) -> int:
     if mode and mode != FOREGROUND_MARK:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
-    from sshwrap.cli.express import COMMANDS as EXPRESS
+    from sshwrap.cli.express import HANDLERS as EXPRESS
+    from sshwrap.runtime.protocol import LANE, Served
     from sshwrap.runtime.served import COMMANDS as SERVED
 
-    commands = {**SERVED, **EXPRESS}
+    commands = {**SERVED, **{op: Served(handler, LANE) for op, handler in EXPRESS.items()}}
     if mode == FOREGROUND_MARK:
         from sshwrap.runtime.foreground import run as foreground
 

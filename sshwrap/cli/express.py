@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
+from sshwrap.runtime import rendezvous
+
 #: typing costs this light process a tenth of its start-up; type checkers take the name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,9 +117,7 @@ def run_express(args: list[str]) -> int | None:
     request = parse_request(args)
     if request is None:
         return None
-    from sshwrap.runtime.rendezvous import preferred_supervisor_socket, state_root
-
-    path = preferred_supervisor_socket(state_root(os.environ))
+    path = rendezvous.preferred_supervisor_socket(rendezvous.state_root(os.environ))
     if path is None:
         return None
     connected = _connect(path, request, starts=request["op"] in ("up", "restart"))
@@ -160,7 +160,7 @@ def _connect(path: str, request: dict[str, Any], *,
         conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         conn.settimeout(CONNECT_TIMEOUT)
         try:
-            conn.connect(path)
+            rendezvous.connect(conn, path, CONNECT_TIMEOUT)  # a full backlog is waited out
         except OSError:
             conn.close()
             if started or not starts or not _start_engine(request):
@@ -396,5 +396,5 @@ def serve_status(message: dict[str, Any], channel: Channel,
 
 
 #: What the lane asks of the engine, registered by the composition root (sshwrap/__main__.py).
-COMMANDS = {"up": serve_up, "restart": serve_restart, "down": serve_down,
+HANDLERS = {"up": serve_up, "restart": serve_restart, "down": serve_down,
             "status": serve_status}

@@ -26,6 +26,7 @@ from sshwrap import askpass
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
 from sshwrap.runtime.sockets import peer_is_same_user
+from sshwrap.runtime.wire import Backoff, read_line
 
 if TYPE_CHECKING:
     from sshwrap.runtime.launch import Launched
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 #: Variables the client must not get: the ones naming sshwrap's secrets are dropped too.
 ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV)
 ACCEPT_TIMEOUT = 0.2
+PROMPT_DEADLINE = 5.0  # for one connection to send its prompt: then the next one's turn
 
 
 class PromptKind(StrEnum):
@@ -122,6 +124,7 @@ class SecretServer:
         return self
 
     def _serve(self) -> None:
+        backoff = Backoff(lambda _said: None)  # out of descriptors: askpass waits, we go on
         while not self._stop.is_set():
             sock = self._sock
             if sock is None:
@@ -130,8 +133,12 @@ class SecretServer:
                 conn, _ = sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
+            except OSError as error:
+                if self._stop.is_set() or self._sock is not sock:
+                    return  # closed under us: done
+                backoff.failed(error)
+                continue
+            backoff.succeeded()
             with conn:
                 self._answer(conn)
             if len(self.answered) >= self.max_answers:
@@ -140,16 +147,9 @@ class SecretServer:
 
     def _answer(self, conn: socket.socket) -> None:
         try:
-            conn.settimeout(5)
             if not peer_is_same_user(conn):
                 return
-            request = b""
-            while len(request) < 8192 and not request.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                request += chunk
-            prompt = request.decode("utf-8", "replace").strip()
+            prompt = read_line(conn, PROMPT_DEADLINE, limit=8192).decode("utf-8", "replace").strip()
             kind = classify_prompt(prompt)
             with self._lock:
                 if kind is PromptKind.HOST_KEY:
@@ -164,7 +164,7 @@ class SecretServer:
                     return
                 self.answered.append(prompt)
             conn.sendall(askpass.ANSWER + self.secret.encode())
-        except OSError:
+        except (OSError, InvalidInput):  # gone, or no prompt in time
             return
 
     def _close_socket(self) -> None:

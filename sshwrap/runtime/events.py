@@ -10,9 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sshwrap.runtime.paths import StatePaths
+
+if TYPE_CHECKING:
+    from sshwrap.runtime.wire import Channel
 
 #: How many events a slow follower may fall behind before it is dropped (it sees EOF).
 BACKLOG = 1000
@@ -84,6 +87,36 @@ class EventBus:
                 inbox.put_nowait(None)
 
 
+def stream_events(engine: Any, channel: Channel) -> None:
+    """Send every event of ``engine`` (runtime/engine.py, which imports this module) from
+    now on to a follower, until it hangs up or the engine exits."""
+    import queue
+
+    inbox = engine.events.subscribe()
+    with engine.lock:
+        engine.followers += 1
+    try:
+        channel.send({"subscribed": True})
+        while True:
+            try:
+                event = inbox.get(timeout=1.0)
+            except queue.Empty:
+                if channel.hung_up(0):
+                    return
+                continue
+            if event is None:
+                channel.send({"exiting": True})
+                return
+            channel.send({"event": event.to_json()})
+    except OSError:
+        return  # the follower is gone
+    finally:
+        engine.events.unsubscribe(inbox)
+        with engine.lock:
+            engine.followers -= 1
+            engine.followers_done.notify_all()
+
+
 # -- the follower's side ------------------------------------------------------------------
 
 
@@ -95,13 +128,17 @@ def _subscribe(paths: StatePaths) -> socket.socket | None:
         path = daemon.socket_path(paths)
     except OSError:
         return None
+    from sshwrap.runtime.rendezvous import CONNECT_WAIT, connect
+
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(CONNECT_WAIT)
     try:
-        conn.connect(str(path))
+        connect(conn, str(path))  # a full backlog is waited out
         conn.sendall(json.dumps({"op": "events"}).encode() + b"\n")
     except OSError:
         conn.close()
         return None
+    conn.settimeout(None)  # events come when they come
     return conn
 
 

@@ -33,10 +33,12 @@ from typing import Any
 from sshwrap.errors import ExitCode, InvalidInput, SshwrapError
 from sshwrap.runtime import daemon, state
 from sshwrap.runtime.detach import FOREGROUND_MARK
-from sshwrap.runtime.engine import Command, ResidentSupervisor, listen_on, start_master
+from sshwrap.runtime.engine import ResidentSupervisor, start_master
 from sshwrap.runtime.events import Event
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.protocol import Served
 from sshwrap.runtime.results import LOCK_GRACE
+from sshwrap.runtime.wire import listen_on
 
 #: How long a first start is waited for before the answer says it goes on retrying.
 DEFAULT_WAIT = 30.0
@@ -123,7 +125,7 @@ class ForegroundEngine(ResidentSupervisor):
 
     idle_exit = math.inf
 
-    def __init__(self, paths: StatePaths, commands: Mapping[str, Command],
+    def __init__(self, paths: StatePaths, commands: Mapping[str, Served],
                  options: Options) -> None:
         super().__init__(paths, commands)
         self.options = options
@@ -272,7 +274,7 @@ class Waiter:
             daemon.request(self.paths, message, timeout=daemon.STOP_JOIN + ANSWER_GRACE)
 
 
-def run(args: Sequence[str], commands: Mapping[str, Command]) -> int:
+def run(args: Sequence[str], commands: Mapping[str, Served]) -> int:
     """Serve the state dir in the foreground (or wait to), running ``--up`` tunnels."""
     try:
         options = parse(args)
@@ -306,7 +308,7 @@ def run(args: Sequence[str], commands: Mapping[str, Command]) -> int:
             return 0
     if waiter.served_by is not None:
         engine.say(f"the engine (pid {waiter.served_by}) exited: serving the state dir")
-    listener = listen_on(paths)
+    listener = listen_on(daemon.socket_path(paths))
     try:
         return engine.serve(listener)
     finally:
