@@ -23,7 +23,7 @@ def own_process(args: list[str]) -> int:
     if mode and mode != FOREGROUND_MARK:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
-    from sshwrap.cli.express import HANDLERS as EXPRESS
+    from sshwrap.cli.express_served import HANDLERS as EXPRESS
     from sshwrap.runtime.protocol import LANE, Served
     from sshwrap.runtime.served import COMMANDS as SERVED
 

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 STATE_DIR_ENV = "SSHWRAP_STATE_DIR"
+#: How long up and restart wait for every forward to be verified (--wait), by default: here,
+#: where both front ends of the command line read it first.
+DEFAULT_WAIT = 15.0
 #: The state dir's folder of control sockets, when its paths are short enough.
 CONTROL_DIR = "ctl"
 SUPERVISOR_SOCKET = "supervisor"

@@ -24,8 +24,8 @@ from sshwrap.errors import SshwrapError, StateConflict
 from sshwrap.runtime import state
 from sshwrap.runtime.paths import StatePaths
 from sshwrap.runtime.protocol import ASKER, Served, flag, names, optional_seconds, optional_text
+from sshwrap.runtime.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.results import (
-    DEFAULT_WAIT,
     Action,
     ProgressCallback,
     StatusReport,

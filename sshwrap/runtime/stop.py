@@ -14,8 +14,8 @@ from sshwrap.errors import InvalidInput, SshwrapError, StateConflict, StateUnusa
 from sshwrap.runtime import launch, state
 from sshwrap.runtime.launch import stop_group, terminate_process
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.results import (
-    DEFAULT_WAIT,
     LOCK_GRACE,
     STOP_TIMEOUT,
     Action,

@@ -20,8 +20,8 @@ from sshwrap.runtime import state
 from sshwrap.runtime.auth import AskSecret, client_env, secret_for
 from sshwrap.runtime.launch import client_argv
 from sshwrap.runtime.paths import StatePaths
+from sshwrap.runtime.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.results import (
-    DEFAULT_WAIT,
     LOCK_GRACE,
     MAX_PARALLEL,
     STOP_TIMEOUT,

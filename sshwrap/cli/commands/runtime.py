@@ -16,6 +16,7 @@ from sshwrap.cli.base import (
 )
 from sshwrap.cli.complete import profile_tags
 from sshwrap.cli.render import emit
+from sshwrap.runtime.rendezvous import DEFAULT_WAIT
 
 if TYPE_CHECKING:
     from sshwrap.cli.progress import ProgressLine
@@ -59,7 +60,7 @@ def up(
     names: NamesOrFilesArg = None,
     all_profiles: AllOpt = False,
     tag: TagOpt = None,
-    wait: WaitOpt = 15.0,
+    wait: WaitOpt = DEFAULT_WAIT,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
     ask_password: Annotated[bool, typer.Option(
@@ -114,7 +115,7 @@ def restart(
     names: NamesOrFilesArg = None,
     all_profiles: AllOpt = False,
     tag: TagOpt = None,
-    wait: WaitOpt = 15.0,
+    wait: WaitOpt = DEFAULT_WAIT,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
 ) -> int:
