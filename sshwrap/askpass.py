@@ -6,7 +6,9 @@ it starts fast and reads nothing from the environment but the socket's path.
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import socket
 import sys
 
@@ -30,10 +32,15 @@ def ask(socket_path: str, prompt: str, timeout: float = TIMEOUT) -> bytes | None
     """The answer to ``prompt``, or None when sshwrap refuses to answer it (or the socket
     is served by another user)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
+        # Connected in blocking mode: a full listen backlog (the server answers one prompt
+        # at a time) is waited out, where a timeout would refuse at once (EAGAIN); the alarm
+        # ends this process if it never clears.
+        signal.alarm(math.ceil(timeout))
         conn.connect(socket_path)
+        signal.alarm(0)
         if not _same_user(conn):
             return None
+        conn.settimeout(timeout)
         conn.sendall(prompt.encode("utf-8", "replace")[:4096] + b"\n")
         conn.shutdown(socket.SHUT_WR)
         reply = b""

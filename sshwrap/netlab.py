@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +21,7 @@ from sshwrap.sandbox import ClientIdentity, Sshd
 
 @dataclass(frozen=True)
 class Service:
-    """A TCP service a host runs: ``banner`` (greets, then echoes) or ``http`` (Python), or
-    the real ``mariadb`` or ``tinyproxy`` (Debian packages, see sshwrap/netservers.py)."""
+    """A TCP service: ``banner`` (greets, echoes), ``http``, ``mariadb`` or ``tinyproxy``."""
 
     port: int
     kind: str = "banner"
@@ -113,8 +112,7 @@ to = "localhost:8888"
 }
 
 IP = "ip"
-# Inside a lab namespace "every address" means only the lab's own segments.
-ANY_ADDRESS = "0.0.0.0"  # noqa: S104
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - inside a lab namespace: only the lab's own segments
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -233,7 +231,7 @@ class NetLab:
         lines += [f"{addr}\t{name}" for name, addr in self.neighbours(host).items()]
         (etc / "hosts").write_text("\n".join(lines) + "\n")
         (etc / "resolv.conf").write_text("options timeout:1 attempts:1\n")
-        if host.spec.pam_sshd:
+        if host.spec.pam_sshd:  # its own PAM stack for sshd, in the namespace's /etc
             (etc / "pam.d").mkdir(exist_ok=True)
             (etc / "pam.d" / "sshd").write_text(host.spec.pam_sshd)
         if not host.spec.sshd:
@@ -356,9 +354,7 @@ class NetLab:
                 proc.wait(5)
             host.services.clear()
         for netns in [h.netns for h in self.by_name.values()] + [self.switch]:
-            self._kill_namespace_processes(netns)
-            _run(IP, "netns", "del", netns, check=False)
-            shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+            _remove_namespace(netns)
         self.by_name.clear()
         if self.user is not None:
             self.user.remove()
@@ -391,13 +387,12 @@ def remove_leftovers() -> list[str]:
     names = [line.split()[0] for line in listing if line.strip()]
     removed = [n for n in names if n.startswith("sw") and "-" in n]
     for netns in removed:
-        NetLab._kill_namespace_processes(netns)
-        _run(IP, "netns", "del", netns, check=False)
-        shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+        _remove_namespace(netns)
     return removed
 
 
-@contextlib.contextmanager
-def guide_lab(root: Path) -> Iterator[NetLab]:
-    with NetLab(root) as lab:
-        yield lab
+def _remove_namespace(netns: str) -> None:
+    """A namespace gone with every process in it, and its /etc overrides."""
+    NetLab._kill_namespace_processes(netns)
+    _run(IP, "netns", "del", netns, check=False)
+    shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)

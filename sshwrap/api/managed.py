@@ -7,7 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sshwrap.runtime.observe.results import DEFAULT_WAIT, Action, DownReport, StatusReport, UpReport
+from sshwrap.runtime.observe.results import Action, DownReport, StatusReport, UpReport
+from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.store import ProfileStore
 
 

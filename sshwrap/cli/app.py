@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from sshwrap.cli.base import app
-from sshwrap.errors import ExitCode, SshwrapError
+from sshwrap.cli.outcome import report
+from sshwrap.errors import ExitCode
 
 
 def _print_version(value: bool) -> None:
@@ -83,14 +84,6 @@ def _only(command: str | None) -> Iterator[None]:
         app.registered_commands, app.registered_groups = commands, groups
 
 
-def report_error(error: SshwrapError) -> int:
-    """Print an error as ``sshwrap: error: ...`` lines (and a hint); return its exit code."""
-    from sshwrap.cli.render import error_text
-
-    sys.stderr.write(error_text(error))
-    return int(error.exit_code)
-
-
 def _is_usage_error(error: Exception) -> bool:
     # Typer bundles its own click; its usage errors are recognised by their interface
     # (a message formatter and an exit code) rather than by an import path that moves.
@@ -109,24 +102,16 @@ def main(argv: list[str] | None = None) -> None:
         with _only(command):
             result = app(args=args, prog_name="sshwrap", standalone_mode=False)
         code = result if isinstance(result, int) else 0
-    except SshwrapError as error:
-        if debug:
-            raise
-        code = report_error(error)
     except typer.Exit as done:
         code = done.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        print("sshwrap: interrupted", file=sys.stderr)
-        code = 130
-    except Exception as error:  # the last resort: one line, the traceback only on request
+        code = report(KeyboardInterrupt())
+    except Exception as error:  # sshwrap's own errors, and the last resort
         if _is_usage_error(error):
             print(f"sshwrap: error: {error.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
             print("hint: see 'sshwrap --help' or 'sshwrap COMMAND --help'", file=sys.stderr)
             sys.exit(int(ExitCode.BAD_INPUT))
         if debug:
             raise
-        from sshwrap.cli.render import internal_error_text
-
-        sys.stderr.write(internal_error_text(error))
-        code = ExitCode.INTERNAL
+        code = report(error)
     sys.exit(int(code))

@@ -8,8 +8,9 @@ with ``--all``, ``--json``; ``status`` with ``--json``; both also with ``--profi
 ``up`` and ``restart`` start the engine when none answers; ``down`` and ``status`` are then
 left to the full command line, as is anything else (other options, help, a profile given as
 a file), with the same result. Once connected, the client half below imports only os, sys
-and the C modules of sockets and JSON (cli/jsonline.py); the engine's half imports the rest
-when it first serves, and renders with the full command line's renderer.
+and the standard library's socket and json; the engine's half imports the rest
+when it first serves (cli/express_served.py), and renders with the full command line's
+renderer.
 """
 
 from __future__ import annotations
@@ -17,26 +18,36 @@ from __future__ import annotations
 import os
 import sys
 
+from sshwrap.runtime.system import rendezvous
+
 #: typing costs this light process a tenth of its start-up; type checkers take the name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import _socket
-    from collections.abc import Callable
+    import socket
     from typing import Any
 
     from sshwrap.cli.progress import ProgressLine
-    from sshwrap.runtime.engine.resident import ResidentSupervisor
-    from sshwrap.runtime.system.wire import Channel
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
 #: How long a request may wait to be taken up before the full command line runs it instead.
 CONNECT_TIMEOUT = 2.0
-#: The commands the lane takes: the options of each that take a value, and its flags.
-_STARTING = (("--tag", "--wait", "--profiles"), ("--all", "--json"))
-_COMMANDS = {"up": (_STARTING[0], (*_STARTING[1], "--share")), "restart": _STARTING,
-             "down": (("--profiles",), ("--all", "--json")),
-             "status": (("--profiles",), ("--json",))}
+#: Every option of the commands the lane takes, as the full command line declares it
+#: (cli/commands/runtime.py): whether it takes a value, and its default; a command with one
+#: that is ``LEFT`` goes to the full command line. tests/supervision/test_express.py holds
+#: this to the Typer commands, option by option.
+LEFT = "left to the full command line"
+_STARTING: dict[str, Any] = {
+    "--all": (False, False), "--tag": (True, None), "--json": (False, False),
+    "--wait": (True, rendezvous.DEFAULT_WAIT), "--profiles": (True, None)}
+OPTIONS: dict[str, dict[str, Any]] = {
+    "up": {**_STARTING, "--share": (False, False), "--ask-password": LEFT,
+           "--ask-passphrase": LEFT},
+    "restart": _STARTING,
+    "down": {"--all": (False, False), "--json": (False, False), "--profiles": (True, None)},
+    "status": {"--json": (False, False), "--profiles": (True, None), "--watch": LEFT,
+               "--interval": LEFT},
+}
 
 
 def main() -> None:
@@ -44,9 +55,10 @@ def main() -> None:
     command line."""
     try:
         code = run_express(sys.argv[1:])
-    except KeyboardInterrupt:  # before the request went out, or while it was closed
-        sys.stderr.write("sshwrap: interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:  # before the request went out, or while it closed
+        from sshwrap.cli.outcome import report
+
+        sys.exit(report(interrupt))
     if code is None:
         from sshwrap.cli.app import main as full_command_line
 
@@ -67,12 +79,16 @@ def parse_request(args: list[str]) -> dict[str, Any] | None:
 
     Options are read as the full command line reads them (the last of a repeated one wins);
     anything it might read differently is left to it."""
-    if not args or args[0] not in _COMMANDS or os.environ.get(EXPRESS_ENV, "1") == "0" \
+    if not args or args[0] not in OPTIONS or os.environ.get(EXPRESS_ENV, "1") == "0" \
             or os.environ.get("SSHWRAP_DEBUG", "") not in ("", "0"):
         return None
-    with_value, flags = _COMMANDS[args[0]]
+    taken = {option: spec for option, spec in OPTIONS[args[0]].items() if spec != LEFT}
+    with_value = [option for option, (value, _default) in taken.items() if value]
+    flags = [option for option, (value, _default) in taken.items() if not value]
     request: dict[str, Any] = {"op": args[0], "names": [], "all": False, "tag": None,
-                               "wait": None, "json": False, "profiles": [], "share": False}
+                               "wait": rendezvous.DEFAULT_WAIT, "json": False, "share": False,
+                               **{o[2:]: default for o, (_v, default) in taken.items()},
+                               "profiles": []}
     rest = iter(args[1:])
     for arg in rest:
         option, has_value, value = arg.partition("=")
@@ -115,15 +131,9 @@ def run_express(args: list[str]) -> int | None:
     request = parse_request(args)
     if request is None:
         return None
-    from sshwrap.runtime.system.rendezvous import (
-        preferred_supervisor_socket,
-        private_socket_folder,
-        state_root,
-    )
-
-    root = state_root(os.environ)
-    path = preferred_supervisor_socket(root)
-    if path is None or not private_socket_folder(root):
+    root = rendezvous.state_root(os.environ)
+    path = rendezvous.preferred_supervisor_socket(root)
+    if path is None or not rendezvous.private_socket_folder(root):
         return None
     connected = _connect(path, request, starts=request["op"] in ("up", "restart"))
     if connected is None:
@@ -132,10 +142,10 @@ def run_express(args: list[str]) -> int | None:
     try:
         with _questions(request, root):
             request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
-            from sshwrap.cli import jsonline
+            import json
 
             try:
-                conn.sendall(jsonline.dumps(request).encode() + b"\n")
+                conn.sendall(json.dumps(request).encode() + b"\n")
                 code = _follow(_Lines(conn), show_progress=request["progress"])
             except (ConnectionResetError, BrokenPipeError):
                 return None  # the engine was exiting and never read it: the full command line
@@ -163,21 +173,20 @@ def _questions(request: dict[str, Any], root: str) -> Any:
 
 
 def _connect(path: str, request: dict[str, Any], *,
-             starts: bool) -> tuple[_socket.socket, bool] | None:
+             starts: bool) -> tuple[socket.socket, bool] | None:
     """A connection to the engine at ``path``, and whether this command started that engine.
 
     A command that starts tunnels starts the engine when none answers (it runs the command as
     it runs any: the full command line is never loaded); the others leave it to the full
     command line (None)."""
-    # The C socket module: socket.py would add a tenth to this start-up (enum, selectors).
-    import _socket
+    import socket
 
     started = False
     while True:
-        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(CONNECT_TIMEOUT)
         try:
-            conn.connect(path)
+            rendezvous.connect(conn, path, CONNECT_TIMEOUT)  # a full backlog is waited out
         except OSError:
             conn.close()
             if started or not starts or not _start_engine(request):
@@ -239,7 +248,7 @@ def _starts_cleanly(request: dict[str, Any]) -> bool:
 class _Lines:
     """The answers of the supervisor, one JSON line each."""
 
-    def __init__(self, conn: _socket.socket) -> None:
+    def __init__(self, conn: socket.socket) -> None:
         self.conn = conn
         self._buffer = b""
 
@@ -257,7 +266,7 @@ class _Lines:
 
 def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
     """Show the answers of a request as they come; its exit code, or None if it was not run."""
-    from sshwrap.cli import jsonline
+    import json
 
     progress = None
     while True:
@@ -267,15 +276,13 @@ def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
             return _interrupted(lines, progress)
         if not line.endswith(b"\n"):
             return None  # the supervisor went away before it answered: start afresh
-        frame = jsonline.loads(line.decode())
+        frame = json.loads(line)
         if "progress" in frame and show_progress:
             if progress is None:
                 from sshwrap.cli.progress import ProgressLine
 
                 progress = ProgressLine(_write_stderr)
             progress(*frame["progress"])
-        elif frame.get("fallback"):
-            return None
         elif "exit" in frame:
             if progress is not None:
                 progress.clear()
@@ -291,127 +298,22 @@ def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
 def _interrupted(lines: _Lines, progress: ProgressLine | None) -> int:
     """Ctrl-C: tell the supervisor (it stops what this up started) and wait until it has;
     a second Ctrl-C leaves at once."""
-    import _socket
+    import socket
+
+    from sshwrap.cli.outcome import report
 
     if progress is not None:
         progress.clear()
-    sys.stderr.write("sshwrap: interrupted\n")
+    code = report(KeyboardInterrupt())
     try:
-        lines.conn.shutdown(_socket.SHUT_WR)
+        lines.conn.shutdown(socket.SHUT_WR)
         while lines.next():
             pass
     except (KeyboardInterrupt, OSError):
         pass
-    return 130
+    return code
 
 
 def _write_stderr(text: str) -> None:
     sys.stderr.write(text)
     sys.stderr.flush()
-
-
-# -- the resident half: runs in the resident supervisor --------------------------------------
-
-
-def _rendered(work: Callable[[], dict[str, Any]], channel: Channel,
-              resident: ResidentSupervisor, message: dict[str, Any]) -> None:
-    """Send the answer of ``work`` (exit code, stdout, stderr, as the full command line prints
-    them), or its error as the full command line prints it."""
-    from sshwrap.cli.render import error_text, internal_error_text
-    from sshwrap.errors import ExitCode, SshwrapError
-
-    try:
-        answer = work()
-    except SshwrapError as error:
-        answer = {"exit": int(error.exit_code), "stdout": "", "stderr": error_text(error)}
-    except Exception as error:  # as the full command line does: one line, and a hint
-        resident.say(f"{message['op']}: internal error: {type(error).__name__}: {error}")
-        answer = {"exit": int(ExitCode.INTERNAL), "stdout": "",
-                  "stderr": internal_error_text(error)}
-    channel.send(answer)
-
-
-def _report(report: Any, message: dict[str, Any]) -> dict[str, Any]:
-    from sshwrap.cli.render.runtime import report_streams
-
-    out, err = report_streams(report, as_json=message["json"])
-    return {"exit": int(report.exit_code), "stdout": out, "stderr": err}
-
-
-def _names(message: dict[str, Any], *, file_ok: bool) -> list[str]:
-    from sshwrap.names import checked_name
-
-    return [checked_name(n, file_ok=file_ok) for n in message["names"]]  # as the CLI does
-
-
-def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
-    """Run one ``up`` for a client of the lane and send it the outcome, rendered as the full
-    command line renders it; when the asker hangs up, what this up started is stopped."""
-    from sshwrap.usecases import up as tunnels
-    from sshwrap.usecases.served import Asker, store_of
-
-    def work() -> dict[str, Any]:
-        store, env = store_of(message)
-        wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
-        names = _names(message, file_ok=True)
-        profiles = tunnels.up_selection(store, names, all_profiles=message["all"],
-                                        tag=message["tag"], wait=wait)
-        with Asker(channel, resident, show_progress=message["progress"]) as asker:
-            report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
-                                            progress=asker.progress, environ=env,
-                                            share=message["share"])
-        asker.stop_abandoned(report)
-        return _report(report, message)
-
-    _rendered(work, channel, resident, message)
-
-
-def serve_restart(message: dict[str, Any], channel: Channel,
-                  resident: ResidentSupervisor) -> None:
-    """``restart`` for a client of the lane: stop and start inside the engine."""
-    from sshwrap.usecases.served import Asker, restart_here
-
-    def work() -> dict[str, Any]:
-        message["names"] = _names(message, file_ok=True)
-        with Asker(channel, resident, show_progress=message["progress"]) as asker:
-            report = restart_here(resident, message, asker.progress)
-        asker.stop_abandoned(report)
-        return _report(report, message)
-
-    _rendered(work, channel, resident, message)
-
-
-def serve_down(message: dict[str, Any], channel: Channel, resident: ResidentSupervisor) -> None:
-    """``down`` for a client of the lane; after ``down --all`` the engine may exit, and then
-    holds the connection until it has."""
-    from sshwrap.usecases.served import down_here, park_until_exit
-
-    def work() -> dict[str, Any]:
-        message["names"] = _names(message, file_ok=False)
-        report, quitting = down_here(resident, message)
-        return {**_report(report, message), "quitting": quitting}
-
-    _rendered(work, channel, resident, message)
-    if resident.quit.is_set():
-        park_until_exit(resident)
-
-
-def serve_status(message: dict[str, Any], channel: Channel,
-                 resident: ResidentSupervisor) -> None:
-    """``status`` for a client of the lane, from the engine's live view."""
-    from sshwrap.cli.render import rendered
-    from sshwrap.cli.render import runtime as _render  # noqa: F401 - registers the table
-    from sshwrap.usecases.served import status_here
-
-    def work() -> dict[str, Any]:
-        message["names"] = _names(message, file_ok=False)
-        report = status_here(resident, message)
-        return {"exit": int(report.exit_code), "stdout": rendered(report, as_json=message["json"]),
-                "stderr": ""}
-
-    _rendered(work, channel, resident, message)
-
-
-#: What the lane asks of the engine, registered by the composition root (sshwrap/__main__.py).
-COMMANDS = {"up": serve_up, "restart": serve_restart, "down": serve_down,
-            "status": serve_status}

@@ -44,13 +44,13 @@ if TYPE_CHECKING:
 
 
 def _log_size(path: Path) -> int:
-    from sshwrap.runtime.observe.logs import end_offset
+    from sshwrap.runtime.system.logs import end_offset
 
     return end_offset(path)
 
 
 def _read_log(path: Path, start: int, end: int | None = None) -> str:
-    from sshwrap.runtime.observe.logs import read_text
+    from sshwrap.runtime.system.logs import read_text
 
     return read_text(path, start, end)  # offsets are logical: right across the log's cuts
 
@@ -246,9 +246,9 @@ def _log_steps(profile: Profile, earlier: list[ChannelFailure],
 def _far_side_step(profile: Profile, record: TunnelRecord, forward: ExpectedForward,
                    paths: StatePaths) -> CheckStep:
     """A remote forward proven now from the tunnel host: every address it may be bound on
-    reaches this tunnel (runtime/observe/farside.py)."""
+    reaches this tunnel (runtime/supervise/farside.py)."""
     from sshwrap.core.diagnose.farside import Outcome
-    from sshwrap.runtime.observe.farside import PLINK_NOT_PROVEN, check_forward, control_of
+    from sshwrap.runtime.supervise.farside import PLINK_NOT_PROVEN, check_forward, control_of
 
     name = f"remote {forward.listen} reached from the tunnel host (far side)"
     if record.client == "plink":

@@ -14,7 +14,6 @@ from sshwrap.errors import InvalidInput, SshwrapError, StateConflict, StateUnusa
 from sshwrap.runtime.client import launch
 from sshwrap.runtime.client.launch import stop_group, terminate_process
 from sshwrap.runtime.observe.results import (
-    DEFAULT_WAIT,
     LOCK_GRACE,
     STOP_TIMEOUT,
     Action,
@@ -26,6 +25,7 @@ from sshwrap.runtime.observe.results import (
 from sshwrap.runtime.observe.verify import ListenerView
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord
 from sshwrap.usecases.selection import check_names
 

@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sshwrap.errors import SshwrapError
+from sshwrap.errors import SshwrapError, StateConflict
 from sshwrap.runtime.observe.results import (
-    DEFAULT_WAIT,
     Action,
     ProgressCallback,
     StatusReport,
@@ -30,12 +29,21 @@ from sshwrap.runtime.observe.results import (
 )
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.protocol import (
+    ASKER,
+    Served,
+    flag,
+    names,
+    optional_seconds,
+    optional_text,
+)
+from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.system.wire import error_data, error_from_data
 from sshwrap.store import ProfileStore
 from sshwrap.usecases.status import Live
 
 if TYPE_CHECKING:
-    from sshwrap.runtime.engine.resident import Command, ResidentSupervisor
+    from sshwrap.runtime.engine.resident import ResidentSupervisor
     from sshwrap.runtime.system.wire import Channel
 
 #: How long an asker waits for an engine that is exiting after ``down --all`` to be gone.
@@ -158,9 +166,14 @@ def serve_restart(message: dict[str, Any], channel: Channel,
 
 
 #: The data requests, registered by the composition root (sshwrap/__main__.py).
-COMMANDS: dict[str, Command] = {
-    "tunnels.status": serve_status, "tunnels.down": serve_down,
-    "tunnels.restart": serve_restart,
+COMMANDS: dict[str, Served] = {
+    "tunnels.status": Served(serve_status, {"names": (names(file_ok=False), []), **ASKER}),
+    "tunnels.down": Served(serve_down, {"names": (names(file_ok=False), []),
+                                        "all": (flag, False)}),
+    "tunnels.restart": Served(serve_restart, {
+        "names": (names(file_ok=True), []), "all": (flag, False),
+        "tag": (optional_text, None), "wait": (optional_seconds, None),
+        "progress": (flag, False), **ASKER}),
 }
 
 #: How long the watch over an asker waits between looks (it is woken when the work is done,
@@ -242,9 +255,19 @@ def ask(paths: StatePaths, message: Mapping[str, Any], *,
         path = None
     if path is None or not path.exists():
         return None
+    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT, connect
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(CONNECT_WAIT)
         try:
-            conn.connect(str(path))
+            connect(conn, str(path))
+        except TimeoutError:
+            raise StateConflict(f"the engine did not take the request within "
+                                f"{CONNECT_WAIT:g} s (it is busy)",
+                                hint=f"see {daemon.log_path(paths)}") from None
+        except OSError:
+            return None  # nothing listens
+        try:
             conn.sendall(json.dumps(message).encode() + b"\n")
         except OSError:
             return None
@@ -262,7 +285,8 @@ def ask(paths: StatePaths, message: Mapping[str, Any], *,
 def _final(reader: Any, progress: ProgressCallback | None,
            paths: StatePaths) -> dict[str, Any] | None:
     """The final answer; the progress frames before it go to ``progress``."""
-    from sshwrap.runtime.engine.daemon import MAX_REQUEST, log_path
+    from sshwrap.runtime.engine.daemon import log_path
+    from sshwrap.runtime.system.protocol import MAX_REQUEST
 
     while True:
         try:

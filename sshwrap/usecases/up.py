@@ -19,7 +19,6 @@ from sshwrap.errors import (
 from sshwrap.runtime.client.auth import AskSecret, asker_env, secret_for
 from sshwrap.runtime.client.launch import launch_argv
 from sshwrap.runtime.observe.results import (
-    DEFAULT_WAIT,
     LOCK_GRACE,
     MAX_PARALLEL,
     STOP_TIMEOUT,
@@ -40,6 +39,7 @@ from sshwrap.runtime.observe.verify import ListenerView
 from sshwrap.runtime.supervise.shared import wants_sharing
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.system.state import TunnelRecord, expected_forwards
 from sshwrap.runtime.system.wire import error_from_data
 from sshwrap.store import ProfileStore

@@ -62,7 +62,7 @@ CASES: dict[str, tuple[Profile, LaunchSpec]] = {
     "shared": (replace(_profile("shared", share_connection=True), forwards=()),
                _tunnel("shared", control_path=f"{STATE}/ctl/0123456789abcdef")),
     # A tunnel's own client: a ControlMaster on its private socket, so that its remote
-    # forwards are proven over its own connection (runtime/observe/farside.py).
+    # forwards are proven over its own connection (runtime/supervise/farside.py).
     "remote": (_profile("remote", forward=[{"type": "remote", "listen": 8081,
                                             "to": "localhost:8888"}]),
                _tunnel("remote", control_path=f"{STATE}/ctl/t0123456789abcde")),

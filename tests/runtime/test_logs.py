@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sshwrap.runtime.observe import logs
-from sshwrap.runtime.observe.logs import follow, tail_lines
 from sshwrap.runtime.observe.verify import LogReader
+from sshwrap.runtime.system import logs
+from sshwrap.runtime.system.logs import follow, tail_lines
 from sshwrap.runtime.system.paths import StatePaths
 
 

@@ -166,8 +166,8 @@ def test_the_cycle_finder_finds_cycles(tmp_path: Path, files: dict[str, str],
 
 
 def test_an_upward_import_is_found(tmp_path: Path) -> None:
-    graph = {"sshwrap.runtime.x": {"sshwrap.cli.render", "sshwrap.errors"},
+    graph = {"sshwrap.runtime.system.x": {"sshwrap.cli.render", "sshwrap.errors"},
              "sshwrap.core.y": {"sshwrap.runtime.system.state"},
-             "sshwrap.cli.z": {"sshwrap.runtime.x"}}
+             "sshwrap.cli.z": {"sshwrap.runtime.system.x"}}
     assert upward_imports(graph) == [("sshwrap.core.y", "sshwrap.runtime.system.state"),
-                                     ("sshwrap.runtime.x", "sshwrap.cli.render")]
+                                     ("sshwrap.runtime.system.x", "sshwrap.cli.render")]

@@ -22,11 +22,12 @@ import pexpect
 import psutil
 import pytest
 
-from sshwrap.cli.express import parse_request, parse_up
+from sshwrap.cli.express import LEFT, OPTIONS, parse_request, parse_up
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.detach import ENGINE_ENVIRONMENT
 from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.sandbox import BannerServer, Sshd, free_port
 from sshwrap.usecases import served
 from tests.runtime.tunnel_helpers import (
@@ -111,9 +112,29 @@ def test_the_lane_takes_plain_up_requests(monkeypatch: pytest.MonkeyPatch) -> No
         3.0, "home", True, True)  # the last of a repeated option wins, as in the full CLI
     assert request["profiles"] == [os.path.abspath("rel")]
     assert parse_up(["up"]) == {"op": "up", "names": [], "all": False, "tag": None,
-                                "wait": None, "json": False, "profiles": [], "share": False}
+                                "wait": DEFAULT_WAIT, "json": False, "profiles": [],
+                                "share": False}
     shared = parse_up(["up", "db", "--share"])
     assert shared is not None and shared["share"] is True
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_the_lane_reads_every_option_as_the_full_command_line_declares_it(command: str) -> None:
+    """Each option of the lane's commands, taken from the Typer app (its name, whether it
+    takes a value, its default), is the lane's too, or one the lane leaves to the full
+    command line: the two parsers cannot drift apart."""
+    import typer.main
+
+    from sshwrap.cli.app import _register_commands, app
+
+    _register_commands([command])
+    declared = {param.opts[0]: (not param.is_flag, param.default)
+                for param in typer.main.get_command(app).commands[command].params  # type: ignore[attr-defined]
+                if param.param_type_name == "option" and param.opts[0] != "--help"}
+    lane = OPTIONS[command]
+    assert set(lane) == set(declared)
+    assert {o: s for o, s in lane.items() if s != LEFT} == {
+        o: declared[o] for o, s in lane.items() if s != LEFT}
 
 
 @pytest.mark.parametrize("args", [

@@ -88,7 +88,7 @@ def logs(
     import sys
 
     from sshwrap.errors import InvalidInput
-    from sshwrap.runtime.observe import logs as tunnel_logs
+    from sshwrap.runtime.system import logs as tunnel_logs
     from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.textsafe import escaped
 

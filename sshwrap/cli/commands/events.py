@@ -19,7 +19,7 @@ def events(names: NamesArg = None, as_json: JsonOpt = False) -> int:
     Examples:  sshwrap events  |  sshwrap events db --json
     """
     from sshwrap.cli.render.events import event_line
-    from sshwrap.runtime.supervise.events import follow
+    from sshwrap.runtime.engine.eventstream import follow
 
     def waiting() -> None:
         if not as_json:

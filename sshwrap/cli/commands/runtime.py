@@ -16,6 +16,7 @@ from sshwrap.cli.base import (
 )
 from sshwrap.cli.complete import profile_tags
 from sshwrap.cli.render import emit
+from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +62,7 @@ def up(
     names: NamesOrFilesArg = None,
     all_profiles: AllOpt = False,
     tag: TagOpt = None,
-    wait: WaitOpt = 15.0,
+    wait: WaitOpt = DEFAULT_WAIT,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
     ask_password: Annotated[bool, typer.Option(
@@ -119,7 +120,7 @@ def restart(
     names: NamesOrFilesArg = None,
     all_profiles: AllOpt = False,
     tag: TagOpt = None,
-    wait: WaitOpt = 15.0,
+    wait: WaitOpt = DEFAULT_WAIT,
     json_out: JsonOpt = False,
     profiles: ProfilesOpt = None,
 ) -> int:

@@ -59,7 +59,7 @@ def log_lines(log_text: str) -> list[str]:
 
 def proof_failures(lines: list[str]) -> set[int]:
     """Indices of the ``open failed`` lines of stdio-forward channels: sshwrap's own far-side
-    proofs (runtime/observe/farside.py), whose refusals are their verdict, never a forward's."""
+    proofs (runtime/supervise/farside.py), whose refusals are their verdict, never a forward's."""
     kinds: dict[str, str] = {}
     found = set()
     for index, line in enumerate(lines):

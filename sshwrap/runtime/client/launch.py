@@ -219,7 +219,7 @@ def spawn(name: str, argv: list[str], log_path: Path, *,
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         log.write(f"--- sshwrap: starting {name} at {stamp} ---\n".encode())
         log.flush()
-        from sshwrap.runtime.observe.logs import end_offset
+        from sshwrap.runtime.system.logs import end_offset
 
         offset = end_offset(log_path)  # logical: the engine may have cut the log's start
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sshwrap import askpass
+from sshwrap.errors import InvalidInput
 
 #: The environment variable of a start request naming the asker's question socket.
 PROMPT_ENV = "SSHWRAP_PROMPT_SOCKET"
@@ -32,6 +33,9 @@ ANSWER_TIMEOUT = askpass.TIMEOUT
 #: Answers a question as ssh words it ("(user@host) Verification code: "); None refuses it.
 AskQuestion = Callable[[str], "str | None"]
 
+
+#: For one connection to send its prompt: then the next one's turn.
+PROMPT_DEADLINE = 5.0
 
 class AskSocket:
     """A private unix socket speaking askpass's wire format: a question as one line in, the
@@ -73,6 +77,9 @@ class AskSocket:
         return self
 
     def _serve(self) -> None:
+        from sshwrap.runtime.system.wire import Backoff
+
+        backoff = Backoff(lambda _said: None)  # out of descriptors: askpass waits, we go on
         while not self._stop.is_set():
             sock = self._sock
             if sock is None:
@@ -81,8 +88,12 @@ class AskSocket:
                 conn, _ = sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
+            except OSError as error:
+                if self._stop.is_set() or self._sock is not sock:
+                    return  # closed under us: done
+                backoff.failed(error)
+                continue
+            backoff.succeeded()
             with conn:
                 self._answer(conn)
             if self.done():
@@ -91,19 +102,16 @@ class AskSocket:
 
     def _answer(self, conn: socket.socket) -> None:
         from sshwrap.runtime.system.sockets import peer_is_same_user
+        from sshwrap.runtime.system.wire import read_line
 
         try:
-            conn.settimeout(5)
             if not peer_is_same_user(conn):
                 return
-            request = b""
-            while len(request) < 8192 and not request.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                request += chunk
-            conn.sendall(self.reply(request.decode("utf-8", "replace").strip()))
-        except OSError:
+            prompt = read_line(conn, PROMPT_DEADLINE, limit=8192)
+            answer = self.reply(prompt.decode("utf-8", "replace").strip())  # may ask a person
+            conn.settimeout(PROMPT_DEADLINE)
+            conn.sendall(answer)
+        except (OSError, InvalidInput):  # gone, or no prompt in time
             return
 
     def close_socket(self) -> None:

@@ -19,13 +19,13 @@ from typing import Any
 from sshwrap.errors import StateConflict
 from sshwrap.runtime.system.detach import HeldEngine, is_engine
 from sshwrap.runtime.system.paths import StatePaths
-from sshwrap.runtime.system.rendezvous import SUPERVISOR_SOCKET
+from sshwrap.runtime.system.protocol import MAX_REQUEST
+from sshwrap.runtime.system.rendezvous import SUPERVISOR_SOCKET, connect
 
 #: How long ``up`` waits for an engine it started to answer.
 START_TIMEOUT = 10.0
 #: How long a stopping tunnel's thread may take (its client's SIGTERM, then SIGKILL).
 STOP_JOIN = 15.0
-MAX_REQUEST = 1 << 20
 
 
 def socket_path(paths: StatePaths, *, create: bool = False) -> Path:
@@ -88,7 +88,7 @@ def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) ->
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.settimeout(timeout)
         try:
-            conn.connect(str(path))
+            connect(conn, str(path), timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise Unreachable(str(error)) from None
         try:
@@ -165,6 +165,9 @@ def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
             return
         except Unreachable:
             pass
+        except TimeoutError:  # one answers the socket, but is too busy to answer us
+            raise StateConflict(f"the engine did not answer within {START_TIMEOUT:g} s",
+                                hint=f"see {log}") from None
         exited = process is not None and process.poll() is not None
         if exited and process is not None and process.returncode != 0:
             raise StateConflict(f"the engine did not start (status {process.returncode})",

@@ -32,12 +32,14 @@ from typing import Any
 
 from sshwrap.errors import ExitCode, InvalidInput, SshwrapError
 from sshwrap.runtime.engine import daemon
-from sshwrap.runtime.engine.resident import Command, ResidentSupervisor, listen_on, start_master
+from sshwrap.runtime.engine.resident import ResidentSupervisor, start_master
 from sshwrap.runtime.observe.results import LOCK_GRACE
 from sshwrap.runtime.supervise.events import Event
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.detach import FOREGROUND_MARK
 from sshwrap.runtime.system.paths import StatePaths
+from sshwrap.runtime.system.protocol import Served
+from sshwrap.runtime.system.wire import listen_on
 
 #: How long a first start is waited for before the answer says it goes on retrying.
 DEFAULT_WAIT = 30.0
@@ -124,7 +126,7 @@ class ForegroundEngine(ResidentSupervisor):
 
     idle_exit = math.inf
 
-    def __init__(self, paths: StatePaths, commands: Mapping[str, Command],
+    def __init__(self, paths: StatePaths, commands: Mapping[str, Served],
                  options: Options) -> None:
         super().__init__(paths, commands)
         self.options = options
@@ -273,7 +275,7 @@ class Waiter:
             daemon.request(self.paths, message, timeout=daemon.STOP_JOIN + ANSWER_GRACE)
 
 
-def run(args: Sequence[str], commands: Mapping[str, Command]) -> int:
+def run(args: Sequence[str], commands: Mapping[str, Served]) -> int:
     """Serve the state dir in the foreground (or wait to), running ``--up`` tunnels."""
     try:
         options = parse(args)
@@ -307,7 +309,7 @@ def run(args: Sequence[str], commands: Mapping[str, Command]) -> int:
             return 0
     if waiter.served_by is not None:
         engine.say(f"the engine (pid {waiter.served_by}) exited: serving the state dir")
-    listener = listen_on(paths)
+    listener = listen_on(daemon.socket_path(paths))
     try:
         return engine.serve(listener)
     finally:

@@ -11,7 +11,6 @@ of ``up``) are registered by the composition root, ``python -m sshwrap --engine`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -28,14 +27,29 @@ from typing import Any
 from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
-from sshwrap.runtime.engine.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
-from sshwrap.runtime.observe import logs
+from sshwrap.runtime.engine.daemon import STOP_JOIN, socket_path
 from sshwrap.runtime.supervise.events import EventBus
 from sshwrap.runtime.supervise.shared import master_paths
 from sshwrap.runtime.supervise.supervisor import Supervisor, record_not_started
+from sshwrap.runtime.system import logs
 from sshwrap.runtime.system.identity import own_identity
 from sshwrap.runtime.system.paths import StatePaths
-from sshwrap.runtime.system.wire import Channel, error_data
+from sshwrap.runtime.system.protocol import (
+    ENGINE_REQUESTS,
+    Served,
+    bad_request,
+    checked_request,
+    parse_request,
+)
+from sshwrap.runtime.system.wire import (
+    REPLY_TIMEOUT,
+    REQUEST_DEADLINE,
+    Channel,
+    error_data,
+    hang_up,
+    read_line,
+    serve_connections,
+)
 
 #: With no tunnel to supervise for this long, the engine exits.
 IDLE_EXIT = 300.0
@@ -49,15 +63,11 @@ class Tunnel:
     message: dict[str, Any] | None = None
 
 
-#: A command served with a stream of answers: the request, its channel, the engine.
-Command = Callable[[dict[str, Any], Channel, "ResidentSupervisor"], None]
-
-
 class ResidentSupervisor:
     """Accepts requests on the socket; runs each tunnel's Supervisor in a thread of its own."""
     idle_exit = IDLE_EXIT  # the foreground engine never exits when idle
 
-    def __init__(self, paths: StatePaths, commands: Mapping[str, Command] | None = None) -> None:
+    def __init__(self, paths: StatePaths, commands: Mapping[str, Served] | None = None) -> None:
         self.paths = paths
         self.commands = dict(commands or {})
         self.identity = own_identity()
@@ -70,7 +80,7 @@ class ResidentSupervisor:
         #: the engine from exiting when idle.
         self.events = EventBus()
         self.followers = 0
-        self._followers_done = threading.Condition(self.lock)
+        self.followers_done = threading.Condition(self.lock)
         self._reload_asked = threading.Event()
         #: Set once it has stopped its tunnels and let go of its lock (main's ``lock_fd``):
         #: an asker held until it exits (``down --all``) goes then, before the hooks' drain.
@@ -102,25 +112,8 @@ class ResidentSupervisor:
         from sshwrap.runtime.supervise.netwatch import NetWatch
 
         watch = NetWatch(self._network_changed).start()
-        listener.settimeout(0.5)
         self.say("serving")
-        while not self.quit.is_set():
-            self.logs.tick()  # a busy tunnel's log, cut in place
-            if self._reload_asked.is_set():  # SIGHUP: as 'sshwrap reload', off this thread
-                self._reload_asked.clear()
-                threading.Thread(target=self._reload_on_signal, name="reload",
-                                 daemon=True).start()
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                with self.lock:
-                    if not self.tunnels and not self.serving \
-                            and time.monotonic() - self.idle_since >= self.idle_exit:
-                        self.say(f"nothing supervised for {self.idle_exit:g} s: exiting")
-                        break
-                continue
-            threading.Thread(target=self._handle, args=(conn,), name="request",
-                             daemon=True).start()
+        serve_connections(listener, self._handle, keep_on=self._keep_serving, say=self.say)
         # Nobody is answered any more: refuse new askers at once (they start a new engine,
         # once this one has let go of the lock), rather than leave them waiting.
         listener.close()
@@ -141,6 +134,20 @@ class ResidentSupervisor:
         self.say("exited")
         return 0
 
+    def _keep_serving(self) -> bool:
+        """Between connections: a reload asked by SIGHUP started (off this thread); False
+        once asked to quit, or idle for ``idle_exit``."""
+        self.logs.tick()  # a busy tunnel's log, cut in place
+        if self._reload_asked.is_set():
+            self._reload_asked.clear()
+            threading.Thread(target=self._reload_on_signal, name="reload", daemon=True).start()
+        with self.lock:
+            if not self.tunnels and not self.serving \
+                    and time.monotonic() - self.idle_since >= self.idle_exit:
+                self.say(f"nothing supervised for {self.idle_exit:g} s: exiting")
+                return False
+        return not self.quit.is_set()
+
     def _network_changed(self, change: Any) -> None:
         """Re-verify every tunnel and every shared connection's master at once
         (runtime/supervise/netwatch.py) instead of waiting for keep-alives to time out."""
@@ -159,32 +166,61 @@ class ResidentSupervisor:
     def _handle(self, conn: socket.socket) -> None:
         from sshwrap.runtime.system.sockets import peer_is_same_user
 
-        with conn:
-            try:
+        try:
+            with conn:
                 if not peer_is_same_user(conn):
                     return
-                with conn.makefile("rb") as reader:
-                    line = reader.readline(MAX_REQUEST)
-                message = json.loads(line)
-                if message.get("op") == "events":
-                    self._stream_events(Channel(conn))
+                try:
+                    message = self._read_request(conn)
+                except SshwrapError as error:
+                    conn.sendall(json.dumps({"error": error_data(error)}).encode() + b"\n")
+                    hang_up(conn)
                     return
-                if message.get("op") == "reload":
-                    from sshwrap.runtime.engine.reload import reload_tunnels
+                # The request is in: what follows may take long (an up, a follower), but a
+                # reply nobody reads must not hold a thread for ever.
+                conn.settimeout(REPLY_TIMEOUT)
+                self._dispatch(message, conn)
+        except OSError as error:
+            self.say(f"a request failed: {type(error).__name__}")  # never its content
+        except Exception as error:  # a bug of one request must not end the engine
+            self.say(f"a request failed: internal error: {type(error).__name__}: {error}")
 
-                    self._serve(lambda _m, channel, engine: channel.send(
-                        reload_tunnels(engine)), message, Channel(conn))
-                    return
-                command = self.commands.get(str(message.get("op")))
-                if command is not None:
-                    self._serve(command, message, Channel(conn))
-                    return
-                answer = self._answer(message)
-                conn.sendall(json.dumps(answer).encode() + b"\n")
-            except (OSError, ValueError) as error:
-                self.say(f"a request failed: {type(error).__name__}")  # never its content
+    def _read_request(self, conn: socket.socket) -> dict[str, Any]:
+        """The request on ``conn``, read within ``REQUEST_DEADLINE`` and checked
+        (runtime/system/protocol.py); InvalidInput when it is none."""
+        line = read_line(conn, REQUEST_DEADLINE)
+        known = {**ENGINE_REQUESTS, **{op: c.fields for op, c in self.commands.items()}}
+        return parse_request(line, known)
 
-    def _serve(self, command: Command, message: dict[str, Any], channel: Channel) -> None:
+    def _dispatch(self, message: dict[str, Any], conn: socket.socket) -> None:
+        op = message["op"]
+        if op == "events":
+            from sshwrap.runtime.engine.eventstream import stream_events
+
+            stream_events(self, Channel(conn))
+            return
+        if op == "reload":
+            from sshwrap.runtime.engine.reload import reload_tunnels
+
+            self._serve(lambda _m, channel, engine: channel.send(
+                reload_tunnels(engine)), message, Channel(conn))
+            return
+        served = self.commands.get(op)
+        if served is not None:
+            self._serve(served.handler, message, Channel(conn))
+            return
+        try:
+            answer = self._answer(message)
+        except SshwrapError as error:
+            answer = {"error": error_data(error)}
+        except OSError as error:  # out of descriptors, say: told, and served on
+            answer = {"error": error_data(SshwrapError(
+                f"the engine could not serve {op!r}: {error.strerror or error}",
+                hint=f"see {daemon.log_path(self.paths)}"))}
+        conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def _serve(self, command: Callable[..., None], message: dict[str, Any],
+               channel: Channel) -> None:
         with self.lock:
             if self.quit.is_set():
                 channel.send({"exiting": True})  # the asker starts a new engine
@@ -204,14 +240,14 @@ class ResidentSupervisor:
         if op == "start":
             return self.start(message)
         if op == "stop":
-            return {"stopped": self.stop(str(message["name"]))}
+            return {"stopped": self.stop(message["name"])}
         if op == "quit":
             with self.lock:
                 if message.get("only_if_idle") and self.tunnels:
                     return {"quitting": False}
                 self.quit.set()
             return {"quitting": True}
-        return {"error": f"unknown request {op!r}"}
+        raise bad_request("unknown request", key="op")
 
     def start(self, message: dict[str, Any], profile: Profile | None = None) -> dict[str, Any]:
         """Start supervising a tunnel, with ``profile`` or the one of that name in the asker's
@@ -221,7 +257,8 @@ class ResidentSupervisor:
 
         from sshwrap.store import ProfileStore
 
-        name = str(message["name"])
+        message = checked_request(message, ENGINE_REQUESTS)  # from this process too
+        name = message["name"]
         store = ProfileStore(tuple(Path(d) for d in message["dirs"]))
         try:
             profile = profile or store.load(name)
@@ -295,39 +332,11 @@ class ResidentSupervisor:
 
     # -- events and reload ------------------------------------------------------------------
 
-    def _stream_events(self, channel: Channel) -> None:
-        """Send every event from now on to a follower, until it hangs up or we exit."""
-        import queue
-
-        inbox = self.events.subscribe()
-        with self.lock:
-            self.followers += 1
-        try:
-            channel.send({"subscribed": True})
-            while True:
-                try:
-                    event = inbox.get(timeout=1.0)
-                except queue.Empty:
-                    if channel.hung_up(0):
-                        return
-                    continue
-                if event is None:
-                    channel.send({"exiting": True})
-                    return
-                channel.send({"event": event.to_json()})
-        except OSError:
-            return  # the follower is gone
-        finally:
-            self.events.unsubscribe(inbox)
-            with self.lock:
-                self.followers -= 1
-                self._followers_done.notify_all()
-
     def _end_followers(self) -> None:
         """Let the followers have the last events (the tunnels' downs) before we exit."""
         self.events.close()
         with self.lock:
-            self._followers_done.wait_for(lambda: self.followers == 0, timeout=2.0)
+            self.followers_done.wait_for(lambda: self.followers == 0, timeout=2.0)
 
     def _reload_on_signal(self) -> None:
         from sshwrap.runtime.engine.reload import reload_tunnels
@@ -365,49 +374,3 @@ def _record_failure(paths: StatePaths, name: str, reason: str) -> None:
         record = state.read_record(paths, name)
         if record is not None:
             state.write_record(paths, record.failed(SshwrapError(reason)))
-
-
-def listen_on(paths: StatePaths) -> socket.socket:
-    path = socket_path(paths, create=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a dead predecessor's: we hold the lock, so nobody else serves it
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # the socket is created 0600
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    listener.listen(64)
-    return listener
-
-
-def main(commands: Mapping[str, Command] | None = None) -> int:
-    """Serve the state dir of ``SSHWRAP_STATE_DIR`` until idle; ``commands`` are served
-    besides the engine's own requests (registered by the composition root)."""
-    from sshwrap.runtime.system.detach import log_output_to, released
-
-    if not released():
-        return 0  # the command that started it went without it: nothing was written
-    with contextlib.suppress(OSError):
-        os.umask(0o077)
-    paths = StatePaths(StatePaths.from_env().root.absolute()).ensure()
-    log_output_to(daemon.log_path(paths))
-    # Hold no caller's directory: nothing here may depend on where the first up ran.
-    os.chdir("/")
-    lock_fd = paths.open(lock_path(paths), os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another one serves this state dir
-    listener = listen_on(paths)
-    engine = ResidentSupervisor(paths, commands)
-    engine.lock_fd = lock_fd
-    try:
-        return engine.serve(listener)
-    finally:
-        listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            socket_path(paths).unlink()
-        if engine.lock_fd is not None:
-            os.close(engine.lock_fd)
-

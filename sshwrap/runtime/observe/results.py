@@ -11,7 +11,6 @@ from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.observe.verify import ForwardCheck
 from sshwrap.runtime.system.state import ExpectedForward
 
-DEFAULT_WAIT = 15.0
 STOP_TIMEOUT = 5.0
 #: Another ``up`` of the same name may hold the lock for its whole --wait; wait a bit longer.
 LOCK_GRACE = 30.0

@@ -53,7 +53,7 @@ class LogReader:
         self.text = ""
 
     def read(self) -> str:
-        from sshwrap.runtime.observe.logs import read_since
+        from sshwrap.runtime.system.logs import read_since
 
         chunk = read_since(self.path, self.offset)  # logical: right across the engine's cuts
         self.offset = max(self.offset, chunk.next)

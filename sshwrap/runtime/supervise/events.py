@@ -1,23 +1,19 @@
-"""Tunnel state changes as events: published by the engine, followed over its socket."""
+"""Tunnel state changes as events, and the bus the engine publishes them on."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sshwrap.runtime.system.paths import StatePaths
+if TYPE_CHECKING:
+    pass
 
 #: How many events a slow follower may fall behind before it is dropped (it sees EOF).
 BACKLOG = 1000
-#: How often a follower with no engine to talk to looks for one again.
-RETRY_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -82,74 +78,3 @@ class EventBus:
         for inbox in subscribers:
             with contextlib.suppress(queue.Full):
                 inbox.put_nowait(None)
-
-
-# -- the follower's side ------------------------------------------------------------------
-
-
-def _subscribe(paths: StatePaths) -> socket.socket | None:
-    """A connection subscribed to the engine's events; None when no engine answers."""
-    from sshwrap.runtime.engine import daemon
-
-    try:
-        path = daemon.socket_path(paths)
-    except OSError:
-        return None
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(str(path))
-        conn.sendall(json.dumps({"op": "events"}).encode() + b"\n")
-    except OSError:
-        conn.close()
-        return None
-    return conn
-
-
-def _read_events(conn: socket.socket) -> Iterator[dict[str, Any]]:
-    with conn, conn.makefile("rb") as reader:
-        for line in reader:
-            with contextlib.suppress(ValueError):
-                frame = json.loads(line)
-                if isinstance(frame, dict):
-                    yield frame
-
-
-def follow(paths: StatePaths | None = None, names: Sequence[str] = (), *,
-           start_engine: bool = True, environ: Mapping[str, str] | None = None,
-           on_wait: Callable[[], None] | None = None) -> Iterator[Event]:
-    """Every state change of the tunnels ``names`` (all when empty) from now on, as the
-    engine of ``paths`` makes them, until the caller stops iterating.
-
-    With ``start_engine`` an engine is started when none runs, so that tunnels started
-    later are followed from their first state. When the engine exits (``down --all``, or
-    idle), nothing is started again: the follower waits for the next engine, telling
-    ``on_wait`` once each time it begins to wait.
-    """
-    import os
-
-    from sshwrap.runtime.engine import daemon
-
-    paths = paths or StatePaths.from_env()
-    wanted = set(names)
-    if start_engine:
-        paths.ensure()
-        daemon.ensure_running(paths, dict(os.environ if environ is None else environ))
-    waiting = False
-    while True:
-        conn = _subscribe(paths)
-        if conn is None:
-            if not waiting and on_wait is not None:
-                on_wait()
-            waiting = True
-            time.sleep(RETRY_INTERVAL)
-            continue
-        waiting = False
-        for frame in _read_events(conn):
-            if frame.get("exiting"):
-                break
-            if "event" not in frame:
-                continue
-            event = Event.from_json(frame["event"])
-            if not wanted or event.name in wanted:
-                yield event
-        time.sleep(RETRY_INTERVAL)  # an exiting engine may still accept for a moment

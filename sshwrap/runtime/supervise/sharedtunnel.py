@@ -10,8 +10,8 @@ from typing import Protocol
 
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
-from sshwrap.runtime.observe.farside import prove_forwards
 from sshwrap.runtime.observe.verify import ForwardCheck, check_forwards
+from sshwrap.runtime.supervise.farside import prove_forwards
 from sshwrap.runtime.supervise.hosting import (
     STOPPING,
     attach,
@@ -63,7 +63,7 @@ class Host(Protocol):
 
 
 def _size(path: Path | None) -> int:
-    from sshwrap.runtime.observe.logs import end_offset
+    from sshwrap.runtime.system.logs import end_offset
 
     return end_offset(path) if path is not None else 0  # logical, as LogReader reads it
 

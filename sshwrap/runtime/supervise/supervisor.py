@@ -1,8 +1,7 @@
 """The per-tunnel supervisor: owns the client, restarts it by the profile's policy, records it.
 
-Its restarts are the one restart loop's (runtime/supervise/restart.py). It runs as a thread of the
-engine (runtime/engine/resident.py; a systemd unit runs that engine too), or of a program using the
-Python API. Whatever ends it, a failure is recorded.
+It runs the one restart loop (supervise/restart.py) in a thread of the engine or of a program
+using the Python API. Whatever ends it, a failure is recorded.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusab
 from sshwrap.runtime.client.auth import ClientStarter
 from sshwrap.runtime.client.launch import Launched, find_program
 from sshwrap.runtime.client.questions import AskQuestion
-from sshwrap.runtime.observe.farside import own_control, prove_forwards
 from sshwrap.runtime.observe.verify import ForwardCheck, wait_ready
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.supervise.events import Event
+from sshwrap.runtime.supervise.farside import own_control, prove_forwards
 from sshwrap.runtime.supervise.restart import Ended, Phase, ProfileAttempts, RestartLoop, first_hop
 from sshwrap.runtime.supervise.shared import wants_sharing
 from sshwrap.runtime.supervise.sharedtunnel import SharedTunnel
@@ -47,8 +46,6 @@ FREE_PORT_RETRIES = 3
 UNWRITTEN_RETRY = 1.0
 #: Told how the first attempt went: None once verified, else its error.
 FirstResult = Callable[[SshwrapError | None], None]
-
-
 #: The reason told for entering a state that is not a failure.
 _REASONS = {Phase.STARTING.value: "starting the client", Phase.UP.value: "every forward verified"}
 

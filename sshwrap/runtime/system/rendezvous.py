@@ -10,8 +10,12 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 STATE_DIR_ENV = "SSHWRAP_STATE_DIR"
+#: How long up and restart wait for every forward to be verified (--wait), by default: here,
+#: where both front ends of the command line read it first.
+DEFAULT_WAIT = 15.0
 #: The state dir's folder of control sockets, when its paths are short enough.
 CONTROL_DIR = "ctl"
 SUPERVISOR_SOCKET = "supervisor"
@@ -80,3 +84,34 @@ def preferred_supervisor_socket(root: str) -> str | None:
     too long (it then lives in a folder that only the full command line works out)."""
     folder = os.path.join(root, CONTROL_DIR)
     return os.path.join(folder, SUPERVISOR_SOCKET) if control_dir_fits(folder) else None
+
+
+#: How long a client waits for room in the engine's full listen backlog, when it sets no
+#: time of its own.
+CONNECT_WAIT = 30.0
+
+
+def connect(conn: Any, path: str, timeout: float | None = None) -> None:
+    """Connect ``conn`` (a unix stream socket) to the engine at ``path``.
+
+    A busy engine's listen backlog may be full: a socket with a timeout is then refused at
+    once (EAGAIN), and tries again, a little later each time, until ``timeout`` seconds
+    (``CONNECT_WAIT`` when None) have passed: TimeoutError then. Any other failure (nothing
+    listens, no such file) is raised as it comes.
+    """
+    import errno
+    import time
+
+    deadline = time.monotonic() + (CONNECT_WAIT if timeout is None else timeout)
+    pause = 0.002
+    while True:
+        try:
+            conn.connect(path)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise
+        if time.monotonic() + pause >= deadline:
+            raise TimeoutError(errno.ETIMEDOUT, "the engine's socket stayed full (it is busy)")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
