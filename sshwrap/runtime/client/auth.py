@@ -25,7 +25,6 @@ from sshwrap.core.compile.spec import LaunchSpec, prompt_options
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import InvalidInput, Problem
 from sshwrap.runtime.client.questions import (
-    PROMPT_ENV,
     AskQuestion,
     AskSocket,
     TimedAsk,
@@ -38,9 +37,8 @@ from sshwrap.runtime.system.paths import StatePaths
 if TYPE_CHECKING:
     from sshwrap.runtime.client.launch import Launched
 
-#: The askpass channels: a client's (set by sshwrap for the client it serves) and the asking
-#: command's question socket; never passed on, to a client or a hook.
-ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV, PROMPT_ENV)
+#: The askpass channel of a client: set by sshwrap for the client it serves, never passed on.
+ASKPASS_ENV = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", askpass.SOCKET_ENV)
 
 
 class PromptKind(StrEnum):

@@ -108,9 +108,10 @@ def hook_env(profile: Profile, event: Event, base: Mapping[str, str] | None,
     bus) without any password variable of any profile and without the askpass channel; and
     SSHWRAP_TUNNEL, SSHWRAP_STATE, SSHWRAP_REASON."""
     from sshwrap.runtime.client.auth import ASKPASS_ENV
+    from sshwrap.runtime.client.questions import PROMPT_ENV
 
     env = dict(os.environ if base is None else base)
-    for name in (*ASKPASS_ENV, *password_variables(profile, dirs)):
+    for name in (*ASKPASS_ENV, PROMPT_ENV, *password_variables(profile, dirs)):
         env.pop(name, None)
     env.update(SSHWRAP_TUNNEL=profile.name, SSHWRAP_STATE=event.to_state,
                SSHWRAP_REASON=event.reason)
