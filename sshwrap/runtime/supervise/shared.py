@@ -89,7 +89,7 @@ def master_name(key: str) -> str:
 
 def master_paths(paths: StatePaths) -> StatePaths:
     """Records, logs and locks of the masters: beside the tunnels', never listed as tunnels."""
-    return StatePaths(paths.root / "shared", inner=True)
+    return paths.inner_dir("shared")
 
 
 def _private_dir(path: Path, *, create: bool) -> Path:
