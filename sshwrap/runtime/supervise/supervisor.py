@@ -28,6 +28,7 @@ from sshwrap.runtime.observe.farside import own_control, prove_forwards
 from sshwrap.runtime.observe.verify import ForwardCheck, wait_ready
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.supervise.events import Event
+from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.restart import Ended, Phase, ProfileAttempts, RestartLoop, first_hop
 from sshwrap.runtime.supervise.shared import wants_sharing
 from sshwrap.runtime.supervise.sharedtunnel import SharedTunnel
@@ -59,7 +60,8 @@ class Supervisor(ClientOwner):
                  *, first_wait: float, foreground: bool, secret: str | None = None,
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
-                 on_first_result: FirstResult | None = None) -> None:
+                 on_first_result: FirstResult | None = None,
+                 hosting: Hosting | None = None) -> None:
         self.name = profile.name
         #: The profile as asked for, parsed once by whoever asked (``listen = 0`` unchosen).
         self.requested = profile
@@ -80,6 +82,8 @@ class Supervisor(ClientOwner):
         self.on_stop: Callable[[], None] | None = None
         #: The environment of the ``up`` that started the tunnel (agent socket and all).
         self.env = env
+        #: The engine's shared connections, when the engine runs it.
+        self.hosting = hosting
         self._identity_given = identity
         #: Told how the first attempt went (None: verified; else its error).
         self._on_first_result = on_first_result
