@@ -31,6 +31,7 @@ from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import MAX_REQUEST, STOP_JOIN, lock_path, socket_path
 from sshwrap.runtime.observe import logs
 from sshwrap.runtime.supervise.events import EventBus
+from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.shared import master_paths
 from sshwrap.runtime.supervise.supervisor import Supervisor, record_not_started
@@ -80,6 +81,8 @@ class ResidentSupervisor:
         #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         #: The shared connections' masters, supervised in threads of the engine too.
         self.hosting = Hosting(paths.root, start_master)
+        #: The tunnels' hooks: ended, with all they started, when the engine exits.
+        self.hooks = Hooks()
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
@@ -132,11 +135,9 @@ class ResidentSupervisor:
         if fd is not None:
             os.close(fd)  # a new engine may start while the hooks drain
         self.released.set()
-        from sshwrap.runtime.supervise import hooks
-
         # The tunnels' on_down hooks, given a few seconds, then ended with everything they
         # started: none outlives us. Nobody waits on them any more.
-        hooks.drain()
+        self.hooks.drain()
         self.say("exited")
         return 0
 
@@ -244,7 +245,7 @@ class ResidentSupervisor:
             first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
             secret=message.get("secret"), log=log, env=dict(message["env"]),
             identity=self.identity, share=bool(message.get("share")), on_first_result=first.put,
-            hosting=self.hosting)
+            hosting=self.hosting, hooks=self.hooks)
         supervisor.on_event = self.events.publish
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)

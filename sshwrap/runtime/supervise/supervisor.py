@@ -28,6 +28,7 @@ from sshwrap.runtime.observe.farside import own_control, prove_forwards
 from sshwrap.runtime.observe.verify import ForwardCheck, wait_ready
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.supervise.events import Event
+from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.restart import Ended, Phase, ProfileAttempts, RestartLoop, first_hop
 from sshwrap.runtime.supervise.shared import wants_sharing
@@ -61,7 +62,7 @@ class Supervisor(ClientOwner):
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
                  on_first_result: FirstResult | None = None,
-                 hosting: Hosting | None = None) -> None:
+                 hosting: Hosting | None = None, hooks: Hooks | None = None) -> None:
         self.name = profile.name
         #: The profile as asked for, parsed once by whoever asked (``listen = 0`` unchosen).
         self.requested = profile
@@ -84,6 +85,8 @@ class Supervisor(ClientOwner):
         self.env = env
         #: The engine's shared connections, when the engine runs it.
         self.hosting = hosting
+        #: Runs its hooks: the engine's, which ends them when it exits (else its own).
+        self.hooks = hooks if hooks is not None else Hooks()
         self._identity_given = identity
         #: Told how the first attempt went (None: verified; else its error).
         self._on_first_result = on_first_result
@@ -205,10 +208,8 @@ class Supervisor(ClientOwner):
             except Exception as error:  # a follower's trouble is never the tunnel's
                 self.say(f"could not publish a state change: {error}")
         if self.profile is not None:
-            from sshwrap.runtime.supervise import hooks
-
-            hooks.run_for(self.profile, event, self.env, self.paths.log(self.name),
-                          self.store.dirs if self.store is not None else ())
+            self.hooks.run_for(self.profile, event, self.env, self.paths.log(self.name),
+                               self.store.dirs if self.store is not None else ())
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._stopping:
