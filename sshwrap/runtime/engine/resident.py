@@ -79,10 +79,8 @@ class ResidentSupervisor:
         self.released = threading.Event()
         self.lock_fd: int | None = None
         #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
-        #: The shared connections' masters, supervised in threads of the engine too.
-        self.hosting = Hosting(paths.root, start_master)
-        #: The tunnels' hooks: ended, with all they started, when the engine exits.
-        self.hooks = Hooks()
+        #: Shared connections' masters (supervised in its threads too) and its tunnels' hooks.
+        self.hosting, self.hooks = Hosting(paths.root, start_master), Hooks()
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 

@@ -49,7 +49,6 @@ UNWRITTEN_RETRY = 1.0
 #: Told how the first attempt went: None once verified, else its error.
 FirstResult = Callable[[SshwrapError | None], None]
 
-
 #: The reason told for entering a state that is not a failure.
 _REASONS = {Phase.STARTING.value: "starting the client", Phase.UP.value: "every forward verified"}
 
@@ -83,10 +82,8 @@ class Supervisor(ClientOwner):
         self.on_stop: Callable[[], None] | None = None
         #: The environment of the ``up`` that started the tunnel (agent socket and all).
         self.env = env
-        #: The engine's shared connections, when the engine runs it.
-        self.hosting = hosting
-        #: Runs its hooks: the engine's, which ends them when it exits (else its own).
-        self.hooks = hooks if hooks is not None else Hooks()
+        #: The engine's shared connections and hooks (ended when it exits), when it runs it.
+        self.hosting, self.hooks = hosting, hooks if hooks is not None else Hooks()
         self._identity_given = identity
         #: Told how the first attempt went (None: verified; else its error).
         self._on_first_result = on_first_result
@@ -356,8 +353,7 @@ class OwnClient(ProfileAttempts):
                 client=self.profile.client.value, started_at=time.time(),
                 forwards=self.forwards, log_path=str(launched.log_path),
                 log_offset=launched.log_offset, supervisor_pid=pid,
-                supervisor_create_time=create_time, supervisor_argv=own_argv,
-                mode=sup.mode.value),
+                supervisor_create_time=create_time, supervisor_argv=own_argv, mode=sup.mode.value),
                 pid=launched.pid, create_time=launched.create_time, argv=launched.argv,
                 started_at=time.time(), log_offset=launched.log_offset, verified=False,
                 next_retry=None, phase=phase.value)
