@@ -23,6 +23,7 @@ from sshwrap.core.model import AuthMethod, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import SshwrapError
 from sshwrap.runtime.client.questions import AskQuestion
 from sshwrap.runtime.observe.results import TunnelState, TunnelStatus
+from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.supervisor import Supervisor
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.store import ProfileStore
@@ -31,9 +32,15 @@ from sshwrap.store import ProfileStore
 DEFAULT_WAIT = 30.0
 #: Seconds a stop waits for the client to end (SIGTERM, then SIGKILL) and its thread to join.
 STOP_JOIN = 15.0
+# Program-wide on purpose: the API's tunnels belong to the calling program, not to an engine
+# object; these three are all it keeps.
+#: A number for each tunnel made without a name.
 _numbers = itertools.count(1)
 #: Tunnels started and not yet stopped: stopped at interpreter exit.
 _running: weakref.WeakSet[Tunnel] = weakref.WeakSet()
+#: The hooks of every tunnel of the program: one tunnel's hooks never see the password
+#: variable of another (runtime/supervise/hooks.py).
+_hooks = Hooks()
 
 
 def _stop_all_at_exit() -> None:
@@ -221,7 +228,7 @@ class Tunnel:
             self._supervisor = Supervisor(
                 self.profile, paths,
                 first_wait=self.wait, foreground=False, secret=self._secret, log=self._log,
-                on_first_result=first.put, ask=self._prompt)
+                on_first_result=first.put, ask=self._prompt, hooks=_hooks)
             # The client dies with the thread that spawned it (parent-death signal): the
             # supervisor's thread, which lives exactly as long as the tunnel.
             thread = self._thread = threading.Thread(

@@ -23,6 +23,7 @@ from sshwrap.runtime.observe.results import (
     parallel,
 )
 from sshwrap.runtime.observe.verify import ListenerView
+from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
@@ -48,9 +49,11 @@ def asking_engine(paths: StatePaths, timeout: float = STOP_TIMEOUT) -> EngineSto
 
 
 def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT,
-                engine: EngineStop | None = None) -> TunnelOutcome:
+                engine: EngineStop | None = None,
+                hosting: Hosting | None = None) -> TunnelOutcome:
     """Stop one tunnel sshwrap started; never signals a process it cannot prove is that one.
-    ``engine`` stops a tunnel the engine runs (the engine passes its own stop)."""
+    ``engine`` stops a tunnel the engine runs (the engine passes its own stop, and
+    ``hosting``, its shared connections)."""
     engine = engine or asking_engine(paths, timeout)
     try:
         with state.name_lock(paths, name, timeout=DEFAULT_WAIT + LOCK_GRACE):
@@ -61,13 +64,13 @@ def stop_tunnel(name: str, paths: StatePaths, *, timeout: float = STOP_TIMEOUT,
             if record is None:
                 return TunnelOutcome(name, Action.NOT_RUNNING)
             if record.kept_failure:
-                _stop_orphan(record, paths)
+                _stop_orphan(record, paths, hosting)
                 state.remove_record(paths, name)
                 return TunnelOutcome(name, Action.CLEANED, record.pid or None,
                                      message=f"it had failed ({record.last_failure}); "
                                              "its state is removed")
             if record.supervised:
-                return _stop_supervised(record, paths, timeout, engine)
+                return _stop_supervised(record, paths, timeout, engine, hosting)
             return _stop_alone(record, paths, timeout)
     except SshwrapError as error:
         return TunnelOutcome(name, Action.FAILED, error=error)
@@ -106,19 +109,20 @@ def _stop_damaged(name: str, paths: StatePaths, damaged: StateUnusable,
                          message=f"{why}; its client was found by its identity")
 
 
-def _stop_orphan(record: TunnelRecord, paths: StatePaths) -> None:
+def _stop_orphan(record: TunnelRecord, paths: StatePaths,
+                 hosting: Hosting | None = None) -> None:
     """Stop a supervised client whose supervisor is gone (identity checked first); a shared
     tunnel's client is the master of others too: only its forwards are taken off."""
     if record.shared is not None:
         from sshwrap.runtime.supervise import shared
 
-        shared.release(paths, record)
+        shared.release(paths, record, hosting=hosting)
     elif state.live_process(record) is not None:
         stop_group(record.pid, timeout=STOP_TIMEOUT)
 
 
 def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float,
-                     engine: EngineStop) -> TunnelOutcome:
+                     engine: EngineStop, hosting: Hosting | None) -> TunnelOutcome:
     """Have the supervisor stop its client and let go of the tunnel; then make sure of both."""
     from sshwrap.runtime.engine import daemon
 
@@ -126,7 +130,7 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float,
     supervisor = state.live_supervisor(record)
     client = state.live_process(record)
     if supervisor is None and client is None:
-        _stop_orphan(record, paths)  # a shared connection's master may be left to clean
+        _stop_orphan(record, paths, hosting)  # a shared connection's master may be left to clean
         state.remove_record(paths, name)
         return TunnelOutcome(name, Action.CLEANED, record.pid,
                              message="its processes had ended; the stale state is removed")
@@ -144,7 +148,7 @@ def _stop_supervised(record: TunnelRecord, paths: StatePaths, timeout: float,
         if not graceful:
             from sshwrap.runtime.supervise import shared
 
-            shared.release(paths, latest)
+            shared.release(paths, latest, hosting=hosting)
         _wait_released(latest, timeout)
         state.remove_record(paths, name)
         return TunnelOutcome(name, Action.STOPPED, latest.pid)
@@ -177,17 +181,19 @@ def _still_held(forwards: Sequence[ExpectedForward], pid: int) -> list[str]:
 
 def down(names: Sequence[str] = (), *, all_tunnels: bool = False,
          paths: StatePaths | None = None, timeout: float = STOP_TIMEOUT,
-         engine: EngineStop | None = None, running: Sequence[str] = ()) -> DownReport:
+         engine: EngineStop | None = None, running: Sequence[str] = (),
+         hosting: Hosting | None = None) -> DownReport:
     """Stop the named tunnels (or every running one); stopping what is not running is a no-op.
-    Served by the engine, ``engine`` is its stop and ``running`` the tunnels it runs (the
-    engine itself decides whether to exit after ``--all``)."""
+    Served by the engine, ``engine`` is its stop, ``running`` the tunnels it runs (the
+    engine itself decides whether to exit after ``--all``) and ``hosting`` its shared
+    connections."""
     if not names and not all_tunnels:
         raise InvalidInput("name at least one tunnel, or pass --all")
     paths = paths or StatePaths.from_env()
     targets = check_names(names) if names else sorted(
         set(state.recorded_names(paths)) | set(running))
     outcomes = parallel(targets, lambda n: stop_tunnel(n, paths, timeout=timeout,
-                                                         engine=engine))
+                                                         engine=engine, hosting=hosting))
     if all_tunnels and not names and engine is None:
         from sshwrap.runtime.engine import daemon
 

@@ -86,7 +86,8 @@ def status_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> Statu
     from sshwrap.usecases.status import status
 
     store, _env = store_of(message)
-    return status(store, message["names"], engine.paths, live=live_view(engine))
+    return status(store, message["names"], engine.paths, live=live_view(engine),
+                  hosting=engine.hosting)
 
 
 def down_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> tuple[TunnelsReport,
@@ -97,7 +98,7 @@ def down_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> tuple[T
     with engine.lock:
         running = list(engine.tunnels)
     report = down(message["names"], all_tunnels=bool(message["all"]), paths=engine.paths,
-                  engine=engine.stop, running=running)
+                  engine=engine.stop, running=running, hosting=engine.hosting)
     # An engine that never exits when idle (a unit's, runtime/engine/foreground.py) is not ended by
     # down --all either: when it ends is the service manager's call.
     if not message["all"] or message["names"] or not math.isfinite(engine.idle_exit):
@@ -117,7 +118,7 @@ def restart_here(engine: ResidentSupervisor, message: Mapping[str, Any],
     wait = DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
     return restart(store, message["names"], all_profiles=bool(message["all"]),
                    tag=message["tag"], wait=wait, paths=engine.paths, progress=progress,
-                   engine=engine.stop, environ=env)
+                   engine=engine.stop, environ=env, hosting=engine.hosting)
 
 
 def park_until_exit(engine: ResidentSupervisor) -> None:
@@ -235,7 +236,8 @@ class Asker:
         from sshwrap.usecases.down import stop_tunnel
 
         for name in self.abandoned(report):
-            stop_tunnel(name, self.engine.paths, engine=self.engine.stop)
+            stop_tunnel(name, self.engine.paths, engine=self.engine.stop,
+                        hosting=self.engine.hosting)
 
 
 # -- the asker's side ------------------------------------------------------------------------

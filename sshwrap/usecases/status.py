@@ -28,6 +28,7 @@ from sshwrap.runtime.observe.results import (
     TunnelStatus,
 )
 from sshwrap.runtime.observe.verify import ListenerView
+from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.identity import memoized
 from sshwrap.runtime.system.paths import StatePaths
@@ -47,9 +48,11 @@ class Live:
 
 def status(store: ProfileStore, names: Sequence[str] = (),
            paths: StatePaths | None = None,
-           live: Mapping[str, Live] | None = None) -> StatusReport:
+           live: Mapping[str, Live] | None = None,
+           hosting: Hosting | None = None) -> StatusReport:
     """Every profile (or the named ones) with state and forward health: one socket scan.
-    ``live`` is the engine's view of the tunnels it runs (none from the command line)."""
+    ``live`` is the engine's view of the tunnels it runs, ``hosting`` its shared
+    connections (none from the command line)."""
     paths = paths or StatePaths.from_env()
     live = live or {}
     recorded = sorted(set(state.recorded_names(paths)) | set(live))
@@ -70,7 +73,8 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     with memoized():  # the engine's identity, checked once for all its tunnels
         cache = _compiled_for(facts, paths)
         rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,
-                               view=view, live=live.get(n), cache=cache) for n in targets]
+                               view=view, live=live.get(n), cache=cache, hosting=hosting)
+                for n in targets]
     rows = with_numbers(rows)  # one read of the kernel's connections for every running row
     named = set(names)
     unhealthy = any(
@@ -140,13 +144,13 @@ def _load(known: dict[str, Path], name: str, facts: HostFacts, paths: StatePaths
 
 def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
                    paths: StatePaths, facts: HostFacts, view: ListenerView,
-                   live: Live | None,
-                   cache: dict[tuple[str, tuple[int, ...]], _Compiled]) -> TunnelStatus:
+                   live: Live | None, cache: dict[tuple[str, tuple[int, ...]], _Compiled],
+                   hosting: Hosting | None) -> TunnelStatus:
     compiled = _load(known, name, facts, paths, cache)
     idle = compiled.idle
     if live is not None and not live.record.kept_failure:
         return _supervised_status(live.record, compiled, paths=paths, view=view, idle=idle,
-                                  running=(True, live.client_running))
+                                  running=(True, live.client_running), hosting=hosting)
     try:  # the engine's memory first: a failure its state dir could not take is kept there
         record = live.record if live is not None else \
             state.read_record(paths, name) if name in recorded else None
@@ -163,12 +167,13 @@ def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
         with_identity = (state.live_supervisor(record) is not None,
                          state.live_process(record) is not None)
         return _supervised_status(record, compiled, paths=paths, view=view, idle=idle,
-                                  running=with_identity)
-    return _alone_status(record, compiled, paths=paths, view=view, idle=idle)
+                                  running=with_identity, hosting=hosting)
+    return _alone_status(record, compiled, paths=paths, view=view, idle=idle, hosting=hosting)
 
 
 def _alone_status(record: TunnelRecord, compiled: _Compiled, *, paths: StatePaths,
-                  view: ListenerView, idle: tuple[ForwardStatus, ...]) -> TunnelStatus:
+                  view: ListenerView, idle: tuple[ForwardStatus, ...],
+                  hosting: Hosting | None) -> TunnelStatus:
     """A client that runs with no supervisor: up while its process is the recorded one."""
     name = record.name
     if state.live_process(record) is None:
@@ -176,7 +181,7 @@ def _alone_status(record: TunnelRecord, compiled: _Compiled, *, paths: StatePath
             return TunnelStatus(name, TunnelState.STARTING, None, None, record.restarts, False,
                                 idle, mode=mode_of(record).value)
         return _failed_row(_keep_failure(paths, record,
-                                         _ended_error(record, compiled.profile)), idle)
+                                         _ended_error(record, compiled.profile), hosting), idle)
     checks = view.check(record.forwards, record.pid)
     healthy = all(c.healthy for c in checks)
     changed = _profile_changed(record, compiled)
@@ -199,7 +204,8 @@ def _ended_error(record: TunnelRecord, profile: Profile | None) -> SshwrapError:
     return ConnectionFailed(ended, hint=f"sshwrap up {record.name}")
 
 
-def _keep_failure(paths: StatePaths, record: TunnelRecord, error: SshwrapError) -> TunnelRecord:
+def _keep_failure(paths: StatePaths, record: TunnelRecord, error: SshwrapError,
+                  hosting: Hosting | None) -> TunnelRecord:
     """Mark the record failed for good and write it; a state dir that cannot be written
     still gets the row shown. A tunnel of a shared connection lets go of its master (whose
     supervisor died with the engine): the master's socket and record go with the last."""
@@ -209,7 +215,7 @@ def _keep_failure(paths: StatePaths, record: TunnelRecord, error: SshwrapError) 
         if record.shared is not None:
             from sshwrap.runtime.supervise.shared import release
 
-            release(paths, failed, cancel=False)
+            release(paths, failed, cancel=False, hosting=hosting)
     return failed
 
 
@@ -236,7 +242,7 @@ def _profile_changed(record: TunnelRecord, compiled: _Compiled) -> bool:
 
 def _supervised_status(record: TunnelRecord, compiled: _Compiled, *, paths: StatePaths,
                        view: ListenerView, idle: tuple[ForwardStatus, ...],
-                       running: tuple[bool, bool]) -> TunnelStatus:
+                       running: tuple[bool, bool], hosting: Hosting | None) -> TunnelStatus:
     """The truth from both processes: supervisor alive or not, client alive or not
     (``running``, as their identity or the engine tells)."""
     name = record.name
@@ -254,7 +260,7 @@ def _supervised_status(record: TunnelRecord, compiled: _Compiled, *, paths: Stat
             f"{who} (pid {record.supervisor_pid}) ended without 'sshwrap down'"
             + (f"; last failure: {record.last_failure}" if record.last_failure else ""),
             hint=f"sshwrap up {name}")
-        return _failed_row(_keep_failure(paths, record, error), idle)
+        return _failed_row(_keep_failure(paths, record, error, hosting), idle)
     if not supervisor:
         checks = view.check(record.forwards, record.pid)
         return TunnelStatus(

@@ -36,6 +36,7 @@ from sshwrap.runtime.observe.results import (
     parallel,
 )
 from sshwrap.runtime.observe.verify import ListenerView
+from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.shared import wants_sharing
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
@@ -58,7 +59,9 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
                  progress: ProgressCallback | None = None,
                  profile_dirs: Sequence[Path] | None = None,
                  secret: str | None = None, share: bool = False,
-                 environ: Mapping[str, str] | None = None) -> TunnelOutcome:
+                 environ: Mapping[str, str] | None = None,
+                 hosting: Hosting | None = None,
+                 starting: threading.Lock | None = None) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
     The engine of the state dir runs it, by the profile's restart policy (``restart = "no"``:
@@ -66,7 +69,8 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
     ``share_connection``). ``profile_dirs`` tell the engine where to load the profile from.
     ``secret`` (a password, say) goes over the private socket, never to argv, environment or
     state. ``environ`` is the environment of the ``up`` that asks (default: ours); the
-    client starts from it.
+    client starts from it. ``hosting``: the engine's shared connections, when it serves this.
+    ``starting``: held by the one thread of this ``up`` that starts the engine.
     """
     name = profile.name
     try:
@@ -76,7 +80,7 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
         digest = state.profile_hash(profile, facts, argv[0])
         forwards = expected_forwards(profile, facts)
         with state.name_lock(paths, name, timeout=wait + LOCK_GRACE):
-            running = _running_outcome(paths, name, digest)
+            running = _running_outcome(paths, name, digest, hosting)
             if running is not None:
                 return running
             if progress is not None:
@@ -84,7 +88,8 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             dirs = [str(d.resolve())
                     for d in profile_dirs or ProfileStore.from_option(None).dirs]
             record, found = _start_in_engine(profile, paths, wait=wait, dirs=dirs,
-                                             secret=secret, environ=environ, share=share)
+                                             secret=secret, environ=environ, share=share,
+                                             starting=starting)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
         return TunnelOutcome(name, Action.STARTED, record.pid, found)
@@ -109,6 +114,7 @@ def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
 
 def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
                      secret: str | None, environ: Mapping[str, str] | None, share: bool,
+                     starting: threading.Lock | None,
                      ) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
     """Ask the engine to run the tunnel (the caller holds the name's lock): its verified
     record, and its forwards as found. A failed first start is raised as it was raised in
@@ -124,7 +130,7 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     # A person may be asked a question (a one-time code): the start waits for them too.
     timeout = wait + SUPERVISOR_GRACE + (ANSWER_TIMEOUT if env.get(PROMPT_ENV) else 0.0)
     try:
-        answer = daemon.start_request(paths, message, timeout=timeout)
+        answer = daemon.start_request(paths, message, timeout=timeout, starting=starting)
     except BaseException as error:
         with contextlib.suppress(OSError, ValueError):
             daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN)
@@ -149,7 +155,8 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
         hint=f"see {daemon.log_path(paths)}")
 
 
-def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome | None:
+def _running_outcome(paths: StatePaths, name: str, digest: str,
+                     hosting: Hosting | None) -> TunnelOutcome | None:
     """The outcome for a tunnel that already runs; None when it does not (stale state cleaned)."""
     record = state.read_record(paths, name)
     if record is None:
@@ -170,7 +177,7 @@ def _running_outcome(paths: StatePaths, name: str, digest: str) -> TunnelOutcome
         else state.live_process(record)) is None)
     if waiting or stale:
         if stale:
-            _stop_orphan(record, paths)
+            _stop_orphan(record, paths, hosting)
             state.remove_record(paths, name)
         return None
     checks = ListenerView().check(record.forwards, record.pid)
@@ -212,7 +219,8 @@ def up_selection(store: ProfileStore, names: Sequence[str] = (), *, all_profiles
 def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: float,
                    paths: StatePaths | None = None, progress: ProgressCallback | None = None,
                    ask_secret: AskSecret | None = None, share: bool = False,
-                   environ: Mapping[str, str] | None = None) -> UpReport:
+                   environ: Mapping[str, str] | None = None,
+                   hosting: Hosting | None = None) -> UpReport:
     """Start profiles chosen by up_selection, in parallel; ``environ`` is the environment
     of the ``up`` that asks (default: ours): password variables and the clients' own."""
     # Read every secret first (terminal input is sequential); none is ever stored.
@@ -226,12 +234,14 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
     # its MaxStartups); tunnels on a shared connection open none, and all join at once.
     joining = sum(wants_sharing(p, share) for p in profiles)
     handshakes = threading.BoundedSemaphore(MAX_PARALLEL)
+    starting = threading.Lock()  # one thread starts the engine, the others wait for it
 
     def start(profile: Profile) -> TunnelOutcome:
         with contextlib.nullcontext() if wants_sharing(profile, share) else handshakes:
             return start_tunnel(profile, paths, facts, wait=wait, progress=progress,
                                 profile_dirs=store.dirs, secret=secrets[profile.name],
-                                share=share, environ=environ)
+                                share=share, environ=environ, hosting=hosting,
+                                starting=starting)
 
     outcomes = parallel(profiles, start, limit=MAX_PARALLEL + min(joining, MAX_JOINING))
     return TunnelsReport("up", tuple(outcomes))
@@ -240,16 +250,18 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
 def restart(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
             tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
             progress: ProgressCallback | None = None, engine: EngineStop | None = None,
-            environ: Mapping[str, str] | None = None) -> UpReport:
+            environ: Mapping[str, str] | None = None,
+            hosting: Hosting | None = None) -> UpReport:
     """Stop, then start again (with the profile as it is now). Served by the engine,
-    ``engine`` is its stop and ``environ`` the environment of the restart that asks."""
+    ``engine`` is its stop, ``hosting`` its shared connections and ``environ`` the
+    environment of the restart that asks."""
     check_wait(wait)  # before anything is stopped
     profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
     paths = (paths or StatePaths.from_env()).ensure()
-    stopped = down([p.name for p in profiles], paths=paths, engine=engine)
+    stopped = down([p.name for p in profiles], paths=paths, engine=engine, hosting=hosting)
     failed = {o.name: o for o in stopped.outcomes if o.action is Action.FAILED}
     again = [p for p in profiles if p.name not in failed]
     started = start_selected(again, store, wait=wait, paths=paths, progress=progress,
-                             environ=environ).outcomes if again else ()
+                             environ=environ, hosting=hosting).outcomes if again else ()
     by_name = {o.name: o for o in started} | failed
     return TunnelsReport("restart", tuple(by_name[p.name] for p in profiles))

@@ -79,8 +79,9 @@ def test_hung_hooks_of_one_tunnel_are_bounded_the_rest_skipped(tmp_path: Path) -
     started, log = tmp_path / "started", tmp_path / "p.log"
     profile = parse_profile("p", {**BASE, "hooks": {"timeout": 3600, "on_reconnecting": [
         "/bin/sh", "-c", f"echo $$ >> {started}; exec sleep 600"]}}, "p.toml")
+    runner = hooks.Hooks()
     try:
-        threads = [hooks.run_for(profile, _event("reconnecting"), {"PATH": os.defpath}, log)
+        threads = [runner.run_for(profile, _event("reconnecting"), {"PATH": os.defpath}, log)
                    for _ in range(8)]
         assert sum(t is not None for t in threads) == 3  # MAX_AT_ONCE, the documented bound
         eventually(lambda: started.exists()
@@ -89,7 +90,7 @@ def test_hung_hooks_of_one_tunnel_are_bounded_the_rest_skipped(tmp_path: Path) -
         pids = [int(p) for p in started.read_text().split()]
         assert not any(process_gone(p) for p in pids)
     finally:
-        hooks.drain(0)
+        runner.drain(0)
     for pid in pids:
         eventually(lambda pid=pid: process_gone(pid), f"hook {pid} ended")
 

@@ -103,11 +103,12 @@ def test_an_exiting_engine_ends_the_hooks_still_running(tmp_path: Path) -> None:
     pids, log = tmp_path / "pids", tmp_path / "p.log"
     profile = parse_profile("p", {**BASE, "hooks": {"timeout": 3600, "on_down": [
         "/bin/sh", "-c", f"sleep 600 & echo $$ $! > {pids}; wait"]}}, "p.toml")
-    thread = hooks.run_for(profile, _event("down"), {"PATH": os.defpath}, log)
+    engine_hooks = hooks.Hooks()
+    thread = engine_hooks.run_for(profile, _event("down"), {"PATH": os.defpath}, log)
     assert thread is not None
     eventually(lambda: pids.exists() and len(pids.read_text().split()) == 2, "hook started")
 
-    hooks.drain(0.2)  # its hour-long timeout is not waited for
+    engine_hooks.drain(0.2)  # its hour-long timeout is not waited for
 
     thread.join()
     for pid in pids.read_text().split():  # killed: gone once the kernel has reaped it
@@ -121,9 +122,10 @@ def test_a_hook_gets_the_change_but_never_a_secret(
     log = tmp_path / "p.log"
     profile = parse_profile("p", {**BASE, "auth": "password", "password_env": "DB_PASS",
                                   "hooks": {"on_failed": ["env"]}}, "p.toml")
-    env = hooks.hook_env(profile, _event("failed"), {"PATH": os.defpath, "DB_PASS": "s3cret",
+    runner = hooks.Hooks()
+    env = runner.hook_env(profile, _event("failed"), {"PATH": os.defpath, "DB_PASS": "s3cret",
                                                     "SSH_ASKPASS": "/x"})
-    thread = hooks.run_for(profile, _event("failed"), env, log)
+    thread = runner.run_for(profile, _event("failed"), env, log)
     assert thread is not None
     thread.join()
 
@@ -131,7 +133,7 @@ def test_a_hook_gets_the_change_but_never_a_secret(
     assert "SSHWRAP_TUNNEL=p" in text and "SSHWRAP_STATE=failed" in text
     assert "SSHWRAP_REASON=why" in text and "exited with status 0" in text
     assert "s3cret" not in text and "SSH_ASKPASS" not in text
-    assert hooks.run_for(profile, _event("up"), env, log) is None  # no on_up: nothing run
+    assert runner.run_for(profile, _event("up"), env, log) is None  # no on_up: nothing run
 
 
 def test_a_missing_program_is_logged_and_nothing_else(tmp_path: Path) -> None:

@@ -42,19 +42,20 @@ class Launched:
 #: How long a program found on PATH is taken as there without looking again: ``status``
 #: compiles every tunnel's command line, and PATH does not change within a second.
 WHICH_TTL = 1.0
-_which: dict[tuple[str, str], tuple[float, str | None]] = {}
 
 
 def find_program(client: Client) -> str:
-    now = time.monotonic()
-    key = (client.value, os.environ.get("PATH", os.defpath))
-    seen = _which.get(key)
-    if seen is None or now - seen[0] > WHICH_TTL:
-        seen = _which[key] = (now, shutil.which(client.value))
-    found = seen[1]
+    found = _which(client.value, os.environ.get("PATH", os.defpath),
+                   int(time.monotonic() // WHICH_TTL))
     if not found:
         raise MissingBinary(f"{client.value} is not installed", hint=INSTALL_HINT[client.value])
     return found
+
+
+# Memoisation: a program's place on a PATH is taken as a constant within one WHICH_TTL tick.
+@functools.lru_cache(maxsize=16)
+def _which(program: str, path: str, _tick: int) -> str | None:
+    return shutil.which(program, path=path)
 
 
 def launch_argv(profile: Profile, facts: HostFacts, spec: LaunchSpec | None = None,

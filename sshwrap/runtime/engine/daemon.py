@@ -105,18 +105,18 @@ def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) ->
     return answer
 
 
-def start_request(paths: StatePaths, message: Mapping[str, Any], *,
-                  timeout: float) -> dict[str, Any]:
+def start_request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float,
+                  starting: threading.Lock | None = None) -> dict[str, Any]:
     """Ask the resident supervisor of ``paths`` to start a tunnel (``op: start``), starting
-    the supervisor first if none runs; served in-process when called from inside it (the
-    express lane of ``up``)."""
+    the supervisor first if none runs (``starting``: see ensure_running); served in-process
+    when called from inside it (the express lane of ``up``)."""
     local = _local_start
     if local is not None and local[0] == paths.root:
         return local[1](dict(message))
     # An engine may go between our ping and our request (``down --all`` asked it to exit
     # while idle): then a new one is started, once.
     for attempt in (1, 2):
-        ensure_running(paths, message["env"])
+        ensure_running(paths, message["env"], starting=starting)
         try:
             answer = request(paths, message, timeout=timeout)
         except Unreachable:
@@ -131,7 +131,8 @@ def start_request(paths: StatePaths, message: Mapping[str, Any], *,
 
 
 def ensure_running(paths: StatePaths, env: Mapping[str, str],
-                   held: HeldEngine | None = None) -> None:
+                   held: HeldEngine | None = None, *,
+                   starting: threading.Lock | None = None) -> None:
     """Start the engine of ``paths`` unless one answers already: ``held``, when given (the
     express lane started it while it checked its input), else a new one.
 
@@ -140,14 +141,11 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str],
     until it is gone: then a new one is started.
     """
     # The threads of one ``up`` of many tunnels all find no engine at once: one of them
-    # starts it, the others wait for it, rather than each start an interpreter that exits
-    # on finding the lock taken (thirty-two of them, on a machine of two cores).
-    with _starting:
+    # starts it, the others wait for it on the ``starting`` lock that ``up`` gives them all,
+    # rather than each start an interpreter that exits on finding the lock taken
+    # (thirty-two of them, on a machine of two cores).
+    with starting or threading.Lock():
         _start_unless_running(paths, env, held)
-
-
-#: Held by the thread of this process that is starting an engine.
-_starting = threading.Lock()
 
 
 def _start_unless_running(paths: StatePaths, env: Mapping[str, str],

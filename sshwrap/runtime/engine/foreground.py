@@ -32,7 +32,7 @@ from typing import Any
 
 from sshwrap.errors import ExitCode, InvalidInput, SshwrapError
 from sshwrap.runtime.engine import daemon
-from sshwrap.runtime.engine.resident import ResidentSupervisor, start_master
+from sshwrap.runtime.engine.resident import ResidentSupervisor
 from sshwrap.runtime.observe.results import LOCK_GRACE
 from sshwrap.runtime.supervise.events import Event
 from sshwrap.runtime.system import state
@@ -135,11 +135,8 @@ class ForegroundEngine(ResidentSupervisor):
         self.started: set[str] = set()
 
     def serve(self, listener: Any) -> int:
-        from sshwrap.runtime.supervise import hosting
-
-        # As serve() does first: the tunnels started below may need both at once.
+        # As serve() does first: the tunnels started below may need it at once.
         daemon.serve_locally(self.paths.root, self.start)
-        hosting.host_masters(self.paths.root, start_master)
         threading.Thread(target=self._journal, args=(self.events.subscribe(),),
                          name="journal", daemon=True).start()
         for name in self.options.names:

@@ -29,6 +29,8 @@ from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import STOP_JOIN, socket_path
 from sshwrap.runtime.supervise.events import EventBus
+from sshwrap.runtime.supervise.hooks import Hooks
+from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.shared import master_paths
 from sshwrap.runtime.supervise.supervisor import Supervisor, record_not_started
 from sshwrap.runtime.system import logs
@@ -87,6 +89,8 @@ class ResidentSupervisor:
         self.released = threading.Event()
         self.lock_fd: int | None = None
         #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
+        #: Shared connections' masters (supervised in its threads too) and its tunnels' hooks.
+        self.hosting, self.hooks = Hosting(paths.root, start_master), Hooks()
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
@@ -102,10 +106,6 @@ class ResidentSupervisor:
             self.quit.set()
 
         daemon.serve_locally(self.paths.root, self.start)
-        # Shared connections' masters are supervised here too, each in a thread.
-        from sshwrap.runtime.supervise import hosting
-
-        hosting.host_masters(self.paths.root, start_master)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
@@ -126,11 +126,9 @@ class ResidentSupervisor:
         if fd is not None:
             os.close(fd)  # a new engine may start while the hooks drain
         self.released.set()
-        from sshwrap.runtime.supervise import hooks
-
         # The tunnels' on_down hooks, given a few seconds, then ended with everything they
         # started: none outlives us. Nobody waits on them any more.
-        hooks.drain()
+        self.hooks.drain()
         self.say("exited")
         return 0
 
@@ -151,11 +149,11 @@ class ResidentSupervisor:
     def _network_changed(self, change: Any) -> None:
         """Re-verify every tunnel and every shared connection's master at once
         (runtime/supervise/netwatch.py) instead of waiting for keep-alives to time out."""
-        from sshwrap.runtime.supervise import hosting, netwatch
+        from sshwrap.runtime.supervise import netwatch
 
         with self.lock:
             supervisors = [tunnel.supervisor for tunnel in self.tunnels.values()]
-        masters = hosting.hosted_masters(self.paths.root)  # their tunnels follow them back
+        masters = self.hosting.masters()  # their tunnels follow them back
         if supervisors or masters:
             dropped = netwatch.recheck([*supervisors, *masters], change)
             self.say(f"{change.reason}: {len(supervisors)} tunnel(s) and {len(masters)} "
@@ -281,7 +279,8 @@ class ResidentSupervisor:
             profile, self.paths, store,
             first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
             secret=message.get("secret"), log=log, env=dict(message["env"]),
-            identity=self.identity, share=bool(message.get("share")), on_first_result=first.put)
+            identity=self.identity, share=bool(message.get("share")), on_first_result=first.put,
+            hosting=self.hosting, hooks=self.hooks)
         supervisor.on_event = self.events.publish
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)
@@ -358,13 +357,13 @@ class ResidentSupervisor:
             tunnel.thread.join(STOP_JOIN)
 
 
-def start_master(paths: StatePaths, profile: Profile, key: str, wait: float, *,
-                 secret: str | None, env: Mapping[str, str] | None) -> int:
+def start_master(hosting: Hosting, paths: StatePaths, profile: Profile, key: str, wait: float,
+                 *, secret: str | None, env: Mapping[str, str] | None) -> int:
     """Supervise a shared connection's master in a thread of the engine
     (runtime/supervise/masters.py, imported when a tunnel first asks for a shared connection)."""
     from sshwrap.runtime.supervise.masters import start_hosted
 
-    return start_hosted(paths, profile, key, wait, secret=secret, env=env)
+    return start_hosted(hosting, paths, profile, key, wait, secret=secret, env=env)
 
 
 def _record_failure(paths: StatePaths, name: str, reason: str) -> None:

@@ -52,18 +52,6 @@ class _Run:
     asked_to_end: bool = False
 
 
-@dataclass
-class _Registry:
-    """The hooks this process runs, and the names of every password variable it has seen."""
-    runs: list[_Run] = field(default_factory=list)
-    secret_names: set[str] = field(default_factory=set)
-    dirs: set[Path] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_registry = _Registry()
-
-
 # -- the environment ---------------------------------------------------------------------
 
 
@@ -86,98 +74,111 @@ def _named_in(directory: Path) -> set[str]:
     return names
 
 
-def password_variables(profile: Profile, dirs: Iterable[Path] = ()) -> set[str]:
-    """Every variable a profile names as ``password_env``: this one, every profile this
-    process has run, and every profile file of ``dirs``, of the directories tunnels of this
-    process were started from, and of this profile's own directory."""
-    with _registry.lock:
-        if profile.password_env:
-            _registry.secret_names.add(profile.password_env)
-        _registry.dirs.update(Path(d) for d in dirs)
-        if profile.source:
-            _registry.dirs.add(Path(profile.source).parent)
-        names, folders = set(_registry.secret_names), set(_registry.dirs)
-    for folder in folders:
-        names |= _named_in(folder)
-    return names
+class Hooks:
+    """The hooks run for the tunnels of one engine (or of one program using the Python API),
+    and the names of every password variable it has seen: no hook's environment holds one
+    of them. The engine drains them when it exits."""
 
+    def __init__(self) -> None:
+        self.runs: list[_Run] = []
+        self.secret_names: set[str] = set()
+        self.dirs: set[Path] = set()
+        self.lock = threading.Lock()
 
-def hook_env(profile: Profile, event: Event, base: Mapping[str, str] | None,
-             dirs: Iterable[Path] = ()) -> dict[str, str]:
-    """The hook's environment: the user's (a notification needs its display and session
-    bus) without any password variable of any profile and without the askpass channel; and
-    SSHWRAP_TUNNEL, SSHWRAP_STATE, SSHWRAP_REASON."""
-    from sshwrap.runtime.client.auth import ASKPASS_ENV
-    from sshwrap.runtime.client.questions import PROMPT_ENV
+    def password_variables(self, profile: Profile, dirs: Iterable[Path] = ()) -> set[str]:
+        """Every variable a profile names as ``password_env``: this one, every profile this
+        process has run, and every profile file of ``dirs``, of the directories tunnels of this
+        process were started from, and of this profile's own directory."""
+        with self.lock:
+            if profile.password_env:
+                self.secret_names.add(profile.password_env)
+            self.dirs.update(Path(d) for d in dirs)
+            if profile.source:
+                self.dirs.add(Path(profile.source).parent)
+            names, folders = set(self.secret_names), set(self.dirs)
+        for folder in folders:
+            names |= _named_in(folder)
+        return names
 
-    env = dict(os.environ if base is None else base)
-    for name in (*ASKPASS_ENV, PROMPT_ENV, *password_variables(profile, dirs)):
-        env.pop(name, None)
-    env.update(SSHWRAP_TUNNEL=profile.name, SSHWRAP_STATE=event.to_state,
-               SSHWRAP_REASON=event.reason)
-    return env
+    def hook_env(self, profile: Profile, event: Event, base: Mapping[str, str] | None,
+                 dirs: Iterable[Path] = ()) -> dict[str, str]:
+        """The hook's environment: the user's (a notification needs its display and session
+        bus) without any password variable of any profile and without the askpass channel; and
+        SSHWRAP_TUNNEL, SSHWRAP_STATE, SSHWRAP_REASON."""
+        from sshwrap.runtime.client.auth import ASKPASS_ENV
+        from sshwrap.runtime.client.questions import PROMPT_ENV
 
+        env = dict(os.environ if base is None else base)
+        for name in (*ASKPASS_ENV, PROMPT_ENV, *self.password_variables(profile, dirs)):
+            env.pop(name, None)
+        env.update(SSHWRAP_TUNNEL=profile.name, SSHWRAP_STATE=event.to_state,
+                   SSHWRAP_REASON=event.reason)
+        return env
 
-# -- starting and ending -------------------------------------------------------------------
+    def run_for(self, profile: Profile, event: Event, base_env: Mapping[str, str] | None,
+                log_path: Path, dirs: Iterable[Path] = ()) -> threading.Thread | None:
+        """Start the hook of ``event``'s new state, if the profile has one, in a thread of its
+        own; the caller goes on at once. The thread, for tests to join. A tunnel going down
+        first ends its hooks still running."""
+        if event.to_state == "down":
+            self.end_hooks(profile.name)
+        argv = profile.hooks.for_state(event.to_state)
+        if not argv:
+            self.password_variables(profile, dirs)  # known from now on to every other hook
+            return None
+        what = f"on_{event.to_state}"
+        env = self.hook_env(profile, event, base_env, dirs)
+        entry = _Run(profile.name)
+        with self.lock:
+            running = sum(1 for r in self.runs if r.tunnel == profile.name)
+            if running < MAX_AT_ONCE:
+                self.runs.append(entry)
+        if running >= MAX_AT_ONCE:
+            _log(log_path, [f"{what}: skipped: {running} hooks of this tunnel still run "
+                            f"(at most {MAX_AT_ONCE} at once)"])
+            return None
+        thread = threading.Thread(
+            target=self._run_tracked, name=f"hook {profile.name} {event.to_state}", daemon=True,
+            args=(entry, list(argv), env, log_path),
+            kwargs={"what": what, "timeout": float(profile.hooks.timeout)})
+        thread.start()
+        return thread
 
+    def end_hooks(self, tunnel: str | None = None) -> list[_Run]:
+        """Ask the running hooks (of ``tunnel``, or all) to end, with everything they started;
+        returns them without waiting."""
+        with self.lock:
+            runs = [r for r in self.runs if tunnel is None or r.tunnel == tunnel]
+        for run in runs:
+            run.asked_to_end = True
+            if run.process is not None and run.process.returncode is None:
+                with contextlib.suppress(OSError):
+                    run.process.send_signal(signal.SIGTERM)  # hookrun ends the hook's tree
+        return runs
 
-def run_for(profile: Profile, event: Event, base_env: Mapping[str, str] | None,
-            log_path: Path, dirs: Iterable[Path] = ()) -> threading.Thread | None:
-    """Start the hook of ``event``'s new state, if the profile has one, in a thread of its
-    own; the caller goes on at once. The thread, for tests to join. A tunnel going down
-    first ends its hooks still running."""
-    if event.to_state == "down":
-        end_hooks(profile.name)
-    argv = profile.hooks.for_state(event.to_state)
-    if not argv:
-        password_variables(profile, dirs)  # known from now on to every other hook
-        return None
-    what = f"on_{event.to_state}"
-    env = hook_env(profile, event, base_env, dirs)
-    entry = _Run(profile.name)
-    with _registry.lock:
-        running = sum(1 for r in _registry.runs if r.tunnel == profile.name)
-        if running < MAX_AT_ONCE:
-            _registry.runs.append(entry)
-    if running >= MAX_AT_ONCE:
-        _log(log_path, [f"{what}: skipped: {running} hooks of this tunnel still run "
-                        f"(at most {MAX_AT_ONCE} at once)"])
-        return None
-    thread = threading.Thread(
-        target=_run_tracked, name=f"hook {profile.name} {event.to_state}", daemon=True,
-        args=(entry, list(argv), env, log_path),
-        kwargs={"what": what, "timeout": float(profile.hooks.timeout)})
-    thread.start()
-    return thread
+    def drain(self, timeout: float = DRAIN) -> None:
+        """Give the running hooks ``timeout`` seconds to end, then end them and what they
+        started. Waits on their processes, never on their output."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            runs = list(self.runs)
+        for run in runs:
+            _wait_process(run, deadline)
+        for run in self.end_hooks():
+            _wait_process(run, time.monotonic() + END_GRACE)
+            process = run.process
+            if process is not None and process.poll() is None:  # its runner is stuck: kill all
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGKILL)
 
-
-def end_hooks(tunnel: str | None = None) -> list[_Run]:
-    """Ask the running hooks (of ``tunnel``, or all) to end, with everything they started;
-    returns them without waiting."""
-    with _registry.lock:
-        runs = [r for r in _registry.runs if tunnel is None or r.tunnel == tunnel]
-    for run in runs:
-        run.asked_to_end = True
-        if run.process is not None and run.process.returncode is None:
-            with contextlib.suppress(OSError):
-                run.process.send_signal(signal.SIGTERM)  # hookrun ends the hook's tree
-    return runs
-
-
-def drain(timeout: float = DRAIN) -> None:
-    """Give the running hooks ``timeout`` seconds to end, then end them and what they
-    started. Waits on their processes, never on their output."""
-    deadline = time.monotonic() + timeout
-    with _registry.lock:
-        runs = list(_registry.runs)
-    for run in runs:
-        _wait_process(run, deadline)
-    for run in end_hooks():
-        _wait_process(run, time.monotonic() + END_GRACE)
-        process = run.process
-        if process is not None and process.poll() is None:  # its runner is stuck: kill all
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
+    def _run_tracked(self, entry: _Run, argv: list[str], env: dict[str, str],
+                     log_path: Path, *, what: str, timeout: float) -> None:
+        try:
+            run(argv, env, log_path, what, timeout, entry=entry)
+        finally:
+            entry.ended.set()
+            with self.lock, contextlib.suppress(ValueError):
+                self.runs.remove(entry)
 
 
 def _wait_process(run: _Run, deadline: float) -> None:
@@ -186,16 +187,6 @@ def _wait_process(run: _Run, deadline: float) -> None:
     if run.process is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             run.process.wait(max(0.0, deadline - time.monotonic()))
-
-
-def _run_tracked(entry: _Run, argv: list[str], env: dict[str, str], log_path: Path, *,
-                 what: str, timeout: float) -> None:
-    try:
-        run(argv, env, log_path, what, timeout, entry=entry)
-    finally:
-        entry.ended.set()
-        with _registry.lock, contextlib.suppress(ValueError):
-            _registry.runs.remove(entry)
 
 
 # -- one run -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""What this process hosts of shared connections: masters supervised in its threads, and the
+"""What the engine hosts of shared connections: masters supervised in its threads, and the
 tunnels attached to them. In the engine, which runs every live tunnel of its state dir, the
-users of a master are read here; in any other process, from the records."""
+users of a master are read from its Hosting; in any other process, from the records."""
 
 from __future__ import annotations
 
@@ -32,42 +32,87 @@ class HostedMaster(Protocol):
 
 
 class MasterHost(Protocol):
-    """Starts the master of a key in a thread of this process (runtime/supervise/masters.py); the
-    supervisor's pid. The engine registers one for its state dir."""
+    """Starts the master of a key in a thread of this process (runtime/supervise/masters.py)
+    and registers it with ``hosting``; the supervisor's pid."""
 
-    def __call__(self, paths: StatePaths, profile: Profile, key: str, wait: float, *,
-                 secret: str | None, env: Mapping[str, str] | None) -> int: ...
-
-
-#: What starts the masters of each state dir this process hosts.
-_hosts: dict[Path, MasterHost] = {}
-#: The masters that threads of this process supervise, by state dir and key.
-hosted: dict[tuple[Path, str], HostedMaster] = {}
+    def __call__(self, hosting: Hosting, paths: StatePaths, profile: Profile, key: str,
+                 wait: float, *, secret: str | None, env: Mapping[str, str] | None) -> int: ...
 
 
-def host_masters(root: Path, start: MasterHost) -> None:
-    """Have the masters of the state dir ``root`` supervised in threads of this process."""
-    _hosts[root] = start
+class Hosting:
+    """What the engine of the state dir ``root`` hosts of shared connections: the masters
+    its threads supervise, by key, and the tunnels it runs on each, with their forwards.
+
+    The engine makes one and hands it to every supervisor it runs and every use case it
+    serves; without one (any other process), the users of a master are read from the
+    records. A tunnel joining or leaving, and a master's check that it is still used, read
+    them here instead of every record of the state dir."""
+
+    def __init__(self, root: Path, start: MasterHost) -> None:
+        self.root = root
+        self._start = start
+        self._lock = threading.Lock()
+        self._masters: dict[str, HostedMaster] = {}
+        self._attached: dict[str, dict[str, tuple[ExpectedForward, ...]]] = {}
+
+    def serves(self, paths: StatePaths) -> bool:
+        return paths.root == self.root
+
+    def start(self, paths: StatePaths, profile: Profile, key: str, wait: float, *,
+              secret: str | None, env: Mapping[str, str] | None) -> int:
+        """Have the master of ``key`` supervised in a thread of this process; its pid."""
+        return self._start(self, paths, profile, key, wait, secret=secret, env=env)
+
+    def master(self, key: str) -> HostedMaster | None:
+        """The master of ``key`` that a thread of this process supervises, if any."""
+        with self._lock:
+            return self._masters.get(key)
+
+    def masters(self) -> list[HostedMaster]:
+        """The masters that threads of this process supervise."""
+        with self._lock:
+            return list(self._masters.values())
+
+    def add(self, key: str, master: HostedMaster) -> None:
+        with self._lock:
+            self._masters[key] = master
+
+    def remove(self, key: str, master: HostedMaster) -> None:
+        """Forget ``master`` (its thread ended) unless another took its place meanwhile."""
+        with self._lock:
+            if self._masters.get(key) is master:
+                del self._masters[key]
+
+    def attach(self, key: str, name: str, forwards: tuple[ExpectedForward, ...]) -> None:
+        """Count the tunnel ``name`` as a user of the master of ``key``, before it asks for
+        the master (whose supervisor stops it once unused) until it leaves."""
+        with self._lock:
+            self._attached.setdefault(key, {})[name] = forwards
+
+    def detach(self, key: str, name: str) -> None:
+        """The tunnel ``name`` is stopping: no longer a user of the master of ``key``."""
+        with self._lock:
+            mine = self._attached.get(key)
+            if mine is not None:
+                mine.pop(name, None)
+                if not mine:
+                    del self._attached[key]
+
+    def users(self, key: str, besides: str | None) -> dict[str, tuple[ExpectedForward, ...]]:
+        with self._lock:
+            mine = self._attached.get(key, {})
+            return {name: forwards for name, forwards in mine.items() if name != besides}
 
 
-def master_host(root: Path) -> MasterHost | None:
-    """What starts the masters of the state dir ``root`` in threads of this process, if any."""
-    return _hosts.get(root)
-
-
-def hosted_masters(root: Path) -> list[HostedMaster]:
-    """The masters of the state dir ``root`` that threads of this process supervise."""
-    return [master for (where, _), master in list(hosted.items()) if where == root]
-
-
-def drop_reason(paths: StatePaths, key: str, pid: int) -> str | None:
+def drop_reason(hosting: Hosting | None, paths: StatePaths, key: str, pid: int) -> str | None:
     """Why the master ``pid`` of ``key`` was ended after a network change, when a thread of
-    this process supervised it and ended it so."""
-    here = hosted.get((paths.root, key))
+    this process (``hosting``'s) supervised it and ended it so."""
+    here = hosting.master(key) if hosting is not None and hosting.serves(paths) else None
     return here.drop_reason(pid) if here is not None else None
 
 
-def users(paths: StatePaths, key: str, *, besides: str | None = None) -> list[str]:
+def users(paths: StatePaths, key: str, *, besides: str | None = None,
+          hosting: Hosting | None = None) -> list[str]:
     """Tunnels on the master of ``key`` whose supervisor still runs and is not stopping
     (``besides`` excluded).
 
@@ -75,18 +120,16 @@ def users(paths: StatePaths, key: str, *, besides: str | None = None) -> list[st
     at once, the last to hold the lock sees all others stopping and stops the master, so it
     is gone when ``down --all`` returns.
     """
-    return list(user_forwards(paths, key, besides=besides))
+    return list(user_forwards(paths, key, besides=besides, hosting=hosting))
 
 
-def user_forwards(paths: StatePaths, key: str, *,
-                  besides: str | None = None) -> dict[str, tuple[ExpectedForward, ...]]:
-    """users() with their forwards. In the engine, which runs every live tunnel of its state
-    dir, they are its own attached tunnels (attach); elsewhere (``down`` with no engine) they
-    are read from the records."""
-    if paths.root in _hosts:
-        with _attached_lock:
-            mine = _attached.get((paths.root, key), {})
-            return {name: forwards for name, forwards in mine.items() if name != besides}
+def user_forwards(paths: StatePaths, key: str, *, besides: str | None = None,
+                  hosting: Hosting | None = None) -> dict[str, tuple[ExpectedForward, ...]]:
+    """users() with their forwards. In the engine (``hosting``), which runs every live
+    tunnel of its state dir, they are its own attached tunnels; elsewhere (``down`` with no
+    engine) they are read from the records."""
+    if hosting is not None and hosting.serves(paths):
+        return hosting.users(key, besides)
     found = {}
     for name in state.recorded_names(paths):
         if name == besides:
@@ -99,28 +142,3 @@ def user_forwards(paths: StatePaths, key: str, *,
                 and state.live_supervisor(record):
             found[name] = record.forwards
     return found
-
-
-#: The tunnels on each master that threads of this process (the engine) run, by state dir
-#: and key, with their forwards: a tunnel joining or leaving, and a master's check that it is
-#: still used, read them here instead of every record of the state dir.
-_attached: dict[tuple[Path, str], dict[str, tuple[ExpectedForward, ...]]] = {}
-_attached_lock = threading.Lock()
-
-
-def attach(paths: StatePaths, key: str, name: str,
-           forwards: tuple[ExpectedForward, ...]) -> None:
-    """Count the tunnel ``name`` of this process as a user of the master of ``key``, before
-    it asks for the master (whose supervisor stops it once unused) until it leaves."""
-    with _attached_lock:
-        _attached.setdefault((paths.root, key), {})[name] = forwards
-
-
-def detach_user(paths: StatePaths, key: str, name: str) -> None:
-    """The tunnel ``name`` is stopping: no longer a user of the master of ``key``."""
-    with _attached_lock:
-        mine = _attached.get((paths.root, key))
-        if mine is not None:
-            mine.pop(name, None)
-            if not mine:
-                del _attached[(paths.root, key)]

@@ -24,9 +24,8 @@ from sshwrap.errors import (
     StateConflict,
     StateUnusable,
 )
-from sshwrap.runtime.supervise import hosting
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
-from sshwrap.runtime.supervise.hosting import users
+from sshwrap.runtime.supervise.hosting import Hosting, users
 from sshwrap.runtime.supervise.restart import Ended, Phase, RestartLoop, first_hop
 from sshwrap.runtime.supervise.shared import (
     MASTER_RESTART_WAIT,
@@ -71,6 +70,9 @@ class MasterSupervisor(ClientOwner):
     #: The environment of the ``up`` that asked for it (the engine's own keeps no agent
     #: socket nor anything else of a user's shell: runtime/system/detach.py ENGINE_ENVIRONMENT).
     env: Mapping[str, str] | None = None
+    #: The engine's shared connections, when a thread of it runs this: the users of the
+    #: master are its tunnels.
+    hosting: Hosting | None = None
 
     def __post_init__(self) -> None:
         import random
@@ -281,7 +283,7 @@ class MasterSupervisor(ClientOwner):
         """When no live tunnel uses the master: stop everything (under the master's lock,
         so that no tunnel joins meanwhile) and say so."""
         with _try_lock(self.mpaths, self.name) as locked:
-            if not locked or users(self.paths, self.key):
+            if not locked or users(self.paths, self.key, hosting=self.hosting):
                 return False
             self.say("no tunnel uses the shared connection any more; stopping it")
             self._cleanup()
@@ -317,17 +319,17 @@ class _Hosted:
         return self.supervisor.wait_up(timeout)
 
 
-def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
-                 secret: str | None, env: Mapping[str, str] | None) -> int:
-    """Supervise the master of ``key`` in a thread of this process, the engine (registered
-    with hosting.host_masters); this process's pid. The thread lives as long as the master:
+def start_hosted(hosting: Hosting, paths: StatePaths, profile: Profile, key: str, wait: float,
+                 *, secret: str | None, env: Mapping[str, str] | None) -> int:
+    """Supervise the master of ``key`` in a thread of this process, the engine, registered
+    with its ``hosting``; this process's pid. The thread lives as long as the master:
     the master's parent-death signal follows it."""
     mpaths = master_paths(paths).ensure()
     log = os.fdopen(  # the thread closes it
         mpaths.open(mpaths.log(master_name(key)), os.O_WRONLY | os.O_CREAT | os.O_APPEND),
         "a", encoding="utf-8")
     supervisor = MasterSupervisor(profile, key, paths, wait, secret, log=log,
-                                  identity=own_identity(), env=env)
+                                  identity=own_identity(), env=env, hosting=hosting)
 
     def run() -> None:
         try:
@@ -335,12 +337,11 @@ def start_hosted(paths: StatePaths, profile: Profile, key: str, wait: float, *,
         finally:
             with contextlib.suppress(OSError):  # what it could not flush to a full disk
                 log.close()
-            if hosting.hosted.get((paths.root, key)) is hosted:
-                del hosting.hosted[(paths.root, key)]
+            hosting.remove(key, hosted)
 
     hosted = _Hosted(supervisor, threading.Thread(target=run, name=f"master {key}",
                                                   daemon=True))
-    hosting.hosted[(paths.root, key)] = hosted
+    hosting.add(key, hosted)
     hosted.thread.start()
     return os.getpid()
 

@@ -37,7 +37,7 @@ from sshwrap.errors import (
     SshwrapError,
     StateConflict,
 )
-from sshwrap.runtime.supervise.hosting import hosted, master_host, users
+from sshwrap.runtime.supervise.hosting import Hosting, users
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.detach import client_environment
 from sshwrap.runtime.system.paths import STATE_DIR_ENV, StatePaths, judge_private_dir
@@ -89,7 +89,7 @@ def master_name(key: str) -> str:
 
 def master_paths(paths: StatePaths) -> StatePaths:
     """Records, logs and locks of the masters: beside the tunnels', never listed as tunnels."""
-    return StatePaths(paths.root / "shared", inner=True)
+    return paths.inner_dir("shared")
 
 
 def _private_dir(path: Path, *, create: bool) -> Path:
@@ -202,8 +202,10 @@ def _remove_socket(control: Path) -> None:
         control.unlink()
 
 
-def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> None:
-    """Stop the master of ``key`` and its supervisor (the caller holds the master's lock).
+def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT,
+                hosting: Hosting | None = None) -> None:
+    """Stop the master of ``key`` and its supervisor (the caller holds the master's lock);
+    ``hosting``: the engine's, when called in it.
 
     A master that the engine of another process supervises is that engine's to stop (it
     does once no tunnel uses it): the engine is never signalled from here."""
@@ -217,7 +219,7 @@ def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT) -> N
         return
     supervisor = state.live_supervisor(record)
     if supervisor is not None and supervisor.pid == os.getpid():
-        here = hosted.get((paths.root, key))
+        here = hosting.master(key) if hosting is not None and hosting.serves(paths) else None
         if here is not None:
             here.stop(timeout)
     elif supervisor is not None and is_engine(record.supervisor_argv):
@@ -241,9 +243,10 @@ def cancel_forwards(control: Path, forwards: Sequence[ExpectedForward]) -> None:
 
 
 def release(paths: StatePaths, record: TunnelRecord, *, timeout: float = STOP_TIMEOUT,
-            cancel: bool = True) -> None:
+            cancel: bool = True, hosting: Hosting | None = None) -> None:
     """Take one tunnel off its master: cancel its forwards (unless ``cancel`` is False: it
-    never added them), and stop the master when no other tunnel uses it. Safe to repeat."""
+    never added them), and stop the master when no other tunnel uses it. Safe to repeat.
+    ``hosting``: the engine's, when called in it."""
     if record.shared is None:
         return
     key = record.shared
@@ -252,8 +255,8 @@ def release(paths: StatePaths, record: TunnelRecord, *, timeout: float = STOP_TI
         with contextlib.suppress(StateConflict):
             cancel_forwards(control_path(paths, key), record.forwards)
     with state.name_lock(mpaths, master_name(key), timeout=timeout + LOCK_GRACE):
-        if not users(paths, key, besides=record.name):
-            stop_master(paths, key, timeout)
+        if not users(paths, key, besides=record.name, hosting=hosting):
+            stop_master(paths, key, timeout, hosting)
 
 
 # -- the master's supervisor --------------------------------------------------------------
@@ -275,15 +278,18 @@ def _master_error(record: TunnelRecord | None, who: str, log_path: Path) -> Sshw
 
 
 def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
-                  secret: str | None = None,
-                  env: Mapping[str, str] | None = None) -> TunnelRecord:
+                  secret: str | None = None, env: Mapping[str, str] | None = None,
+                  hosting: Hosting | None = None) -> TunnelRecord:
     """The running, verified master of ``key``; started (with its supervisor) if need be,
     from ``env``, the environment of the ``up`` that asked (agent socket and all).
 
     The caller's own record (``shared = key``) must be written first: a master whose
-    supervisor sees no tunnel using it stops.
+    supervisor sees no tunnel using it stops. In the engine (``hosting``) the master is
+    supervised in a thread of it.
     """
-    here = hosted.get((paths.root, key))
+    if hosting is not None and not hosting.serves(paths):
+        hosting = None
+    here = hosting.master(key) if hosting is not None else None
     running = here.wait_up(wait) if here is not None else None
     if running is not None:  # started in a thread of this process: no lock to take in turns
         return running        # (fifty tunnels joining at once would queue there)
@@ -303,9 +309,8 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
             record = None
         supervisor_pid = None if record is None else record.supervisor_pid
         if record is None:
-            host = master_host(paths.root)
-            supervisor_pid = host(paths, profile, key, wait, secret=secret, env=env) \
-                if host is not None else _spawn_master_supervisor(
+            supervisor_pid = hosting.start(paths, profile, key, wait, secret=secret, env=env) \
+                if hosting is not None else _spawn_master_supervisor(
                     paths, profile, key, wait, secret=secret, base=env)
         return _wait_master_up(mpaths, name, supervisor_pid, profile.name,
                                wait if record is None else MASTER_RESTART_WAIT)

@@ -12,13 +12,7 @@ from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
 from sshwrap.runtime.observe.verify import ForwardCheck, check_forwards
 from sshwrap.runtime.supervise.farside import prove_forwards
-from sshwrap.runtime.supervise.hosting import (
-    STOPPING,
-    attach,
-    detach_user,
-    drop_reason,
-    user_forwards,
-)
+from sshwrap.runtime.supervise.hosting import STOPPING, Hosting, drop_reason, user_forwards
 from sshwrap.runtime.supervise.restart import Ended, Phase, ProfileAttempts
 from sshwrap.runtime.supervise.shared import (
     POLL_INTERVAL,
@@ -50,6 +44,8 @@ class Host(Protocol):
     mode: Mode
     #: The environment of the ``up`` that started the tunnel: its master starts from it.
     env: Mapping[str, str] | None
+    #: The engine's shared connections, when the engine runs it.
+    hosting: Hosting | None
 
     def _update(self, **changes: object) -> None: ...
     def begin(self, fresh: TunnelRecord, **changes: object) -> None: ...
@@ -115,11 +111,12 @@ def verify_forwards(name: str, forwards: Sequence[ExpectedForward], master_pid: 
 
 
 def conflicting_user(paths: StatePaths, name: str, key: str,
-                     forwards: Sequence[ExpectedForward]) -> tuple[str, str] | None:
+                     forwards: Sequence[ExpectedForward],
+                     hosting: Hosting | None = None) -> tuple[str, str] | None:
     """Another tunnel on the same master with a forward on the same address: the master
     would accept the duplicate silently, and that tunnel's ``down`` would cut this one."""
     mine = {(f.type == "remote", f.listen) for f in forwards}
-    for other, theirs in user_forwards(paths, key, besides=name).items():
+    for other, theirs in user_forwards(paths, key, besides=name, hosting=hosting).items():
         for forward in theirs:
             if (forward.type == "remote", forward.listen) in mine:
                 return other, forward.listen
@@ -137,6 +134,8 @@ class SharedTunnel(ProfileAttempts):
         self.forwards = forwards
         self.key = connection_key(profile)
         self.paths = supervisor.paths
+        hosting = supervisor.hosting
+        self.hosting = hosting if hosting is not None and hosting.serves(self.paths) else None
         self.name = supervisor.name
         #: True while this tunnel's forwards may be on the master (from the first -O forward).
         self.added = False
@@ -156,16 +155,18 @@ class SharedTunnel(ProfileAttempts):
     def leave(self) -> None:
         """On stop or failure: off the master (its forwards cancelled; the master stopped if
         last)."""
-        detach_user(self.paths, self.key, self.name)
+        if self.hosting is not None:
+            self.hosting.detach(self.key, self.name)
         if self.sup.record is not None:
             with contextlib.suppress(SshwrapError):
                 self.sup._update(phase=STOPPING)
-                release(self.paths, self.sup.record, cancel=self.added)
+                release(self.paths, self.sup.record, cancel=self.added, hosting=self.hosting)
 
     def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
         # Registered before the master is asked for: the master's supervisor counts it.
         self.sup.begin(self.fresh, phase=phase.value, verified=False, next_retry=None)
-        attach(self.paths, self.key, self.name, self.forwards)
+        if self.hosting is not None:
+            self.hosting.attach(self.key, self.name, self.forwards)
         master = self.master = self._attach(phase is Phase.STARTING, wait)
         return {"pid": master.pid, "create_time": master.create_time, "argv": master.argv,
                 "started_at": time.time(), "forwards": self.proven}
@@ -176,7 +177,7 @@ class SharedTunnel(ProfileAttempts):
         while master is not None and state.live_process(master) is not None:
             self.sup.sleep(WATCH_INTERVAL)
         # Ended after a network change (the engine's watch): that is the reason to tell.
-        dropped = drop_reason(self.paths, self.key, pid)
+        dropped = drop_reason(self.hosting, self.paths, self.key, pid)
         reason = dropped or f"the shared connection (master pid {pid}) ended"
         self.sup.say(reason)
         # No backoff here: the master's supervisor paces the restarts of the master.
@@ -200,14 +201,16 @@ class SharedTunnel(ProfileAttempts):
     def _attach(self, first: bool, wait: float) -> TunnelRecord:
         """The master up (started if need be), this tunnel's forwards added and verified."""
         if first:
-            clash = conflicting_user(self.paths, self.name, self.key, self.forwards)
+            clash = conflicting_user(self.paths, self.name, self.key, self.forwards,
+                                     self.hosting)
             if clash is not None:
                 raise ForwardingFailed(
                     f"{self.name}: {clash[1]} is already forwarded by tunnel {clash[0]} on the "
                     "same shared connection", hint="choose another listen address or port")
         try:
             master = ensure_master(self.paths, self.profile, self.key, wait=wait,
-                                   secret=self.sup.secret, env=self.sup.env)
+                                   secret=self.sup.secret, env=self.sup.env,
+                                   hosting=self.hosting)
         except NotReady:  # in the words of a tunnel of its own: what is missing, last words
             from sshwrap.runtime.observe.verify import LogReader, not_ready_error
 

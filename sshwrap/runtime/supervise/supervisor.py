@@ -28,6 +28,8 @@ from sshwrap.runtime.observe.verify import ForwardCheck, wait_ready
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.supervise.events import Event
 from sshwrap.runtime.supervise.farside import own_control, prove_forwards
+from sshwrap.runtime.supervise.hooks import Hooks
+from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.restart import Ended, Phase, ProfileAttempts, RestartLoop, first_hop
 from sshwrap.runtime.supervise.shared import wants_sharing
 from sshwrap.runtime.supervise.sharedtunnel import SharedTunnel
@@ -58,7 +60,8 @@ class Supervisor(ClientOwner):
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
                  on_first_result: FirstResult | None = None,
-                 ask: AskQuestion | None = None) -> None:
+                 ask: AskQuestion | None = None, hosting: Hosting | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.name = profile.name
         #: The profile as asked for, parsed once by whoever asked (``listen = 0`` unchosen).
         self.requested = profile
@@ -80,6 +83,8 @@ class Supervisor(ClientOwner):
         self.on_stop: Callable[[], None] | None = None
         #: The environment of the ``up`` that started the tunnel (agent socket and all).
         self.env = env
+        #: The engine's shared connections and hooks (ended when it exits), when it runs it.
+        self.hosting, self.hooks = hosting, hooks if hooks is not None else Hooks()
         self._identity_given = identity
         #: Told how the first attempt went (None: verified; else its error).
         self._on_first_result = on_first_result
@@ -201,10 +206,8 @@ class Supervisor(ClientOwner):
             except Exception as error:  # a follower's trouble is never the tunnel's
                 self.say(f"could not publish a state change: {error}")
         if self.profile is not None:
-            from sshwrap.runtime.supervise import hooks
-
-            hooks.run_for(self.profile, event, self.env, self.paths.log(self.name),
-                          self.store.dirs if self.store is not None else ())
+            self.hooks.run_for(self.profile, event, self.env, self.paths.log(self.name),
+                               self.store.dirs if self.store is not None else ())
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._stopping:
@@ -351,8 +354,7 @@ class OwnClient(ProfileAttempts):
                 client=self.profile.client.value, started_at=time.time(),
                 forwards=self.forwards, log_path=str(launched.log_path),
                 log_offset=launched.log_offset, supervisor_pid=pid,
-                supervisor_create_time=create_time, supervisor_argv=own_argv,
-                mode=sup.mode.value),
+                supervisor_create_time=create_time, supervisor_argv=own_argv, mode=sup.mode.value),
                 pid=launched.pid, create_time=launched.create_time, argv=launched.argv,
                 started_at=time.time(), log_offset=launched.log_offset, verified=False,
                 next_retry=None, phase=phase.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -31,19 +32,19 @@ def own_identity() -> Identity:
     return _me()[0]
 
 
-#: This process as psutil sees it, read once (per pid: a forked child reads its own).
-_myself: tuple[Identity, psutil.Process] | None = None
-
-
 def _me() -> tuple[Identity, psutil.Process]:
-    global _myself  # noqa: PLW0603 - one per process
-    known = _myself
-    if known is None or known[0][0] != os.getpid():
-        import psutil
+    return _process(os.getpid())
 
-        me = psutil.Process(os.getpid())
-        known = _myself = ((me.pid, me.create_time(), tuple(me.cmdline())), me)
-    return known
+
+# Memoisation of a per-process constant: a pid's create time and command line never change
+# while it lives, and a forked child asks with its own pid.
+@functools.cache
+def _process(pid: int) -> tuple[Identity, psutil.Process]:
+    """This process as psutil sees it, read once."""
+    import psutil
+
+    me = psutil.Process(pid)
+    return (me.pid, me.create_time(), tuple(me.cmdline())), me
 
 
 _memo = threading.local()

@@ -7,9 +7,11 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 from sshwrap.errors import StateUnusable
 from sshwrap.runtime.system.rendezvous import STATE_DIR_ENV, entry_problem, state_root
@@ -62,17 +64,10 @@ def judge_private_dir(path: Path, info: os.stat_result) -> None:
         raise _refused(path, problem, info)
 
 
-#: The state dirs whose parent folders were found safe: they are judged once per process
-#: (only their owners, root or this user, could change them).
-_safe_parents: set[str] = set()
-
-
 def _judge_parents(root: Path) -> None:
     """Every folder above the state dir (its real path), as OpenSSH's StrictModes judges the
     folders above ``~/.ssh``: owned by root or this user, and writable by no one else, unless
     it is sticky like /tmp (then no one else can rename or remove what is ours in it)."""
-    if str(root) in _safe_parents:
-        return
     folder = os.path.dirname(os.path.realpath(root))
     while True:
         try:
@@ -88,7 +83,30 @@ def _judge_parents(root: Path) -> None:
         if folder == os.path.dirname(folder):
             break
         folder = os.path.dirname(folder)
-    _safe_parents.add(str(root))
+
+
+_T = TypeVar("_T")
+
+
+class _Memory:
+    """What one StatePaths learns while it is used, shared by the threads that use it (the
+    engine passes its own to every tunnel, master and request it serves)."""
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        #: Its parent folders were found safe: judged once (only their owners, root or this
+        #: user, could change them).
+        self.parents_safe = False
+        #: The last parse of each file, with the bytes it came from.
+        self.parsed: dict[str, tuple[bytes, object]] = {}
+        #: A lock per file, for its threads to queue on before they try its flock.
+        self.locks: dict[str, threading.Lock] = {}
+        #: Its inner state dirs (the masters'), each with its own memory.
+        self.inner: dict[str, StatePaths] = {}
+
+
+#: How many parses one StatePaths keeps (a record is a few hundred bytes).
+PARSED_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,7 @@ class StatePaths:
     root: Path
     #: A folder inside another state dir (the masters' ``shared``): never a symlink either.
     inner: bool = False
+    _memory: _Memory = field(default_factory=_Memory, compare=False, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StatePaths:
@@ -142,7 +161,9 @@ class StatePaths:
                 pass  # a file or a dangling symlink there: judged below
             except PermissionError:
                 pass  # a parent we cannot write: judged below, with its owner
-        _judge_parents(self.root)
+        if not self._memory.parents_safe:
+            _judge_parents(self.root)
+            self._memory.parents_safe = True
         try:
             info = os.lstat(self.root) if self.inner else os.stat(self.root)
         except FileNotFoundError:
@@ -194,6 +215,40 @@ class StatePaths:
         """``path`` judged if it exists, None if it (or the state dir) does not; makes
         nothing."""
         return path if self._folder(path, create=False) else None
+
+    def inner_dir(self, name: str) -> StatePaths:
+        """The state dir ``name`` inside this one (the masters' records, logs and locks),
+        the same object each time: what it learns is kept."""
+        with self._memory.guard:
+            found = self._memory.inner.get(name)
+            if found is None:
+                found = self._memory.inner[name] = StatePaths(self.root / name, inner=True)
+            return found
+
+    def parsed(self, path: Path, raw: bytes, parse: Callable[[bytes], _T]) -> _T:
+        """``parse(raw)``, the file ``path``'s content, parsed again only when its bytes
+        changed: the tunnels of a shared connection read every record again and again."""
+        key = str(path)
+        known = self._memory.parsed.get(key)
+        if known is not None and known[0] == raw:
+            return cast(_T, known[1])
+        value = parse(raw)
+        with self._memory.guard:
+            if len(self._memory.parsed) >= PARSED_MAX:
+                self._memory.parsed.clear()
+            self._memory.parsed[key] = (raw, value)
+        return value
+
+    def forget(self, path: Path) -> None:
+        """Drop what ``parsed`` kept of ``path`` (it is being removed)."""
+        with self._memory.guard:
+            self._memory.parsed.pop(str(path), None)
+
+    def thread_lock(self, path: Path) -> threading.Lock:
+        """The lock threads using this state dir take before the flock of ``path``: they
+        queue on it instead of polling the flock against each other."""
+        with self._memory.guard:
+            return self._memory.locks.setdefault(str(path), threading.Lock())
 
     def exists(self) -> bool:
         """True when the state dir exists (judged), False when it does not."""

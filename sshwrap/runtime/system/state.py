@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -277,33 +276,25 @@ def read_record(paths: StatePaths, name: str) -> TunnelRecord | None:
         raise StateUnusable(f"{path}: cannot be read: {error.strerror}") from None
     if not raw:  # what a power cut may leave of a record not flushed (see write_record)
         return None
-    key = str(path)
-    known = _parsed.get(key)
-    if known is not None and known[0] == raw:
-        return known[1]
+    # The same bytes give the same (frozen) record without parsing them again.
+    return paths.parsed(path, raw, lambda data: _parsed_record(path, name, data))
+
+
+def _parsed_record(path: Path, name: str, raw: bytes) -> TunnelRecord:
     try:
-        record = TunnelRecord.from_json(json.loads(raw.decode("utf-8")))
+        return TunnelRecord.from_json(json.loads(raw.decode("utf-8")))
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text (byte {exc.start})"
     except (ValueError, RecursionError) as exc:
         problem = str(exc)
-    else:
-        _parsed[key] = (raw, record)
-        return record
     raise StateUnusable(
         f"{path}: damaged record: {problem}",
         hint=f"'sshwrap down {name}' stops its tunnel and removes the record")
 
 
-#: The last record parsed from each file, with the bytes it was parsed from: the tunnels of
-#: a shared connection read every record of the state dir, again and again, and the same
-#: bytes give the same (frozen) record without parsing them again.
-_parsed: dict[str, tuple[bytes, TunnelRecord]] = {}
-
-
 def remove_record(paths: StatePaths, name: str) -> None:
     path = paths.record(name)
-    _parsed.pop(str(path), None)
+    paths.forget(path)
     paths.remove(path)
 
 
@@ -313,18 +304,13 @@ def recorded_names(paths: StatePaths) -> list[str]:
     return sorted(entry[:-5] for entry in entries if entry.endswith(".json") and entry != ".json")
 
 
-#: Threads of one process (the engine's tunnels joining one master) queue on these before
-#: they try the flock, instead of polling it against each other.
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
 @contextlib.contextmanager
 def name_lock(paths: StatePaths, name: str, timeout: float = 30.0) -> Iterator[None]:
     """Hold the lock of one tunnel name, across processes; StateConflict after ``timeout``."""
-    path = str(paths.lock(name))
-    with _thread_locks_guard:
-        local = _thread_locks.setdefault(path, threading.Lock())
+    path = paths.lock(name)
+    # Threads sharing ``paths`` (the engine's tunnels joining one master) queue on its lock
+    # before they try the flock, instead of polling it against each other.
+    local = paths.thread_lock(path)
     if not local.acquire(timeout=timeout):
         raise StateConflict(f"{name}: another sshwrap has held the lock for over {timeout:g} s",
                             hint=f"wait for it to finish, or check {path}")
