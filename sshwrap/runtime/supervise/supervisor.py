@@ -59,12 +59,10 @@ class Supervisor(ClientOwner):
                  *, first_wait: float, foreground: bool, secret: str | None = None,
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
-                 on_first_result: FirstResult | None = None,
-                 ask: AskQuestion | None = None, hosting: Hosting | None = None,
-                 hooks: Hooks | None = None) -> None:
+                 on_first_result: FirstResult | None = None, ask: AskQuestion | None = None,
+                 hosting: Hosting | None = None, hooks: Hooks | None = None) -> None:
         self.name = profile.name
-        #: The profile as asked for, parsed once by whoever asked (``listen = 0`` unchosen).
-        self.requested = profile
+        self.requested = profile  # parsed once by whoever asked (``listen = 0`` unchosen)
         self.paths = paths.ensure()
         #: Where the profile was found: a reload reads it again from there.
         self.store = store
