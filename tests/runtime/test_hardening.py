@@ -332,7 +332,7 @@ def test_events_waits_out_a_full_backlog(runtime_paths: StatePaths, engine: int)
 
 
 def test_a_slow_askpass_connection_does_not_hold_up_the_prompt(tmp_path: Path) -> None:
-    with SecretServer("s3cret", kind=PromptKind.PASSWORD, root=tmp_path / "ask") as server:
+    with SecretServer("s3cret", kind=PromptKind.PASSWORD, root=tmp_path) as server:
         stop = threading.Event()
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.connect(str(server.socket_path))
@@ -381,7 +381,7 @@ server.close()
 
 def test_the_askpass_server_outlives_running_out_of_descriptors(tmp_path: Path) -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER_OUT_OF_DESCRIPTORS,
-                               str(tmp_path / "ask")], stdin=subprocess.PIPE,
+                               str(tmp_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     assert server.stdin is not None and server.stdout is not None
     try:
