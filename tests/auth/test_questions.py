@@ -60,3 +60,50 @@ def test_diagnosis_tells_a_second_factor_from_a_refused_key() -> None:
     refused = diagnose_log("debug1: Authentications that can continue: publickey\n"
                            "me@bastion: Permission denied (publickey).\n", PROFILE)
     assert refused is not None and "second factor" not in refused.message
+
+
+PLINK = ("Using username \"me\".\nSent password\nFurther authentication required\n"
+         "Attempting keyboard-interactive authentication\n"
+         "Keyboard-interactive authentication prompts from server:\n"
+         "Configured password was not accepted\n"
+         "FATAL ERROR: Configured password was not accepted\n")
+
+
+def test_plink_meeting_a_second_factor_is_told_to_use_ssh() -> None:
+    from sshwrap.core.diagnose.model import FailureKind
+    from sshwrap.core.model import Client
+
+    profile = parse_profile("otp", {"host": "bastion", "user": "me", "client": "plink",
+                                    "auth": "password", "password_env": "PW",
+                                    "forward": [{"type": "local", "listen": 7000,
+                                                 "to": "db:5432"}]})
+    assert profile.client is Client.PLINK
+    found = diagnose_log(PLINK, profile)
+    assert found is not None and "plink cannot answer" in found.message
+    assert 'client = "ssh"' in found.hint and found.kind is FailureKind.AUTH_FAILED
+    wrong = diagnose_log(PLINK.replace("Further authentication required\n", ""), profile)
+    assert wrong is not None and "refused authentication" in wrong.message
+
+
+SHOW = """
+from sshwrap.runtime.client.questions import TerminalPrompter
+question = "(me@bastion) \\x1b]0;owned\\x07\\x1b[2J" + "x" * 1000 + " Verification code: "
+print("answer:", TerminalPrompter()(question))
+"""
+
+
+def test_a_question_is_shown_escaped_and_cut_on_the_terminal() -> None:
+    import sys
+
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-c", SHOW], encoding="utf-8", timeout=30)
+    child.expect("Verification code: ")
+    shown = child.before
+    child.sendline("123456")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "answer: 123456" in child.before and "123456" not in shown  # not echoed
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in shown
+    assert "characters left out]" in shown and len(shown) < 400

@@ -24,7 +24,18 @@ SECRET_FILE = Path("/tmp/sshwrap-otp-lab-secret")
 PAM = (f"auth required pam_google_authenticator.so secret={SECRET_FILE} user=root\n"
        "account required pam_permit.so\nsession required pam_permit.so\n"
        "password required pam_deny.so\n")
+#: For ``password,keyboard-interactive``: sshd's password method runs this stack too (UsePAM),
+#: its conversation answering every prompt with the password. sshd names the methods passed
+#: so far in SSH_AUTH_INFO_0: empty for the password method (pam_unix checks it, done), and
+#: "password" for keyboard-interactive, which skips to the code alone.
+PAM_PASSWORD = ('auth [success=1 default=ignore] pam_exec.so quiet /bin/sh -c '
+                '[test -n "$SSH_AUTH_INFO_0"]\n'
+                "auth [success=done default=die] pam_unix.so\n" + PAM)
 HOSTS = (HostSpec("you", ("lan",)),
+         HostSpec("otp-pw-host", ("lan",), sshd=True, pam_sshd=PAM_PASSWORD,
+                  password_login=True, sshd_config=(
+                      ("UsePAM", "yes"), ("KbdInteractiveAuthentication", "yes"),
+                      ("AuthenticationMethods", "password,keyboard-interactive"))),
          HostSpec("otp-host", ("lan",), sshd=True, pam_sshd=PAM, sshd_config=(
              ("UsePAM", "yes"), ("KbdInteractiveAuthentication", "yes"),
              ("PermitRootLogin", "yes"),

@@ -49,6 +49,8 @@ def prompt_options(profile: Profile, *, questions: bool = False) -> list[tuple[s
     options = [("NumberOfPasswordPrompts", "1")]
     if profile.auth is AuthMethod.PASSWORD:
         options.append(("PasswordAuthentication", "yes"))
+        if questions:  # a second factor after the password (a config may have turned it off)
+            options.append(("KbdInteractiveAuthentication", "yes"))
     else:
         # A passphrase must never be sent to a server as a password; a server's question is
         # never answered with it (runtime/client/auth.py classify_prompt), only by a person.

@@ -217,7 +217,9 @@ def _rule_auth(ctx: Context) -> Diagnosis | None:
         plink = line.startswith(("No supported authentication methods available",
                                  "FATAL ERROR: No supported authentication",
                                  "FATAL ERROR: Cannot answer interactive prompts")) or \
-            line in ("Access denied", "FATAL ERROR: Access denied")
+            line in ("Access denied", "FATAL ERROR: Access denied",
+                     # -pwfile's password refused (for keyboard-interactive: a second factor)
+                     "FATAL ERROR: Configured password was not accepted")
         if not match and not plink:
             continue
         hop = ctx.hop_for(i, match["host"] if match else None)

@@ -36,6 +36,8 @@ AskQuestion = Callable[[str], "str | None"]
 
 #: For one connection to send its prompt: then the next one's turn.
 PROMPT_DEADLINE = 5.0
+#: The longest question shown whole: a longer one keeps its start and its end (the question).
+QUESTION_LIMIT = 300
 
 class AskSocket:
     """A private unix socket speaking askpass's wire format: a question as one line in, the
@@ -190,9 +192,18 @@ def relay_of(env: Mapping[str, str] | None, tunnel: str) -> AskQuestion | None:
     return relayed(path, tunnel) if path else None
 
 
+def shown_question(text: str) -> str:
+    """A server's question as a terminal may show it: every hidden character escaped, and
+    cut in the middle past QUESTION_LIMIT characters, saying how much was left out."""
+    from sshwrap.textsafe import escaped, shortened
+
+    return shortened(escaped(text).rstrip(), QUESTION_LIMIT)
+
+
 class TerminalPrompter:
     """Asks questions on the controlling terminal, one at a time, the answer unechoed; the
-    question is server text, shown with every control character escaped."""
+    question is server text, shown with every control character escaped and cut short
+    (``shown_question``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -205,11 +216,9 @@ class TerminalPrompter:
     def __call__(self, text: str) -> str | None:
         import getpass
 
-        from sshwrap.textsafe import escaped
-
         with self._lock:
             try:
-                answer = getpass.getpass(f"{escaped(text).rstrip()} ")
+                answer = getpass.getpass(f"{shown_question(text)} ")
             except (EOFError, OSError):
                 return None
         return answer

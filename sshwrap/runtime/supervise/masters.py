@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
@@ -19,7 +18,6 @@ from sshwrap.core.model import Client, Profile, RestartPolicy
 from sshwrap.errors import (
     ExitCode,
     InvalidInput,
-    NotReady,
     SshwrapError,
     StateConflict,
     StateUnusable,
@@ -29,7 +27,6 @@ from sshwrap.runtime.supervise.hosting import Hosting, users
 from sshwrap.runtime.supervise.restart import Ended, Phase, RestartLoop, first_hop
 from sshwrap.runtime.supervise.shared import (
     MASTER_RESTART_WAIT,
-    READY_POLL,
     STOP_TIMEOUT,
     USERS_INTERVAL,
     WATCH_INTERVAL,
@@ -41,6 +38,7 @@ from sshwrap.runtime.supervise.shared import (
     master_name,
     master_paths,
     mux,
+    wait_master_ready,
 )
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.identity import Identity, own_identity
@@ -191,6 +189,7 @@ class MasterSupervisor(ClientOwner):
 
     def start(self, phase: Phase, wait: float) -> Mapping[str, object]:
         from sshwrap.runtime.client.auth import ClientStarter
+        from sshwrap.runtime.client.questions import relay_of
 
         control = self._control
         if control.exists():  # a master killed -9 leaves its socket; ssh would not replace it
@@ -200,7 +199,8 @@ class MasterSupervisor(ClientOwner):
         if self._starter is None:
             # From the environment of the up that asked (its agent socket): the engine's
             # own has none.
-            self._starter = ClientStarter(self.secret, self.paths.root, base_env=self.env)
+            self._starter = ClientStarter(self.secret, self.paths.root, base_env=self.env,
+                                          ask=relay_of(self.env, f"{self.profile.name} (shared)"))
         with state.state_errors(self.paths):  # its log in a state dir that cannot take it
             launched = self.child = self._starter.start(
                 self.name, self._bare, self._facts or HostFacts(), self._spec,
@@ -209,7 +209,7 @@ class MasterSupervisor(ClientOwner):
                             argv=launched.argv, started_at=time.time(),
                             log_offset=launched.log_offset, verified=False, next_retry=None,
                             phase=phase.value)
-        wait_master_ready(launched, self.profile, control, wait=wait)
+        wait_master_ready(launched, self.profile, control, wait=wait, paused=self.asking_time)
         self._starter.settle()
         return {}
 
@@ -260,7 +260,7 @@ class MasterSupervisor(ClientOwner):
         with self._changed:
             while True:
                 record = self.up_record()
-                remaining = deadline - time.monotonic()
+                remaining = deadline + self.asking_time() - time.monotonic()
                 if record is not None or self._ended or remaining <= 0 or (
                         self.record is not None and self.record.phase == "failed"):
                     return record
@@ -292,7 +292,8 @@ class MasterSupervisor(ClientOwner):
 
 @dataclass
 class _Hosted:
-    """A master supervised by a thread of the engine."""
+    """A master supervised by a thread of the engine; re-verified after a network change
+    like the engine's tunnels (runtime/supervise/netwatch.py)."""
 
     supervisor: MasterSupervisor
     thread: threading.Thread
@@ -300,8 +301,6 @@ class _Hosted:
     def stop(self, timeout: float) -> None:
         self.supervisor.request_stop()
         self.thread.join(timeout + STOP_TIMEOUT)
-
-    # Re-verified after a network change like the engine's tunnels (runtime/supervise/netwatch.py).
 
     def client_pid(self) -> int | None:
         return self.supervisor.client_pid()
@@ -317,6 +316,9 @@ class _Hosted:
 
     def wait_up(self, timeout: float) -> TunnelRecord | None:
         return self.supervisor.wait_up(timeout)
+
+    def asking_time(self) -> float:
+        return self.supervisor.asking_time()
 
 
 def start_hosted(hosting: Hosting, paths: StatePaths, profile: Profile, key: str, wait: float,
@@ -344,24 +346,6 @@ def start_hosted(hosting: Hosting, paths: StatePaths, profile: Profile, key: str
     hosting.add(key, hosted)
     hosted.thread.start()
     return os.getpid()
-
-
-def wait_master_ready(launched: Launched, profile: Profile, control: Path, *,
-                      wait: float) -> None:
-    """Until the master answers on its control socket (it listens once authenticated)."""
-    from sshwrap.runtime.observe.verify import LogReader, failure_from_log
-
-    deadline = time.monotonic() + wait
-    reader = LogReader(launched.log_path, launched.log_offset)
-    while True:
-        if launched.popen.poll() is not None:
-            raise failure_from_log(profile.name, reader.read(), profile)
-        if control.exists() and mux(control, "check").returncode == 0:
-            return
-        if time.monotonic() >= deadline:
-            raise NotReady(f"{profile.name}: the shared connection was not ready after "
-                           f"{wait:g} s", hint="raise --wait, or run 'sshwrap check'")
-        time.sleep(READY_POLL)
 
 
 # -- entry point of the master's supervisor -----------------------------------------------

@@ -22,7 +22,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +37,7 @@ from sshwrap.errors import (
     SshwrapError,
     StateConflict,
 )
+from sshwrap.runtime.client.questions import ANSWER_TIMEOUT, PROMPT_ENV
 from sshwrap.runtime.supervise.hosting import Hosting, users
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.detach import client_environment
@@ -45,7 +46,7 @@ from sshwrap.runtime.system.rendezvous import CONTROL_DIR, KEY_LENGTH, control_d
 from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord
 
 if TYPE_CHECKING:
-    pass
+    from sshwrap.runtime.client.launch import Launched
 
 #: Profile keys that do not change the connection itself: tunnels differing only in these
 #: may share one master. Everything else (host, port, user, jump chain, ssh_config_file,
@@ -295,7 +296,9 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
         return running        # (fifty tunnels joining at once would queue there)
     mpaths = master_paths(paths).ensure()
     name = master_name(key)
-    with state.name_lock(mpaths, name, timeout=wait + LOCK_GRACE):
+    # The tunnel that starts the master holds the lock while a person answers its question.
+    asking = ANSWER_TIMEOUT if (env or {}).get(PROMPT_ENV) else 0.0
+    with state.name_lock(mpaths, name, timeout=wait + asking + LOCK_GRACE):
         record = state.read_record(mpaths, name)
         if record is not None and state.live_supervisor(record) is None:
             if record.phase == "failed":
@@ -312,8 +315,29 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
             supervisor_pid = hosting.start(paths, profile, key, wait, secret=secret, env=env) \
                 if hosting is not None else _spawn_master_supervisor(
                     paths, profile, key, wait, secret=secret, base=env)
+        here = hosting.master(key) if hosting is not None else None
         return _wait_master_up(mpaths, name, supervisor_pid, profile.name,
-                               wait if record is None else MASTER_RESTART_WAIT)
+                               wait if record is None else MASTER_RESTART_WAIT,
+                               paused=here.asking_time if here is not None else lambda: 0.0)
+
+
+def wait_master_ready(launched: Launched, profile: Profile, control: Path, *, wait: float,
+                      paused: Callable[[], float] = lambda: 0.0) -> None:
+    """Until the master answers on its control socket (it listens once authenticated);
+    the time ``paused`` tells a person took to answer its questions does not count."""
+    from sshwrap.runtime.observe.verify import LogReader, failure_from_log
+
+    deadline = time.monotonic() + wait
+    reader = LogReader(launched.log_path, launched.log_offset)
+    while True:
+        if launched.popen.poll() is not None:
+            raise failure_from_log(profile.name, reader.read(), profile)
+        if control.exists() and mux(control, "check").returncode == 0:
+            return
+        if time.monotonic() >= deadline + paused():
+            raise NotReady(f"{profile.name}: the shared connection was not ready after "
+                           f"{wait:g} s", hint="raise --wait, or run 'sshwrap check'")
+        time.sleep(READY_POLL)
 
 
 def _spawn_master_supervisor(paths: StatePaths, profile: Profile, key: str, wait: float, *,
@@ -332,7 +356,9 @@ def _spawn_master_supervisor(paths: StatePaths, profile: Profile, key: str, wait
 
 
 def _wait_master_up(mpaths: StatePaths, name: str, supervisor_pid: int | None, who: str,
-                    timeout: float) -> TunnelRecord:
+                    timeout: float, *, paused: Callable[[], float]) -> TunnelRecord:
+    """Until the master's record is up (``timeout``, plus the time ``paused`` tells its
+    start waited for a person's answers)."""
     from sshwrap.runtime.client.launch import process_gone
 
     deadline = time.monotonic() + timeout
@@ -348,7 +374,7 @@ def _wait_master_up(mpaths: StatePaths, name: str, supervisor_pid: int | None, w
             record = state.read_record(mpaths, name)
             state.remove_record(mpaths, name)
             raise _master_error(record, who, mpaths.log(name))
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline + paused():
             raise NotReady(f"{who}: the shared connection was not up within {timeout:g} s",
                            hint=f"see {mpaths.log(name)}")
         time.sleep(READY_POLL)
