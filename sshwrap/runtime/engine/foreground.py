@@ -306,7 +306,7 @@ def run(args: Sequence[str], commands: Mapping[str, Served]) -> int:
             return 0
     if waiter.served_by is not None:
         engine.say(f"the engine (pid {waiter.served_by}) exited: serving the state dir")
-    listener = listen_on(daemon.socket_path(paths))
+    listener = listen_on(daemon.socket_path(paths, create=True))
     try:
         return engine.serve(listener)
     finally:
