@@ -60,8 +60,7 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
                  profile_dirs: Sequence[Path] | None = None,
                  secret: str | None = None, share: bool = False,
                  environ: Mapping[str, str] | None = None,
-                 hosting: Hosting | None = None,
-                 starting: threading.Lock | None = None) -> TunnelOutcome:
+                 hosting: Hosting | None = None) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
     The engine of the state dir runs it, by the profile's restart policy (``restart = "no"``:
@@ -70,7 +69,6 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
     ``secret`` (a password, say) goes over the private socket, never to argv, environment or
     state. ``environ`` is the environment of the ``up`` that asks (default: ours); the
     client starts from it. ``hosting``: the engine's shared connections, when it serves this.
-    ``starting``: held by the one thread of this ``up`` that starts the engine.
     """
     name = profile.name
     try:
@@ -88,8 +86,7 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             dirs = [str(d.resolve())
                     for d in profile_dirs or ProfileStore.from_option(None).dirs]
             record, found = _start_in_engine(profile, paths, wait=wait, dirs=dirs,
-                                             secret=secret, environ=environ, share=share,
-                                             starting=starting)
+                                             secret=secret, environ=environ, share=share)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
         return TunnelOutcome(name, Action.STARTED, record.pid, found)
@@ -114,7 +111,6 @@ def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
 
 def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
                      secret: str | None, environ: Mapping[str, str] | None, share: bool,
-                     starting: threading.Lock | None,
                      ) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
     """Ask the engine to run the tunnel (the caller holds the name's lock): its verified
     record, and its forwards as found. A failed first start is raised as it was raised in
@@ -130,7 +126,7 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     # A person may be asked a question (a one-time code): the start waits for them too.
     timeout = wait + SUPERVISOR_GRACE + (ANSWER_TIMEOUT if env.get(PROMPT_ENV) else 0.0)
     try:
-        answer = daemon.start_request(paths, message, timeout=timeout, starting=starting)
+        answer = daemon.start_request(paths, message, timeout=timeout)
     except BaseException as error:
         with contextlib.suppress(OSError, ValueError):
             daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN)
@@ -234,14 +230,12 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
     # its MaxStartups); tunnels on a shared connection open none, and all join at once.
     joining = sum(wants_sharing(p, share) for p in profiles)
     handshakes = threading.BoundedSemaphore(MAX_PARALLEL)
-    starting = threading.Lock()  # one thread starts the engine, the others wait for it
 
     def start(profile: Profile) -> TunnelOutcome:
         with contextlib.nullcontext() if wants_sharing(profile, share) else handshakes:
             return start_tunnel(profile, paths, facts, wait=wait, progress=progress,
                                 profile_dirs=store.dirs, secret=secrets[profile.name],
-                                share=share, environ=environ, hosting=hosting,
-                                starting=starting)
+                                share=share, environ=environ, hosting=hosting)
 
     outcomes = parallel(profiles, start, limit=MAX_PARALLEL + min(joining, MAX_JOINING))
     return TunnelsReport("up", tuple(outcomes))

@@ -208,30 +208,35 @@ def test_reload_calls_an_unedited_listen_0_profile_unchanged_and_an_edited_hook_
 
 
 def test_a_supervisor_meeting_an_unexpected_error_keeps_it_as_a_failure_and_tells_it(
-    *, store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
-    banner_server: BannerServer, follower: type[Follower], tmp_path: Path,
+    *, runtime_paths: StatePaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A bug of the supervisor's own (here: reading the host's facts raises what no code
+    expects) ends its thread as a kept failure, told to followers and to on_failed."""
+    from sshwrap import machine
+    from sshwrap.core.model import Hooks as ProfileHooks
+    from sshwrap.core.model import Profile
+    from sshwrap.runtime.supervise.events import Event
+    from sshwrap.runtime.supervise.hooks import Hooks
+    from sshwrap.runtime.supervise.supervisor import Supervisor
+
     hook, hook_out = _hook(tmp_path)
-    write_profile("t", [{"type": "local", "listen": f"127.0.0.1:{free_port()}",
-                         "to": f"127.0.0.1:{banner_server.port}"}],
-                  restart="always", hooks={"on_failed": hook})
-    assert up(store, ["t"], paths=runtime_paths).outcomes[0].action is Action.STARTED
-    events = follower(runtime_paths, "t")
-    first = record_of(runtime_paths, "t")
-    log = runtime_paths.log("t")
-    log.unlink()
-    log.mkdir()  # why the client ended cannot be read: nothing the supervisor expects
-    try:
-        os.kill(first.pid, signal.SIGKILL)
-        failed = events.until("t", "failed")[-1]
-        assert "internal error of its supervisor: IsADirectoryError" in str(failed["reason"])
-        eventually(lambda: hook_out.exists() and "failed:" in hook_out.read_text(),
-                   "the on_failed hook ran")
-        row = _row(store, runtime_paths, "t")
-        assert row.state is TunnelState.FAILED and "IsADirectoryError" in row.detail
-        kept = record_of(runtime_paths, "t")
-        assert kept.kept_failure and "IsADirectoryError" in str(kept.last_failure)
-    finally:
-        log.rmdir()
-    outcome = up(store, ["t"], paths=runtime_paths).outcomes[0]  # the user acts: up again
-    assert outcome.action is Action.STARTED, outcome.error
+
+    def broken() -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(machine, "host_facts", broken)
+    hooks = Hooks()
+    supervisor = Supervisor(Profile(name="t", host="127.0.0.1",
+                                    hooks=ProfileHooks(on_failed=tuple(hook))),
+                            runtime_paths, first_wait=1.0, foreground=False, hooks=hooks)
+    told: list[Event] = []
+    supervisor.on_event = told.append
+    code = supervisor.run(handle_signals=False)
+    hooks.drain()
+
+    assert code == 1  # an internal error's exit code
+    assert [e.to_state for e in told][-1] == "failed"
+    assert "internal error of its supervisor: RuntimeError: a bug" in told[-1].reason
+    assert hook_out.exists() and "failed:" in hook_out.read_text()
+    kept = record_of(runtime_paths, "t")
+    assert kept.kept_failure and "RuntimeError" in str(kept.last_failure)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -92,18 +91,17 @@ def engine_socket(paths: StatePaths) -> Path:
         raise Unreachable(str(error)) from None
 
 
-def start_request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float,
-                  starting: threading.Lock | None = None) -> dict[str, Any]:
+def start_request(paths: StatePaths, message: Mapping[str, Any], *,
+                  timeout: float) -> dict[str, Any]:
     """Ask the resident supervisor of ``paths`` to start a tunnel (``op: start``), starting
-    the supervisor first if none runs (``starting``: see ensure_running); served in-process
-    when called from inside it (the express lane of ``up``)."""
+    the supervisor first if none runs; served in-process when called from inside it."""
     local = _local_start
     if local is not None and local[0] == paths.root:
         return local[1](dict(message))
     # An engine may go between our ping and our request (``down --all`` asked it to exit
     # while idle): then a new one is started, once.
     for attempt in (1, 2):
-        ensure_running(paths, message["env"], starting=starting)
+        ensure_running(paths, message["env"])
         try:
             answer = request(paths, message, timeout=timeout)
         except Unreachable:
@@ -118,8 +116,7 @@ def start_request(paths: StatePaths, message: Mapping[str, Any], *, timeout: flo
 
 
 def ensure_running(paths: StatePaths, env: Mapping[str, str],
-                   held: HeldEngine | None = None, *,
-                   starting: threading.Lock | None = None) -> None:
+                   held: HeldEngine | None = None) -> None:
     """Start the engine of ``paths`` unless one answers already: ``held``, when given (the
     express lane started it while it checked its input), else a new one.
 
@@ -128,10 +125,10 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str],
     until it is gone: then a new one is started.
     """
     # The threads of one ``up`` of many tunnels all find no engine at once: one of them
-    # starts it, the others wait for it on the ``starting`` lock that ``up`` gives them all,
-    # rather than each start an interpreter that exits on finding the lock taken
-    # (thirty-two of them, on a machine of two cores).
-    with starting or threading.Lock():
+    # starts it, the others wait for it on the state dir's own lock for it, rather than each
+    # start an interpreter that exits on finding the lock taken (thirty-two of them, on a
+    # machine of two cores).
+    with paths.thread_lock(lock_path(paths)):
         _start_unless_running(paths, env, held)
 
 

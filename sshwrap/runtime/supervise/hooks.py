@@ -58,6 +58,7 @@ class _Run:
 def _named_in(directory: Path) -> set[str]:
     """The ``password_env`` of every profile file in ``directory``, read raw: a profile that
     does not validate names its variable all the same."""
+    from sshwrap.fsutil import read_regular
     from sshwrap.store import MAX_PROFILE_BYTES, SUFFIX
 
     names: set[str] = set()
@@ -65,9 +66,9 @@ def _named_in(directory: Path) -> set[str]:
         for entry in entries:
             if not entry.name.endswith(SUFFIX):
                 continue
-            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError), \
-                    open(entry.path, "rb") as handle:
-                data = handle.read(MAX_PROFILE_BYTES + 1)
+            # Read as the store reads profiles: never a FIFO or a device a read would wait on.
+            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+                data, _info = read_regular(Path(entry.path), MAX_PROFILE_BYTES + 1)
                 named = tomllib.loads(data.decode()).get("password_env")
                 if isinstance(named, str):
                     names.add(named)
