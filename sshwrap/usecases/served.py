@@ -313,10 +313,18 @@ def _in_engine(paths: StatePaths, message: Mapping[str, Any],
 
     paths.ensure()
     for _attempt in (1, 2):
-        daemon.ensure_running(paths, message["env"])
-        answer = ask(paths, message, progress=progress)
+        started = daemon.ensure_running(paths, message["env"])
+        try:
+            answer = ask(paths, message, progress=progress)
+        except SshwrapError:
+            if started:  # what it was started for failed: it does not stay behind, idle
+                daemon.stop_if_idle(paths)
+            raise
         if answer is not None:
-            return TunnelsReport.from_wire(answer["report"])
+            report = TunnelsReport.from_wire(answer["report"])
+            if started and report.exit_code:
+                daemon.stop_if_idle(paths)
+            return report
         daemon.wait_gone(paths, daemon.STOP_JOIN)
     raise StateConflict("the engine went away twice while asked to start tunnels",
                         hint=f"see {daemon.log_path(paths)}")

@@ -116,9 +116,10 @@ def start_request(paths: StatePaths, message: Mapping[str, Any], *,
 
 
 def ensure_running(paths: StatePaths, env: Mapping[str, str],
-                   held: HeldEngine | None = None) -> None:
+                   held: HeldEngine | None = None) -> bool:
     """Start the engine of ``paths`` unless one answers already: ``held``, when given (the
-    express lane started it while it checked its input), else a new one.
+    express lane started it while it checked its input), else a new one. True when this
+    call started it.
 
     Two ``up`` racing here may both start one: the second finds the lock taken and exits,
     and both talk to the first. An engine that is exiting (``down --all``) holds the lock
@@ -129,12 +130,12 @@ def ensure_running(paths: StatePaths, env: Mapping[str, str],
     # start an interpreter that exits on finding the lock taken (thirty-two of them, on a
     # machine of two cores).
     with paths.thread_lock(lock_path(paths)):
-        _start_unless_running(paths, env, held)
+        return _start_unless_running(paths, env, held)
 
 
 def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
-                          held: HeldEngine | None) -> None:
-    from sshwrap.runtime.system.state import file_lock_is_free
+                          held: HeldEngine | None) -> bool:
+    from sshwrap.runtime.system.state import file_lock_is_free, state_errors
 
     log = log_path(paths)
     process = None
@@ -144,7 +145,7 @@ def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
     while True:
         try:
             request(paths, {"op": "ping"}, timeout=START_TIMEOUT)
-            return
+            return process is not None
         except Unreachable:
             pass
         except TimeoutError:  # one answers the socket, but is too busy to answer us
@@ -155,7 +156,8 @@ def _start_unless_running(paths: StatePaths, env: Mapping[str, str],
             raise StateConflict(f"the engine did not start (status {process.returncode})",
                                 hint=f"see {log}")
         if (process is None or exited) and file_lock_is_free(lock_path(paths)):
-            started, held = held or HeldEngine(str(paths.root), env, log), None
+            with state_errors(paths):  # its log is the state dir's first write
+                started, held = held or HeldEngine(str(paths.root), env, log), None
             process = started.release()
         if time.monotonic() >= deadline:
             if process is not None and process.poll() is None:
