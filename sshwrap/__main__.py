@@ -26,8 +26,11 @@ def own_process(args: list[str]) -> int:
     if mode and mode != FOREGROUND_MARK:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
-    from sshwrap.usecases.served import COMMANDS as commands
+    from sshwrap.cli.express_served import HANDLERS as EXPRESS
+    from sshwrap.runtime.system.protocol import LANE, Served
+    from sshwrap.usecases.served import COMMANDS as SERVED
 
+    commands = {**SERVED, **{op: Served(handler, LANE) for op, handler in EXPRESS.items()}}
     if mode == FOREGROUND_MARK:
         from sshwrap.runtime.engine.foreground import run as foreground
 

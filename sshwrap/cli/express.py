@@ -7,10 +7,10 @@ the time ssh takes to connect. The lane takes ``up`` and ``restart`` with ``--al
 with ``--all``, ``--json``; ``status`` with ``--json``; both also with ``--profiles``.
 ``up`` and ``restart`` start the engine when none answers; ``down`` and ``status`` are then
 left to the full command line, as is anything else (other options, help, a profile given as
-a file), with the same result. It sends the request the full command line sends, reads the
-answer through the same client (runtime/engine/client.py) and prints the report with the
-same renderer (cli/render/runtime.py print_report); only its parsing is its own, and it
-imports the renderer and the results only once the answer has come.
+a file), with the same result. Once connected, the client half below imports only os, sys
+and the standard library's socket and json; the engine's half imports the rest
+when it first serves (cli/express_served.py), and renders with the full command line's
+renderer.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import socket
     from typing import Any
 
+    from sshwrap.cli.progress import ProgressLine
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
@@ -124,22 +125,6 @@ def _take_value(request: dict[str, Any], option: str, value: str) -> bool:
     return True
 
 
-#: The fields of each command's request besides its names, as the full command line sends
-#: them (usecases/served.py): the one request of each command, whichever front end sends it.
-FIELDS = {"up": ("all", "tag", "wait", "share", "progress", "secrets", "profiles", "cwd",
-                 "env"),
-          "restart": ("all", "tag", "wait", "progress", "profiles", "cwd", "env"),
-          "down": ("all",), "status": ("profiles", "cwd", "env")}
-
-
-def wire_request(request: dict[str, Any]) -> dict[str, Any]:
-    """What the engine is sent for a parsed command: the request the full command line sends."""
-    op = request["op"]
-    full = {**request, "progress": sys.stderr.isatty(), "secrets": {}, "cwd": os.getcwd(),
-            "env": dict(os.environ)}
-    return {"op": op, "names": request["names"], **{k: full[k] for k in FIELDS[op]}}
-
-
 def run_express(args: list[str]) -> int | None:
     """Run ``args`` in the express lane; its exit code, or None when the lane does not take it
     (nothing has been done then)."""
@@ -154,13 +139,16 @@ def run_express(args: list[str]) -> int | None:
     if connected is None:
         return None  # no engine (and none started): the full command line runs it
     conn, started = connected
-    from sshwrap.runtime.engine import client
-
     try:
         with _questions(request, root):
-            code = _asked(conn, wire_request(request), as_json=request["json"])
-    except client.Unreachable:
-        return None  # the engine was exiting and never read it: the full command line
+            request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
+            import json
+
+            try:
+                conn.sendall(json.dumps(request).encode() + b"\n")
+                code = _follow(_Lines(conn), show_progress=request["progress"])
+            except (ConnectionResetError, BrokenPipeError):
+                return None  # the engine was exiting and never read it: the full command line
     finally:
         conn.close()
     if code and started:
@@ -171,36 +159,6 @@ def run_express(args: list[str]) -> int | None:
 
         daemon.stop_if_idle(StatePaths.from_env())
     return code
-
-
-def _asked(conn: socket.socket, message: dict[str, Any], *, as_json: bool) -> int:
-    """Send the request, follow its progress, and print its report as the full command line
-    does (the one client, the one renderer); an error the engine answered ends it as one."""
-    from sshwrap.runtime.engine import client
-
-    progress = None
-    if message.get("progress"):
-        from sshwrap.cli.progress import ProgressLine
-
-        progress = ProgressLine(_write_stderr)
-    client.send(conn, message)
-    try:
-        final = client.answer(conn, progress=progress)
-    except client.Unreachable:
-        raise
-    except (Exception, KeyboardInterrupt) as error:  # as the full command line ends it
-        if progress is not None:
-            progress.clear()
-        from sshwrap.cli.outcome import report
-
-        return report(error)
-    if progress is not None:
-        progress.clear()
-    from sshwrap.cli.render.runtime import print_report
-    from sshwrap.runtime.observe.results import StatusReport, TunnelsReport
-
-    kind = StatusReport if message["op"] == "status" else TunnelsReport
-    return print_report(kind.from_wire(final["report"]), as_json=as_json)
 
 
 def _questions(request: dict[str, Any], root: str) -> Any:
@@ -221,13 +179,16 @@ def _connect(path: str, request: dict[str, Any], *,
     A command that starts tunnels starts the engine when none answers (it runs the command as
     it runs any: the full command line is never loaded); the others leave it to the full
     command line (None)."""
-    from sshwrap.runtime.engine import client
+    import socket
 
     started = False
     while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(CONNECT_TIMEOUT)
         try:
-            conn = client.connect(path, CONNECT_TIMEOUT)  # a full backlog is waited out
+            rendezvous.connect(conn, path, CONNECT_TIMEOUT)  # a full backlog is waited out
         except OSError:
+            conn.close()
             if started or not starts or not _start_engine(request):
                 return None
             started = True
@@ -282,6 +243,75 @@ def _starts_cleanly(request: dict[str, Any]) -> bool:
     except (SshwrapError, OSError):
         return False
     return all(p.auth is not AuthMethod.PASSWORD for p in profiles)
+
+
+class _Lines:
+    """The answers of the supervisor, one JSON line each."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self._buffer = b""
+
+    def next(self) -> bytes:
+        """The next line; b"" once the supervisor has closed the connection."""
+        while b"\n" not in self._buffer:
+            chunk = self.conn.recv(1 << 16)
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+
+def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
+    """Show the answers of a request as they come; its exit code, or None if it was not run."""
+    import json
+
+    progress = None
+    while True:
+        try:
+            line = lines.next()
+        except KeyboardInterrupt:
+            return _interrupted(lines, progress)
+        if not line.endswith(b"\n"):
+            return None  # the supervisor went away before it answered: start afresh
+        frame = json.loads(line)
+        if "progress" in frame and show_progress:
+            if progress is None:
+                from sshwrap.cli.progress import ProgressLine
+
+                progress = ProgressLine(_write_stderr)
+            progress(*frame["progress"])
+        elif "exit" in frame:
+            if progress is not None:
+                progress.clear()
+            sys.stdout.write(frame.get("stdout", ""))
+            sys.stdout.flush()
+            sys.stderr.write(frame.get("stderr", ""))
+            if frame.get("quitting"):  # down --all: the engine is gone once it hangs up
+                while lines.next():
+                    pass
+            return int(frame["exit"])
+
+
+def _interrupted(lines: _Lines, progress: ProgressLine | None) -> int:
+    """Ctrl-C: tell the supervisor (it stops what this up started) and wait until it has;
+    a second Ctrl-C leaves at once."""
+    import socket
+
+    from sshwrap.cli.outcome import report
+
+    if progress is not None:
+        progress.clear()
+    code = report(KeyboardInterrupt())
+    try:
+        lines.conn.shutdown(socket.SHUT_WR)
+        while lines.next():
+            pass
+    except (KeyboardInterrupt, OSError):
+        pass
+    return code
 
 
 def _write_stderr(text: str) -> None:

@@ -1,18 +1,20 @@
-"""``up``, ``down``, ``restart`` and ``status`` served by the engine, and asked of it as data.
+"""``down``, ``status`` and ``restart`` served by the engine, and asked of it as data.
 
-One request per command, whichever front end sends it (the express lane, the command line,
-the Python API), through the one client (runtime/engine/client.py): progress frames, then
-one frame with the report's wire form, or the error as data. The engine runs the use cases
-(usecases/up.py, down.py, status.py) with what only it has: its tunnels stopped directly,
-their rows taken from its memory. ``up`` and ``restart`` always run in the engine (started
-once their input is known to be good); ``status`` and ``down`` never start one, and run
-here from the records when none serves the state dir.
+The engine runs the same use cases as the command line does without one (usecases/down.py,
+usecases/status.py, usecases/up.py), with what only it has: its tunnels stopped directly
+(request_stop and join), their rows taken from its memory. The command line asks here first
+and runs the use case itself only when no engine serves the state dir; ``status`` and
+``down`` never start one. Reports cross the socket as data, errors as themselves
+(runtime/system/wire.py), so both ways print the same words and exit with the same code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,24 +31,23 @@ from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.runtime.system.protocol import (
     ASKER,
-    Fields,
     Served,
     flag,
+    names,
     optional_seconds,
     optional_text,
-    texts,
 )
-from sshwrap.runtime.system.protocol import env as text_map
 from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
-from sshwrap.runtime.system.wire import error_data
+from sshwrap.runtime.system.wire import error_data, error_from_data
 from sshwrap.store import ProfileStore
 from sshwrap.usecases.status import Live
 
 if TYPE_CHECKING:
-    from sshwrap.runtime.client.auth import AskSecret
     from sshwrap.runtime.engine.resident import ResidentSupervisor
     from sshwrap.runtime.system.wire import Channel
 
+#: How long an asker waits for an engine that is exiting after ``down --all`` to be gone.
+EXIT_WAIT = 15.0
 #: How long ``status`` waits for the engine's answer before it reads the records itself.
 STATUS_TIMEOUT = 30.0
 
@@ -138,49 +139,14 @@ def _answered(work: Callable[[], dict[str, Any]], engine: ResidentSupervisor) ->
         return {"internal": f"{type(error).__name__}: {error}"}
 
 
-def _names(message: dict[str, Any], *, file_ok: bool) -> list[str]:
-    """The request's names, checked as the command line checks them (in its words)."""
-    from sshwrap.names import checked_name
-
-    return [checked_name(n, file_ok=file_ok) for n in message["names"]]
-
-
-def serve_up(message: dict[str, Any], channel: Channel, engine: ResidentSupervisor) -> None:
-    """Start the selected tunnels; when the asker hangs up, what this up started is stopped."""
-    from sshwrap.usecases import up as tunnels
-
-    def work() -> dict[str, Any]:
-        store, env = store_of(message)
-        wait = DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
-        profiles = tunnels.up_selection(store, _names(message, file_ok=True),
-                                        all_profiles=message["all"], tag=message["tag"],
-                                        wait=wait)
-        secrets = message["secrets"]  # what the asker read (a terminal's) wins
-
-        with Asker(channel, engine, show_progress=bool(message["progress"])) as asker:
-            report = tunnels.start_selected(profiles, store, wait=wait, paths=engine.paths,
-                                            progress=asker.progress, environ=env,
-                                            share=message["share"],
-                                            ask_secret=lambda p: secrets.get(p.name))
-        asker.stop_abandoned(report)
-        return {"report": report.to_wire()}
-
-    channel.send(_answered(work, engine))
-
-
 def serve_status(message: dict[str, Any], channel: Channel,
                  engine: ResidentSupervisor) -> None:
-    def work() -> dict[str, Any]:
-        message["names"] = _names(message, file_ok=False)
-        return {"report": status_here(engine, message).to_wire()}
-
-    channel.send(_answered(work, engine))
+    channel.send(_answered(lambda: {"report": status_here(engine, message).to_wire()},
+                           engine))
 
 
 def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSupervisor) -> None:
-    """After ``down --all`` the engine may exit, and then holds the connection until it has."""
     def work() -> dict[str, Any]:
-        message["names"] = _names(message, file_ok=False)
         report, quitting = down_here(engine, message)
         return {"report": report.to_wire(), "quitting": quitting}
 
@@ -192,8 +158,7 @@ def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSuperv
 def serve_restart(message: dict[str, Any], channel: Channel,
                   engine: ResidentSupervisor) -> None:
     def work() -> dict[str, Any]:
-        message["names"] = _names(message, file_ok=True)
-        with Asker(channel, engine, show_progress=bool(message["progress"])) as asker:
+        with Asker(channel, engine, show_progress=bool(message.get("progress"))) as asker:
             report = restart_here(engine, message, asker.progress)
         asker.stop_abandoned(report)
         return {"report": report.to_wire()}
@@ -201,15 +166,15 @@ def serve_restart(message: dict[str, Any], channel: Channel,
     channel.send(_answered(work, engine))
 
 
-#: Each command's request, checked before it runs (its names by the handler, in the command
-#: line's words); registered by the composition root (sshwrap/__main__.py).
-_STARTING: Fields = {"names": (texts, []), "all": (flag, False), "tag": (optional_text, None),
-                     "wait": (optional_seconds, None), "progress": (flag, False), **ASKER}
+#: The data requests, registered by the composition root (sshwrap/__main__.py).
 COMMANDS: dict[str, Served] = {
-    "up": Served(serve_up, {**_STARTING, "share": (flag, False), "secrets": (text_map, {})}),
-    "restart": Served(serve_restart, _STARTING),
-    "down": Served(serve_down, {"names": (texts, []), "all": (flag, False)}),
-    "status": Served(serve_status, {"names": (texts, []), **ASKER}),
+    "tunnels.status": Served(serve_status, {"names": (names(file_ok=False), []), **ASKER}),
+    "tunnels.down": Served(serve_down, {"names": (names(file_ok=False), []),
+                                        "all": (flag, False)}),
+    "tunnels.restart": Served(serve_restart, {
+        "names": (names(file_ok=True), []), "all": (flag, False),
+        "tag": (optional_text, None), "wait": (optional_seconds, None),
+        "progress": (flag, False), **ASKER}),
 }
 
 #: How long the watch over an asker waits between looks (it is woken when the work is done,
@@ -282,21 +247,69 @@ def ask(paths: StatePaths, message: Mapping[str, Any], *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None) -> dict[str, Any] | None:
     """Have the engine of ``paths`` serve a request; its answer, or None when no engine
-    serves the state dir (the caller runs the use case itself, or starts one). An error it
-    answered is raised as itself."""
-    from sshwrap.runtime.engine import client, daemon
-    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT
+    serves the state dir, or none answered within ``timeout`` (the caller runs the use case
+    itself). An error it answered is raised as itself."""
+    from sshwrap.runtime.engine import daemon
 
-    try:
-        path = str(daemon.engine_socket(paths))
-        return client.call(path, message, timeout=timeout, progress=progress,
-                           log=str(daemon.log_path(paths)))
-    except TimeoutError:
-        raise StateConflict(f"the engine did not answer within "
-                            f"{CONNECT_WAIT if timeout is None else timeout:g} s (it is busy)",
-                            hint=f"see {daemon.log_path(paths)}") from None
-    except client.Unreachable:
+    try:  # no engine has run where it has no lock yet: its socket folder is not made
+        path = daemon.socket_path(paths) if daemon.has_run(paths) else None
+    except OSError:
+        path = None
+    if path is None or not path.exists():
         return None
+    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT, connect
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(CONNECT_WAIT)
+        try:
+            connect(conn, str(path))
+        except TimeoutError:
+            raise StateConflict(f"the engine did not take the request within "
+                                f"{CONNECT_WAIT:g} s (it is busy)",
+                                hint=f"see {daemon.log_path(paths)}") from None
+        except OSError:
+            return None  # nothing listens
+        try:
+            conn.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:
+            return None
+        conn.settimeout(timeout)
+        with conn.makefile("rb") as reader:
+            answer = _final(reader, progress, paths)
+            if answer is not None and answer.get("quitting"):
+                conn.settimeout(EXIT_WAIT)
+                with contextlib.suppress(OSError):
+                    while reader.read(1 << 12):
+                        pass
+    return answer
+
+
+def _final(reader: Any, progress: ProgressCallback | None,
+           paths: StatePaths) -> dict[str, Any] | None:
+    """The final answer; the progress frames before it go to ``progress``."""
+    from sshwrap.runtime.engine.daemon import log_path
+    from sshwrap.runtime.system.protocol import MAX_REQUEST
+
+    while True:
+        try:
+            line = reader.readline(MAX_REQUEST)
+        except OSError:
+            return None
+        if not line.endswith(b"\n"):
+            return None  # it went away before answering: nothing of ours was done
+        frame: dict[str, Any] = json.loads(line)
+        if "progress" in frame:
+            if progress is not None:
+                progress(*frame["progress"])
+            continue
+        if frame.get("exiting") or isinstance(frame.get("error"), str):
+            return None  # exiting, or an engine of an older sshwrap that knows no such request
+        if frame.get("error") is not None:
+            raise error_from_data(frame["error"])
+        if "internal" in frame:
+            raise SshwrapError(f"internal error of the engine: {frame['internal']}",
+                               hint=f"see {log_path(paths)}")
+        return frame
 
 
 def asked(store: ProfileStore) -> dict[str, Any]:
@@ -305,80 +318,13 @@ def asked(store: ProfileStore) -> dict[str, Any]:
             "env": dict(os.environ)}
 
 
-def _in_engine(paths: StatePaths, message: Mapping[str, Any],
-               progress: ProgressCallback | None) -> TunnelsReport:
-    """Run an ``up`` or ``restart`` in the engine, started first when none runs (once more if
-    the one found was exiting)."""
-    from sshwrap.runtime.engine import daemon
-
-    paths.ensure()
-    for _attempt in (1, 2):
-        started = daemon.ensure_running(paths, message["env"])
-        try:
-            answer = ask(paths, message, progress=progress)
-        except SshwrapError:
-            if started:  # what it was started for failed: it does not stay behind, idle
-                daemon.stop_if_idle(paths)
-            raise
-        if answer is not None:
-            report = TunnelsReport.from_wire(answer["report"])
-            if started and report.exit_code:
-                daemon.stop_if_idle(paths)
-            return report
-        daemon.wait_gone(paths, daemon.STOP_JOIN)
-    raise StateConflict("the engine went away twice while asked to start tunnels",
-                        hint=f"see {daemon.log_path(paths)}")
-
-
-def _from_here(names: Sequence[str]) -> list[str]:
-    """Names as the engine finds them: a profile named by its file, from this directory."""
-    from sshwrap.store import SUFFIX
-
-    return [os.path.abspath(n) if n.endswith(SUFFIX) or os.sep in n else n for n in names]
-
-
-def up_report(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
-              tag: str | None = None, wait: float = DEFAULT_WAIT, share: bool = False,
-              paths: StatePaths | None = None, progress: ProgressCallback | None = None,
-              ask_secret: AskSecret | None = None) -> TunnelsReport:
-    """``up``: run by the engine, started once the input is known to be good. Secrets
-    (``ask_secret``: a person's) are read here first and handed over the private socket."""
-    from sshwrap.runtime.client.auth import secret_for
-    from sshwrap.usecases.up import up_selection
-
-    paths = paths or StatePaths.from_env()
-    profiles = up_selection(store, names, all_profiles=all_profiles, tag=tag, wait=wait)
-    # Every secret first (a terminal's, a variable's, a keyring's): one missing is bad input
-    # told before any engine starts. None is ever stored.
-    secrets = {p.name: secret for p in profiles
-               if (secret := secret_for(p, ask_secret)) is not None}
-    return _in_engine(paths, {
-        "op": "up", "names": _from_here(names), "all": all_profiles, "tag": tag,
-        "wait": wait, "share": share, "progress": progress is not None, "secrets": secrets,
-        **asked(store)}, progress)
-
-
-def restart_report(store: ProfileStore, names: Sequence[str] = (), *,
-                   all_profiles: bool = False, tag: str | None = None,
-                   wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
-                   progress: ProgressCallback | None = None) -> TunnelsReport:
-    """``restart``: stop and start inside the engine, started once the input is good."""
-    from sshwrap.usecases.up import up_selection
-
-    paths = paths or StatePaths.from_env()
-    up_selection(store, names, all_profiles=all_profiles, tag=tag, wait=wait)
-    return _in_engine(paths, {
-        "op": "restart", "names": _from_here(names), "all": all_profiles, "tag": tag,
-        "wait": wait, "progress": progress is not None, **asked(store)}, progress)
-
-
 def status_report(store: ProfileStore, names: Sequence[str] = (),
                   paths: StatePaths | None = None) -> StatusReport:
     """``status``: the engine's live view when one runs, else from the records."""
     from sshwrap.usecases.status import status
 
     paths = paths or StatePaths.from_env()
-    answer = ask(paths, {"op": "status", "names": list(names), **asked(store)},
+    answer = ask(paths, {"op": "tunnels.status", "names": list(names), **asked(store)},
                  timeout=STATUS_TIMEOUT)
     if answer is None:
         return status(store, names, paths)
@@ -393,7 +339,29 @@ def down_report(names: Sequence[str] = (), *, all_tunnels: bool = False,
 
     paths = paths or StatePaths.from_env()
     check_names(names)  # bad input is told before anything is asked
-    answer = ask(paths, {"op": "down", "names": list(names), "all": all_tunnels})
+    answer = ask(paths, {"op": "tunnels.down", "names": list(names), "all": all_tunnels})
     if answer is None:
         return down(names, all_tunnels=all_tunnels, paths=paths)
+    return TunnelsReport.from_wire(answer["report"])
+
+
+def restart_report(store: ProfileStore, names: Sequence[str] = (), *,
+                   all_profiles: bool = False, tag: str | None = None,
+                   wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
+                   progress: ProgressCallback | None = None) -> TunnelsReport:
+    """``restart``: stop and start inside the engine when one runs, else here (its up starts
+    the engine)."""
+    from sshwrap.usecases.selection import check_wait
+    from sshwrap.usecases.up import restart
+
+    paths = paths or StatePaths.from_env()
+    check_wait(wait)
+    message = {"op": "tunnels.restart", "names": list(names), "all": all_profiles,
+               "tag": tag, "wait": wait, "progress": progress is not None, **asked(store)}
+    # A profile named by its file is found from here: this process runs it.
+    files = any(n.endswith(".toml") for n in names)
+    answer = None if files else ask(paths, message, progress=progress)
+    if answer is None:
+        return restart(store, names, all_profiles=all_profiles, tag=tag, wait=wait,
+                       paths=paths, progress=progress)
     return TunnelsReport.from_wire(answer["report"])

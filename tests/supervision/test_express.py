@@ -524,7 +524,7 @@ def test_status_reads_the_same_in_both_lanes_and_from_the_records(
     from sshwrap.usecases.status import status
 
     store = ProfileStore((profiles_dir,))
-    asked = {"op": "status", "names": [], **served.asked(store)}
+    asked = {"op": "tunnels.status", "names": [], **served.asked(store)}
     assert served.ask(paths, asked) is not None  # the engine answers it
     from_engine = served.status_report(store, paths=paths)
     from_records = status(store, paths=paths)

@@ -45,13 +45,15 @@ def _progress_printer() -> ProgressLine | None:
     return ProgressLine(write)
 
 
-def _finish(report: TunnelsReport | StatusReport, as_json: bool,
-            progress: ProgressLine | None) -> int:
-    from sshwrap.cli.render.runtime import print_report
+def _finish(report: TunnelsReport, as_json: bool, progress: ProgressLine | None) -> int:
+    from sshwrap.cli.render.runtime import report_streams
 
     if progress is not None:
         progress.clear()
-    return print_report(report, as_json=as_json)
+    out, err = report_streams(report, as_json=as_json)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return int(report.exit_code)
 
 
 @app.command()
@@ -82,11 +84,11 @@ def up(
     from sshwrap.runtime.client.questions import terminal_questions
     from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
-    from sshwrap.usecases.served import up_report
+    from sshwrap.usecases.up import up as run_up
 
     progress = _progress_printer()
     with terminal_questions(StatePaths.from_env().root):
-        report = up_report(ProfileStore.from_option(profiles), names or [],
+        report = run_up(ProfileStore.from_option(profiles), names or [],
                         all_profiles=all_profiles, tag=tag, wait=wait, progress=progress,
                         ask_secret=terminal_asker(password=ask_password,
                                                   passphrase=ask_passphrase), share=share)
@@ -162,7 +164,9 @@ def status(
 
     store = ProfileStore.from_option(profiles)
     if not watch:
-        return _finish(run_status(store, names or []), json_out, None)
+        report = run_status(store, names or [])
+        emit(report, as_json=json_out)
+        return int(report.exit_code)
     return _watch(lambda: run_status(store, names or []), interval, as_json=json_out)
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from sshwrap.cli.render import error_text, message, rendered, table, to_text
-from sshwrap.runtime.observe.results import Action, StatusReport, TunnelsReport, TunnelStatus
+from sshwrap.usecases.up import Action, StatusReport, TunnelsReport, TunnelStatus
 
 
 def _uptime(seconds: float | None) -> str:
@@ -39,22 +38,10 @@ def _tunnels_report(value: TunnelsReport) -> str:
     return "\n".join(lines)
 
 
-def report_streams(report: TunnelsReport | StatusReport, *, as_json: bool) -> tuple[str, str]:
-    """What up, down, restart and status print: the report for stdout, each failure of a
-    tunnel for stderr."""
-    outcomes = report.outcomes if isinstance(report, TunnelsReport) else ()
-    errors = "".join(error_text(o.error) for o in outcomes if o.error is not None)
+def report_streams(report: TunnelsReport, *, as_json: bool) -> tuple[str, str]:
+    """What up, down and restart print: the report for stdout, each failure for stderr."""
+    errors = "".join(error_text(o.error) for o in report.outcomes if o.error is not None)
     return rendered(report, as_json=as_json), errors
-
-
-def print_report(report: TunnelsReport | StatusReport, *, as_json: bool) -> int:
-    """Print a report as every front end of up, down, restart and status does (the full
-    command line and the express lane alike); its exit code."""
-    out, err = report_streams(report, as_json=as_json)
-    sys.stdout.write(out)
-    sys.stdout.flush()
-    sys.stderr.write(err)
-    return int(report.exit_code)
 
 
 def _failed_when(row: TunnelStatus) -> str:

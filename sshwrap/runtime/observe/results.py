@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sshwrap.errors import ExitCode, SshwrapError
-
-if TYPE_CHECKING:  # types only: the express lane reads reports without the runtime
-    from sshwrap.runtime.observe.verify import ForwardCheck
-    from sshwrap.runtime.system.state import ExpectedForward
+from sshwrap.runtime.observe.verify import ForwardCheck
+from sshwrap.runtime.system.state import ExpectedForward
 
 STOP_TIMEOUT = 5.0
 #: Another ``up`` of the same name may hold the lock for its whole --wait; wait a bit longer.
