@@ -25,6 +25,10 @@ from typing import Any
 from sshwrap import askpass
 from sshwrap.errors import InvalidInput
 
+# Loaded up front: when the server is out of descriptors, an import could not open its file.
+from sshwrap.runtime.system.sockets import peer_is_same_user
+from sshwrap.runtime.system.wire import Backoff, read_line
+
 #: The environment variable of a start request naming the asker's question socket.
 PROMPT_ENV = "SSHWRAP_PROMPT_SOCKET"
 #: How long a question may wait for its answer (a person reads a code from a phone).
@@ -79,8 +83,6 @@ class AskSocket:
         return self
 
     def _serve(self) -> None:
-        from sshwrap.runtime.system.wire import Backoff
-
         backoff = Backoff(lambda _said: None)  # out of descriptors: askpass waits, we go on
         while not self._stop.is_set():
             sock = self._sock
@@ -103,9 +105,6 @@ class AskSocket:
                 return
 
     def _answer(self, conn: socket.socket) -> None:
-        from sshwrap.runtime.system.sockets import peer_is_same_user
-        from sshwrap.runtime.system.wire import read_line
-
         try:
             if not peer_is_same_user(conn):
                 return
