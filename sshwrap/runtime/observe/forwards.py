@@ -68,9 +68,10 @@ def remote_results(log_text: str) -> tuple[set[str], set[str]]:
     return confirmed, refused
 
 
-@functools.lru_cache(maxsize=1024)
-def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    # Cached: status compares every forward with its port's listeners, the same few texts.
+@functools.lru_cache(maxsize=4096)
+def ip_of(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address an address text names (brackets allowed), or None. Cached: status
+    compares every forward with its port's listeners and connections, the same few texts."""
     if text is None:
         return None
     with contextlib.suppress(ValueError):
@@ -86,10 +87,10 @@ def _same_address(forward: ExpectedForward, listener: Listener) -> bool:
         return False
     if listener.address == forward.host:  # the same text: the same address, unparsed
         return True
-    wanted = _ip(forward.host)
+    wanted = ip_of(forward.host)
     if wanted is None:  # a name or a wildcard: any address of the port will do
         return True
-    return _ip(listener.address) == wanted
+    return ip_of(listener.address) == wanted
 
 
 def blocks(forward: ExpectedForward, listener: Listener) -> bool:

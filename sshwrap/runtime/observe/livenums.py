@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 from sshwrap.core.model import TcpAddress
 from sshwrap.core.syntax import SyntaxProblem, parse_listen, parse_target
+from sshwrap.runtime.observe.forwards import ip_of
 from sshwrap.runtime.observe.results import ForwardStatus, TunnelState, TunnelStatus
 from sshwrap.runtime.system import sockdiag
 from sshwrap.runtime.system.listeners import socket_fds
@@ -165,16 +166,11 @@ def _target(to: str | None) -> TcpAddress | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)
 def _ip(text: str | None) -> _IP | None:
-    if text is None:
-        return None
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(text.strip("[]"))
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            return address.ipv4_mapped  # a dual-stack socket's IPv4 peer
-        return address
-    return None
+    address = ip_of(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket's IPv4 peer
+    return address
 
 
 def _bound_to(host: str | None, conn: TcpConnection) -> bool:
