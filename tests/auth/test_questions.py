@@ -107,3 +107,22 @@ def test_a_question_is_shown_escaped_and_cut_on_the_terminal() -> None:
     assert "\x1b" not in shown and "\x07" not in shown
     assert "\\x1b]0;owned\\x07\\x1b[2J" in shown
     assert "characters left out]" in shown and len(shown) < 400
+
+
+def test_the_askpass_program_runs_whatever_the_umask_and_its_socket_is_private(
+        tmp_path: Path) -> None:
+    import os
+    import stat
+    import subprocess
+
+    old = os.umask(0o177)  # a caller's narrow umask: the program must stay runnable
+    try:
+        with SecretServer("secret", root=tmp_path) as server:
+            assert stat.S_IMODE(server.program.stat().st_mode) == 0o700
+            assert stat.S_IMODE(server.socket_path.stat().st_mode) == 0o600
+            ran = subprocess.run([str(server.program), "(me@bastion) Password: "],
+                                 env={askpass.SOCKET_ENV: str(server.socket_path)},
+                                 capture_output=True, check=False, timeout=30)
+            assert (ran.returncode, ran.stdout) == (0, b"secret\n")
+    finally:
+        os.umask(old)

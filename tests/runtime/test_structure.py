@@ -171,3 +171,37 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
              "sshwrap.cli.z": {"sshwrap.runtime.system.x"}}
     assert upward_imports(graph) == [("sshwrap.core.y", "sshwrap.runtime.system.state"),
                                      ("sshwrap.runtime.system.x", "sshwrap.cli.render")]
+
+
+#: Where the process-wide umask may be set: a process's entry point, before any thread runs.
+UMASK_SETTERS = {("sshwrap.runtime.engine.detached", "main"),
+                 ("sshwrap.runtime.engine.foreground", "run"),
+                 ("sshwrap.runtime.supervise.masters", "main")}
+
+
+def umask_calls(root: Path = PACKAGE) -> set[tuple[str, str]]:
+    """(module, enclosing top-level function) of every ``os.umask`` call under ``root``."""
+    found = set()
+    for name, path in _modules(root).items():
+        for top in ast.parse(path.read_text(encoding="utf-8")).body:
+            for node in ast.walk(top):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr == "umask":
+                    found.add((name, getattr(top, "name", "<module>")))
+    return found
+
+
+def test_the_umask_is_set_only_where_a_process_starts() -> None:
+    """A thread that narrows the umask around a bind narrows every file another thread
+    creates meanwhile (an askpass program made 0600 could not run): sockets are made
+    private with ``bind_private`` instead."""
+    assert umask_calls() <= UMASK_SETTERS
+
+
+def test_the_umask_finder_finds_a_call_in_a_method(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("import os\nclass S:\n    def start(self):\n"
+                                  "        old = os.umask(0o177)\n")
+    assert umask_calls(package) == {("pkg.a", "S")}

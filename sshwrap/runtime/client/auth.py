@@ -141,6 +141,7 @@ class SecretServer:
                   f"{shlex.quote(askpass.__file__)} \"$@\"\n")
         fd = os.open(self.program, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, 0o700)  # runnable whatever the umask of the process that starts us
             handle.write(script)
         return self
 

@@ -26,7 +26,7 @@ from sshwrap import askpass
 from sshwrap.errors import InvalidInput
 
 # Loaded up front: when the server is out of descriptors, an import could not open its file.
-from sshwrap.runtime.system.sockets import peer_is_same_user
+from sshwrap.runtime.system.sockets import bind_private, peer_is_same_user
 from sshwrap.runtime.system.wire import Backoff, read_line
 
 #: The environment variable of a start request naming the asker's question socket.
@@ -70,11 +70,7 @@ class AskSocket:
 
         self.folder = Path(tempfile.mkdtemp(prefix="askpass-", dir=self.root))  # 0700
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket is created 0600
-        try:
-            sock.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+        bind_private(sock, self.path)
         sock.listen(8)
         sock.settimeout(0.2)
         self._sock = sock

@@ -8,7 +8,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-__all__ = ["ProcessInfo", "peer_is_same_user", "process_info"]
+__all__ = ["ProcessInfo", "bind_private", "peer_is_same_user", "process_info"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,12 @@ def peer_is_same_user(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
     uid = int.from_bytes(creds[4:8], sys.byteorder)
     return uid == os.geteuid()
+
+
+def bind_private(sock: socket.socket, path: str | os.PathLike[str]) -> None:
+    """Bind the unix socket ``sock`` at ``path`` and make it 0600. ``path`` must be in a folder
+    only this user can enter, which is what keeps others out before the chmod. Never by
+    narrowing the umask around ``bind``: the umask is the whole process's, and a thread
+    creating a file meanwhile (an askpass program, 0700) would get it narrowed too."""
+    sock.bind(os.fspath(path))
+    os.chmod(path, 0o600)

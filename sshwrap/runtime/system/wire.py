@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sshwrap import errors
 from sshwrap.errors import ExitCode, InvalidInput, Problem, SshwrapError
 from sshwrap.runtime.system.protocol import MAX_REQUEST, bad_request
+from sshwrap.runtime.system.sockets import bind_private
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -218,15 +219,9 @@ def hang_up(conn: socket.socket) -> None:
 
 def listen_on(path: Path) -> socket.socket:
     """The engine's socket at ``path``, 0600, listening (the caller holds the engine lock)."""
-    import os
-
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a dead predecessor's: we hold the lock, so nobody else serves it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # the socket is created 0600
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old_umask)
+    bind_private(listener, path)  # in the state dir, which only this user can enter
     listener.listen(64)
     return listener
