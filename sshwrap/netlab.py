@@ -15,18 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sshwrap.errors import MissingBinary, SshwrapError
-from sshwrap.netservers import GUIDE_USER, PasswordUser, Program
+from sshwrap.netservers import GUIDE_USER, REAL_KINDS, PasswordUser, Program
 from sshwrap.sandbox import ClientIdentity, Sshd
 
 
 @dataclass(frozen=True)
 class Service:
-    """A TCP service: ``banner`` (greets, echoes), ``http``, ``mariadb`` or ``tinyproxy``."""
+    """A TCP service: ``banner`` (greets, echoes), ``http``, or a netservers.REAL_KINDS."""
 
     port: int
     kind: str = "banner"
     banner: str = ""
     bind: str = "0.0.0.0"  # noqa: S104 - inside a lab namespace: only the lab's segments
+    tls: bool = False  # nginx's listener speaks TLS; PostgreSQL offers it
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ class NetLab:
             host.programs[22] = server.start()
             self.client.trust(host.name, 22, key)
         for service in host.spec.services:
-            if service.kind in ("mariadb", "tinyproxy"):
+            if service.kind in REAL_KINDS:
                 host.programs[service.port] = self._program(host, service).start()
                 continue
             command = [sys.executable, "-m", "sshwrap.netservers", "serve", service.kind,
@@ -277,9 +278,8 @@ class NetLab:
         from sshwrap import netservers
 
         root, argv = self.root / f"{host.name}-{service.port}", self.exec_argv(host.name, [])
-        if service.kind == "mariadb":
-            return netservers.mariadb(root, argv, service.port)
-        return netservers.tinyproxy(root, argv, service.port)
+        return netservers.real_server(service.kind, root, argv, service.bind, service.port,
+                                      tls=service.tls)
 
     def stop_service(self, host: str, port: int) -> None:
         """Stop a real server (MariaDB, Dropbear...), as its administrator would."""
@@ -347,7 +347,7 @@ class NetLab:
                 if server is not None:
                     server.stop()
             for program in host.programs.values():
-                program.stop()
+                program.remove()
             for proc in host.services:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

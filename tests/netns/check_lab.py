@@ -32,6 +32,18 @@ POLICY_HOSTS: tuple[HostSpec, ...] = (
 )
 
 
+#: Services that wait for the client on a database host behind two tunnel hosts: the guide's
+#: gateway (OpenSSH, password login) and a router's Dropbear (password login).
+QUIET_HOSTS: tuple[HostSpec, ...] = (
+    HostSpec("you", ("internet",)),
+    HostSpec("gateway", ("internet", "lan"), sshd=True, password_login=True),
+    HostSpec("router", ("internet", "lan"), dropbear="internet"),
+    HostSpec("db", ("lan",), services=(
+        Service(5432, "postgresql", tls=True), Service(6379, "redis"),
+        Service(11211, "memcached"), Service(443, "nginx", tls=True))),
+)
+
+
 def build_lab(root: Path, hosts: tuple[HostSpec, ...], *programs: str) -> Iterator[NetLab]:
     with running_lab(root, hosts, *programs) as network:
         yield network
