@@ -4,14 +4,14 @@ light enough for the express lane to check before it starts an engine."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from sshwrap.core import syntax
 from sshwrap.core.model import Profile
-from sshwrap.errors import InvalidInput, Problem
+from sshwrap.errors import InvalidInput, Problem, ProfileNotFound
 from sshwrap.store import ProfileStore
 
-__all__ = ["MAX_WAIT", "check_names", "check_wait", "select_profiles"]
+__all__ = ["MAX_WAIT", "check_known", "check_names", "check_wait", "select_profiles"]
 
 #: The longest --wait taken: a day (beyond it a deadline is no deadline).
 MAX_WAIT = 86400.0
@@ -47,3 +47,16 @@ def check_names(names: Iterable[str]) -> list[str]:
     if bad:
         raise InvalidInput([Problem(f"{n!r} is not a tunnel name", key="NAME") for n in bad])
     return list(dict.fromkeys(names))
+
+
+def check_known(names: Iterable[str], known: Collection[str],
+                recorded: Collection[str]) -> list[str]:
+    """``names``, each a profile (``known``) or a tunnel's record (``recorded``);
+    ProfileNotFound naming every other one, so that nothing waits for a mistyped name."""
+    targets = check_names(names)
+    unknown = [n for n in targets if n not in known and n not in recorded]
+    if unknown:
+        raise ProfileNotFound(
+            [Problem(f"no profile or running tunnel named {n!r}", file=n) for n in unknown],
+            hint="see 'sshwrap list'")
+    return targets

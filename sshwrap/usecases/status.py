@@ -18,7 +18,7 @@ from typing import Any
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile
-from sshwrap.errors import ConnectionFailed, ExitCode, Problem, ProfileNotFound, SshwrapError
+from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
 from sshwrap.runtime.client.launch import find_program
 from sshwrap.runtime.observe.livenums import with_numbers
 from sshwrap.runtime.observe.results import (
@@ -34,7 +34,7 @@ from sshwrap.runtime.system.identity import memoized
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.runtime.system.state import TunnelRecord, expected_forwards, mode_of
 from sshwrap.store import ProfileStore
-from sshwrap.usecases.selection import check_names
+from sshwrap.usecases.selection import check_known
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,7 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     live = live or {}
     recorded = sorted(set(state.recorded_names(paths)) | set(live))
     known = store.paths()
-    if names:
-        targets = check_names(names)
-        unknown = [n for n in targets if n not in known and n not in recorded]
-        if unknown:
-            raise ProfileNotFound(
-                [Problem(f"no profile or running tunnel named {n!r}", file=n) for n in unknown],
-                hint="see 'sshwrap list'")
-    else:
-        targets = sorted(set(known) | set(recorded))
+    targets = check_known(names, known, recorded) if names else sorted(set(known) | set(recorded))
     from sshwrap.machine import host_facts
 
     facts = host_facts()

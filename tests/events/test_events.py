@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
+from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.sandbox import BannerServer, free_port
 from sshwrap.store import ProfileStore
@@ -85,3 +89,21 @@ def test_an_event_line_shows_every_field_and_obeys_no_escape_sequence() -> None:
     assert " db up -> reconnecting (pid 42, restarts 3): server said " in line
     assert "\x1b" not in line and line.endswith("hi\n")
     assert Event.from_json(json.loads(event_line(event, as_json=True))) == event
+
+
+def test_events_of_a_name_without_profile_or_tunnel_fails_at_once(
+    runtime_paths: StatePaths, profiles_dir: Path) -> None:
+    """A mistyped name would be followed for ever: it fails as 'status NAME' does, exit 2,
+    and no engine is started for it."""
+    (profiles_dir / "db.toml").write_text('host = "example.com"\n')
+    try:
+        done = subprocess.run([sys.executable, "-m", "sshwrap", "events", "db", "dbb"],
+                              check=False, capture_output=True, text=True, timeout=20,
+                              env={**os.environ, "SSHWRAP_STATE_DIR": str(runtime_paths.root)})
+    except subprocess.TimeoutExpired:
+        raise AssertionError("'events dbb' waited instead of failing") from None
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "no profile or running tunnel named 'dbb'" in done.stderr
+    assert "'db'" not in done.stderr
+    assert not daemon.has_run(runtime_paths)

@@ -20,6 +20,14 @@ def events(names: NamesArg = None, as_json: JsonOpt = False) -> int:
     """
     from sshwrap.cli.render.events import event_line
     from sshwrap.runtime.engine.eventstream import follow
+    from sshwrap.runtime.system.paths import StatePaths
+    from sshwrap.runtime.system.state import recorded_names
+    from sshwrap.store import ProfileStore
+    from sshwrap.usecases.selection import check_known
+
+    if names:  # a mistyped name fails at once; it would wait for ever
+        check_known(names, ProfileStore.from_option(None).paths(),
+                    recorded_names(StatePaths.from_env()))
 
     def waiting() -> None:
         if not as_json:
