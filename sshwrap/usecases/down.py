@@ -192,8 +192,16 @@ def down(names: Sequence[str] = (), *, all_tunnels: bool = False,
     paths = paths or StatePaths.from_env()
     targets = check_names(names) if names else sorted(
         set(state.recorded_names(paths)) | set(running))
-    outcomes = parallel(targets, lambda n: stop_tunnel(n, paths, timeout=timeout,
-                                                         engine=engine, hosting=hosting))
+
+    def stop(name: str) -> TunnelOutcome:
+        try:
+            if not state.ever_locked(paths, name):  # nothing to stop: nothing made for it
+                return TunnelOutcome(name, Action.NOT_RUNNING)
+        except SshwrapError as error:
+            return TunnelOutcome(name, Action.FAILED, error=error)
+        return stop_tunnel(name, paths, timeout=timeout, engine=engine, hosting=hosting)
+
+    outcomes = parallel(targets, stop)
     if all_tunnels and not names and engine is None:
         from sshwrap.runtime.engine import daemon
 

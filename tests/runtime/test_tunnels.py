@@ -457,3 +457,22 @@ def test_deadline_passed_is_not_ready_and_stops_the_client(
     assert outcome.error is not None and "not ready after" in outcome.error.message
     assert_failure_kept(runtime_paths, "slow", ExitCode.NOT_READY)
     assert _ssh_processes(str(runtime_paths.log("slow"))) == []
+
+
+def test_down_of_a_tunnel_that_never_ran_makes_nothing(state_dir: Path, profiles_dir: Path,
+                                                       ) -> None:
+    """No folder, record, log or lock for a name that finds nothing to stop: through the
+    command line (no engine runs), and in a state dir where another tunnel ran."""
+    (profiles_dir / "db.toml").write_text('host = "example.com"\n')
+    done = subprocess.run([sys.executable, "-m", "sshwrap", "down", "db"], check=False,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "not-running" in done.stdout
+    assert not state_dir.exists()
+
+    paths = StatePaths(state_dir)
+    with state.name_lock(paths, "web"):  # another tunnel's start made the folders
+        pass
+    before = sorted(p.relative_to(state_dir) for p in state_dir.rglob("*"))
+    assert down(["db", "db2"], paths=paths).outcomes[0].action is Action.NOT_RUNNING
+    assert sorted(p.relative_to(state_dir) for p in state_dir.rglob("*")) == before

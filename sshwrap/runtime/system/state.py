@@ -342,6 +342,14 @@ def _flock(paths: StatePaths, name: str, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def ever_locked(paths: StatePaths, name: str) -> bool:
+    """False when no sshwrap ever took the lock of ``name`` (every start takes it first) nor
+    wrote its record in this state dir: judged without making anything."""
+    if not paths.exists():
+        return False
+    return os.path.lexists(paths.lock(name)) or os.path.lexists(paths.record(name))
+
+
 def lock_is_free(paths: StatePaths, name: str) -> bool:
     """True when nobody holds the lock of ``name`` right now (a quick, non-blocking probe)."""
     if paths.existing_folder(paths.locks) is None:
