@@ -476,3 +476,28 @@ def test_down_of_a_tunnel_that_never_ran_makes_nothing(state_dir: Path, profiles
     before = sorted(p.relative_to(state_dir) for p in state_dir.rglob("*"))
     assert down(["db", "db2"], paths=paths).outcomes[0].action is Action.NOT_RUNNING
     assert sorted(p.relative_to(state_dir) for p in state_dir.rglob("*")) == before
+
+
+def test_the_engine_takes_its_control_folder_outside_the_state_dir_with_it(
+    store: ProfileStore, runtime_paths: StatePaths, write_profile: ProfileWriter,
+    banner_server: BannerServer,
+) -> None:
+    """pytest's state dir is too long for control sockets: they live in a folder of the temp
+    dir. A killed client leaves its socket there; once the engine exits, nothing is left."""
+    from sshwrap.runtime.engine import daemon
+    from sshwrap.runtime.supervise import shared
+
+    write_profile("web", [{"type": "local", "listen": f"127.0.0.1:{free_port()}",
+                           "to": f"127.0.0.1:{banner_server.port}"}], restart="no")
+    assert up(store, ["web"], paths=runtime_paths).outcomes[0].action is Action.STARTED
+    folder = shared.control_dir(runtime_paths, create=False)
+    assert not folder.is_relative_to(runtime_paths.root)
+    record = state.read_record(runtime_paths, "web")
+    assert record is not None
+    os.kill(record.pid, signal.SIGKILL)  # its control socket stays behind
+    eventually(lambda: status(store, ["web"], paths=runtime_paths).tunnels[0].state
+               is TunnelState.FAILED, "the tunnel failed")
+    assert any(entry.is_socket() for entry in folder.iterdir())
+    down(["web"], paths=runtime_paths)
+    daemon.shutdown(runtime_paths)
+    assert not folder.exists()

@@ -122,6 +122,9 @@ class ResidentSupervisor:
         watch.stop()
         self._stop_all()
         self._end_followers()
+        from sshwrap.runtime.supervise.shared import tidy_control_dir
+
+        tidy_control_dir(self.paths)  # still holding the lock (ours, or foreground's)
         fd, self.lock_fd = self.lock_fd, None
         if fd is not None:
             os.close(fd)  # a new engine may start while the hooks drain

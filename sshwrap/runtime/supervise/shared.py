@@ -136,8 +136,25 @@ def control_dir(paths: StatePaths, env: dict[str, str] | None = None, *,
                         hint="set TMPDIR to a short path such as /tmp")
 
 
-def control_path(paths: StatePaths, key: str) -> Path:
-    return control_dir(paths) / key
+def tidy_control_dir(paths: StatePaths) -> None:
+    """As the engine exits, its tunnels stopped and its lock still held (no other engine
+    binds meanwhile): the sockets killed clients left in the control folder go (nothing
+    listens on them), and the folder too once empty when it lies outside the state dir."""
+    from sshwrap.runtime.system.unixsock import clear_stale_socket
+
+    with contextlib.suppress(OSError, SshwrapError):  # none made, or not empty: left as is
+        folder = control_dir(paths, create=False)
+        for entry in os.listdir(folder):
+            with contextlib.suppress(SshwrapError):  # a live master's: it stays
+                clear_stale_socket(folder / entry)
+        if not folder.is_relative_to(paths.root):
+            folder.rmdir()
+
+
+def control_path(paths: StatePaths, key: str, *, create: bool = True) -> Path:
+    """A master's control socket; without ``create`` (to remove or cancel), its folder is not
+    made again (FileNotFoundError when it is gone)."""
+    return control_dir(paths, create=create) / key
 
 
 # -- talking to a master ------------------------------------------------------------------
@@ -230,8 +247,8 @@ def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT,
     latest = state.read_record(mpaths, name) or record
     if state.live_process(latest) is not None:
         stop_group(latest.pid, timeout=timeout)
-    with contextlib.suppress(StateConflict):
-        _remove_socket(control_path(paths, key))
+    with contextlib.suppress(StateConflict, FileNotFoundError):
+        _remove_socket(control_path(paths, key, create=False))
     state.remove_record(mpaths, name)
 
 
@@ -253,8 +270,8 @@ def release(paths: StatePaths, record: TunnelRecord, *, timeout: float = STOP_TI
     key = record.shared
     mpaths = master_paths(paths)
     if cancel:
-        with contextlib.suppress(StateConflict):
-            cancel_forwards(control_path(paths, key), record.forwards)
+        with contextlib.suppress(StateConflict, FileNotFoundError):
+            cancel_forwards(control_path(paths, key, create=False), record.forwards)
     with state.name_lock(mpaths, master_name(key), timeout=timeout + LOCK_GRACE):
         if not users(paths, key, besides=record.name, hosting=hosting):
             stop_master(paths, key, timeout, hosting)
