@@ -188,6 +188,27 @@ def read_regular(path: Path, limit: int = -1) -> tuple[bytes, os.stat_result]:
         return handle.read(limit), info
 
 
+def check_handed_file(path: str | os.PathLike[str], *, key: str, file: str) -> None:
+    """A file sshwrap names to a program that opens it itself (ssh's ``-F`` and ``-i``, a
+    known_hosts file for ssh-keygen): absent (the program says so), a regular file, or
+    /dev/null (ssh's word for "none"). Anything else (a FIFO the program would wait on for
+    ever, a device, a folder) is InvalidInput naming the file and ``key`` (in ``file``),
+    found by ``read_regular`` without waiting."""
+    from sshwrap.errors import InvalidInput, Problem
+
+    shown = os.fspath(path)
+    try:
+        read_regular(Path(os.path.expanduser(shown)), 0)
+    except NotRegularFile as exc:
+        if os.path.realpath(os.path.expanduser(shown)) == os.devnull:
+            return
+        raise InvalidInput(Problem(f"{shown} {exc.strerror}", key=key, file=file),
+                           hint="name a regular file (ssh and ssh-keygen would wait on "
+                                "a FIFO for ever)") from None
+    except OSError:  # absent or unreadable: the program reports it in its own words
+        return
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)

@@ -12,6 +12,7 @@ from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.diagnose import Diagnosis, Segment, diagnose_log, unknown_failure
 from sshwrap.core.model import AuthMethod, Client, Profile
 from sshwrap.errors import SshwrapError
+from sshwrap.runtime.client.launch import check_profile_files
 from sshwrap.runtime.client.questions import AskQuestion
 from sshwrap.runtime.system.detach import client_environment
 from sshwrap.runtime.system.paths import StatePaths
@@ -36,6 +37,7 @@ def _effective_endpoint(profile: Profile, program: str, host: str, port: int | N
     """Host name and port as ssh will use them (an ssh config alias resolved by ``ssh -G``)."""
     if profile.client is not Client.SSH:
         return host, port or 22
+    check_profile_files(profile)
     argv = [program, "-G"]
     if profile.ssh_config_file:
         argv += ["-F", profile.ssh_config_file]

@@ -13,7 +13,7 @@ from pathlib import Path
 from sshwrap.core.knownhosts import keyscan_command, known_hosts_name
 from sshwrap.core.model import Client, Hop, HostKeyMode, Profile
 from sshwrap.errors import AuthFailed, ConnectionFailed, InvalidInput, MissingBinary, Problem
-from sshwrap.fsutil import atomic_write
+from sshwrap.fsutil import atomic_write, check_handed_file
 from sshwrap.runtime.system.detach import client_environment
 from sshwrap.sshconfig.effective import first, parse_dump
 
@@ -125,6 +125,9 @@ def keyscan_hint(settings: dict[str, list[str]], host: str) -> str:
 def effective_settings(profile: Profile, host: str, port: int | None,
                        user: str | None) -> dict[str, list[str]]:
     """``ssh -G`` for one host of the profile, with the profile's config file."""
+    from sshwrap.runtime.client.launch import check_profile_files
+
+    check_profile_files(profile)
     argv = [_program("ssh"), "-G"]
     if profile.ssh_config_file:
         argv += ["-F", profile.ssh_config_file]
@@ -146,9 +149,14 @@ def hop_targets(profile: Profile) -> list[HopTarget]:
     hosts = [(f"jump host {i} ({hop.render()})", hop.host, hop.port, hop.user)
              for i, hop in enumerate(profile.jump, start=1)]
     hosts.append((f"tunnel host ({profile.host})", profile.host, profile.port, profile.user))
-    return [target_of(effective_settings(profile, host, port, user), host, label=label,
-                      behind=tuple(profile.jump[:index]))
-            for index, (label, host, port, user) in enumerate(hosts)]
+    targets = [target_of(effective_settings(profile, host, port, user), host, label=label,
+                         behind=tuple(profile.jump[:index]))
+               for index, (label, host, port, user) in enumerate(hosts)]
+    for target in targets:  # ssh-keygen reads them, and ssh does
+        for known_hosts in target.known_hosts_files or (target.known_hosts,):
+            check_handed_file(known_hosts, key="UserKnownHostsFile",
+                              file=profile.ssh_config_file or "ssh's config")
+    return targets
 
 
 def keyscan(host: str, port: int, timeout: int = KEYSCAN_TIMEOUT) -> list[HostKey]:

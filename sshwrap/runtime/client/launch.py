@@ -19,6 +19,7 @@ from sshwrap.core.compile import NotExpressible
 from sshwrap.core.compile.spec import LaunchSpec
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import InvalidInput, MissingBinary, Problem
+from sshwrap.fsutil import check_handed_file
 from sshwrap.runtime.system.identity import reap_if_child
 
 INSTALL_HINT = {
@@ -58,12 +59,26 @@ def _which(program: str, path: str, _tick: int) -> str | None:
     return shutil.which(program, path=path)
 
 
+#: The profile's keys naming files that ssh (or plink) opens itself.
+HANDED_FILES = ("ssh_config_file", "identity_file")
+
+
+def check_profile_files(profile: Profile) -> None:
+    """The profile's files ssh is given, each a regular file (or absent, or /dev/null):
+    checked before every ssh that reads them (fsutil.check_handed_file)."""
+    for key in HANDED_FILES:
+        value = getattr(profile, key)
+        if value:
+            check_handed_file(value, key=key, file=profile.source or profile.name)
+
+
 def launch_argv(profile: Profile, facts: HostFacts, spec: LaunchSpec | None = None,
                 ) -> list[str]:
     """The profile's client command, compiled in one pass by the core compilers: with
     ``spec``, all that one start runs (see runtime/client/auth.py prepared_launch); without one,
     what ``sshwrap compile`` shows, which is how ``up`` checks that a profile can start."""
     program = find_program(profile.client)
+    check_profile_files(profile)
     try:
         if profile.client is Client.PLINK:
             from sshwrap.core.compile.plink import compile_plink
