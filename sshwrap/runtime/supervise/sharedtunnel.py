@@ -66,13 +66,13 @@ def _size(path: Path | None) -> int:
 
 def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
                  master_pid: int, *, profile: Profile | None = None,
-                 master_log: Path | None = None) -> None:
+                 master_log: Path | None = None, hosting: Hosting | None = None) -> None:
     """``-O forward`` each forward; the first refusal raises the error that explains it (for a
     remote forward, from what the master's log says of it, as a tunnel of its own would)."""
     unixsock.clear_stale_paths(f.path for f in forwards if f.type == "local")
     for forward in forwards:
         offset = _size(master_log)
-        result = mux(control, "forward", forward_args(forward))
+        result = mux(control, "forward", forward_args(forward), hosting=hosting)
         if result.returncode == 0:
             continue
         from sshwrap.runtime.observe.verify import LogReader, port_taken_error, refused_error
@@ -187,7 +187,7 @@ class SharedTunnel(ProfileAttempts):
         """Forwards added by an attempt that failed after all (it could not be recorded up)
         are taken off; one that failed to add them has done so already (``_attach``)."""
         if self.added:
-            cancel_forwards(control_path(self.paths, self.key), self.forwards)
+            cancel_forwards(control_path(self.paths, self.key), self.forwards, self.hosting)
             self.added = False
 
     def verified(self) -> None:
@@ -224,12 +224,12 @@ class SharedTunnel(ProfileAttempts):
         self.added = True
         try:
             add_forwards(self.name, control, self.forwards, master.pid, profile=self.profile,
-                         master_log=master_log)
+                         master_log=master_log, hosting=self.hosting)
             verify_forwards(self.name, self.forwards, master.pid)
             # The master's own connection opens the probes: its remote forwards proven too.
             self.proven = prove_forwards(self.profile, self.forwards, control, master_log)
         except SshwrapError:
-            cancel_forwards(control, self.forwards)
+            cancel_forwards(control, self.forwards, self.hosting)
             self.added = False
             raise
         return master
