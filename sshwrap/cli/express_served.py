@@ -48,7 +48,7 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
     from sshwrap.usecases.served import Asker, store_of
 
     def work() -> dict[str, Any]:
-        store, env = store_of(message)
+        store, env = store_of(message, resident.stores)
         wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
         names = _names(message, file_ok=True)
         profiles = tunnels.up_selection(store, names, all_profiles=message["all"],

@@ -8,6 +8,30 @@ from types import TracebackType
 
 from sshwrap.runtime.supervise import shared
 from sshwrap.runtime.supervise.hosting import Hosting
+from sshwrap.store import ProfileStore, ProfileStores
+
+PROFILE = 'host = "example.org"\n[[forward]]\ntype = "local"\nlisten = 5432\nto = "db:5432"\n'
+
+
+def test_a_store_parses_a_file_again_only_when_its_bytes_change(tmp_path: Path) -> None:
+    (tmp_path / "db.toml").write_text(PROFILE)
+    store = ProfileStore((tmp_path,))
+    first = store.load("db")
+    assert store.load("db") is first and store.load_all()[0] == [first]
+    assert ProfileStore((tmp_path,)).load("db") is not first  # another store parses its own
+    (tmp_path / "db.toml").write_text(PROFILE.replace("example.org", "example.net"))
+    assert store.load("db").host == "example.net"
+
+
+def test_a_keeper_of_stores_keeps_one_per_tuple_of_folders(tmp_path: Path) -> None:
+    stores = ProfileStores()
+    store = stores.get([tmp_path, tmp_path / "b"])
+    assert stores.get((tmp_path, tmp_path / "b")) is store
+    assert stores.get([tmp_path]) is not store
+    assert ProfileStores().get([tmp_path, tmp_path / "b"]) is not store
+    for number in range(ProfileStores.MOST):  # the oldest go first: it stays bounded
+        stores.get([tmp_path / str(number)])
+    assert stores.get([tmp_path, tmp_path / "b"]) is not store
 
 
 class _Slots:

@@ -52,6 +52,7 @@ from sshwrap.runtime.system.wire import (
     read_line,
     serve_connections,
 )
+from sshwrap.store import ProfileStores
 
 #: With no tunnel to supervise for this long, the engine exits.
 IDLE_EXIT = 300.0
@@ -88,9 +89,11 @@ class ResidentSupervisor:
         #: an asker held until it exits (``down --all``) goes then, before the hooks' drain.
         self.released = threading.Event()
         self.lock_fd: int | None = None
-        #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         #: Shared connections' masters (supervised in its threads too) and its tunnels' hooks.
         self.hosting, self.hooks = Hosting(paths.root, start_master), Hooks()
+        #: Its askers' profile stores: a profile parsed once while its file stays the same.
+        self.stores = ProfileStores()
+        #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
@@ -253,11 +256,9 @@ class ResidentSupervisor:
         its error as data when it failed, its forwards as found when verified."""
         from queue import Empty, Queue
 
-        from sshwrap.store import ProfileStore
-
         message = checked_request(message, ENGINE_REQUESTS)  # from this process too
         name = message["name"]
-        store = ProfileStore(tuple(Path(d) for d in message["dirs"]))
+        store = self.stores.get(Path(d) for d in message["dirs"])
         try:
             profile = profile or store.load(name)
         except SshwrapError as failure:  # kept as the tunnel's failure, as a failed start is
