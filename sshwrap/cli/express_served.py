@@ -56,7 +56,8 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
         with Asker(channel, resident, show_progress=message["progress"]) as asker:
             report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
                                             progress=asker.progress, environ=env,
-                                            share=message["share"], hosting=resident.hosting)
+                                            share=message["share"], hosting=resident.hosting,
+                                            engine_start=resident.start)
         asker.stop_abandoned(report)
         return _report(report, message)
 

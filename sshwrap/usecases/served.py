@@ -119,7 +119,8 @@ def restart_here(engine: ResidentSupervisor, message: Mapping[str, Any],
     wait = DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
     return restart(store, message["names"], all_profiles=bool(message["all"]),
                    tag=message["tag"], wait=wait, paths=engine.paths, progress=progress,
-                   engine=engine.stop, environ=env, hosting=engine.hosting)
+                   engine=engine.stop, environ=env, hosting=engine.hosting,
+                   engine_start=engine.start)
 
 
 def park_until_exit(engine: ResidentSupervisor) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from types import TracebackType
 
+from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.supervise import shared
 from sshwrap.runtime.supervise.hosting import Hosting
+from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.store import ProfileStore, ProfileStores
 
 PROFILE = 'host = "example.org"\n[[forward]]\ntype = "local"\nlisten = 5432\nto = "db:5432"\n'
@@ -32,6 +35,20 @@ def test_a_keeper_of_stores_keeps_one_per_tuple_of_folders(tmp_path: Path) -> No
     for number in range(ProfileStores.MOST):  # the oldest go first: it stays bounded
         stores.get([tmp_path / str(number)])
     assert stores.get([tmp_path, tmp_path / "b"]) is not store
+
+
+def test_the_engines_own_start_is_called_with_no_engine_asked(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path / "state")
+    asked: list[dict[str, object]] = []
+
+    def start(message: dict[str, object]) -> dict[str, object]:
+        asked.append(message)
+        return {"code": 0}
+
+    message = {"op": "start", "name": "db", "env": dict(os.environ)}
+    assert daemon.start_request(paths, message, timeout=1.0, local=start) == {"code": 0}
+    assert asked == [message]
+    assert not daemon.has_run(paths)  # no engine was started, nor its lock made
 
 
 class _Slots:

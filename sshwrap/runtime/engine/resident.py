@@ -108,7 +108,6 @@ class ResidentSupervisor:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             self.quit.set()
 
-        daemon.serve_locally(self.paths.root, self.start)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
