@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sshwrap.runtime.observe.readywatch import ReadyWatch
 from sshwrap.store import ProfileStores
 
 # Program-wide on purpose: the API's calls and tunnels belong to the calling program, which
@@ -9,3 +10,5 @@ from sshwrap.store import ProfileStores
 #: Its profile stores, one per tuple of profile directories: a profile is parsed once while
 #: its file stays the same, however often the program asks for it.
 stores = ProfileStores()
+#: The listener reads its own tunnels (sshwrap.Tunnel) share while they are verified.
+ready = ReadyWatch()

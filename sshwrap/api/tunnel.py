@@ -34,7 +34,7 @@ DEFAULT_WAIT = 30.0
 #: Seconds a stop waits for the client to end (SIGTERM, then SIGKILL) and its thread to join.
 STOP_JOIN = 15.0
 # Program-wide on purpose: the API's tunnels belong to the calling program, not to an engine
-# object; these three are all it keeps of them (api/program.py keeps its stores).
+# object; these three are all it keeps of them (api/program.py keeps its stores and reads).
 #: A number for each tunnel made without a name.
 _numbers = itertools.count(1)
 #: Tunnels started and not yet stopped: stopped at interpreter exit.
@@ -230,7 +230,7 @@ class Tunnel:
             self._supervisor = Supervisor(
                 self.profile, paths,
                 first_wait=self.wait, foreground=False, secret=self._secret, log=self._log,
-                on_first_result=first.put, ask=self._prompt, hooks=_hooks)
+                on_first_result=first.put, ask=self._prompt, hooks=_hooks, ready=program.ready)
             # The client dies with the thread that spawned it (parent-death signal): the
             # supervisor's thread, which lives exactly as long as the tunnel.
             thread = self._thread = threading.Thread(

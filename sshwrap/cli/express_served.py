@@ -57,7 +57,7 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
             report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
                                             progress=asker.progress, environ=env,
                                             share=message["share"], hosting=resident.hosting,
-                                            engine_start=resident.start)
+                                            ready=resident.ready, engine_start=resident.start)
         asker.stop_abandoned(report)
         return _report(report, message)
 

@@ -88,7 +88,7 @@ def status_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> Statu
 
     store, _env = store_of(message, engine.stores)
     return status(store, message["names"], engine.paths, live=live_view(engine),
-                  hosting=engine.hosting)
+                  hosting=engine.hosting, ready=engine.ready)
 
 
 def down_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> tuple[TunnelsReport,
@@ -120,7 +120,7 @@ def restart_here(engine: ResidentSupervisor, message: Mapping[str, Any],
     return restart(store, message["names"], all_profiles=bool(message["all"]),
                    tag=message["tag"], wait=wait, paths=engine.paths, progress=progress,
                    engine=engine.stop, environ=env, hosting=engine.hosting,
-                   engine_start=engine.start)
+                   ready=engine.ready, engine_start=engine.start)
 
 
 def park_until_exit(engine: ResidentSupervisor) -> None:

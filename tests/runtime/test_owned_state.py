@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 from types import TracebackType
 
 from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.observe.readywatch import POLL_BUDGET, ReadyWatch
 from sshwrap.runtime.supervise import shared
 from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.store import ProfileStore, ProfileStores
 
 PROFILE = 'host = "example.org"\n[[forward]]\ntype = "local"\nlisten = 5432\nto = "db:5432"\n'
+
+
+def test_a_watch_shares_one_read_of_the_listeners_among_its_users() -> None:
+    ready = ReadyWatch()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        first = ready.recent_tcp_listeners(3600.0)
+        assert first is not None and sock.getsockname()[1] in {ln.port for ln in first}
+        assert ready.recent_tcp_listeners(3600.0) is first  # read once for every user
+        assert ReadyWatch().recent_tcp_listeners(3600.0) is not first  # another's own read
+        assert ready.recent_tcp_listeners(0.0) is not first  # too old: read again
+
+
+def test_a_watch_paces_the_polls_of_the_tunnels_it_verifies() -> None:
+    ready, other = ReadyWatch(), ReadyWatch()
+    many = int(0.005 / POLL_BUDGET) * 4
+    waiting = [ready.waiting() for _ in range(many)]
+    for block in waiting:
+        block.__enter__()
+    assert ready.interval(0.005) == many * POLL_BUDGET > 0.005
+    assert other.interval(0.005) == 0.005  # another watch's tunnels are not its own
+    for block in waiting:
+        block.__exit__(None, None, None)
+    assert ready.interval(0.005) == 0.005
 
 
 def test_a_store_parses_a_file_again_only_when_its_bytes_change(tmp_path: Path) -> None:

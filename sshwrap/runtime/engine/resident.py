@@ -28,6 +28,7 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import STOP_JOIN, socket_path
+from sshwrap.runtime.observe.readywatch import ReadyWatch
 from sshwrap.runtime.supervise.events import EventBus
 from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.hosting import Hosting
@@ -91,6 +92,8 @@ class ResidentSupervisor:
         self.lock_fd: int | None = None
         #: Shared connections' masters (supervised in its threads too) and its tunnels' hooks.
         self.hosting, self.hooks = Hosting(paths.root, start_master), Hooks()
+        #: The listener reads its tunnels' verifications and its commands' checks share.
+        self.ready = ReadyWatch()
         #: Its askers' profile stores: a profile parsed once while its file stays the same.
         self.stores = ProfileStores()
         #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
@@ -280,7 +283,7 @@ class ResidentSupervisor:
             first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
             secret=message.get("secret"), log=log, env=dict(message["env"]),
             identity=self.identity, share=bool(message.get("share")), on_first_result=first.put,
-            hosting=self.hosting, hooks=self.hooks)
+            hosting=self.hosting, hooks=self.hooks, ready=self.ready)
         supervisor.on_event = self.events.publish
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)
