@@ -327,4 +327,3 @@ def not_ready_error(name: str, wait: float, checks: Sequence[ForwardCheck],
     return NotReady(f"{name}: not ready after {wait:g} s ({missing})"
                     + (f"; last messages:\n{tail}" if tail else ""),
                     hint="raise --wait, or run 'sshwrap check' on the profile")
-
