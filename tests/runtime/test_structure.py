@@ -281,18 +281,31 @@ def _mutable_classes(modules: dict[str, Path]) -> set[str]:
     return found
 
 
+def _mutated(node: ast.AST) -> ast.expr | None:
+    """What ``node`` changes in place: ``X.append(...)``, ``X[k] = v``, ``del X[k]``..."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and node.func.attr in MUTATORS:
+        return node.func.value
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+        stores = node.targets if not isinstance(node, ast.AugAssign) else [node.target]
+        return next((t.value for t in stores if isinstance(t, ast.Subscript)), None)
+    return None
+
+
 def module_state(root: Path = PACKAGE) -> dict[tuple[str, str], str]:
     """(module, name) -> what makes it state: a ``global`` statement, a module-level object
-    that holds state, or a module-level container mutated in its module."""
+    that holds state, or a module-level container mutated (in its module, or through an
+    import of it in another)."""
     modules = _modules(root)
     mutable = _mutable_classes(modules)
     found: dict[tuple[str, str], str] = {}
+    trees, names, containers = {}, {}, {}
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = trees[name] = ast.parse(path.read_text(encoding="utf-8"))
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        imported = _imported(tree, package) | {
+        imported = names[name] = _imported(tree, package) | {
             n.name: f"{name}.{n.name}" for n in tree.body if isinstance(n, ast.ClassDef)}
-        containers = set()
+        mine = containers[name] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Global):
                 found.update({(name, n): "set with `global`" for n in node.names})
@@ -307,17 +320,16 @@ def module_state(root: Path = PACKAGE) -> dict[tuple[str, str], str]:
                     found[(name, target)] = f"a module-level {callee}"
                 elif callee in CONTAINERS or isinstance(value, (
                         ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)):
-                    containers.add(target)
+                    mine.add(target)
+    for name, tree in trees.items():
         for node in ast.walk(tree):
-            held = None
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                    and node.func.attr in MUTATORS:
-                held = node.func.value
-            elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
-                stores = node.targets if not isinstance(node, ast.AugAssign) else [node.target]
-                held = next((t.value for t in stores if isinstance(t, ast.Subscript)), None)
-            if isinstance(held, ast.Name) and held.id in containers:
+            held = _mutated(node)
+            if isinstance(held, ast.Name) and held.id in containers[name]:
                 found[(name, held.id)] = "a module-level container mutated"
+                continue
+            owner, _, attr = (_dotted(held, names[name]) or "").rpartition(".")
+            if attr in containers.get(owner, ()):
+                found[(owner, attr)] = f"a module-level container mutated by {name}"
     return found
 
 
@@ -343,7 +355,11 @@ def test_the_state_finder_finds_state(tmp_path: Path) -> None:
         "def note(k):\n    global _last\n    _last = k\n    SEEN[k] = TABLE['a']\n"
         "@functools.cache\ndef pure(n):\n    return n * 2\n")
     (package / "b.py").write_text("from pkg.a import Keeper\nOTHER = Keeper()\n"
-                                  "ITEMS = []\ndef f():\n    ITEMS.append(1)\n")
+                                  "ITEMS = []\ndef f():\n    ITEMS.append(1)\n"
+                                  "NAMES = ['x']\nPLAIN = []\n")
+    (package / "c.py").write_text("from pkg import b\nfrom pkg.b import PLAIN\n"
+                                  "def g():\n    b.NAMES.sort()\n    PLAIN[0] = 2\n")
     assert set(module_state(package)) == {
         ("pkg.a", "_last"), ("pkg.a", "SEEN"), ("pkg.a", "_lock"), ("pkg.a", "_memo"),
-        ("pkg.a", "KEEPER"), ("pkg.b", "OTHER"), ("pkg.b", "ITEMS")}
+        ("pkg.a", "KEEPER"), ("pkg.b", "OTHER"), ("pkg.b", "ITEMS"), ("pkg.b", "NAMES"),
+        ("pkg.b", "PLAIN")}
