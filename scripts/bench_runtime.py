@@ -257,27 +257,30 @@ def twenty_at_once(bench: Bench, runs: int, up: Timing) -> list[tuple[str, str, 
 def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str, str, str]]:
     """The status use case over the running tunnels in this process (from their records),
     with its live numbers (runtime/observe/livenums.py: one sock_diag dump for every row) and with
-    them left out, timed in turns; then the numbers alone, as the engine reads them again."""
+    them left out, timed in turns; then the numbers alone, as the engine reads them again.
+    Like the engine, it keeps one ReadyWatch (who holds which listener) across its statuses."""
     from sshwrap.runtime.observe import livenums
+    from sshwrap.runtime.observe.readywatch import ReadyWatch
     from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
     from sshwrap.usecases import status as status_module
 
     store, paths = ProfileStore((bench.profiles,)), StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
-    numbered = status_module.with_numbers
+    numbered, ready = status_module.with_numbers, ReadyWatch()
 
     def without() -> object:
         status_module.with_numbers = list  # type: ignore[assignment]  # the rows as they are
         try:
-            return status_module.status(store, paths=paths)
+            return status_module.status(store, paths=paths, ready=ready)
         finally:
             status_module.with_numbers = numbered
 
-    report = status_module.status(store, paths=paths)
+    report = status_module.status(store, paths=paths, ready=ready)
     shown = sum(row.rtt_ms is not None for row in report.tunnels)
     runs = max(runs, 21)
-    with_them, left_out = paired_medians(runs, lambda: status_module.status(store, paths=paths),
-                                         lambda: None, without, lambda: None)
+    with_them, left_out = paired_medians(
+        runs, lambda: status_module.status(store, paths=paths, ready=ready), lambda: None,
+        without, lambda: None)
     alone = median_of(runs, lambda: livenums.with_numbers(report.tunnels), lambda: None)
     dump = median_of(runs, livenums.sockdiag.tcp_connections, lambda: None)
     return [(f"  status use case, {many} tunnels, with live numbers ({shown} with an RTT)",

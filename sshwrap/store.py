@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sshwrap.core.model import Forward, ForwardType, Profile, UnixAddress
@@ -30,11 +30,23 @@ def default_profile_dirs(env: dict[str, str] | None = None) -> list[Path]:
     return [config_home / "sshwrap" / "profiles", Path("profiles")]
 
 
+#: Profiles a store keeps parsed, at most; then it parses them again.
+MAX_KEPT = 4096
+
+
 @dataclass(frozen=True)
 class ProfileStore:
-    """The ordered profile directories; the first one holding a name wins."""
+    """The ordered profile directories; the first one holding a name wins.
+
+    A store keeps the last profile loaded from each file with the bytes it came from: the
+    engine loads a profile for ``up`` and again for its tunnel, fifty times for fifty
+    tunnels; the same bytes give the same (frozen) profile without parsing them again. A
+    long-lived process keeps its stores in ProfileStores."""
 
     dirs: tuple[Path, ...]
+    #: (the file as named, its folder) -> (its bytes, the profile parsed from them).
+    _kept: dict[tuple[str, str], tuple[bytes, Profile]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_option(cls, profiles_dir: Sequence[Path] | None) -> ProfileStore:
@@ -89,7 +101,20 @@ class ProfileStore:
         return None
 
     def load(self, name_or_path: str) -> Profile:
-        return load_profile_file(self.find(name_or_path))
+        return self.load_file(self.find(name_or_path))
+
+    def load_file(self, path: Path) -> Profile:
+        """load_profile_file, parsed again only when the file's bytes changed."""
+        raw = read_profile_bytes(path)
+        key = (str(path), os.path.abspath(path.parent))
+        known = self._kept.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        profile = parse_profile_bytes(path, raw)
+        if len(self._kept) >= MAX_KEPT:
+            self._kept.clear()
+        self._kept[key] = (raw, profile)
+        return profile
 
     def load_many(self, names: Iterable[str]) -> list[Profile]:
         """Load several profiles, reporting the problems of all of them at once."""
@@ -110,7 +135,7 @@ class ProfileStore:
         problems: list[Problem] = []
         for path in self.paths().values():
             try:
-                profiles.append(load_profile_file(path))
+                profiles.append(self.load_file(path))
             except InvalidInput as exc:
                 problems.extend(exc.problems)
         return profiles, problems
@@ -134,8 +159,37 @@ def render_profile(profile: Profile) -> str:
     return tomli_w.dumps(profile_to_mapping(profile))
 
 
+class ProfileStores:
+    """The profile stores a long-lived process keeps (the engine; the Python API, for its
+    program): one per tuple of directories, the most recently made ones."""
+
+    MOST = 64
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stores: dict[tuple[Path, ...], ProfileStore] = {}
+
+    def get(self, dirs: Iterable[Path]) -> ProfileStore:
+        """The store of ``dirs``, made if there is none yet."""
+        key = tuple(dirs)
+        with self._lock:
+            found = self._stores.get(key)
+            if found is None:
+                if len(self._stores) >= self.MOST:
+                    del self._stores[next(iter(self._stores))]
+                found = self._stores[key] = ProfileStore(key)
+            return found
+
+
 def load_profile_file(path: Path) -> Profile:
     """Read and validate one profile file; its name is the file's stem."""
+    return parse_profile_bytes(path, read_profile_bytes(path))
+
+
+def read_profile_bytes(path: Path) -> bytes:
+    """The bytes of a profile file (never a FIFO or device, nor one far too large)."""
     try:  # a FIFO or device is refused before anything waits on it
         raw, _ = read_regular(path, MAX_PROFILE_BYTES + 1)
     except NotRegularFile as exc:
@@ -145,20 +199,13 @@ def load_profile_file(path: Path) -> Profile:
     if len(raw) > MAX_PROFILE_BYTES:
         raise InvalidInput(Problem(f"is larger than {MAX_PROFILE_BYTES} bytes; "
                                    "a profile is a few lines", file=str(path)))
-    key = (str(path), os.path.abspath(path.parent))
-    known = _loaded.get(key)
-    if known is not None and known[0] == raw:
-        return known[1]
-    profile = _anchored(parse_profile(path.stem, parse_toml(raw, str(path)),
-                                      source=str(path)), path)
-    _loaded[key] = (raw, profile)
-    return profile
+    return raw
 
 
-#: The last profile loaded from each file (as named, and from where), with the bytes it came
-#: from: the engine loads a profile for ``up`` and again for its tunnel, fifty times for fifty
-#: tunnels; the same bytes give the same (frozen) profile without parsing them again.
-_loaded: dict[tuple[str, str], tuple[bytes, Profile]] = {}
+def parse_profile_bytes(path: Path, raw: bytes) -> Profile:
+    """The profile the bytes of ``path`` hold, validated; its name is the file's stem."""
+    return _anchored(parse_profile(path.stem, parse_toml(raw, str(path)), source=str(path)),
+                     path)
 
 
 def parse_toml(raw: bytes, file: str) -> dict[str, object]:

@@ -13,7 +13,11 @@ from sshwrap.store import ProfileStore
 
 
 def _store(profiles_dir: Sequence[str | os.PathLike[str]] | None) -> ProfileStore:
-    return ProfileStore.from_option([Path(d) for d in profiles_dir] if profiles_dir else None)
+    """The program's store of these directories (api/program.py)."""
+    from sshwrap.api import program
+
+    dirs = [Path(d) for d in profiles_dir] if profiles_dir else None
+    return program.stores.get(ProfileStore.from_option(dirs).dirs)
 
 
 def _raise_failed(report: UpReport | DownReport, check: bool) -> None:

@@ -18,6 +18,7 @@ from queue import Queue
 from types import TracebackType
 from typing import IO, Any
 
+from sshwrap.api import program
 from sshwrap.api.forwards import ForwardSpec, OpenForward
 from sshwrap.core.model import AuthMethod, Profile, TcpAddress, UnixAddress
 from sshwrap.errors import SshwrapError
@@ -33,7 +34,7 @@ DEFAULT_WAIT = 30.0
 #: Seconds a stop waits for the client to end (SIGTERM, then SIGKILL) and its thread to join.
 STOP_JOIN = 15.0
 # Program-wide on purpose: the API's tunnels belong to the calling program, not to an engine
-# object; these three are all it keeps.
+# object; these three are all it keeps of them (api/program.py keeps its stores and reads).
 #: A number for each tunnel made without a name.
 _numbers = itertools.count(1)
 #: Tunnels started and not yet stopped: stopped at interpreter exit.
@@ -142,7 +143,8 @@ class Tunnel:
                      prompt: AskQuestion | None = None) -> Tunnel:
         """A saved profile, found as the command line finds it (or a path to a .toml file)."""
         dirs = [Path(d) for d in profiles_dir] if profiles_dir else None
-        profile = ProfileStore.from_option(dirs).load(str(name_or_path))
+        store = program.stores.get(ProfileStore.from_option(dirs).dirs)
+        profile = store.load(str(name_or_path))
         tunnel = cls.__new__(cls)
         tunnel._init(profile, wait=wait, password=password, passphrase=passphrase,
                      prompt=prompt)
@@ -228,7 +230,7 @@ class Tunnel:
             self._supervisor = Supervisor(
                 self.profile, paths,
                 first_wait=self.wait, foreground=False, secret=self._secret, log=self._log,
-                on_first_result=first.put, ask=self._prompt, hooks=_hooks)
+                on_first_result=first.put, ask=self._prompt, hooks=_hooks, ready=program.ready)
             # The client dies with the thread that spawned it (parent-death signal): the
             # supervisor's thread, which lives exactly as long as the tunnel.
             thread = self._thread = threading.Thread(

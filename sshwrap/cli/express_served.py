@@ -48,7 +48,7 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
     from sshwrap.usecases.served import Asker, store_of
 
     def work() -> dict[str, Any]:
-        store, env = store_of(message)
+        store, env = store_of(message, resident.stores)
         wait = tunnels.DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
         names = _names(message, file_ok=True)
         profiles = tunnels.up_selection(store, names, all_profiles=message["all"],
@@ -56,7 +56,8 @@ def serve_up(message: dict[str, Any], channel: Channel, resident: ResidentSuperv
         with Asker(channel, resident, show_progress=message["progress"]) as asker:
             report = tunnels.start_selected(profiles, store, wait=wait, paths=resident.paths,
                                             progress=asker.progress, environ=env,
-                                            share=message["share"], hosting=resident.hosting)
+                                            share=message["share"], hosting=resident.hosting,
+                                            ready=resident.ready, engine_start=resident.start)
         asker.stop_abandoned(report)
         return _report(report, message)
 

@@ -39,7 +39,7 @@ from sshwrap.runtime.system.protocol import (
 )
 from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.runtime.system.wire import error_data, error_from_data
-from sshwrap.store import ProfileStore
+from sshwrap.store import ProfileStore, ProfileStores
 from sshwrap.usecases.status import Live
 
 if TYPE_CHECKING:
@@ -72,22 +72,23 @@ def live_view(engine: ResidentSupervisor) -> dict[str, Live]:
     return view
 
 
-def store_of(message: Mapping[str, Any]) -> tuple[ProfileStore, dict[str, str]]:
-    """The asker's profile store (its directories, from its working directory) and its
-    environment."""
+def store_of(message: Mapping[str, Any],
+             stores: ProfileStores) -> tuple[ProfileStore, dict[str, str]]:
+    """The asker's profile store (its directories, from its working directory; kept in the
+    engine's ``stores``) and its environment."""
     from sshwrap.store import default_profile_dirs
 
     env = {str(k): str(v) for k, v in message["env"].items()}
     dirs = message.get("profiles") or default_profile_dirs(env)
-    return ProfileStore(tuple(Path(message["cwd"], d) for d in dirs)), env
+    return stores.get(Path(message["cwd"], d) for d in dirs), env
 
 
 def status_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> StatusReport:
     from sshwrap.usecases.status import status
 
-    store, _env = store_of(message)
+    store, _env = store_of(message, engine.stores)
     return status(store, message["names"], engine.paths, live=live_view(engine),
-                  hosting=engine.hosting)
+                  hosting=engine.hosting, ready=engine.ready)
 
 
 def down_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> tuple[TunnelsReport,
@@ -114,11 +115,12 @@ def restart_here(engine: ResidentSupervisor, message: Mapping[str, Any],
                  progress: ProgressCallback | None) -> TunnelsReport:
     from sshwrap.usecases.up import restart
 
-    store, env = store_of(message)
+    store, env = store_of(message, engine.stores)
     wait = DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
     return restart(store, message["names"], all_profiles=bool(message["all"]),
                    tag=message["tag"], wait=wait, paths=engine.paths, progress=progress,
-                   engine=engine.stop, environ=env, hosting=engine.hosting)
+                   engine=engine.stop, environ=env, hosting=engine.hosting,
+                   ready=engine.ready, engine_start=engine.start)
 
 
 def park_until_exit(engine: ResidentSupervisor) -> None:

@@ -27,7 +27,7 @@ from sshwrap.runtime.observe.results import (
     TunnelState,
     TunnelStatus,
 )
-from sshwrap.runtime.observe.verify import ListenerView
+from sshwrap.runtime.observe.verify import ListenerView, ReadyWatch
 from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.identity import memoized
@@ -49,10 +49,11 @@ class Live:
 def status(store: ProfileStore, names: Sequence[str] = (),
            paths: StatePaths | None = None,
            live: Mapping[str, Live] | None = None,
-           hosting: Hosting | None = None) -> StatusReport:
+           hosting: Hosting | None = None, *,
+           ready: ReadyWatch | None = None) -> StatusReport:
     """Every profile (or the named ones) with state and forward health: one socket scan.
     ``live`` is the engine's view of the tunnels it runs, ``hosting`` its shared
-    connections (none from the command line)."""
+    connections and ``ready`` its listener reads (none from the command line)."""
     paths = paths or StatePaths.from_env()
     live = live or {}
     recorded = sorted(set(state.recorded_names(paths)) | set(live))
@@ -61,7 +62,7 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     from sshwrap.machine import host_facts
 
     facts = host_facts()
-    view = ListenerView()  # one read of the sockets for every row
+    view = ListenerView(ready)  # one read of the sockets for every row
     with memoized():  # the engine's identity, checked once for all its tunnels
         cache = _compiled_for(facts, paths)
         rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,

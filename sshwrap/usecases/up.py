@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile
@@ -35,7 +36,7 @@ from sshwrap.runtime.observe.results import (
     most_severe,
     parallel,
 )
-from sshwrap.runtime.observe.verify import ListenerView
+from sshwrap.runtime.observe.verify import ListenerView, ReadyWatch
 from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.supervise.shared import wants_sharing
 from sshwrap.runtime.system import state
@@ -54,13 +55,18 @@ __all__ = [
     "most_severe", "restart", "start_selected", "status", "stop_tunnel", "up", "up_selection",
 ]
 
+#: The engine's own start of a tunnel (runtime/engine/resident.py), called directly by the
+#: use cases it serves: no request over its socket to itself.
+EngineStart = Callable[[dict[str, Any]], dict[str, Any]]
+
 
 def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait: float,
                  progress: ProgressCallback | None = None,
                  profile_dirs: Sequence[Path] | None = None,
                  secret: str | None = None, share: bool = False,
                  environ: Mapping[str, str] | None = None,
-                 hosting: Hosting | None = None) -> TunnelOutcome:
+                 hosting: Hosting | None = None, ready: ReadyWatch | None = None,
+                 engine_start: EngineStart | None = None) -> TunnelOutcome:
     """Start one tunnel and verify it; a no-op when it already runs and is healthy.
 
     The engine of the state dir runs it, by the profile's restart policy (``restart = "no"``:
@@ -68,7 +74,8 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
     ``share_connection``). ``profile_dirs`` tell the engine where to load the profile from.
     ``secret`` (a password, say) goes over the private socket, never to argv, environment or
     state. ``environ`` is the environment of the ``up`` that asks (default: ours); the
-    client starts from it. ``hosting``: the engine's shared connections, when it serves this.
+    client starts from it. Served by the engine: ``hosting`` its shared connections,
+    ``ready`` its listener reads, ``engine_start`` its start of a tunnel.
     """
     name = profile.name
     try:
@@ -78,7 +85,7 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
         digest = state.profile_hash(profile, facts, argv[0])
         forwards = expected_forwards(profile, facts)
         with state.name_lock(paths, name, timeout=wait + LOCK_GRACE):
-            running = _running_outcome(paths, name, digest, hosting)
+            running = _running_outcome(paths, name, digest, hosting, ready)
             if running is not None:
                 return running
             if progress is not None:
@@ -86,7 +93,8 @@ def start_tunnel(profile: Profile, paths: StatePaths, facts: HostFacts, *, wait:
             dirs = [str(d.resolve())
                     for d in profile_dirs or ProfileStore.from_option(None).dirs]
             record, found = _start_in_engine(profile, paths, wait=wait, dirs=dirs,
-                                             secret=secret, environ=environ, share=share)
+                                             secret=secret, environ=environ, share=share,
+                                             local=engine_start, ready=ready)
         if progress is not None:
             progress(name, len(forwards), len(forwards))
         return TunnelOutcome(name, Action.STARTED, record.pid, found)
@@ -100,21 +108,23 @@ SUPERVISOR_GRACE = 10.0
 MAX_JOINING = 224
 
 
-def _forwards_of(record: TunnelRecord) -> tuple[ForwardStatus, ...]:
+def _forwards_of(record: TunnelRecord, ready: ReadyWatch | None) -> tuple[ForwardStatus, ...]:
     """The forwards of a verified tunnel as they are now (for the report)."""
     from sshwrap.runtime.observe.verify import LogReader
 
     log_text = LogReader(Path(record.log_path), record.log_offset).read()
-    checks = ListenerView().check(record.forwards, record.pid, log_text)
+    checks = ListenerView(ready).check(record.forwards, record.pid, log_text)
     return tuple(ForwardStatus.from_check(c) for c in checks)
 
 
 def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: list[str],
                      secret: str | None, environ: Mapping[str, str] | None, share: bool,
+                     local: EngineStart | None, ready: ReadyWatch | None,
                      ) -> tuple[TunnelRecord, tuple[ForwardStatus, ...]]:
-    """Ask the engine to run the tunnel (the caller holds the name's lock): its verified
-    record, and its forwards as found. A failed first start is raised as it was raised in
-    the engine, and its record is kept ``failed``."""
+    """Ask the engine to run the tunnel (the caller holds the name's lock; ``local``: the
+    engine's own start, when it serves this): its verified record, and its forwards as
+    found. A failed first start is raised as it was raised in the engine, and its record
+    is kept ``failed``."""
     from sshwrap.runtime.engine import daemon
 
     name = profile.name
@@ -126,7 +136,7 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     # A person may be asked a question (a one-time code): the start waits for them too.
     timeout = wait + SUPERVISOR_GRACE + (ANSWER_TIMEOUT if env.get(PROMPT_ENV) else 0.0)
     try:
-        answer = daemon.start_request(paths, message, timeout=timeout)
+        answer = daemon.start_request(paths, message, timeout=timeout, local=local)
     except BaseException as error:
         with contextlib.suppress(OSError, ValueError):
             daemon.request(paths, {"op": "stop", "name": name}, timeout=daemon.STOP_JOIN)
@@ -145,14 +155,14 @@ def _start_in_engine(profile: Profile, paths: StatePaths, *, wait: float, dirs: 
     if answer.get("code") == 0 and record is not None and record.verified \
             and record.phase == "up":
         found = tuple(ForwardStatus(**f) for f in answer.get("forwards", ()))
-        return record, found or _forwards_of(record)
+        return record, found or _forwards_of(record, ready)
     raise (record.failure() if record is not None else None) or StateConflict(
         f"{name}: the engine answered {answer!r} but recorded no verified tunnel",
         hint=f"see {daemon.log_path(paths)}")
 
 
-def _running_outcome(paths: StatePaths, name: str, digest: str,
-                     hosting: Hosting | None) -> TunnelOutcome | None:
+def _running_outcome(paths: StatePaths, name: str, digest: str, hosting: Hosting | None,
+                     ready: ReadyWatch | None) -> TunnelOutcome | None:
     """The outcome for a tunnel that already runs; None when it does not (stale state cleaned)."""
     record = state.read_record(paths, name)
     if record is None:
@@ -176,7 +186,7 @@ def _running_outcome(paths: StatePaths, name: str, digest: str,
             _stop_orphan(record, paths, hosting)
             state.remove_record(paths, name)
         return None
-    checks = ListenerView().check(record.forwards, record.pid)
+    checks = ListenerView(ready).check(record.forwards, record.pid)
     statuses = tuple(ForwardStatus.from_check(c) for c in checks)
     if not all(c.healthy for c in checks):
         broken = "; ".join(f"{c.forward.listen}: {c.detail}" for c in checks if not c.healthy)
@@ -216,9 +226,11 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
                    paths: StatePaths | None = None, progress: ProgressCallback | None = None,
                    ask_secret: AskSecret | None = None, share: bool = False,
                    environ: Mapping[str, str] | None = None,
-                   hosting: Hosting | None = None) -> UpReport:
+                   hosting: Hosting | None = None, ready: ReadyWatch | None = None,
+                   engine_start: EngineStart | None = None) -> UpReport:
     """Start profiles chosen by up_selection, in parallel; ``environ`` is the environment
-    of the ``up`` that asks (default: ours): password variables and the clients' own."""
+    of the ``up`` that asks (default: ours): password variables and the clients' own.
+    Served by the engine, ``hosting``, ``ready`` and ``engine_start`` are its own."""
     # Read every secret first (terminal input is sequential); none is ever stored.
     secrets = {p.name: secret_for(p, ask_secret, environ) for p in profiles}
     paths = paths or StatePaths.from_env()
@@ -235,7 +247,8 @@ def start_selected(profiles: Sequence[Profile], store: ProfileStore, *, wait: fl
         with contextlib.nullcontext() if wants_sharing(profile, share) else handshakes:
             return start_tunnel(profile, paths, facts, wait=wait, progress=progress,
                                 profile_dirs=store.dirs, secret=secrets[profile.name],
-                                share=share, environ=environ, hosting=hosting)
+                                share=share, environ=environ, hosting=hosting,
+                                ready=ready, engine_start=engine_start)
 
     outcomes = parallel(profiles, start, limit=MAX_PARALLEL + min(joining, MAX_JOINING))
     return TunnelsReport("up", tuple(outcomes))
@@ -245,10 +258,12 @@ def restart(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: boo
             tag: str | None = None, wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
             progress: ProgressCallback | None = None, engine: EngineStop | None = None,
             environ: Mapping[str, str] | None = None,
-            hosting: Hosting | None = None) -> UpReport:
+            hosting: Hosting | None = None, ready: ReadyWatch | None = None,
+            engine_start: EngineStart | None = None) -> UpReport:
     """Stop, then start again (with the profile as it is now). Served by the engine,
-    ``engine`` is its stop, ``hosting`` its shared connections and ``environ`` the
-    environment of the restart that asks."""
+    ``engine`` is its stop, ``engine_start`` its start, ``hosting`` its shared
+    connections, ``ready`` its listener reads and ``environ`` the environment of the
+    restart that asks."""
     check_wait(wait)  # before anything is stopped
     profiles = select_profiles(store, names, all_profiles=all_profiles, tag=tag)
     paths = (paths or StatePaths.from_env()).ensure()
@@ -256,6 +271,7 @@ def restart(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: boo
     failed = {o.name: o for o in stopped.outcomes if o.action is Action.FAILED}
     again = [p for p in profiles if p.name not in failed]
     started = start_selected(again, store, wait=wait, paths=paths, progress=progress,
-                             environ=environ, hosting=hosting).outcomes if again else ()
+                             environ=environ, hosting=hosting, ready=ready,
+                             engine_start=engine_start).outcomes if again else ()
     by_name = {o.name: o for o in started} | failed
     return TunnelsReport("restart", tuple(by_name[p.name] for p in profiles))

@@ -302,16 +302,23 @@ def test_a_stopped_tunnel_is_released_once_its_process_holds_none_of_its_address
 def test_a_listener_found_held_is_known_as_its_holders_until_read_again() -> None:
     import socket
 
+    from sshwrap.runtime.observe.readywatch import ReadyWatch
     from sshwrap.runtime.system import listeners
 
+    ready = ReadyWatch()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         port = sock.getsockname()[1]
         found = [ln for ln in listeners.tcp_listeners() or [] if ln.port == port]
-        assert not listeners.held_before(found, os.getpid())  # never looked at yet
-        first = listeners.attributed(found, os.getpid(), remembered=True)
+        assert not ready.held_before(found, os.getpid())  # never looked at yet
+        first = ready.attributed(found, os.getpid())
         assert first is not None and [ln.pid for ln in first] == [os.getpid()]
-        assert listeners.held_before(found, os.getpid())
-        assert not listeners.held_before(found, os.getppid())  # not another process's
-    assert not listeners.held_before([], os.getpid())  # nothing listening: nothing held
+        assert ready.held_before(found, os.getpid())
+        assert not ready.held_before(found, os.getppid())  # not another process's
+        # What one watch found is its own: another (another engine's, another command's)
+        # reads the descriptors itself.
+        assert not ReadyWatch().held_before(found, os.getpid())
+        plain = listeners.attributed(found, os.getpid())  # remembers nothing anywhere
+        assert plain == first
+    assert not ready.held_before([], os.getpid())  # nothing listening: nothing held

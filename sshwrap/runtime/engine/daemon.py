@@ -56,16 +56,6 @@ def is_resident(argv: Sequence[str]) -> bool:
     return is_engine(argv)
 
 
-#: The engine serving in this process, if any: its start of a tunnel, called directly.
-_local_start: tuple[Path, Callable[[dict[str, Any]], dict[str, Any]]] | None = None
-
-
-def serve_locally(root: Path, start: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """Called by the engine of ``root``: its own requests go to ``start`` without a socket."""
-    global _local_start  # noqa: PLW0603 - one engine per process
-    _local_start = (root, start)
-
-
 # -- the client side: up and down ---------------------------------------------------------
 
 
@@ -104,13 +94,14 @@ def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) ->
     return answer
 
 
-def start_request(paths: StatePaths, message: Mapping[str, Any], *,
-                  timeout: float) -> dict[str, Any]:
+def start_request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float,
+                  local: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                  ) -> dict[str, Any]:
     """Ask the resident supervisor of ``paths`` to start a tunnel (``op: start``), starting
-    the supervisor first if none runs; served in-process when called from inside it."""
-    local = _local_start
-    if local is not None and local[0] == paths.root:
-        return local[1](dict(message))
+    the supervisor first if none runs; ``local``: that engine's own start, when it serves
+    the caller (no request over its socket to itself)."""
+    if local is not None:
+        return local(dict(message))
     # An engine may go between our ping and our request (``down --all`` asked it to exit
     # while idle): then a new one is started, once.
     for attempt in (1, 2):

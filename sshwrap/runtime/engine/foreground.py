@@ -135,8 +135,6 @@ class ForegroundEngine(ResidentSupervisor):
         self.started: set[str] = set()
 
     def serve(self, listener: Any) -> int:
-        # As serve() does first: the tunnels started below may need it at once.
-        daemon.serve_locally(self.paths.root, self.start)
         threading.Thread(target=self._journal, args=(self.events.subscribe(),),
                          name="journal", daemon=True).start()
         for name in self.options.names:

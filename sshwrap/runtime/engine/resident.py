@@ -28,6 +28,7 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import STOP_JOIN, socket_path
+from sshwrap.runtime.observe.readywatch import ReadyWatch
 from sshwrap.runtime.supervise.events import EventBus
 from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.hosting import Hosting
@@ -52,6 +53,7 @@ from sshwrap.runtime.system.wire import (
     read_line,
     serve_connections,
 )
+from sshwrap.store import ProfileStores
 
 #: With no tunnel to supervise for this long, the engine exits.
 IDLE_EXIT = 300.0
@@ -88,9 +90,13 @@ class ResidentSupervisor:
         #: an asker held until it exits (``down --all``) goes then, before the hooks' drain.
         self.released = threading.Event()
         self.lock_fd: int | None = None
-        #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         #: Shared connections' masters (supervised in its threads too) and its tunnels' hooks.
         self.hosting, self.hooks = Hosting(paths.root, start_master), Hooks()
+        #: The listener reads its tunnels' verifications and its commands' checks share.
+        self.ready = ReadyWatch()
+        #: Its askers' profile stores: a profile parsed once while its file stays the same.
+        self.stores = ProfileStores()
+        #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
@@ -105,7 +111,6 @@ class ResidentSupervisor:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             self.quit.set()
 
-        daemon.serve_locally(self.paths.root, self.start)
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self._reload_asked.set())
@@ -256,11 +261,9 @@ class ResidentSupervisor:
         its error as data when it failed, its forwards as found when verified."""
         from queue import Empty, Queue
 
-        from sshwrap.store import ProfileStore
-
         message = checked_request(message, ENGINE_REQUESTS)  # from this process too
         name = message["name"]
-        store = ProfileStore(tuple(Path(d) for d in message["dirs"]))
+        store = self.stores.get(Path(d) for d in message["dirs"])
         try:
             profile = profile or store.load(name)
         except SshwrapError as failure:  # kept as the tunnel's failure, as a failed start is
@@ -283,7 +286,7 @@ class ResidentSupervisor:
             first_wait=float(message["wait"]), foreground=bool(message.get("foreground")),
             secret=message.get("secret"), log=log, env=dict(message["env"]),
             identity=self.identity, share=bool(message.get("share")), on_first_result=first.put,
-            hosting=self.hosting, hooks=self.hooks)
+            hosting=self.hosting, hooks=self.hooks, ready=self.ready)
         supervisor.on_event = self.events.publish
         thread = threading.Thread(target=self._run, args=(name, supervisor, log),
                                   name=f"tunnel {name}", daemon=True)

@@ -22,19 +22,17 @@ from sshwrap.runtime.observe.forwards import (
     check_forwards,
     remote_results,
 )
+from sshwrap.runtime.observe.readywatch import ReadyWatch
 from sshwrap.runtime.system import listeners
 from sshwrap.runtime.system.listeners import Listener, TcpListener, attributed, by_port
 from sshwrap.runtime.system.state import ExpectedForward
 
 #: Taken from here by check and the tests, as before the checks had a module of their own.
-__all__ = ["ForwardCheck", "ListenerView", "LogReader", "attributed", "check_forwards",
-           "remote_results", "wait_ready"]
+__all__ = ["ForwardCheck", "ListenerView", "LogReader", "ReadyWatch", "attributed",
+           "check_forwards", "remote_results", "wait_ready"]
 
+#: How often a starting tunnel is polled, at least (ReadyWatch paces many at once).
 POLL_INTERVAL = 0.005
-#: Every poll of every tunnel this process is verifying, together: at most one per this many
-#: seconds, so that twenty tunnels starting at once leave the CPU to their handshakes. They
-#: share one read of the listening table per POLL_INTERVAL, so a poll costs little.
-POLL_BUDGET = 0.0005
 #: Without sock_diag, the client's sockets are read when it opens or closes one, and at
 #: least this often.
 SOCKET_CHECK_INTERVAL = 0.1
@@ -159,8 +157,10 @@ class _ClientSockets:
     squatter, now and then and once the client has exited.
     """
 
-    def __init__(self, pid: int, forwards: Sequence[ExpectedForward]) -> None:
+    def __init__(self, pid: int, forwards: Sequence[ExpectedForward],
+                 ready: ReadyWatch) -> None:
         self.pid = pid
+        self.ready = ready
         self.listening = [f for f in forwards if f.type != "remote"]
         #: The listeners hold every socket on the expected addresses, attributed: no scan
         #: of every process would tell more.
@@ -204,7 +204,7 @@ class _ClientSockets:
         # never taken for another process's. Only sock_diag is quick enough to read per poll,
         # and one read serves every tunnel being verified. Only a listener on one of our ports
         # can be ours or in our way: the client's descriptors are read once there is one.
-        found = listeners.recent_tcp_listeners(POLL_INTERVAL)
+        found = self.ready.recent_tcp_listeners(POLL_INTERVAL)
         if found is None:
             return None
         relevant = [ln for ln in found if ln.port in self._ports]
@@ -218,10 +218,13 @@ class ListenerView:
     One quick read serves every tunnel, each tunnel's own sockets found from its /proc fd
     links: checking a hundred tunnels costs little more than one. A scan of every process
     (made once, and shared too) settles what that cannot: unix-socket forwards, a forward not
-    found healthy (to name who holds its address), or no quick read here.
+    found healthy (to name who holds its address), or no quick read here. ``ready`` remembers
+    who holds which listener (the engine's, across its commands); without one, a view
+    remembers for itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ready: ReadyWatch | None = None) -> None:
+        self.ready = ready if ready is not None else ReadyWatch()
         self._by_port: dict[int, list[TcpListener]] | None = None
         self._diag_read = False
         self._full: list[Listener] | None = None
@@ -244,13 +247,13 @@ class ListenerView:
                      for ln in self._by_port.get(port or 0, ())]
             if not found:  # nothing on their ports: what a scan of every process would say
                 return check_forwards(forwards, pid, [], log_text)
-            if len(listening) == len(forwards) and listeners.held_before(found, pid) and all(
+            if len(listening) == len(forwards) and self.ready.held_before(found, pid) and all(
                     any(ln.port == f.port and ln.address == f.host for ln in found)
                     for f in listening):
                 # Every socket on these ports is the tunnel's, as found before, on the very
                 # address each forward asked for: what check_forwards would say, for less.
                 return [ForwardCheck(f, True, "listening") for f in forwards]
-            quick = attributed(found, pid, remembered=True)
+            quick = self.ready.attributed(found, pid)
             if quick is not None:
                 checks = check_forwards(forwards, pid, quick, log_text)
                 if all(c.healthy for c in checks):
@@ -266,25 +269,28 @@ def wait_ready(
     wait: float,
     progress: ProgressCallback | None = None,
     paused: Callable[[], float] | None = None,
+    ready: ReadyWatch | None = None,
 ) -> list[ForwardCheck]:
     """Poll until every forward is verified (one socket scan per check); raise the right error.
 
     ``paused`` tells how long the start has waited for a person (a one-time code): that
-    time is not counted against ``wait``. The caller stops the process when this raises.
+    time is not counted against ``wait``. ``ready`` is shared by the tunnels verified at
+    once (the engine's). The caller stops the process when this raises.
     """
     deadline = time.monotonic() + wait
     reader = LogReader(launched.log_path, launched.log_offset)
     name = profile.name
-    watch = _ClientSockets(launched.pid, forwards)
+    ready = ready if ready is not None else ReadyWatch()
+    watch = _ClientSockets(launched.pid, forwards, ready)
     seen_log = -1
-    with _WAITERS:
+    with ready.waiting():
         while True:
             exited = launched.popen.poll() is not None
             log_text = reader.read()
             # A grown log (remote forwards are confirmed there) is checked against the sockets
             # already read; the sockets are read again only when they may have changed.
             if not watch.refresh(exited) and len(log_text) == seen_log:
-                time.sleep(_WAITERS.interval())
+                time.sleep(ready.interval(POLL_INTERVAL))
                 continue
             seen_log = len(log_text)
             checks = check_forwards(forwards, launched.pid, watch.listeners, log_text)
@@ -308,7 +314,7 @@ def wait_ready(
                 raise failure_from_log(name, reader.read(), profile)
             if time.monotonic() >= deadline + (paused() if paused is not None else 0.0):
                 raise not_ready_error(name, wait, checks, log_text)
-            time.sleep(_WAITERS.interval())
+            time.sleep(ready.interval(POLL_INTERVAL))
 
 
 def not_ready_error(name: str, wait: float, checks: Sequence[ForwardCheck],
@@ -321,27 +327,3 @@ def not_ready_error(name: str, wait: float, checks: Sequence[ForwardCheck],
     return NotReady(f"{name}: not ready after {wait:g} s ({missing})"
                     + (f"; last messages:\n{tail}" if tail else ""),
                     hint="raise --wait, or run 'sshwrap check' on the profile")
-
-
-class _Waiters:
-    """How many tunnels of this process are being verified, to pace their polls."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.count += 1
-
-    def __exit__(self, *_: object) -> None:
-        with self._lock:
-            self.count -= 1
-
-    def interval(self) -> float:
-        return max(POLL_INTERVAL, self.count * POLL_BUDGET)
-
-
-_WAITERS = _Waiters()

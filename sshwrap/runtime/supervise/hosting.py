@@ -17,6 +17,9 @@ from sshwrap.runtime.system.state import ExpectedForward, TunnelRecord
 
 #: The phase a shared tunnel records while it leaves its master.
 STOPPING = "stopping"
+#: ``ssh -O`` clients the engine runs at once: a master answers one at a time, and fifty
+#: tunnels joining at once would otherwise start fifty ssh processes on a few cores.
+MUX_SLOTS = 4
 
 
 class HostedMaster(Protocol):
@@ -47,7 +50,9 @@ class Hosting:
     The engine makes one and hands it to every supervisor it runs and every use case it
     serves; without one (any other process), the users of a master are read from the
     records. A tunnel joining or leaving, and a master's check that it is still used, read
-    them here instead of every record of the state dir."""
+    them here instead of every record of the state dir. Its ``mux_slots`` pace the
+    engine's ``ssh -O`` clients (runtime/supervise/shared.py mux); any other process runs
+    one master, or the few tunnels of one command, and runs its own unpaced."""
 
     def __init__(self, root: Path, start: MasterHost) -> None:
         self.root = root
@@ -55,6 +60,7 @@ class Hosting:
         self._lock = threading.Lock()
         self._masters: dict[str, HostedMaster] = {}
         self._attached: dict[str, dict[str, tuple[ExpectedForward, ...]]] = {}
+        self.mux_slots = threading.BoundedSemaphore(MUX_SLOTS)
 
     def serves(self, paths: StatePaths) -> bool:
         return paths.root == self.root

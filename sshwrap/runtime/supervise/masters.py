@@ -193,8 +193,8 @@ class MasterSupervisor(ClientOwner):
 
         control = self._control
         if control.exists():  # a master killed -9 leaves its socket; ssh would not replace it
-            if mux(control, "check").returncode == 0:
-                mux(control, "exit")
+            if mux(control, "check", hosting=self.hosting).returncode == 0:
+                mux(control, "exit", hosting=self.hosting)
             _remove_socket(control)
         if self._starter is None:
             # From the environment of the up that asked (its agent socket): the engine's
@@ -209,7 +209,8 @@ class MasterSupervisor(ClientOwner):
                             argv=launched.argv, started_at=time.time(),
                             log_offset=launched.log_offset, verified=False, next_retry=None,
                             phase=phase.value)
-        wait_master_ready(launched, self.profile, control, wait=wait, paused=self.asking_time)
+        wait_master_ready(launched, self.profile, control, wait=wait, paused=self.asking_time,
+                          hosting=self.hosting)
         self._starter.settle()
         return {}
 

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -168,19 +167,17 @@ def mux_argv(control: Path, command: str, args: Sequence[str] = ()) -> list[str]
             "-S", str(control), "-O", command, *args, "--", "shared"]
 
 
-def mux(control: Path, command: str, args: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    with _MUX_SLOTS:
+def mux(control: Path, command: str, args: Sequence[str] = (), *,
+        hosting: Hosting | None = None) -> subprocess.CompletedProcess[str]:
+    """``ssh -O command`` on a master's control socket; in the engine (``hosting``), at most
+    its mux slots at once."""
+    with hosting.mux_slots if hosting is not None else contextlib.nullcontext():
         try:
             return subprocess.run(mux_argv(control, command, args), capture_output=True,
                                   text=True, timeout=MUX_TIMEOUT, stdin=subprocess.DEVNULL,
                                   check=False, env=client_environment())
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess([], 255, "", f"ssh -O {command} timed out")
-
-
-#: ``ssh -O`` clients of this process at once: a master answers one at a time, and fifty
-#: tunnels joining at once would otherwise start fifty ssh processes on a few cores.
-_MUX_SLOTS = threading.BoundedSemaphore(4)
 
 
 def forward_args(forward: ExpectedForward) -> list[str]:
@@ -252,12 +249,13 @@ def stop_master(paths: StatePaths, key: str, timeout: float = STOP_TIMEOUT,
     state.remove_record(mpaths, name)
 
 
-def cancel_forwards(control: Path, forwards: Sequence[ExpectedForward]) -> None:
+def cancel_forwards(control: Path, forwards: Sequence[ExpectedForward],
+                    hosting: Hosting | None = None) -> None:
     """Remove forwards from a master (best effort: a dead master has none left)."""
     if not control.exists():
         return
     for forward in forwards:
-        mux(control, "cancel", forward_args(forward))
+        mux(control, "cancel", forward_args(forward), hosting=hosting)
 
 
 def release(paths: StatePaths, record: TunnelRecord, *, timeout: float = STOP_TIMEOUT,
@@ -271,7 +269,7 @@ def release(paths: StatePaths, record: TunnelRecord, *, timeout: float = STOP_TI
     mpaths = master_paths(paths)
     if cancel:
         with contextlib.suppress(StateConflict, FileNotFoundError):
-            cancel_forwards(control_path(paths, key, create=False), record.forwards)
+            cancel_forwards(control_path(paths, key, create=False), record.forwards, hosting)
     with state.name_lock(mpaths, master_name(key), timeout=timeout + LOCK_GRACE):
         if not users(paths, key, besides=record.name, hosting=hosting):
             stop_master(paths, key, timeout, hosting)
@@ -339,7 +337,8 @@ def ensure_master(paths: StatePaths, profile: Profile, key: str, *, wait: float,
 
 
 def wait_master_ready(launched: Launched, profile: Profile, control: Path, *, wait: float,
-                      paused: Callable[[], float] = lambda: 0.0) -> None:
+                      paused: Callable[[], float] = lambda: 0.0,
+                      hosting: Hosting | None = None) -> None:
     """Until the master answers on its control socket (it listens once authenticated);
     the time ``paused`` tells a person took to answer its questions does not count."""
     from sshwrap.runtime.observe.verify import LogReader, failure_from_log
@@ -349,7 +348,7 @@ def wait_master_ready(launched: Launched, profile: Profile, control: Path, *, wa
     while True:
         if launched.popen.poll() is not None:
             raise failure_from_log(profile.name, reader.read(), profile)
-        if control.exists() and mux(control, "check").returncode == 0:
+        if control.exists() and mux(control, "check", hosting=hosting).returncode == 0:
             return
         if time.monotonic() >= deadline + paused():
             raise NotReady(f"{profile.name}: the shared connection was not ready after "

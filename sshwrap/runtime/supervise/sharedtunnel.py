@@ -10,7 +10,7 @@ from typing import Protocol
 
 from sshwrap.core.model import Client, Profile
 from sshwrap.errors import ForwardingFailed, NotReady, SshwrapError
-from sshwrap.runtime.observe.verify import ForwardCheck, check_forwards
+from sshwrap.runtime.observe.verify import ForwardCheck, ReadyWatch, check_forwards
 from sshwrap.runtime.supervise.farside import prove_forwards
 from sshwrap.runtime.supervise.hosting import STOPPING, Hosting, drop_reason, user_forwards
 from sshwrap.runtime.supervise.restart import Ended, Phase, ProfileAttempts
@@ -46,6 +46,8 @@ class Host(Protocol):
     env: Mapping[str, str] | None
     #: The engine's shared connections, when the engine runs it.
     hosting: Hosting | None
+    #: The listener reads it shares (the engine's, when the engine runs it).
+    ready: ReadyWatch
 
     def _update(self, **changes: object) -> None: ...
     def begin(self, fresh: TunnelRecord, **changes: object) -> None: ...
@@ -66,13 +68,13 @@ def _size(path: Path | None) -> int:
 
 def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
                  master_pid: int, *, profile: Profile | None = None,
-                 master_log: Path | None = None) -> None:
+                 master_log: Path | None = None, hosting: Hosting | None = None) -> None:
     """``-O forward`` each forward; the first refusal raises the error that explains it (for a
     remote forward, from what the master's log says of it, as a tunnel of its own would)."""
     unixsock.clear_stale_paths(f.path for f in forwards if f.type == "local")
     for forward in forwards:
         offset = _size(master_log)
-        result = mux(control, "forward", forward_args(forward))
+        result = mux(control, "forward", forward_args(forward), hosting=hosting)
         if result.returncode == 0:
             continue
         from sshwrap.runtime.observe.verify import LogReader, port_taken_error, refused_error
@@ -89,7 +91,8 @@ def add_forwards(name: str, control: Path, forwards: Sequence[ExpectedForward],
                                f"forward {forward.listen}: {why[0]}")
 
 
-def verify_forwards(name: str, forwards: Sequence[ExpectedForward], master_pid: int) -> None:
+def verify_forwards(name: str, forwards: Sequence[ExpectedForward], master_pid: int,
+                    ready: ReadyWatch | None = None) -> None:
     """Every local and dynamic listener exists and belongs to the master (remote forwards
     were confirmed by ``-O forward``'s exit status: the master waits for the server)."""
     from sshwrap.runtime.observe.verify import ListenerView, port_taken_error
@@ -98,7 +101,7 @@ def verify_forwards(name: str, forwards: Sequence[ExpectedForward], master_pid: 
     while True:
         # sock_diag and the master's own sockets; a scan of every process only when one is
         # not found healthy (fifty tunnels joining a master would otherwise scan fifty times)
-        checks = ListenerView().check(forwards, master_pid)
+        checks = ListenerView(ready).check(forwards, master_pid)
         bad = [c for c in checks if not c.healthy]
         if not bad:
             return
@@ -187,7 +190,7 @@ class SharedTunnel(ProfileAttempts):
         """Forwards added by an attempt that failed after all (it could not be recorded up)
         are taken off; one that failed to add them has done so already (``_attach``)."""
         if self.added:
-            cancel_forwards(control_path(self.paths, self.key), self.forwards)
+            cancel_forwards(control_path(self.paths, self.key), self.forwards, self.hosting)
             self.added = False
 
     def verified(self) -> None:
@@ -224,12 +227,12 @@ class SharedTunnel(ProfileAttempts):
         self.added = True
         try:
             add_forwards(self.name, control, self.forwards, master.pid, profile=self.profile,
-                         master_log=master_log)
-            verify_forwards(self.name, self.forwards, master.pid)
+                         master_log=master_log, hosting=self.hosting)
+            verify_forwards(self.name, self.forwards, master.pid, self.sup.ready)
             # The master's own connection opens the probes: its remote forwards proven too.
             self.proven = prove_forwards(self.profile, self.forwards, control, master_log)
         except SshwrapError:
-            cancel_forwards(control, self.forwards)
+            cancel_forwards(control, self.forwards, self.hosting)
             self.added = False
             raise
         return master

@@ -24,7 +24,7 @@ from sshwrap.errors import ExitCode, ForwardingFailed, SshwrapError, StateUnusab
 from sshwrap.runtime.client.auth import ClientStarter
 from sshwrap.runtime.client.launch import Launched, find_program
 from sshwrap.runtime.client.questions import AskQuestion
-from sshwrap.runtime.observe.verify import ForwardCheck, wait_ready
+from sshwrap.runtime.observe.verify import ForwardCheck, ReadyWatch, wait_ready
 from sshwrap.runtime.supervise.clientowner import ClientOwner, Stopping
 from sshwrap.runtime.supervise.events import Event
 from sshwrap.runtime.supervise.farside import own_control, prove_forwards
@@ -60,7 +60,8 @@ class Supervisor(ClientOwner):
                  log: TextIO = sys.stderr, share: bool = False,
                  env: Mapping[str, str] | None = None, identity: Identity | None = None,
                  on_first_result: FirstResult | None = None, ask: AskQuestion | None = None,
-                 hosting: Hosting | None = None, hooks: Hooks | None = None) -> None:
+                 hosting: Hosting | None = None, hooks: Hooks | None = None,
+                 ready: ReadyWatch | None = None) -> None:
         self.name = profile.name
         self.requested = profile  # parsed once by whoever asked (``listen = 0`` unchosen)
         self.paths = paths.ensure()
@@ -81,8 +82,9 @@ class Supervisor(ClientOwner):
         self.on_stop: Callable[[], None] | None = None
         #: The environment of the ``up`` that started the tunnel (agent socket and all).
         self.env = env
-        #: The engine's shared connections and hooks (ended when it exits), when it runs it.
+        #: The engine's shared connections, hooks and listener reads, when it runs it.
         self.hosting, self.hooks = hosting, hooks if hooks is not None else Hooks()
+        self.ready = ready if ready is not None else ReadyWatch()
         self._identity_given = identity
         #: Told how the first attempt went (None: verified; else its error).
         self._on_first_result = on_first_result
@@ -115,9 +117,7 @@ class Supervisor(ClientOwner):
             self.log.flush()
 
     def _identity(self) -> Identity:
-        if self._identity_given is not None:
-            return self._identity_given
-        return own_identity()
+        return self._identity_given if self._identity_given is not None else own_identity()
 
     @property
     def secret(self) -> str | None:
@@ -358,7 +358,7 @@ class OwnClient(ProfileAttempts):
                 next_retry=None, phase=phase.value)
             try:
                 sup.ready_checks = wait_ready(launched, self.profile, self.forwards, wait=wait,
-                                              paused=sup.asking_time)
+                                              paused=sup.asking_time, ready=sup.ready)
             except ForwardingFailed:
                 if phase is not Phase.STARTING or self.port_tries >= FREE_PORT_RETRIES \
                         or not wants_free_ports(self.requested):

@@ -13,8 +13,6 @@ import contextlib
 import os
 import socket
 import struct
-import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +20,8 @@ from typing import Any
 from sshwrap.runtime.system import sockdiag
 from sshwrap.runtime.system.sockdiag import TcpListener
 
-__all__ = ["Listener", "TcpListener", "attributed", "held_before", "listening_sockets",
-           "recent_tcp_listeners", "socket_fds", "socket_inodes", "tcp_listeners"]
+__all__ = ["Listener", "TcpListener", "as_listener", "attributed", "listening_sockets",
+           "socket_fds", "socket_inodes", "tcp_listeners"]
 
 _TCP_LISTEN_HEX = "0A"
 
@@ -44,22 +42,6 @@ def tcp_listeners(*, proc: bool = True) -> list[TcpListener] | None:
     else (``proc``) from /proc/net/tcp and tcp6; None where neither can be read."""
     found = sockdiag.tcp_listeners()
     return found if found is not None or not proc else proc_tcp_listeners()
-
-
-def recent_tcp_listeners(max_age: float) -> list[TcpListener] | None:
-    """tcp_listeners(proc=False) as any thread of this process read it at most ``max_age``
-    seconds ago, else read now: tunnels verified at once (``up --tag``) share one read of the
-    table per poll instead of each reading it."""
-    with _recent_lock:
-        global _recent  # noqa: PLW0603 - one shared read per process
-        now = time.monotonic()
-        if _recent is None or now - _recent[0] > max_age:
-            _recent = (now, tcp_listeners(proc=False))
-        return _recent[1]
-
-
-_recent: tuple[float, list[TcpListener] | None] | None = None
-_recent_lock = threading.Lock()
 
 
 def proc_tcp_listeners() -> list[TcpListener] | None:
@@ -114,42 +96,19 @@ def socket_fds(pid: int) -> dict[int, int] | None:
     return found
 
 
-#: The process each listening socket was last found held by, by inode. A socket keeps its
-#: inode while it lives and the kernel does not give it again meanwhile: a listener still
-#: there under an inode once found held by a process is that process's still. Checking many
-#: running tunnels then reads no process's descriptors again.
-_holders: dict[int, int] = {}
-_holders_lock = threading.Lock()
-_HOLDERS_MAX = 1 << 16
-
-
-def held_before(found: Sequence[TcpListener], pid: int) -> bool:
-    """True when every one of ``found`` was found held by ``pid`` before (and still lives,
-    as ``found`` was just read): they are its own, with no descriptor read."""
-    with _holders_lock:
-        return bool(found) and all(_holders.get(ln.inode) == pid for ln in found)
-
-
-def attributed(found: Iterable[TcpListener], pid: int, *,
-               remembered: bool = False) -> list[Listener] | None:
+def attributed(found: Iterable[TcpListener], pid: int) -> list[Listener] | None:
     """Quick-read listeners, those ``pid`` holds marked as its own (the others with no pid);
-    None when its descriptors cannot be read. ``remembered``: when every one was found held
-    by ``pid`` before, its descriptors are not read again."""
+    None when its descriptors cannot be read. ReadyWatch (runtime/observe/readywatch.py)
+    remembers who holds which, to read no descriptors again."""
     found = list(found)
-    if remembered and held_before(found, pid):
-        return [_listener(ln, pid) for ln in found]
     own = socket_inodes(pid)
     if own is None:
         return None
-    if remembered:
-        with _holders_lock:
-            if len(_holders) >= _HOLDERS_MAX:
-                _holders.clear()
-            _holders.update((ln.inode, pid) for ln in found if ln.inode in own)
-    return [_listener(ln, pid if ln.inode in own else None) for ln in found]
+    return [as_listener(ln, pid if ln.inode in own else None) for ln in found]
 
 
-def _listener(found: TcpListener, pid: int | None) -> Listener:
+def as_listener(found: TcpListener, pid: int | None) -> Listener:
+    """A quick-read listener as a Listener, held by ``pid``."""
     return Listener("ipv4" if found.family == socket.AF_INET else "ipv6", found.address,
                     found.port, pid)
 
