@@ -87,7 +87,7 @@ def status_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> Statu
 
     store, _env = store_of(message)
     return status(store, message["names"], engine.paths, live=live_view(engine),
-                  hosting=engine.hosting)
+                  hosting=engine.hosting, memory=engine.status_memory)
 
 
 def down_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> tuple[TunnelsReport,

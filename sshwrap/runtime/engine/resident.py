@@ -28,6 +28,7 @@ from sshwrap.core.model import Profile
 from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import STOP_JOIN, socket_path
+from sshwrap.runtime.observe.statusmemory import StatusMemory
 from sshwrap.runtime.supervise.events import EventBus
 from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.hosting import Hosting
@@ -91,6 +92,8 @@ class ResidentSupervisor:
         #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         #: Shared connections' masters (supervised in its threads too) and its tunnels' hooks.
         self.hosting, self.hooks = Hosting(paths.root, start_master), Hooks()
+        #: What its statuses compiled and found, for the next one (usecases/status.py).
+        self.status_memory = StatusMemory()
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)
 
