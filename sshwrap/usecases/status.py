@@ -101,11 +101,12 @@ def _load(known: dict[str, Path], name: str, facts: HostFacts, paths: StatePaths
     if name not in known:
         return Compiled(None)
     path = known[name]
+    text = str(path)  # once: a store's paths are new objects on every listing
     try:
-        seen = os.stat(path)
+        seen = os.stat(text)
     except OSError:
         return Compiled(None)
-    key = (str(path), (seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns))
+    key = (text, (seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns))
     root = str(paths.root)
     found = memory.compiled(facts, root, key)
     if found is not None:
