@@ -1,9 +1,4 @@
-"""What ``status`` keeps from one run to the next: profiles as compiled, and first hops.
-
-The engine owns one for its lifetime (``status`` asked again, or with ``--watch``, compiles
-only the profiles that changed and finds each client's first-hop socket once); the command
-line without an engine makes a fresh one per ``status``.
-"""
+"""What ``status`` keeps from one run to the next: profiles as compiled, and first hops."""
 
 from __future__ import annotations
 
@@ -55,7 +50,11 @@ class Compiled:
 @dataclass
 class StatusMemory:
     """Profiles as compiled, by the host's facts, the state dir (its logs' folder) and the
-    profile file; and each client's first-hop socket (runtime/observe/livenums.py)."""
+    profile file; and each client's first-hop socket (runtime/observe/livenums.py).
+
+    The engine owns one for its lifetime: a status asked again (or ``--watch``) compiles only
+    the profiles that changed and finds each client's first hop once. The command line
+    without an engine makes a fresh one per status."""
 
     hops: FirstHops = field(default_factory=FirstHops)
     _compiled: dict[tuple[HostFacts, str, FileKey], Compiled] = field(default_factory=dict)
