@@ -261,27 +261,30 @@ def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str
     Like the engine, it keeps one ReadyWatch (who holds which listener) across its statuses."""
     from sshwrap.runtime.observe import livenums
     from sshwrap.runtime.observe.readywatch import ReadyWatch
+    from sshwrap.runtime.observe.statusmemory import StatusMemory
     from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
     from sshwrap.usecases import status as status_module
 
     store, paths = ProfileStore((bench.profiles,)), StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
     numbered, ready = status_module.with_numbers, ReadyWatch()
+    memory = StatusMemory()  # as the engine keeps one
 
     def without() -> object:
-        status_module.with_numbers = list  # type: ignore[assignment]  # the rows as they are
+        status_module.with_numbers = lambda rows, **_: list(rows)  # type: ignore[assignment]
         try:
-            return status_module.status(store, paths=paths, ready=ready)
+            return status_module.status(store, paths=paths, ready=ready, memory=memory)
         finally:
             status_module.with_numbers = numbered
 
-    report = status_module.status(store, paths=paths, ready=ready)
+    report = status_module.status(store, paths=paths, ready=ready, memory=memory)
     shown = sum(row.rtt_ms is not None for row in report.tunnels)
     runs = max(runs, 21)
     with_them, left_out = paired_medians(
-        runs, lambda: status_module.status(store, paths=paths, ready=ready), lambda: None,
+        runs, lambda: status_module.status(store, paths=paths, ready=ready, memory=memory), lambda: None,
         without, lambda: None)
-    alone = median_of(runs, lambda: livenums.with_numbers(report.tunnels), lambda: None)
+    alone = median_of(runs, lambda: livenums.with_numbers(report.tunnels, hops=memory.hops),
+                      lambda: None)
     dump = median_of(runs, livenums.sockdiag.tcp_connections, lambda: None)
     return [(f"  status use case, {many} tunnels, with live numbers ({shown} with an RTT)",
              with_them.ms(), f"without: {left_out.ms()}", f"{with_them / left_out:.2f}x"),

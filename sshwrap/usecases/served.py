@@ -88,7 +88,7 @@ def status_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> Statu
 
     store, _env = store_of(message, engine.stores)
     return status(store, message["names"], engine.paths, live=live_view(engine),
-                  hosting=engine.hosting, ready=engine.ready)
+                  hosting=engine.hosting, ready=engine.ready, memory=engine.status_memory)
 
 
 def down_here(engine: ResidentSupervisor, message: Mapping[str, Any]) -> tuple[TunnelsReport,

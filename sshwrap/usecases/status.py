@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from sshwrap.runtime.observe.results import (
     TunnelState,
     TunnelStatus,
 )
+from sshwrap.runtime.observe.statusmemory import Compiled, StatusMemory
 from sshwrap.runtime.observe.verify import ListenerView, ReadyWatch
 from sshwrap.runtime.supervise.hosting import Hosting
 from sshwrap.runtime.system import state
@@ -50,12 +50,15 @@ def status(store: ProfileStore, names: Sequence[str] = (),
            paths: StatePaths | None = None,
            live: Mapping[str, Live] | None = None,
            hosting: Hosting | None = None, *,
-           ready: ReadyWatch | None = None) -> StatusReport:
+           ready: ReadyWatch | None = None,
+           memory: StatusMemory | None = None) -> StatusReport:
     """Every profile (or the named ones) with state and forward health: one socket scan.
     ``live`` is the engine's view of the tunnels it runs, ``hosting`` its shared
-    connections and ``ready`` its listener reads (none from the command line)."""
+    connections, ``ready`` its listener reads and ``memory`` what its earlier statuses
+    compiled and found (none from the command line: fresh ones)."""
     paths = paths or StatePaths.from_env()
     live = live or {}
+    memory = memory if memory is not None else StatusMemory()
     recorded = sorted(set(state.recorded_names(paths)) | set(live))
     known = store.paths()
     targets = check_known(names, known, recorded) if names else sorted(set(known) | set(recorded))
@@ -64,11 +67,11 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     facts = host_facts()
     view = ListenerView(ready)  # one read of the sockets for every row
     with memoized():  # the engine's identity, checked once for all its tunnels
-        cache = _compiled_for(facts, paths)
         rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,
-                               view=view, live=live.get(n), cache=cache, hosting=hosting)
+                               view=view, live=live.get(n), memory=memory, hosting=hosting)
                 for n in targets]
-    rows = with_numbers(rows)  # one read of the kernel's connections for every running row
+    # One read of the kernel's connections for every running row.
+    rows = with_numbers(rows, hops=memory.hops)
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)
@@ -78,68 +81,48 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     return StatusReport(tuple(rows), ExitCode.UNHEALTHY if unhealthy else ExitCode.OK)
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    """What a row needs of a profile: the profile, its forwards, the hash of what it runs."""
-
-    profile: Profile | None
-    idle: tuple[ForwardStatus, ...] = ()
-    digest: str | None = None
-
-
-#: Profiles as compiled, for the host's facts, by file and the file's identity (inode, size,
-#: times): a status asked again (``--watch``, or of the engine) compiles only what changed.
-_compiled: dict[tuple[HostFacts, str], dict[tuple[str, tuple[int, ...]], _Compiled]] = {}
-_compiled_lock = threading.Lock()
-_COMPILED_MAX = 4096
 _MODES = frozenset(mode.value for mode in state.Mode)
 
 
-def _compiled_for(facts: HostFacts, paths: StatePaths) -> dict[tuple[str, tuple[int, ...]],
-                                                                  _Compiled]:
-    """The profiles compiled for these facts and this state dir (the logs' folder)."""
-    with _compiled_lock:
-        return _compiled.setdefault((facts, str(paths.root)), {})
-
-
 def _load(known: dict[str, Path], name: str, facts: HostFacts, paths: StatePaths,
-          compiled: dict[tuple[str, tuple[int, ...]], _Compiled]) -> _Compiled:
-    """The profile found for ``name`` when listing the store (listed once, not per row)."""
+          memory: StatusMemory) -> Compiled:
+    """The profile found for ``name`` when listing the store (listed once, not per row),
+    compiled for these facts and this state dir (the logs' folder), or as compiled before
+    while its file stays the same."""
     from sshwrap.store import load_profile_file
 
     if name not in known:
-        return _Compiled(None)
+        return Compiled(None)
     path = known[name]
+    text = str(path)  # once: a store's paths are new objects on every listing
     try:
-        seen = os.stat(path)
+        seen = os.stat(text)
     except OSError:
-        return _Compiled(None)
-    key = (str(path), (seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns))
-    found = compiled.get(key)
+        return Compiled(None)
+    key = (text, (seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns))
+    root = str(paths.root)
+    found = memory.compiled(facts, root, key)
     if found is not None:
         return found
     try:
         profile = load_profile_file(path)
     except SshwrapError:
-        return _Compiled(None)
+        return Compiled(None)
     try:
         digest: str | None = state.profile_hash(profile, facts, find_program(profile.client))
     except SshwrapError:
         digest = None
-    found = _Compiled(profile, tuple(ForwardStatus.idle(f)
-                                     for f in expected_forwards(profile, facts)), digest)
-    with _compiled_lock:
-        if len(compiled) >= _COMPILED_MAX:
-            compiled.clear()
-        compiled[key] = found
+    found = Compiled(profile, tuple(ForwardStatus.idle(f)
+                                    for f in expected_forwards(profile, facts)), digest)
+    memory.keep(facts, root, key, found)
     return found
 
 
 def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
                    paths: StatePaths, facts: HostFacts, view: ListenerView,
-                   live: Live | None, cache: dict[tuple[str, tuple[int, ...]], _Compiled],
+                   live: Live | None, memory: StatusMemory,
                    hosting: Hosting | None) -> TunnelStatus:
-    compiled = _load(known, name, facts, paths, cache)
+    compiled = _load(known, name, facts, paths, memory)
     idle = compiled.idle
     if live is not None and not live.record.kept_failure:
         return _supervised_status(live.record, compiled, paths=paths, view=view, idle=idle,
@@ -164,7 +147,7 @@ def _tunnel_status(name: str, *, known: dict[str, Path], recorded: list[str],
     return _alone_status(record, compiled, paths=paths, view=view, idle=idle, hosting=hosting)
 
 
-def _alone_status(record: TunnelRecord, compiled: _Compiled, *, paths: StatePaths,
+def _alone_status(record: TunnelRecord, compiled: Compiled, *, paths: StatePaths,
                   view: ListenerView, idle: tuple[ForwardStatus, ...],
                   hosting: Hosting | None) -> TunnelStatus:
     """A client that runs with no supervisor: up while its process is the recorded one."""
@@ -228,12 +211,12 @@ def _ended_forwards(record: TunnelRecord,
     return tuple(ForwardStatus.idle(f, "client not running") for f in record.forwards) or idle
 
 
-def _profile_changed(record: TunnelRecord, compiled: _Compiled) -> bool:
+def _profile_changed(record: TunnelRecord, compiled: Compiled) -> bool:
     """True when the profile compiles to something else than what the tunnel runs."""
     return compiled.digest is not None and compiled.digest != record.profile_hash
 
 
-def _supervised_status(record: TunnelRecord, compiled: _Compiled, *, paths: StatePaths,
+def _supervised_status(record: TunnelRecord, compiled: Compiled, *, paths: StatePaths,
                        view: ListenerView, idle: tuple[ForwardStatus, ...],
                        running: tuple[bool, bool], hosting: Hosting | None) -> TunnelStatus:
     """The truth from both processes: supervisor alive or not, client alive or not

@@ -171,3 +171,58 @@ def test_hooks_run_on_the_tunnels_changes_and_never_affect_it(
     eventually(lambda: failed.exists() and failed.read_text(), "the on_failed hook ran")
     assert failed.read_text().startswith("hooked failed ")
     assert "SIGKILL" in failed.read_text()
+
+
+def _counting_toml_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import tomllib
+
+    read: list[str] = []
+    loads = tomllib.loads
+
+    def counted(text: str, **kwargs: Any) -> dict[str, Any]:
+        read.append(text)
+        return loads(text, **kwargs)
+
+    monkeypatch.setattr(tomllib, "loads", counted)
+    return read
+
+
+def test_a_change_with_no_hook_reads_no_profile_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A tunnel going up or down with no hook of its own must not read every profile of its
+    # folder for their password variables (a down of twenty read 420 files that way).
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"p{i}.toml").write_text(f'host = "h"\npassword_env = "PW{i}"\n')
+    profile = parse_profile("p0", BASE, str(folder / "p0.toml"))
+    runner = hooks.Hooks()
+    read = _counting_toml_reads(monkeypatch)
+
+    for state in ("up", "down", "failed"):
+        assert runner.run_for(profile, _event(state), {}, tmp_path / "p.log", [folder]) is None
+    assert read == []
+    # ...yet a hook run later is still kept from every one of them.
+    env = runner.hook_env(profile, _event("up"), {f"PW{i}": "x" for i in range(5)})
+    assert not any(name.startswith("PW") for name in env)
+
+
+def test_a_hook_reads_only_the_profiles_changed_since_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.toml").write_text(f'host = "h"\npassword_env = "PW{i}"\n')
+    profile = parse_profile("p0", BASE, str(folder / "p0.toml"))
+    runner = hooks.Hooks()
+    base = {"PW0": "a", "PW1": "b", "PW2": "c", "NEW_SECRET": "d", "KEEP": "e"}
+    assert set(runner.hook_env(profile, _event("up"), base, [folder])) >= {"KEEP", "NEW_SECRET"}
+    read = _counting_toml_reads(monkeypatch)
+
+    assert "PW1" not in runner.hook_env(profile, _event("up"), base, [folder])
+    assert read == []  # nothing changed: nothing read again
+    (folder / "p1.toml").write_text('host = "h"\npassword_env = "NEW_SECRET"\n')
+    env = runner.hook_env(profile, _event("up"), base, [folder])
+    assert len(read) == 1 and "NEW_SECRET" not in env and "KEEP" in env

@@ -220,11 +220,6 @@ MODULE_STATE_ALLOWED = {
         "the Python API's: its tunnels and calls belong to the calling program"),
     ("sshwrap.runtime.system.identity", "_memo"):
         "one thread's memo within one `with memoized()` block, emptied when it closes",
-    **dict.fromkeys(
-        [("sshwrap.usecases.status", "_compiled"), ("sshwrap.usecases.status", "_compiled_lock"),
-         ("sshwrap.runtime.observe.livenums", "_hops"),
-         ("sshwrap.runtime.observe.livenums", "_hops_lock")],
-        "status's caches, given to an owner by the work on status's speed"),
 }
 #: Calls that make an object holding state (a container is state only once it is mutated).
 STATEFUL = {f"threading.{n}" for n in ("Lock", "RLock", "local", "Event", "Condition",

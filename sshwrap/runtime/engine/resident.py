@@ -29,6 +29,7 @@ from sshwrap.errors import ExitCode, SshwrapError
 from sshwrap.runtime.engine import daemon
 from sshwrap.runtime.engine.daemon import STOP_JOIN, socket_path
 from sshwrap.runtime.observe.readywatch import ReadyWatch
+from sshwrap.runtime.observe.statusmemory import StatusMemory
 from sshwrap.runtime.supervise.events import EventBus
 from sshwrap.runtime.supervise.hooks import Hooks
 from sshwrap.runtime.supervise.hosting import Hosting
@@ -96,6 +97,8 @@ class ResidentSupervisor:
         self.ready = ReadyWatch()
         #: Its askers' profile stores: a profile parsed once while its file stays the same.
         self.stores = ProfileStores()
+        #: What its statuses compiled and found, for the next one (usecases/status.py).
+        self.status_memory = StatusMemory()
         #: Every log of the state dir under its cap: ours, the tunnels', the masters'.
         self.logs = logs.LogKeeper(lambda: [daemon.log_path(paths), *logs.logs_in(
             paths.logs, master_paths(paths).logs)], logs.cap_from_env(os.environ), self.say)

@@ -24,13 +24,13 @@ import contextlib
 import functools
 import ipaddress
 import socket
-import threading
 from collections.abc import Callable, Sequence
 
 from sshwrap.core.model import TcpAddress
 from sshwrap.core.syntax import SyntaxProblem, parse_listen, parse_target
 from sshwrap.runtime.observe.forwards import ip_of
 from sshwrap.runtime.observe.results import ForwardStatus, TunnelState, TunnelStatus
+from sshwrap.runtime.observe.statusmemory import FirstHops
 from sshwrap.runtime.system import sockdiag
 from sshwrap.runtime.system.listeners import socket_fds
 from sshwrap.runtime.system.sockdiag import TcpConnection
@@ -43,12 +43,14 @@ _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def with_numbers(rows: Sequence[TunnelStatus],
                  read: Callable[[], list[TcpConnection] | None] = sockdiag.tcp_connections,
-                 ) -> list[TunnelStatus]:
+                 hops: FirstHops | None = None) -> list[TunnelStatus]:
     """The rows, each running tunnel's with its round-trip time and its forwards' open
-    connections: one read of the kernel's table for them all, none when none runs."""
+    connections: one read of the kernel's table for them all, none when none runs.
+    ``hops`` keeps the first hops found for the next time (the engine's), else they are
+    found again."""
     if not any(_runs(row) for row in rows):
         return list(rows)
-    table = Connections(read())
+    table = Connections(read(), hops)
     return [table.numbered(row) if _runs(row) else row for row in rows]
 
 
@@ -59,8 +61,10 @@ def _runs(row: TunnelStatus) -> bool:
 class Connections:
     """The host's established TCP sockets as one dump gave them, indexed for every row."""
 
-    def __init__(self, found: list[TcpConnection] | None) -> None:
+    def __init__(self, found: list[TcpConnection] | None,
+                 hops: FirstHops | None = None) -> None:
         self.readable = found is not None
+        self.hops = hops if hops is not None else FirstHops()
         self.by_inode = {c.inode: c for c in found or ()}
         self.by_local_port: dict[int, list[TcpConnection]] = {}
         self.by_remote_port: dict[int, list[TcpConnection]] = {}
@@ -88,8 +92,7 @@ class Connections:
 
     def first_hop(self, pid: int, accepted: set[int]) -> int | None:
         """The inode of the client's connection to its first hop, None where none is seen."""
-        with _hops_lock:
-            known = _hops.get(pid)
+        known = self.hops.get(pid)
         if known is not None and known in self.by_inode:
             return known
         for holder in reversed(_chain(pid)):
@@ -97,10 +100,7 @@ class Connections:
             ours = sorted((fd, inode) for inode, fd in (fds or {}).items()
                           if inode in self.by_inode and inode not in accepted)
             if ours:
-                with _hops_lock:
-                    if len(_hops) >= _HOPS_MAX:
-                        _hops.clear()
-                    _hops[pid] = ours[0][1]
+                self.hops.keep(pid, ours[0][1])
                 return ours[0][1]
         return None
 
@@ -120,12 +120,6 @@ class Connections:
             return 0
         own = socket_fds(pid)
         return None if own is None else sum(c.inode in own for c in wanted)
-
-
-#: The first-hop socket found for each client, by its pid: trusted while that inode lives.
-_hops: dict[int, int] = {}
-_hops_lock = threading.Lock()
-_HOPS_MAX = 1 << 12
 
 
 def _chain(pid: int) -> list[int]:

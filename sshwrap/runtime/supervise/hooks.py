@@ -55,24 +55,53 @@ class _Run:
 # -- the environment ---------------------------------------------------------------------
 
 
-def _named_in(directory: Path) -> set[str]:
-    """The ``password_env`` of every profile file in ``directory``, read raw: a profile that
-    does not validate names its variable all the same."""
+#: A profile file as last read for its ``password_env``: its identity (device, inode, size,
+#: times), and the variable it named.
+_Seen = tuple[tuple[int, ...], str | None]
+
+
+def _password_env_of(path: Path) -> str | None:
+    """The ``password_env`` a profile file names, read raw: a profile that does not
+    validate names its variable all the same."""
     from sshwrap.fsutil import read_regular
-    from sshwrap.store import MAX_PROFILE_BYTES, SUFFIX
+    from sshwrap.store import MAX_PROFILE_BYTES
+
+    # Read as the store reads profiles: never a FIFO or a device a read would wait on.
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        data, _info = read_regular(path, MAX_PROFILE_BYTES + 1)
+        named = tomllib.loads(data.decode()).get("password_env")
+        return named if isinstance(named, str) else None
+    return None
+
+
+def _named_in(directory: Path, seen: dict[str, _Seen]) -> set[str]:
+    """The ``password_env`` of every profile file in ``directory``; a file read before and
+    unchanged since (same identity) is not read again (``seen``, updated)."""
+    from sshwrap.store import SUFFIX
 
     names: set[str] = set()
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             if not entry.name.endswith(SUFFIX):
                 continue
-            # Read as the store reads profiles: never a FIFO or a device a read would wait on.
-            with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
-                data, _info = read_regular(Path(entry.path), MAX_PROFILE_BYTES + 1)
-                named = tomllib.loads(data.decode()).get("password_env")
-                if isinstance(named, str):
-                    names.add(named)
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns,
+                        info.st_ctime_ns)
+            known = seen.get(entry.path)
+            if known is None or known[0] != identity:
+                if len(seen) >= _SEEN_MAX:
+                    seen.clear()
+                known = seen[entry.path] = (identity, _password_env_of(Path(entry.path)))
+            if known[1] is not None:
+                names.add(known[1])
     return names
+
+
+#: How many profile files one Hooks remembers (a few hundred bytes each).
+_SEEN_MAX = 4096
 
 
 class Hooks:
@@ -85,20 +114,31 @@ class Hooks:
         self.secret_names: set[str] = set()
         self.dirs: set[Path] = set()
         self.lock = threading.Lock()
+        #: Each profile file as last read, so that a hook's start reads only what changed.
+        self._seen: dict[str, _Seen] = {}
+        self._seen_lock = threading.Lock()
 
-    def password_variables(self, profile: Profile, dirs: Iterable[Path] = ()) -> set[str]:
-        """Every variable a profile names as ``password_env``: this one, every profile this
-        process has run, and every profile file of ``dirs``, of the directories tunnels of this
-        process were started from, and of this profile's own directory."""
+    def remember(self, profile: Profile, dirs: Iterable[Path] = ()) -> None:
+        """Note the profile's ``password_env`` and where profiles are found (``dirs``, its
+        own directory): every hook run from now on is kept from them. Reads nothing: a
+        state change with no hook costs no profile read."""
         with self.lock:
             if profile.password_env:
                 self.secret_names.add(profile.password_env)
             self.dirs.update(Path(d) for d in dirs)
             if profile.source:
                 self.dirs.add(Path(profile.source).parent)
+
+    def password_variables(self, profile: Profile, dirs: Iterable[Path] = ()) -> set[str]:
+        """Every variable a profile names as ``password_env``: this one, every profile this
+        process has run, and every profile file of ``dirs``, of the directories tunnels of this
+        process were started from, and of this profile's own directory (as they are now)."""
+        self.remember(profile, dirs)
+        with self.lock:
             names, folders = set(self.secret_names), set(self.dirs)
-        for folder in folders:
-            names |= _named_in(folder)
+        with self._seen_lock:  # one reader of the files at a time: the cache is shared
+            for folder in folders:
+                names |= _named_in(folder, self._seen)
         return names
 
     def hook_env(self, profile: Profile, event: Event, base: Mapping[str, str] | None,
@@ -125,7 +165,7 @@ class Hooks:
             self.end_hooks(profile.name)
         argv = profile.hooks.for_state(event.to_state)
         if not argv:
-            self.password_variables(profile, dirs)  # known from now on to every other hook
+            self.remember(profile, dirs)  # known from now on to every other hook
             return None
         what = f"on_{event.to_state}"
         env = self.hook_env(profile, event, base_env, dirs)

@@ -56,7 +56,7 @@ def _problem(info: os.stat_result, *, file: bool) -> str | None:
     return problem
 
 
-def judge_private_dir(path: Path, info: os.stat_result) -> None:
+def judge_private_dir(path: Path | str, info: os.stat_result) -> None:
     """StateUnusable unless ``path`` (lstat ``info``) is a directory of this user that no one
     else can write."""
     problem = _problem(info, file=False)
@@ -103,6 +103,9 @@ class _Memory:
         self.locks: dict[str, threading.Lock] = {}
         #: Its inner state dirs (the masters'), each with its own memory.
         self.inner: dict[str, StatePaths] = {}
+        #: The folders on the way from the root to each path asked for, by that path: pathlib
+        #: took most of a gated read's time working them out again.
+        self.inside: dict[str, tuple[str, ...]] = {}
 
 
 #: How many parses one StatePaths keeps (a record is a few hundred bytes).
@@ -178,22 +181,31 @@ class StatePaths:
         return True
 
     def _inside(self, path: Path) -> tuple[str, ...]:
-        try:
-            return Path(path).relative_to(self.root).parts
-        except ValueError:
-            raise ValueError(f"{path} is not inside the state directory {self.root}") from None
+        key = str(path)
+        parts = self._memory.inside.get(key)
+        if parts is None:
+            try:
+                parts = Path(path).relative_to(self.root).parts
+            except ValueError:
+                raise ValueError(f"{path} is not inside the state directory {self.root}") \
+                    from None
+            with self._memory.guard:
+                if len(self._memory.inside) >= PARSED_MAX:
+                    self._memory.inside.clear()
+                self._memory.inside[key] = parts
+        return parts
 
     def _folder(self, path: Path, *, create: bool) -> bool:
         """Judge (and with ``create`` make, 0700) every folder from the root to ``path``.
         False when one of them does not exist and was not to be created."""
         if not self._judge_root(create=create):
             return False
-        folder = self.root
+        folder = str(self.root)
         for part in self._inside(path):
-            folder = folder / part
+            folder = os.path.join(folder, part)
             if create:
                 with contextlib.suppress(FileExistsError):
-                    folder.mkdir(mode=0o700)
+                    os.mkdir(folder, 0o700)
             try:
                 info = os.lstat(folder)
             except FileNotFoundError:
