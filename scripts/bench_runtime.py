@@ -281,8 +281,8 @@ def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str
     shown = sum(row.rtt_ms is not None for row in report.tunnels)
     runs = max(runs, 21)
     with_them, left_out = paired_medians(
-        runs, lambda: status_module.status(store, paths=paths, ready=ready, memory=memory), lambda: None,
-        without, lambda: None)
+        runs, lambda: status_module.status(store, paths=paths, ready=ready, memory=memory),
+        lambda: None, without, lambda: None)
     alone = median_of(runs, lambda: livenums.with_numbers(report.tunnels, hops=memory.hops),
                       lambda: None)
     dump = median_of(runs, livenums.sockdiag.tcp_connections, lambda: None)
