@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from sshwrap.cli.express import LEFT, OPTIONS, parse_request, parse_up
-from sshwrap.runtime.engine import daemon
+from sshwrap.runtime.engine import client, daemon
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.detach import ENGINE_ENVIRONMENT
 from sshwrap.runtime.system.paths import StatePaths
@@ -524,7 +524,7 @@ def test_status_reads_the_same_in_both_lanes_and_from_the_records(
     from sshwrap.usecases.status import status
 
     store = ProfileStore((profiles_dir,))
-    asked = {"op": "tunnels.status", "names": [], **served.asked(store)}
+    asked = client.command("status", [], profiles=[str(profiles_dir)])
     assert served.ask(paths, asked) is not None  # the engine answers it
     from_engine = served.status_report(store, paths=paths)
     from_records = status(store, paths=paths)
