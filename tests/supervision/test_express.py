@@ -52,11 +52,19 @@ class Ran:
         self.code = done.returncode
         self.stdout = done.stdout
         self.stderr = "".join(ln for ln in lines if not ln.startswith("import time:"))
-        self.full_command_line = any(ln.split("|")[-1].strip() == "typer" for ln in imports)
+        self.modules = {ln.split("|")[-1].strip() for ln in imports}
+        self.full_command_line = "typer" in self.modules
 
     @property
     def express(self) -> bool:
         return not self.full_command_line
+
+    @property
+    def light(self) -> bool:
+        """True when it printed its report without loading the results' classes or what they
+        bring (the one renderer reads the engine's answer as it came): the lane's speed."""
+        return not self.modules & {"dataclasses", "sshwrap.errors", "sshwrap.store",
+                                   "sshwrap.runtime.observe.results"}
 
 
 def sshwrap(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
@@ -268,7 +276,7 @@ def test_up_is_served_by_the_resident_once_it_runs(
     started = sshwrap("up", "second")
 
     assert started.code == 0, started.stderr
-    assert started.express
+    assert started.express and started.light
     record = record_of(paths, "second")
     assert started.stdout == (f"second: started (pid {record.pid})\n"
                               f"  local 127.0.0.1:{port} -> 127.0.0.1:{banner_server.port}\n")
@@ -564,6 +572,7 @@ def test_down_status_and_restart_are_served_by_the_engine(
     stopped = sshwrap("down", "second")
 
     assert shown.express and shown.code == 0, shown.stderr
+    assert all(ran.light for ran in (shown, shown_json, restarted, stopped))
     assert re.search(rf"^second\s+up\s+{before.pid}\s", shown.stdout, re.MULTILINE)
     assert shown_json.express and shown_json.code == 0
     assert {row["name"]: row["state"] for row in json.loads(shown_json.stdout)} == {
