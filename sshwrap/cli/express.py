@@ -141,7 +141,14 @@ def run_express(args: list[str]) -> int | None:
     from sshwrap.runtime.engine import client
 
     try:
-        with _questions(request, root):
+        if request["op"] in ("up", "restart") and sys.stdin.isatty():
+            # A start asks the server's questions (a one-time code) on this terminal, if any:
+            # the engine relays them (runtime/client/questions.py).
+            from sshwrap.runtime.client.questions import terminal_questions
+
+            with terminal_questions(root):
+                code = _asked(conn, request)
+        else:  # nobody to ask (nor contextlib to load)
             code = _asked(conn, request)
     except client.Unreachable:
         return None  # the engine was exiting and never read it: the full command line
@@ -199,17 +206,6 @@ def _asked(conn: socket.socket, request: dict[str, Any]) -> int:
     from sshwrap.cli.render.runtime import print_report
 
     return print_report(final["report"], as_json=request["json"])
-
-
-def _questions(request: dict[str, Any], root: str) -> Any:
-    """A start asks the server's questions (a one-time code) on this terminal, if any."""
-    import contextlib  # a start with a terminal only: the engine relays (client/questions.py)
-
-    if request["op"] in ("up", "restart") and sys.stdin.isatty():
-        from sshwrap.runtime.client.questions import terminal_questions
-
-        return terminal_questions(root)
-    return contextlib.nullcontext()
 
 
 def _connect(path: str, request: dict[str, Any], *,

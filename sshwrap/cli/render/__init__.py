@@ -1,12 +1,11 @@
-"""The one place where use-case results become text tables or JSON, made safe to print."""
+"""The one place where use-case results become text tables or JSON, made safe to print.
+
+The primitives (text.py) load with the package. The registry of each result type's renderer
+(dispatch.py: to_json, to_text, rendered, emit) loads when first asked for: the express lane,
+which prints the engine's answer with runtime.py, has no use for it.
+"""
 
 from __future__ import annotations
-
-import json
-import os
-import sys
-from enum import Enum
-from functools import singledispatch
 
 from sshwrap.cli.render.text import (
     error_text,
@@ -18,61 +17,20 @@ from sshwrap.cli.render.text import (
     text_block,
 )
 
-#: The express lane prints its reports with this package (cli/render/runtime.py): what it
-#: imports at its top is what that light process loads (no typing, dataclasses, pathlib).
+#: typing costs the express lane a tenth of its start-up; type checkers take the names.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from sshwrap.cli.render.dispatch import emit, rendered, to_json, to_jsonable, to_text
 
 __all__ = ["emit", "error_text", "indented_json", "internal_error_text", "json_block",
            "message", "rendered", "table", "text_block", "to_json", "to_jsonable", "to_text"]
 
-
-def to_jsonable(value: Any) -> Any:
-    """Dataclasses, enums, paths and tuples as plain JSON values."""
-    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
-        import dataclasses
-
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    return value
+_REGISTRY = frozenset({"emit", "rendered", "to_json", "to_jsonable", "to_text"})
 
 
-@singledispatch
-def to_json(value: Any) -> Any:
-    """A use-case result as JSON values: its own wire form where it has one (what crosses the
-    engine's socket), else its fields; the modules of this package register other shapes."""
-    own = getattr(value, "to_json", None)
-    return own() if callable(own) else to_jsonable(value)
+def __getattr__(name: str) -> object:
+    if name in _REGISTRY:
+        from sshwrap.cli.render import dispatch
 
-
-@singledispatch
-def to_text(value: Any) -> str:
-    """Human rendering of a use-case result; the modules of this package register their types.
-    A report that crosses the engine's socket is rendered from that wire form, as the express
-    lane renders it (cli/render/runtime.py)."""
-    if isinstance(value, str):
-        return value
-    wire = getattr(value, "to_wire", None)
-    if callable(wire):
-        from sshwrap.cli.render.runtime import report_text
-
-        return report_text(wire())
-    return json.dumps(to_jsonable(value), indent=2)
-
-
-def rendered(value: Any, *, as_json: bool = False) -> str:
-    """A result as JSON or as text, ending in a newline (empty when there is nothing to say)."""
-    return json_block(to_json(value)) if as_json else text_block(to_text(value))
-
-
-def emit(value: Any, *, as_json: bool = False) -> None:
-    """Print a result as JSON or as text, on stdout."""
-    sys.stdout.write(rendered(value, as_json=as_json))
+        return getattr(dispatch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
