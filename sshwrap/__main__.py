@@ -26,11 +26,8 @@ def own_process(args: list[str]) -> int:
     if mode and mode != FOREGROUND_MARK:
         sys.stderr.write(f"sshwrap: error: unknown process mode {mode!r}\n")
         return 2
-    from sshwrap.cli.express_served import HANDLERS as EXPRESS
-    from sshwrap.runtime.system.protocol import LANE, Served
-    from sshwrap.usecases.served import COMMANDS as SERVED
+    from sshwrap.usecases.served import COMMANDS as commands
 
-    commands = {**SERVED, **{op: Served(handler, LANE) for op, handler in EXPRESS.items()}}
     if mode == FOREGROUND_MARK:
         from sshwrap.runtime.engine.foreground import run as foreground
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 #: Longest value quoted back whole; longer ones keep their start and end.
 ECHO_LIMIT = 200
 #: Longest line of an error message; what is cut is said, never silently dropped.
@@ -27,7 +25,11 @@ def _escape(char: str) -> str:
 
 def _needs_escape(char: str) -> bool:
     # printable ASCII is by far the common case: answer it without a table look-up
-    return not (" " <= char <= "~") and unicodedata.category(char) in _HIDDEN
+    if " " <= char <= "~":
+        return False
+    import unicodedata  # loaded at the first character past printable ASCII: most text has none
+
+    return unicodedata.category(char) in _HIDDEN
 
 
 def escaped(text: str, *, keep_layout: bool = False) -> str:

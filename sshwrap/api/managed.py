@@ -1,5 +1,6 @@
 """The command line's managed tunnels from Python: ``up``, ``status`` and ``down`` hand
-profiles to the engine of the state directory, and return what ``--json`` prints."""
+profiles to the engine of the state directory with the command line's own requests
+(usecases/served.py), and return what ``--json`` prints."""
 
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ def up(*names: str, all_profiles: bool = False, tag: str | None = None,
     """Start the named profiles in the engine (they outlive this program), verified as
     ``sshwrap up`` verifies them. With ``check`` the first failure is raised; the report
     (``.to_json()`` is ``up --json``) holds every outcome either way."""
-    from sshwrap.usecases.up import up as run_up
-    store = _store(profiles_dir)
-    report = run_up(store, names, all_profiles=all_profiles, tag=tag, wait=wait, share=share)
+    from sshwrap.usecases.served import up_report
+
+    report = up_report(_store(profiles_dir), names, all_profiles=all_profiles, tag=tag,
+                       wait=wait, share=share)
     _raise_failed(report, check)
     return report
 
@@ -44,15 +46,15 @@ def up(*names: str, all_profiles: bool = False, tag: str | None = None,
 def status(*names: str,
            profiles_dir: Sequence[str | os.PathLike[str]] | None = None) -> StatusReport:
     """Every profile (or the named ones) with its state and forwards, as ``status --json``."""
-    from sshwrap.usecases.status import status as run_status
-    store = _store(profiles_dir)
-    return run_status(store, names)
+    from sshwrap.usecases.served import status_report
+
+    return status_report(_store(profiles_dir), names)
 
 
 def down(*names: str, all_tunnels: bool = False, check: bool = True) -> DownReport:
     """Stop the named managed tunnels (or all of them); stopping one not running is a no-op."""
-    from sshwrap.usecases.down import down as run_down
+    from sshwrap.usecases.served import down_report
 
-    report = run_down(names, all_tunnels=all_tunnels)
+    report = down_report(names, all_tunnels=all_tunnels)
     _raise_failed(report, check)
     return report

@@ -78,10 +78,16 @@ def _only(command: str | None) -> Iterator[None]:
     if command is not None:
         app.registered_commands = [c for c in commands if command_name(c) == command]
         app.registered_groups = [g for g in groups if g.name == command]
+    built_with = list(app.registered_commands), list(app.registered_groups)
     try:
         yield
     finally:
-        app.registered_commands, app.registered_groups = commands, groups
+        # A command module the run imported (up imports the trust command's) registered its
+        # commands meanwhile: they are kept, for a next run in the same process.
+        app.registered_commands = commands + [c for c in app.registered_commands
+                                              if c not in built_with[0] and c not in commands]
+        app.registered_groups = groups + [g for g in app.registered_groups
+                                          if g not in built_with[1] and g not in groups]
 
 
 def _is_usage_error(error: Exception) -> bool:

@@ -7,10 +7,10 @@ the time ssh takes to connect. The lane takes ``up`` and ``restart`` with ``--al
 with ``--all``, ``--json``; ``status`` with ``--json``; both also with ``--profiles``.
 ``up`` and ``restart`` start the engine when none answers; ``down`` and ``status`` are then
 left to the full command line, as is anything else (other options, help, a profile given as
-a file), with the same result. Once connected, the client half below imports only os, sys
-and the standard library's socket and json; the engine's half imports the rest
-when it first serves (cli/express_served.py), and renders with the full command line's
-renderer.
+a file), with the same result. It sends the request the full command line sends, through the
+one client of the engine (runtime/engine/client.py), and prints the report's wire form as
+it came with the one renderer (cli/render/runtime.py); only its parsing is its own. It
+imports no more than os, sys, socket, json and that renderer: no typing, no results' classes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import socket
     from typing import Any
 
-    from sshwrap.cli.progress import ProgressLine
 
 #: Set to 0 to run every command through the full command line.
 EXPRESS_ENV = "SSHWRAP_EXPRESS"
@@ -139,16 +138,20 @@ def run_express(args: list[str]) -> int | None:
     if connected is None:
         return None  # no engine (and none started): the full command line runs it
     conn, started = connected
-    try:
-        with _questions(request, root):
-            request.update(cwd=os.getcwd(), env=dict(os.environ), progress=sys.stderr.isatty())
-            import json
+    from sshwrap.runtime.engine import client
 
-            try:
-                conn.sendall(json.dumps(request).encode() + b"\n")
-                code = _follow(_Lines(conn), show_progress=request["progress"])
-            except (ConnectionResetError, BrokenPipeError):
-                return None  # the engine was exiting and never read it: the full command line
+    try:
+        if request["op"] in ("up", "restart") and sys.stdin.isatty():
+            # A start asks the server's questions (a one-time code) on this terminal, if any:
+            # the engine relays them (runtime/client/questions.py).
+            from sshwrap.runtime.client.questions import terminal_questions
+
+            with terminal_questions(root):
+                code = _asked(conn, request)
+        else:  # nobody to ask (nor contextlib to load)
+            code = _asked(conn, request)
+    except client.Unreachable:
+        return None  # the engine was exiting and never read it: the full command line
     finally:
         conn.close()
     if code and started:
@@ -161,15 +164,48 @@ def run_express(args: list[str]) -> int | None:
     return code
 
 
-def _questions(request: dict[str, Any], root: str) -> Any:
-    """A start asks the server's questions (a one-time code) on this terminal, if any."""
-    import contextlib  # a start with a terminal only: the engine relays (client/questions.py)
+def _asked(conn: socket.socket, request: dict[str, Any]) -> int:
+    """Send the command's request (the one the full command line sends), follow its progress,
+    and print its report with the one renderer, from the engine's answer as it came; an error
+    the engine answered ends it as the full command line ends one (cli/outcome.py)."""
+    from sshwrap.runtime.engine import client
 
-    if request["op"] in ("up", "restart") and sys.stdin.isatty():
-        from sshwrap.runtime.client.questions import terminal_questions
+    progress = None
+    if request["op"] in ("up", "restart") and sys.stderr.isatty():
+        from sshwrap.cli.progress import ProgressLine
 
-        return terminal_questions(root)
-    return contextlib.nullcontext()
+        progress = ProgressLine(_write_stderr)
+    options = {k: v for k, v in request.items() if k not in ("op", "names", "json", "profiles")}
+    client.send(conn, client.command(request["op"], request["names"],
+                                     profiles=request["profiles"],
+                                     **{**options, "progress": progress is not None}))
+
+    def interrupted() -> None:  # said at once; the engine then stops what this up started
+        from sshwrap.cli.outcome import report
+
+        if progress is not None:
+            progress.clear()
+        report(KeyboardInterrupt())
+
+    try:
+        final = client.answer(conn, progress=progress, on_interrupt=interrupted)
+    except client.Unreachable:
+        raise
+    except KeyboardInterrupt:
+        from sshwrap.cli.outcome import INTERRUPTED
+
+        return INTERRUPTED
+    except Exception as error:  # as the full command line ends it
+        if progress is not None:
+            progress.clear()
+        from sshwrap.cli.outcome import report
+
+        return report(error)
+    if progress is not None:
+        progress.clear()
+    from sshwrap.cli.render.runtime import print_report
+
+    return print_report(final["report"], as_json=request["json"])
 
 
 def _connect(path: str, request: dict[str, Any], *,
@@ -179,16 +215,13 @@ def _connect(path: str, request: dict[str, Any], *,
     A command that starts tunnels starts the engine when none answers (it runs the command as
     it runs any: the full command line is never loaded); the others leave it to the full
     command line (None)."""
-    import socket
+    from sshwrap.runtime.engine import client
 
     started = False
     while True:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(CONNECT_TIMEOUT)
         try:
-            rendezvous.connect(conn, path, CONNECT_TIMEOUT)  # a full backlog is waited out
+            conn = client.connect(path, CONNECT_TIMEOUT)  # a full backlog is waited out
         except OSError:
-            conn.close()
             if started or not starts or not _start_engine(request):
                 return None
             started = True
@@ -243,75 +276,6 @@ def _starts_cleanly(request: dict[str, Any]) -> bool:
     except (SshwrapError, OSError):
         return False
     return all(p.auth is not AuthMethod.PASSWORD for p in profiles)
-
-
-class _Lines:
-    """The answers of the supervisor, one JSON line each."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self._buffer = b""
-
-    def next(self) -> bytes:
-        """The next line; b"" once the supervisor has closed the connection."""
-        while b"\n" not in self._buffer:
-            chunk = self.conn.recv(1 << 16)
-            if not chunk:
-                line, self._buffer = self._buffer, b""
-                return line
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line + b"\n"
-
-
-def _follow(lines: _Lines, *, show_progress: bool) -> int | None:
-    """Show the answers of a request as they come; its exit code, or None if it was not run."""
-    import json
-
-    progress = None
-    while True:
-        try:
-            line = lines.next()
-        except KeyboardInterrupt:
-            return _interrupted(lines, progress)
-        if not line.endswith(b"\n"):
-            return None  # the supervisor went away before it answered: start afresh
-        frame = json.loads(line)
-        if "progress" in frame and show_progress:
-            if progress is None:
-                from sshwrap.cli.progress import ProgressLine
-
-                progress = ProgressLine(_write_stderr)
-            progress(*frame["progress"])
-        elif "exit" in frame:
-            if progress is not None:
-                progress.clear()
-            sys.stdout.write(frame.get("stdout", ""))
-            sys.stdout.flush()
-            sys.stderr.write(frame.get("stderr", ""))
-            if frame.get("quitting"):  # down --all: the engine is gone once it hangs up
-                while lines.next():
-                    pass
-            return int(frame["exit"])
-
-
-def _interrupted(lines: _Lines, progress: ProgressLine | None) -> int:
-    """Ctrl-C: tell the supervisor (it stops what this up started) and wait until it has;
-    a second Ctrl-C leaves at once."""
-    import socket
-
-    from sshwrap.cli.outcome import report
-
-    if progress is not None:
-        progress.clear()
-    code = report(KeyboardInterrupt())
-    try:
-        lines.conn.shutdown(socket.SHUT_WR)
-        while lines.next():
-            pass
-    except (KeyboardInterrupt, OSError):
-        pass
-    return code
 
 
 def _write_stderr(text: str) -> None:

@@ -1,53 +1,47 @@
-"""``down``, ``status`` and ``restart`` served by the engine, and asked of it as data.
+"""``up``, ``down``, ``restart`` and ``status`` served by the engine, and asked of it as data.
 
-The engine runs the same use cases as the command line does without one (usecases/down.py,
-usecases/status.py, usecases/up.py), with what only it has: its tunnels stopped directly
-(request_stop and join), their rows taken from its memory. The command line asks here first
-and runs the use case itself only when no engine serves the state dir; ``status`` and
-``down`` never start one. Reports cross the socket as data, errors as themselves
-(runtime/system/wire.py), so both ways print the same words and exit with the same code.
+One request per command, whichever front end sends it (the express lane, the command line,
+the Python API), through the one client (runtime/engine/client.py): progress frames, then
+one frame with the report's wire form, or the error as data. The engine runs the use cases
+(usecases/up.py, down.py, status.py) with what only it has: its tunnels stopped directly,
+their rows taken from its memory. ``up`` and ``restart`` always run in the engine (started
+once their input is known to be good); ``status`` and ``down`` never start one, and run
+here from the records when none serves the state dir.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import socket
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sshwrap.errors import SshwrapError, StateConflict
-from sshwrap.runtime.observe.results import (
-    Action,
-    ProgressCallback,
-    StatusReport,
-    TunnelsReport,
-)
+from sshwrap.runtime.observe.results import ProgressCallback, StatusReport, TunnelsReport
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.runtime.system.protocol import (
     ASKER,
+    Fields,
     Served,
     flag,
-    names,
     optional_seconds,
     optional_text,
+    texts,
 )
+from sshwrap.runtime.system.protocol import env as text_map
 from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
-from sshwrap.runtime.system.wire import error_data, error_from_data
+from sshwrap.runtime.system.wire import error_data
 from sshwrap.store import ProfileStore, ProfileStores
+from sshwrap.usecases.asker import Asker
 from sshwrap.usecases.status import Live
 
 if TYPE_CHECKING:
+    from sshwrap.runtime.client.auth import AskSecret
     from sshwrap.runtime.engine.resident import ResidentSupervisor
     from sshwrap.runtime.system.wire import Channel
 
-#: How long an asker waits for an engine that is exiting after ``down --all`` to be gone.
-EXIT_WAIT = 15.0
 #: How long ``status`` waits for the engine's answer before it reads the records itself.
 STATUS_TIMEOUT = 30.0
 
@@ -141,14 +135,51 @@ def _answered(work: Callable[[], dict[str, Any]], engine: ResidentSupervisor) ->
         return {"internal": f"{type(error).__name__}: {error}"}
 
 
+def _names(message: dict[str, Any], *, file_ok: bool) -> list[str]:
+    """The request's names, checked as the command line checks them (in its words)."""
+    from sshwrap.names import checked_name
+
+    return [checked_name(n, file_ok=file_ok) for n in message["names"]]
+
+
+def serve_up(message: dict[str, Any], channel: Channel, engine: ResidentSupervisor) -> None:
+    """Start the selected tunnels; when the asker hangs up, what this up started is stopped."""
+    from sshwrap.usecases import up as tunnels
+
+    def work() -> dict[str, Any]:
+        store, env = store_of(message, engine.stores)
+        wait = DEFAULT_WAIT if message["wait"] is None else float(message["wait"])
+        profiles = tunnels.up_selection(store, _names(message, file_ok=True),
+                                        all_profiles=message["all"], tag=message["tag"],
+                                        wait=wait)
+        secrets = message["secrets"]  # what the asker read (a terminal's) wins
+
+        with Asker(channel, engine, show_progress=bool(message["progress"])) as asker:
+            report = tunnels.start_selected(profiles, store, wait=wait, paths=engine.paths,
+                                            progress=asker.progress, environ=env,
+                                            share=message["share"],
+                                            ask_secret=lambda p: secrets.get(p.name),
+                                            hosting=engine.hosting, ready=engine.ready,
+                                            engine_start=engine.start)
+        asker.stop_abandoned(report)
+        return {"report": report.to_wire()}
+
+    channel.send(_answered(work, engine))
+
+
 def serve_status(message: dict[str, Any], channel: Channel,
                  engine: ResidentSupervisor) -> None:
-    channel.send(_answered(lambda: {"report": status_here(engine, message).to_wire()},
-                           engine))
+    def work() -> dict[str, Any]:
+        message["names"] = _names(message, file_ok=False)
+        return {"report": status_here(engine, message).to_wire()}
+
+    channel.send(_answered(work, engine))
 
 
 def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSupervisor) -> None:
+    """After ``down --all`` the engine may exit, and then holds the connection until it has."""
     def work() -> dict[str, Any]:
+        message["names"] = _names(message, file_ok=False)
         report, quitting = down_here(engine, message)
         return {"report": report.to_wire(), "quitting": quitting}
 
@@ -160,7 +191,8 @@ def serve_down(message: dict[str, Any], channel: Channel, engine: ResidentSuperv
 def serve_restart(message: dict[str, Any], channel: Channel,
                   engine: ResidentSupervisor) -> None:
     def work() -> dict[str, Any]:
-        with Asker(channel, engine, show_progress=bool(message.get("progress"))) as asker:
+        message["names"] = _names(message, file_ok=True)
+        with Asker(channel, engine, show_progress=bool(message["progress"])) as asker:
             report = restart_here(engine, message, asker.progress)
         asker.stop_abandoned(report)
         return {"report": report.to_wire()}
@@ -168,156 +200,125 @@ def serve_restart(message: dict[str, Any], channel: Channel,
     channel.send(_answered(work, engine))
 
 
-#: The data requests, registered by the composition root (sshwrap/__main__.py).
+#: Each command's request, checked before it runs (its names by the handler, in the command
+#: line's words); registered by the composition root (sshwrap/__main__.py).
+_STARTING: Fields = {"names": (texts, []), "all": (flag, False), "tag": (optional_text, None),
+                     "wait": (optional_seconds, None), "progress": (flag, False), **ASKER}
 COMMANDS: dict[str, Served] = {
-    "tunnels.status": Served(serve_status, {"names": (names(file_ok=False), []), **ASKER}),
-    "tunnels.down": Served(serve_down, {"names": (names(file_ok=False), []),
-                                        "all": (flag, False)}),
-    "tunnels.restart": Served(serve_restart, {
-        "names": (names(file_ok=True), []), "all": (flag, False),
-        "tag": (optional_text, None), "wait": (optional_seconds, None),
-        "progress": (flag, False), **ASKER}),
+    "up": Served(serve_up, {**_STARTING, "share": (flag, False), "secrets": (text_map, {})}),
+    "restart": Served(serve_restart, _STARTING),
+    "down": Served(serve_down, {"names": (texts, []), "all": (flag, False)}),
+    "status": Served(serve_status, {"names": (texts, []), **ASKER}),
 }
 
-#: How long the watch over an asker waits between looks (it is woken when the work is done,
-#: and at once when the asker hangs up).
-HANGUP_POLL = 1.0
-
-
-class Asker:
-    """The client of one up or restart, while its tunnels start: progress goes to it, and
-    once it hangs up (Ctrl-C) the first attempts under way are stopped."""
-
-    def __init__(self, channel: Channel, engine: ResidentSupervisor, *,
-                 show_progress: bool) -> None:
-        self.channel = channel
-        self.engine = engine
-        self.show_progress = show_progress
-        self.starting: set[str] = set()  # names this request is starting (it holds their locks)
-        self.hung_up = threading.Event()
-        self._done = threading.Event()
-        self._wake_read, self._wake_write = os.pipe()
-        self._watcher = threading.Thread(target=self._watch, name="asker", daemon=True)
-
-    def __enter__(self) -> Asker:
-        self._watcher.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        os.write(self._wake_write, b"x")
-        self._watcher.join()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-
-    def progress(self, name: str, ready: int, total: int) -> None:
-        if ready == 0:
-            self.starting.add(name)
-        if self.show_progress and not self.hung_up.is_set():
-            try:
-                self.channel.send({"progress": [name, ready, total]})
-            except OSError:
-                self.hung_up.set()
-
-    def _watch(self) -> None:
-        while not self._done.is_set():
-            if self.channel.hung_up(HANGUP_POLL, self._wake_read) and not self._done.is_set():
-                self.hung_up.set()
-                for name in list(self.starting):
-                    self.engine.stop(name)
-                return
-
-    def abandoned(self, report: TunnelsReport) -> list[str]:
-        """The tunnels this request started that nobody waits for any more."""
-        if not self.hung_up.is_set():
-            return []
-        return [o.name for o in report.outcomes
-                if o.name in self.starting and o.action is Action.STARTED]
-
-    def stop_abandoned(self, report: TunnelsReport) -> None:
-        from sshwrap.usecases.down import stop_tunnel
-
-        for name in self.abandoned(report):
-            stop_tunnel(name, self.engine.paths, engine=self.engine.stop,
-                        hosting=self.engine.hosting)
-
-
-# -- the asker's side ------------------------------------------------------------------------
+# -- the asker's side: the command line's and the Python API's (the lane sends the same) ------
 
 
 def ask(paths: StatePaths, message: Mapping[str, Any], *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None) -> dict[str, Any] | None:
     """Have the engine of ``paths`` serve a request; its answer, or None when no engine
-    serves the state dir, or none answered within ``timeout`` (the caller runs the use case
-    itself). An error it answered is raised as itself."""
+    serves the state dir (the caller runs the use case itself, or starts one). An error it
+    answered is raised as itself."""
+    from sshwrap.runtime.engine import client, daemon
+    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT
+
+    try:
+        path = str(daemon.engine_socket(paths))
+        return client.call(path, message, timeout=timeout, progress=progress,
+                           log=str(daemon.log_path(paths)))
+    except TimeoutError:
+        raise StateConflict(f"the engine did not answer within "
+                            f"{CONNECT_WAIT if timeout is None else timeout:g} s (it is busy)",
+                            hint=f"see {daemon.log_path(paths)}") from None
+    except client.Unreachable:
+        return None
+
+
+def _request(op: str, store: ProfileStore | None, names: Sequence[str],
+             **options: Any) -> dict[str, Any]:
+    """The command's request (runtime/engine/client.py), the profiles found from here."""
+    from sshwrap.runtime.engine.client import command
+
+    dirs = [str(d) for d in store.dirs] if store is not None else []
+    return command(op, names, profiles=dirs, **options)
+
+
+def _in_engine(paths: StatePaths, message: dict[str, Any], progress: ProgressCallback | None,
+               check: Callable[[], dict[str, str]]) -> TunnelsReport:
+    """Run an ``up`` or ``restart`` in the engine. One that runs checks the input itself;
+    when none does, ``check`` judges it here first, so that bad input starts nothing and
+    writes nothing, and gives the secrets it read on the way; then one is started (once
+    more if the one found was exiting)."""
     from sshwrap.runtime.engine import daemon
 
-    try:  # no engine has run where it has no lock yet: its socket folder is not made
-        path = daemon.socket_path(paths) if daemon.has_run(paths) else None
-    except OSError:
-        path = None
-    if path is None or not path.exists():
-        return None
-    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT, connect
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(CONNECT_WAIT)
+    answer = ask(paths, message, progress=progress)
+    if answer is not None:
+        return TunnelsReport.from_wire(answer["report"])
+    read = check()
+    if read:
+        message = {**message, "secrets": {**read, **message.get("secrets", {})}}
+    paths.ensure()
+    for _attempt in (1, 2):
+        started = daemon.ensure_running(paths, message["env"])
         try:
-            connect(conn, str(path))
-        except TimeoutError:
-            raise StateConflict(f"the engine did not take the request within "
-                                f"{CONNECT_WAIT:g} s (it is busy)",
-                                hint=f"see {daemon.log_path(paths)}") from None
-        except OSError:
-            return None  # nothing listens
-        try:
-            conn.sendall(json.dumps(message).encode() + b"\n")
-        except OSError:
-            return None
-        conn.settimeout(timeout)
-        with conn.makefile("rb") as reader:
-            answer = _final(reader, progress, paths)
-            if answer is not None and answer.get("quitting"):
-                conn.settimeout(EXIT_WAIT)
-                with contextlib.suppress(OSError):
-                    while reader.read(1 << 12):
-                        pass
-    return answer
+            answer = ask(paths, message, progress=progress)
+        except SshwrapError:
+            if started:  # what it was started for failed: it does not stay behind, idle
+                daemon.stop_if_idle(paths)
+            raise
+        if answer is not None:
+            report = TunnelsReport.from_wire(answer["report"])
+            if started and report.exit_code:
+                daemon.stop_if_idle(paths)
+            return report
+        daemon.wait_gone(paths, daemon.STOP_JOIN)
+    raise StateConflict("the engine went away twice while asked to start tunnels",
+                        hint=f"see {daemon.log_path(paths)}")
 
 
-def _final(reader: Any, progress: ProgressCallback | None,
-           paths: StatePaths) -> dict[str, Any] | None:
-    """The final answer; the progress frames before it go to ``progress``."""
-    from sshwrap.runtime.engine.daemon import log_path
-    from sshwrap.runtime.system.protocol import MAX_REQUEST
+def _from_here(names: Sequence[str]) -> list[str]:
+    """Names as the engine finds them: a profile named by its file, from this directory."""
+    from sshwrap.store import SUFFIX
 
-    while True:
-        try:
-            line = reader.readline(MAX_REQUEST)
-        except OSError:
-            return None
-        if not line.endswith(b"\n"):
-            return None  # it went away before answering: nothing of ours was done
-        frame: dict[str, Any] = json.loads(line)
-        if "progress" in frame:
-            if progress is not None:
-                progress(*frame["progress"])
-            continue
-        if frame.get("exiting") or isinstance(frame.get("error"), str):
-            return None  # exiting, or an engine of an older sshwrap that knows no such request
-        if frame.get("error") is not None:
-            raise error_from_data(frame["error"])
-        if "internal" in frame:
-            raise SshwrapError(f"internal error of the engine: {frame['internal']}",
-                               hint=f"see {log_path(paths)}")
-        return frame
+    return [os.path.abspath(n) if n.endswith(SUFFIX) or os.sep in n else n for n in names]
 
 
-def asked(store: ProfileStore) -> dict[str, Any]:
-    """What every request carries of the asker: where profiles are found, its environment."""
-    return {"profiles": [str(d) for d in store.dirs], "cwd": os.getcwd(),
-            "env": dict(os.environ)}
+def up_report(store: ProfileStore, names: Sequence[str] = (), *, all_profiles: bool = False,
+              tag: str | None = None, wait: float = DEFAULT_WAIT, share: bool = False,
+              paths: StatePaths | None = None, progress: ProgressCallback | None = None,
+              ask_secret: AskSecret | None = None) -> TunnelsReport:
+    """``up``: run by the engine. A person's secrets (``ask_secret``) are read here first and
+    handed over the private socket; the engine reads the others (variables, keyrings) as the
+    asker would."""
+    from sshwrap.runtime.client.auth import secret_for
+    from sshwrap.usecases.up import up_selection
+
+    def secrets(ask: AskSecret | None) -> dict[str, str]:
+        profiles = up_selection(store, names, all_profiles=all_profiles, tag=tag, wait=wait)
+        return {p.name: secret for p in profiles if (secret := secret_for(p, ask)) is not None}
+
+    message = _request("up", store, _from_here(names), all=all_profiles, tag=tag, wait=wait,
+                       share=share, progress=progress is not None,
+                       secrets=secrets(ask_secret) if ask_secret is not None else None)
+    return _in_engine(paths or StatePaths.from_env(), message, progress,
+                      lambda: {} if ask_secret is not None else secrets(None))
+
+
+def restart_report(store: ProfileStore, names: Sequence[str] = (), *,
+                   all_profiles: bool = False, tag: str | None = None,
+                   wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
+                   progress: ProgressCallback | None = None) -> TunnelsReport:
+    """``restart``: stop and start inside the engine."""
+    from sshwrap.usecases.up import up_selection
+
+    def check() -> dict[str, str]:
+        up_selection(store, names, all_profiles=all_profiles, tag=tag, wait=wait)
+        return {}
+
+    message = _request("restart", store, _from_here(names), all=all_profiles, tag=tag,
+                       wait=wait, progress=progress is not None)
+    return _in_engine(paths or StatePaths.from_env(), message, progress, check)
 
 
 def status_report(store: ProfileStore, names: Sequence[str] = (),
@@ -326,8 +327,7 @@ def status_report(store: ProfileStore, names: Sequence[str] = (),
     from sshwrap.usecases.status import status
 
     paths = paths or StatePaths.from_env()
-    answer = ask(paths, {"op": "tunnels.status", "names": list(names), **asked(store)},
-                 timeout=STATUS_TIMEOUT)
+    answer = ask(paths, _request("status", store, names), timeout=STATUS_TIMEOUT)
     if answer is None:
         return status(store, names, paths)
     return StatusReport.from_wire(answer["report"])
@@ -337,33 +337,9 @@ def down_report(names: Sequence[str] = (), *, all_tunnels: bool = False,
                 paths: StatePaths | None = None) -> TunnelsReport:
     """``down``: served by the engine when one runs, else from the records."""
     from sshwrap.usecases.down import down
-    from sshwrap.usecases.selection import check_names
 
     paths = paths or StatePaths.from_env()
-    check_names(names)  # bad input is told before anything is asked
-    answer = ask(paths, {"op": "tunnels.down", "names": list(names), "all": all_tunnels})
+    answer = ask(paths, _request("down", None, names, all=all_tunnels))
     if answer is None:
         return down(names, all_tunnels=all_tunnels, paths=paths)
-    return TunnelsReport.from_wire(answer["report"])
-
-
-def restart_report(store: ProfileStore, names: Sequence[str] = (), *,
-                   all_profiles: bool = False, tag: str | None = None,
-                   wait: float = DEFAULT_WAIT, paths: StatePaths | None = None,
-                   progress: ProgressCallback | None = None) -> TunnelsReport:
-    """``restart``: stop and start inside the engine when one runs, else here (its up starts
-    the engine)."""
-    from sshwrap.usecases.selection import check_wait
-    from sshwrap.usecases.up import restart
-
-    paths = paths or StatePaths.from_env()
-    check_wait(wait)
-    message = {"op": "tunnels.restart", "names": list(names), "all": all_profiles,
-               "tag": tag, "wait": wait, "progress": progress is not None, **asked(store)}
-    # A profile named by its file is found from here: this process runs it.
-    files = any(n.endswith(".toml") for n in names)
-    answer = None if files else ask(paths, message, progress=progress)
-    if answer is None:
-        return restart(store, names, all_profiles=all_profiles, tag=tag, wait=wait,
-                       paths=paths, progress=progress)
     return TunnelsReport.from_wire(answer["report"])

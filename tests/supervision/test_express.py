@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from sshwrap.cli.express import LEFT, OPTIONS, parse_request, parse_up
-from sshwrap.runtime.engine import daemon
+from sshwrap.errors import ExitCode
+from sshwrap.runtime.engine import client, daemon
 from sshwrap.runtime.system import state
 from sshwrap.runtime.system.detach import ENGINE_ENVIRONMENT
 from sshwrap.runtime.system.paths import StatePaths
@@ -51,11 +52,19 @@ class Ran:
         self.code = done.returncode
         self.stdout = done.stdout
         self.stderr = "".join(ln for ln in lines if not ln.startswith("import time:"))
-        self.full_command_line = any(ln.split("|")[-1].strip() == "typer" for ln in imports)
+        self.modules = {ln.split("|")[-1].strip() for ln in imports}
+        self.full_command_line = "typer" in self.modules
 
     @property
     def express(self) -> bool:
         return not self.full_command_line
+
+    @property
+    def light(self) -> bool:
+        """True when it printed its report without loading the results' classes or what they
+        bring (the one renderer reads the engine's answer as it came): the lane's speed."""
+        return not self.modules & {"dataclasses", "sshwrap.errors", "sshwrap.store",
+                                   "sshwrap.runtime.observe.results"}
 
 
 def sshwrap(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Ran:
@@ -177,6 +186,83 @@ def test_other_forms_of_down_status_and_restart_go_to_the_full_command_line(
     assert parse_request(args) is None
 
 
+# -- one request, one renderer (in-process, no engine) ---------------------------------------
+
+
+def _answer_of(op: str) -> dict[str, object]:
+    """The engine's final answer to ``op``: a report with a failure, both streams have words."""
+    from sshwrap.errors import ConnectionFailed
+    from sshwrap.runtime.observe.results import (
+        Action,
+        ForwardStatus,
+        StatusReport,
+        TunnelOutcome,
+        TunnelsReport,
+        TunnelState,
+        TunnelStatus,
+    )
+
+    forward = ForwardStatus("local", "127.0.0.1:7000", "db:5432", True, "listening", 2)
+    if op == "status":
+        row = TunnelStatus("db", TunnelState.UP, 123, 75.0, 1, True, (forward,), rtt_ms=3.25)
+        failed = TunnelStatus("web", TunnelState.FAILED, None, None, 0, False, (),
+                              detail="web: refused \x1b[2J", failure_code=6, failed_at=1e9)
+        return {"report": StatusReport((row, failed), ExitCode.CONNECTION).to_wire()}
+    outcomes = (TunnelOutcome("db", Action.STARTED, 123, (forward,), message="a note"),
+                TunnelOutcome("web", Action.FAILED, error=ConnectionFailed(
+                    "web: refused", hint="see 'sshwrap logs web'")))
+    return {"report": TunnelsReport(op, outcomes).to_wire()}
+
+
+@pytest.mark.parametrize("args", [
+    ["up", "db", "web", "--wait", "3", "--tag", "t", "--share", "--json"],
+    ["up", "--all", "--profiles", "rel"], ["up", "db"],
+    ["restart", "db", "--wait=4"], ["restart", "--tag", "t", "--json"],
+    ["down", "db", "web"], ["down", "--all", "--json"],
+    ["status"], ["status", "db", "--json", "--profiles", "rel"],
+])
+def test_the_lane_and_the_command_line_send_one_request_and_print_its_answer_alike(
+        args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """Both front ends send the engine the one request of the command (built by the one
+    client, runtime/engine/client.py) and print its answer with the one renderer
+    (cli/render/runtime.py): the same words on each stream, the same exit code."""
+    from sshwrap.cli import express
+    from sshwrap.cli.app import main
+
+    monkeypatch.delenv("SSHWRAP_EXPRESS", raising=False)
+    monkeypatch.delenv("SSHWRAP_DEBUG", raising=False)
+    monkeypatch.setenv("SSHWRAP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    answer = _answer_of(args[0])
+    sent: list[dict[str, object]] = []
+
+    def asked(_paths: StatePaths, message: dict[str, object], **_: object) -> object:
+        sent.append(message)
+        return answer
+
+    monkeypatch.setattr(served, "ask", asked)
+    with pytest.raises(SystemExit) as full_exit:
+        main(list(args))
+    full = capsys.readouterr()
+    monkeypatch.setattr(client, "send", lambda _conn, message: sent.append(message))
+    monkeypatch.setattr(client, "answer", lambda _conn, **_: answer)
+    request = parse_request(args)
+    assert request is not None
+    lane_code = express._asked(None, request)  # type: ignore[arg-type]
+    lane = capsys.readouterr()
+
+    from_full, from_lane = sent
+    assert {**from_full, "profiles": None} == {**from_lane, "profiles": None}
+    if "profiles" in from_lane:  # the same folders, found from the asker's directory
+        assert served.store_of(from_full)[0].dirs == served.store_of(from_lane)[0].dirs
+    assert (lane.out, lane.err, lane_code) == (full.out, full.err, full_exit.value.code)
+    assert lane_code == 6
+    if args[0] != "status":  # a tunnel's failure goes to stderr, with --json too
+        assert "sshwrap: error: web: refused\nhint: see 'sshwrap logs web'\n" in lane.err
+    assert "\x1b" not in lane.out + lane.err  # the one renderer escapes what it quotes
+
+
 # -- against the real sshd -------------------------------------------------------------------
 
 
@@ -190,7 +276,7 @@ def test_up_is_served_by_the_resident_once_it_runs(
     started = sshwrap("up", "second")
 
     assert started.code == 0, started.stderr
-    assert started.express
+    assert started.express and started.light
     record = record_of(paths, "second")
     assert started.stdout == (f"second: started (pid {record.pid})\n"
                               f"  local 127.0.0.1:{port} -> 127.0.0.1:{banner_server.port}\n")
@@ -309,29 +395,52 @@ def test_status_and_down_with_no_engine_start_none(paths: StatePaths) -> None:
         assert state.file_lock_is_free(daemon.lock_path(paths))
 
 
+def _one_path(paths: StatePaths, args: list[str]) -> dict[str, object]:
+    """The engine's answer to the command line ``args``, asked in-process the way every front
+    end asks it (the one request, through the one client): errors raised as themselves."""
+    request = parse_request(args)
+    assert request is not None
+    options = {k: v for k, v in request.items() if k not in ("op", "names", "json", "profiles")}
+    answer = served.ask(paths, client.command(request["op"], request["names"],
+                                              profiles=request["profiles"], **options))
+    assert answer is not None
+    return answer
+
+
+def _told(paths: StatePaths, args: list[str]) -> tuple[str, int]:
+    """The words and exit code of the error the engine answers ``args`` with, as
+    cli/outcome.py, the one place errors become words, says them."""
+    from sshwrap.cli.outcome import failure
+    from sshwrap.errors import SshwrapError
+
+    with pytest.raises(SshwrapError) as caught:
+        _one_path(paths, args)
+    return failure(caught.value)
+
+
 @pytest.mark.parametrize("args", [
     ["up", "nosuch"], ["up", "broken"], ["up", "fine", "broken"], ["up", "--tag", "none"],
     ["up", "fine", "--wait", "0"], ["up"], ["up", "--all"], ["up", "fine", "bad name"],
     ["up", "needs-password"],
 ])
-def test_bad_input_reads_the_same_in_both_lanes_and_starts_nothing(
+def test_bad_input_to_up_is_the_engines_to_judge_and_starts_nothing(
     args: list[str], paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer, profiles_dir: Path,
 ) -> None:
+    # With an engine running, bad input is sent like any request (no pass of checks in front
+    # of it): the engine answers the error as data, told in the command line's words.
     _resident_running(paths, write_profile, banner_server)
     _local(write_profile, "fine", banner_server)
     unset = "SSHWRAP_TEST_UNSET_PASSWORD"  # the name of a variable, not a password
     _local(write_profile, "needs-password", banner_server, auth="password", password_env=unset)
     (profiles_dir / "broken.toml").write_text('host = "h"\nport = "many"\n')
-    env = {k: v for k, v in os.environ.items() if k != unset}
+    assert unset not in os.environ
 
-    express = sshwrap(*args, env=env)
-    full = sshwrap(*args, env={**env, "SSHWRAP_EXPRESS": "0"})
+    ran = sshwrap(*args)
 
-    assert express.express and full.full_command_line
-    assert express.code == full.code == 2
-    assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
-    assert express.stderr.startswith("sshwrap: error: ")
+    assert ran.express
+    assert (ran.stdout, ran.stderr, ran.code) == ("", *_told(paths, args))
+    assert ran.code == 2 and ran.stderr.startswith("sshwrap: error: ")
     assert state.recorded_names(paths) == ["first"]
 
 
@@ -463,6 +572,7 @@ def test_down_status_and_restart_are_served_by_the_engine(
     stopped = sshwrap("down", "second")
 
     assert shown.express and shown.code == 0, shown.stderr
+    assert all(ran.light for ran in (shown, shown_json, restarted, stopped))
     assert re.search(rf"^second\s+up\s+{before.pid}\s", shown.stdout, re.MULTILINE)
     assert shown_json.express and shown_json.code == 0
     assert {row["name"]: row["state"] for row in json.loads(shown_json.stdout)} == {
@@ -503,29 +613,29 @@ def test_the_full_command_line_asks_the_engine_too(
 
 
 @pytest.mark.sshd
-def test_status_reads_the_same_in_both_lanes_and_from_the_records(
+def test_status_prints_the_engines_live_view_which_reads_as_the_records(
     paths: StatePaths, write_profile: ProfileWriter, banner_server: BannerServer,
     profiles_dir: Path,
 ) -> None:
+    from sshwrap.cli.render.runtime import report_streams
+
     _resident_running(paths, write_profile, banner_server)
     _local(write_profile, "idle", banner_server)
     (profiles_dir / "broken.toml").write_text('host = "h"\nport = "many"\n')
     (paths.tunnels / "damaged.json").write_text("{not json")
 
     for args in (["status"], ["status", "--json"], ["status", "idle"], ["status", "first"]):
-        express = sshwrap(*args)
-        full = sshwrap(*args, env={**os.environ, "SSHWRAP_EXPRESS": "0"})
-        assert express.express and full.full_command_line
-        assert express.code == full.code, (args, express.stderr, full.stderr)
-        assert (_without_uptime(express.stdout), express.stderr) == (
-            _without_uptime(full.stdout), full.stderr), args
+        ran = sshwrap(*args)
+        wire = _one_path(paths, args)["report"]
+        assert isinstance(wire, dict)
+        out, err = report_streams(wire, as_json="--json" in args)
+        assert ran.express and ran.code == wire["exit_code"], (args, ran.stderr)
+        assert (_without_uptime(ran.stdout), ran.stderr) == (_without_uptime(out), err), args
 
     from sshwrap.store import ProfileStore
     from sshwrap.usecases.status import status
 
     store = ProfileStore((profiles_dir,))
-    asked = {"op": "tunnels.status", "names": [], **served.asked(store)}
-    assert served.ask(paths, asked) is not None  # the engine answers it
     from_engine = served.status_report(store, paths=paths)
     from_records = status(store, paths=paths)
     assert _without_uptime(json.dumps(from_engine.to_json())) == \
@@ -545,7 +655,7 @@ def test_status_reads_the_same_in_both_lanes_and_from_the_records(
     ["restart", "--tag", "none"], ["restart", "first", "--wait", "0"], ["restart", "bad name"],
     ["restart", "--all"],
 ])
-def test_bad_input_to_down_status_and_restart_reads_the_same_in_both_lanes(
+def test_bad_input_to_down_status_and_restart_is_the_engines_to_judge(
     args: list[str], paths: StatePaths, write_profile: ProfileWriter,
     banner_server: BannerServer, profiles_dir: Path,
 ) -> None:
@@ -553,13 +663,11 @@ def test_bad_input_to_down_status_and_restart_reads_the_same_in_both_lanes(
     first = record_of(paths, "first")
     (profiles_dir / "broken.toml").write_text('host = "h"\nport = "many"\n')
 
-    express = sshwrap(*args)
-    full = sshwrap(*args, env={**os.environ, "SSHWRAP_EXPRESS": "0"})
+    ran = sshwrap(*args)
 
-    assert express.express and full.full_command_line
-    assert express.code == full.code == 2
-    assert (express.stdout, express.stderr) == (full.stdout, full.stderr)
-    assert express.stderr.startswith("sshwrap: error: ")
+    assert ran.express
+    assert (ran.stdout, ran.stderr, ran.code) == ("", *_told(paths, args))
+    assert ran.code == 2 and ran.stderr.startswith("sshwrap: error: ")
     assert state.recorded_names(paths) == ["first"]
     assert record_of(paths, "first").pid == first.pid
 

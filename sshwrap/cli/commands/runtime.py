@@ -45,15 +45,13 @@ def _progress_printer() -> ProgressLine | None:
     return ProgressLine(write)
 
 
-def _finish(report: TunnelsReport, as_json: bool, progress: ProgressLine | None) -> int:
-    from sshwrap.cli.render.runtime import report_streams
+def _finish(report: TunnelsReport | StatusReport, as_json: bool,
+            progress: ProgressLine | None) -> int:
+    from sshwrap.cli.render.runtime import print_report
 
     if progress is not None:
         progress.clear()
-    out, err = report_streams(report, as_json=as_json)
-    sys.stdout.write(out)
-    sys.stderr.write(err)
-    return int(report.exit_code)
+    return print_report(report.to_wire(), as_json=as_json)
 
 
 @app.command()
@@ -84,11 +82,11 @@ def up(
     from sshwrap.runtime.client.questions import terminal_questions
     from sshwrap.runtime.system.paths import StatePaths
     from sshwrap.store import ProfileStore
-    from sshwrap.usecases.up import up as run_up
+    from sshwrap.usecases.served import up_report
 
     progress = _progress_printer()
     with terminal_questions(StatePaths.from_env().root):
-        report = run_up(ProfileStore.from_option(profiles), names or [],
+        report = up_report(ProfileStore.from_option(profiles), names or [],
                         all_profiles=all_profiles, tag=tag, wait=wait, progress=progress,
                         ask_secret=terminal_asker(password=ask_password,
                                                   passphrase=ask_passphrase), share=share)
@@ -158,15 +156,12 @@ def status(
       sshwrap status --watch
       sshwrap status web --json
     """
-    from sshwrap.cli.render import runtime as _render  # noqa: F401
     from sshwrap.store import ProfileStore
     from sshwrap.usecases.served import status_report as run_status
 
     store = ProfileStore.from_option(profiles)
     if not watch:
-        report = run_status(store, names or [])
-        emit(report, as_json=json_out)
-        return int(report.exit_code)
+        return _finish(run_status(store, names or []), json_out, None)
     return _watch(lambda: run_status(store, names or []), interval, as_json=json_out)
 
 
@@ -201,7 +196,6 @@ def _watch(read: Callable[[], StatusReport], interval: float, *, as_json: bool) 
 @app.command()
 def demo() -> int:
     """Run a tunnel end to end against a private sshd on 127.0.0.1, then remove everything."""
-    from sshwrap.cli.render import runtime as _render  # noqa: F401
     from sshwrap.demo import run_demo
 
     def say(line: str) -> None:

@@ -1,25 +1,27 @@
 """The client of the engine (runtime/engine/resident.py): find it, start it when needed, ask it.
 
-``up`` asks it to start a tunnel and gets the first attempt's result, an error as itself
+It speaks through the one client of the socket (runtime/engine/client.py). ``up`` asks it
+to start a tunnel and gets the first attempt's result, an error as itself
 (runtime/system/wire.py); ``down`` asks it to stop one; ``down --all`` asks it to exit when idle.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sshwrap.errors import StateConflict
+from sshwrap.runtime.engine import client
+from sshwrap.runtime.engine.client import Unreachable
 from sshwrap.runtime.system.detach import HeldEngine, is_engine
 from sshwrap.runtime.system.paths import StatePaths
-from sshwrap.runtime.system.protocol import MAX_REQUEST
-from sshwrap.runtime.system.rendezvous import SUPERVISOR_SOCKET, connect
+from sshwrap.runtime.system.rendezvous import SUPERVISOR_SOCKET
+
+__all__ = ["Unreachable"]  # raised by request() and the callers' own; defined by the client
 
 #: How long ``up`` waits for an engine it started to answer.
 START_TIMEOUT = 10.0
@@ -59,39 +61,24 @@ def is_resident(argv: Sequence[str]) -> bool:
 # -- the client side: up and down ---------------------------------------------------------
 
 
-class Unreachable(OSError):
-    """No resident supervisor answers on this state dir's socket."""
-
-
 def request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float) -> dict[str, Any]:
-    """Send one request and return its answer; Unreachable when nothing listens."""
+    """Send one of the engine's own requests and return its answer as it is; Unreachable
+    when nothing listens."""
+    return client.first_frame(str(engine_socket(paths)), message, timeout=timeout)
+
+
+def engine_socket(paths: StatePaths) -> Path:
+    """Where the engine of ``paths`` listens; Unreachable when no engine has run there.
+
+    No engine has ever run where it has no lock yet (it makes it first): looking for its
+    socket must not make the socket folder (status and down of a state dir where nothing
+    ran change nothing)."""
     if not has_run(paths):
-        # No engine has ever run here (it makes its lock first): nothing listens, and
-        # looking for its socket must not make the socket folder (status and down of a
-        # state dir where nothing ran change nothing).
         raise Unreachable(f"no engine has run in {paths.root}")
     try:
-        path = socket_path(paths)
+        return socket_path(paths)
     except OSError as error:  # no socket folder, and none can be made: nothing listens
         raise Unreachable(str(error)) from None
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        try:
-            connect(conn, str(path), timeout)
-        except (FileNotFoundError, ConnectionRefusedError) as error:
-            raise Unreachable(str(error)) from None
-        try:
-            conn.sendall(json.dumps(message).encode() + b"\n")
-            with conn.makefile("rb") as reader:
-                line = reader.readline(MAX_REQUEST)
-        except (ConnectionResetError, BrokenPipeError) as error:
-            # An engine that is exiting closed its socket with this request still queued:
-            # it was never read, so nothing was done.
-            raise Unreachable(str(error)) from None
-    if not line:
-        raise Unreachable("the resident supervisor closed the connection without an answer")
-    answer: dict[str, Any] = json.loads(line)
-    return answer
 
 
 def start_request(paths: StatePaths, message: Mapping[str, Any], *, timeout: float,

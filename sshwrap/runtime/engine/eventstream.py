@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import queue
 import socket
 import time
@@ -54,33 +52,20 @@ def stream_events(engine: Any, channel: Channel) -> None:
 
 def _subscribe(paths: StatePaths) -> socket.socket | None:
     """A connection subscribed to the engine's events; None when no engine answers."""
-    from sshwrap.runtime.engine import daemon
+    from sshwrap.runtime.engine import client, daemon
+    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT
 
     try:
-        path = daemon.socket_path(paths)
+        conn = client.connect(str(daemon.socket_path(paths)), CONNECT_WAIT)
     except OSError:
         return None
-    from sshwrap.runtime.system.rendezvous import CONNECT_WAIT, connect
-
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(CONNECT_WAIT)
     try:
-        connect(conn, str(path))  # a full backlog is waited out
-        conn.sendall(json.dumps({"op": "events"}).encode() + b"\n")
+        client.send(conn, {"op": "events"})
     except OSError:
         conn.close()
         return None
     conn.settimeout(None)  # events come when they come
     return conn
-
-
-def _read_events(conn: socket.socket) -> Iterator[dict[str, Any]]:
-    with conn, conn.makefile("rb") as reader:
-        for line in reader:
-            with contextlib.suppress(ValueError):
-                frame = json.loads(line)
-                if isinstance(frame, dict):
-                    yield frame
 
 
 def follow(paths: StatePaths | None = None, names: Sequence[str] = (), *,
@@ -113,12 +98,15 @@ def follow(paths: StatePaths | None = None, names: Sequence[str] = (), *,
             time.sleep(RETRY_INTERVAL)
             continue
         waiting = False
-        for frame in _read_events(conn):
-            if frame.get("exiting"):
-                break
-            if "event" not in frame:
-                continue
-            event = Event.from_json(frame["event"])
-            if not wanted or event.name in wanted:
-                yield event
+        from sshwrap.runtime.engine.client import frames
+
+        with conn:
+            for frame in frames(conn):
+                if frame.get("exiting"):
+                    break
+                if "event" not in frame:
+                    continue
+                event = Event.from_json(frame["event"])
+                if not wanted or event.name in wanted:
+                    yield event
         time.sleep(RETRY_INTERVAL)  # an exiting engine may still accept for a moment

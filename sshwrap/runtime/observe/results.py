@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sshwrap.errors import ExitCode, SshwrapError
-from sshwrap.runtime.observe.verify import ForwardCheck
-from sshwrap.runtime.system.state import ExpectedForward
+
+if TYPE_CHECKING:  # types only: the express lane reads reports without the runtime
+    from sshwrap.runtime.observe.verify import ForwardCheck
+    from sshwrap.runtime.system.state import ExpectedForward
 
 STOP_TIMEOUT = 5.0
 #: Another ``up`` of the same name may hold the lock for its whole --wait; wait a bit longer.
@@ -84,23 +86,15 @@ class TunnelOutcome:
     def exit_code(self) -> ExitCode:
         return self.error.exit_code if self.error is not None else ExitCode.OK
 
-    def to_wire(self) -> dict[str, Any]:
-        """As plain JSON values for the engine's socket, the error with its kind
-        (runtime/system/wire.py): ``from_wire`` gives back an equal outcome."""
-        from sshwrap.runtime.system.wire import error_data
-
-        return {"name": self.name, "action": self.action.value, "pid": self.pid,
-                "forwards": [asdict(f) for f in self.forwards], "message": self.message,
-                "error": error_data(self.error) if self.error is not None else None}
-
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> TunnelOutcome:
+    def from_wire(cls, row: dict[str, Any], error: dict[str, Any] | None) -> TunnelOutcome:
+        """The outcome of a report's wire form: its ``--json`` row and its error as data
+        (runtime/system/wire.py), raised again as the very class it was."""
         from sshwrap.runtime.system.wire import error_from_data
 
-        error = data.get("error")
-        return cls(str(data["name"]), Action(data["action"]), data.get("pid"),
-                   tuple(ForwardStatus(**f) for f in data.get("forwards") or ()),
-                   str(data.get("message") or ""),
+        return cls(str(row["name"]), Action(row["action"]), row.get("pid"),
+                   tuple(ForwardStatus(**f) for f in row.get("forwards") or ()),
+                   str(row.get("message") or ""),
                    error_from_data(error) if error is not None else None)
 
     def to_json(self) -> dict[str, Any]:
@@ -124,16 +118,25 @@ class TunnelsReport:
     def exit_code(self) -> ExitCode:
         return most_severe(o.exit_code for o in self.outcomes)
 
-    def to_json(self) -> object:
+    def to_json(self) -> list[dict[str, Any]]:
         return [o.to_json() for o in self.outcomes]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"command": self.command, "outcomes": [o.to_wire() for o in self.outcomes]}
+        """As plain JSON values, for the engine's socket and the one renderer
+        (cli/render/runtime.py): the ``--json`` rows, each error as data, the exit code;
+        ``from_wire`` gives back an equal report."""
+        from sshwrap.runtime.system.wire import error_data
+
+        return {"command": self.command, "outcomes": self.to_json(),
+                "errors": [None if o.error is None else error_data(o.error)
+                           for o in self.outcomes],
+                "exit_code": int(self.exit_code)}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> TunnelsReport:
         return cls(str(data["command"]),
-                   tuple(TunnelOutcome.from_wire(o) for o in data["outcomes"]))
+                   tuple(TunnelOutcome.from_wire(row, error)
+                         for row, error in zip(data["outcomes"], data["errors"], strict=True)))
 
 
 UpReport = TunnelsReport
@@ -171,7 +174,7 @@ class StatusReport:
     tunnels: tuple[TunnelStatus, ...]
     exit_code: ExitCode
 
-    def to_json(self) -> object:
+    def to_json(self) -> list[dict[str, Any]]:
         # As asdict would give it, without its deep copies (a hundred rows took milliseconds).
         return [{**vars(row), "forwards": [dict(vars(f)) for f in row.forwards]}
                 for row in self.tunnels]

@@ -88,12 +88,6 @@ Fields = Mapping[str, tuple[Check, object]]
 #: Where the asker is: its profile folders (absolute or from ``cwd``), its environment.
 ASKER: Fields = {"profiles": (texts, []), "cwd": (text, REQUIRED), "env": (env, REQUIRED)}
 
-#: The express lane's requests (cli/express.py): its handlers check the names themselves, so
-#: that a bad one is told in the full command line's words.
-LANE: Fields = {"names": (texts, []), "all": (flag, False), "tag": (optional_text, None),
-                "wait": (optional_seconds, None), "json": (flag, False), "share": (flag, False),
-                "progress": (flag, False), **ASKER}
-
 #: The engine's own requests; the commands served besides are registered with theirs.
 ENGINE_REQUESTS: dict[str, Fields] = {
     "ping": {},
