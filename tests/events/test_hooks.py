@@ -14,7 +14,7 @@ from sshwrap.core.compile.config import compile_config
 from sshwrap.core.compile.plink import compile_plink
 from sshwrap.core.compile.ssh import compile_ssh
 from sshwrap.core.compile.systemd import compile_systemd
-from sshwrap.core.model import HOOK_STATES
+from sshwrap.core.model import HOOK_STATES, Profile
 from sshwrap.core.parse import parse_profile
 from sshwrap.core.unparse import profile_to_mapping
 from sshwrap.errors import InvalidInput
@@ -187,16 +187,22 @@ def _counting_toml_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return read
 
 
+def _password_profiles(tmp_path: Path, count: int) -> tuple[Path, Profile]:
+    """A folder of ``count`` profiles p0, p1, ..., each with its password variable PW0,
+    PW1, ...; and p0 parsed."""
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"p{i}.toml").write_text(f'host = "h"\npassword_env = "PW{i}"\n')
+    return folder, parse_profile("p0", BASE, str(folder / "p0.toml"))
+
+
 def test_a_change_with_no_hook_reads_no_profile_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A tunnel going up or down with no hook of its own must not read every profile of its
     # folder for their password variables (a down of twenty read 420 files that way).
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    for i in range(5):
-        (folder / f"p{i}.toml").write_text(f'host = "h"\npassword_env = "PW{i}"\n')
-    profile = parse_profile("p0", BASE, str(folder / "p0.toml"))
+    folder, profile = _password_profiles(tmp_path, 5)
     runner = hooks.Hooks()
     read = _counting_toml_reads(monkeypatch)
 
@@ -211,11 +217,7 @@ def test_a_change_with_no_hook_reads_no_profile_file(
 def test_a_hook_reads_only_the_profiles_changed_since_the_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"p{i}.toml").write_text(f'host = "h"\npassword_env = "PW{i}"\n')
-    profile = parse_profile("p0", BASE, str(folder / "p0.toml"))
+    folder, profile = _password_profiles(tmp_path, 3)
     runner = hooks.Hooks()
     base = {"PW0": "a", "PW1": "b", "PW2": "c", "NEW_SECRET": "d", "KEEP": "e"}
     assert set(runner.hook_env(profile, _event("up"), base, [folder])) >= {"KEEP", "NEW_SECRET"}
