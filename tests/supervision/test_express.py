@@ -30,6 +30,7 @@ from sshwrap.runtime.system.detach import ENGINE_ENVIRONMENT
 from sshwrap.runtime.system.paths import StatePaths
 from sshwrap.runtime.system.rendezvous import DEFAULT_WAIT
 from sshwrap.sandbox import BannerServer, Sshd, free_port
+from sshwrap.store import ProfileStores
 from sshwrap.usecases import served
 from tests.runtime.tunnel_helpers import (
     BANNER,
@@ -255,7 +256,9 @@ def test_the_lane_and_the_command_line_send_one_request_and_print_its_answer_ali
     from_full, from_lane = sent
     assert {**from_full, "profiles": None} == {**from_lane, "profiles": None}
     if "profiles" in from_lane:  # the same folders, found from the asker's directory
-        assert served.store_of(from_full)[0].dirs == served.store_of(from_lane)[0].dirs
+        stores = ProfileStores()
+        assert served.store_of(from_full, stores)[0].dirs == \
+            served.store_of(from_lane, stores)[0].dirs
     assert (lane.out, lane.err, lane_code) == (full.out, full.err, full_exit.value.code)
     assert lane_code == 6
     if args[0] != "status":  # a tunnel's failure goes to stderr, with --json too
