@@ -268,14 +268,16 @@ def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str
 
     store, paths = ProfileStore((bench.profiles,)), StatePaths(Path(bench.env["SSHWRAP_STATE_DIR"]))
     numbered, ready = status_module.with_numbers, ReadyWatch()
+    read_meanwhile = status_module.TableRead
     memory = StatusMemory()  # as the engine keeps one
 
     def without() -> object:
-        status_module.with_numbers = lambda rows, **_: list(rows)  # type: ignore[assignment]
+        status_module.with_numbers = lambda rows, *_, **__: list(rows)  # type: ignore[assignment]
+        status_module.TableRead = lambda: None  # type: ignore[assignment,misc]  # no dump either
         try:
             return status_module.status(store, paths=paths, ready=ready, memory=memory)
         finally:
-            status_module.with_numbers = numbered
+            status_module.with_numbers, status_module.TableRead = numbered, read_meanwhile
 
     report = status_module.status(store, paths=paths, ready=ready, memory=memory)
     shown = sum(row.rtt_ms is not None for row in report.tunnels)

@@ -19,7 +19,7 @@ from sshwrap.core.binds import HostFacts
 from sshwrap.core.model import Profile
 from sshwrap.errors import ConnectionFailed, ExitCode, SshwrapError
 from sshwrap.runtime.client.launch import find_program
-from sshwrap.runtime.observe.livenums import with_numbers
+from sshwrap.runtime.observe.livenums import TableRead, with_numbers
 from sshwrap.runtime.observe.results import (
     ForwardStatus,
     StatusReport,
@@ -65,13 +65,15 @@ def status(store: ProfileStore, names: Sequence[str] = (),
     from sshwrap.machine import host_facts
 
     facts = host_facts()
+    # The kernel's connections, read meanwhile for the live numbers, when a tunnel may run.
+    table = TableRead() if recorded else None
     view = ListenerView(ready)  # one read of the sockets for every row
     with memoized():  # the engine's identity, checked once for all its tunnels
         rows = [_tunnel_status(n, known=known, recorded=recorded, paths=paths, facts=facts,
                                view=view, live=live.get(n), memory=memory, hosting=hosting)
                 for n in targets]
     # One read of the kernel's connections for every running row.
-    rows = with_numbers(rows, hops=memory.hops)
+    rows = with_numbers(rows, table, hops=memory.hops) if table is not None else rows
     named = set(names)
     unhealthy = any(
         (row.name in named and not row.healthy)

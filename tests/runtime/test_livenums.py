@@ -246,3 +246,27 @@ def test_the_dump_reads_both_ends_inode_and_rtt_as_the_socket_itself_does(host: 
     assert mine.family == family and mine.rtt_us is not None and mine.rttvar_us is not None
     # The same figures unless an ACK came in between the two reads: a millisecond apart.
     assert abs(mine.rtt_us - rtt) < 1000 and abs(mine.rttvar_us - var) < 1000
+
+
+def test_the_table_is_read_on_its_own_thread_and_handed_over_whole() -> None:
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    found = [sockdiag.TcpConnection(socket.AF_INET, "127.0.0.1", 40000, "127.0.0.1", 22,
+                                    7, 1500, 300)]
+
+    def read() -> list[sockdiag.TcpConnection]:
+        started.set()
+        assert release.wait(10)  # held until the caller has done other work meanwhile
+        return found
+
+    table = livenums.TableRead(read)
+    assert started.wait(10)  # under way before anybody asks for it
+    release.set()
+    assert table() is found
+
+    def broken() -> None:
+        raise PermissionError("sock_diag refused")
+
+    with pytest.raises(PermissionError):
+        livenums.TableRead(broken)()

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable, Sequence
 
 from sshwrap.core.model import TcpAddress
@@ -52,6 +53,33 @@ def with_numbers(rows: Sequence[TunnelStatus],
         return list(rows)
     table = Connections(read(), hops)
     return [table.numbered(row) if _runs(row) else row for row in rows]
+
+
+class TableRead:
+    """The kernel's established table, read on a thread of its own from the moment this is
+    made: the kernel walks its whole table inside a syscall, the interpreter's lock let go,
+    while ``status`` works out its rows; calling it waits for the read (or raises what the
+    read raised). That walk is most of what the live numbers cost."""
+
+    def __init__(self, read: Callable[[], list[TcpConnection] | None] = sockdiag.tcp_connections,
+                 ) -> None:
+        self._found: list[TcpConnection] | None = None
+        self._error: BaseException | None = None
+        self._read = read
+        self._thread = threading.Thread(target=self._run, name="sshwrap-livenums", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._found = self._read()
+        except BaseException as error:  # handed to the caller, which owns the outcome
+            self._error = error
+
+    def __call__(self) -> list[TcpConnection] | None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found
 
 
 def _runs(row: TunnelStatus) -> bool:
