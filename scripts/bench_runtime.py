@@ -254,6 +254,21 @@ def twenty_at_once(bench: Bench, runs: int, up: Timing) -> list[tuple[str, str, 
     return rows
 
 
+def engineless(bench: Bench, runs: int) -> list[tuple[str, str, str, str]]:
+    """Commands that need no engine (none runs yet), each against a bare interpreter of the
+    same virtual environment (``python -c pass``)."""
+    python = str(Path(bench.launcher[0]).parent / "python")
+    bare = median_of(runs, lambda: subprocess.run([python, "-c", "pass"], check=True),
+                     lambda: None)
+    rows = [("commands needing no engine, against a bare interpreter", "",
+             f"python -c pass: {bare.ms()}", "")]
+    for args in (("--version",), ("list",), ("validate", "one"), ("compile", "one"),
+                 ("status", "--json")):
+        took = median_of(runs, lambda args=args: bench.sshwrap(*args), lambda: None)
+        rows.append((f"  sshwrap {' '.join(args)}", took.ms(), "", f"{took / bare:.2f}x"))
+    return rows
+
+
 def live_numbers_cost(bench: Bench, runs: int, many: int) -> list[tuple[str, str, str, str]]:
     """The status use case over the running tunnels in this process (from their records),
     with its live numbers (runtime/observe/livenums.py: one sock_diag dump for every row) and with
@@ -311,6 +326,7 @@ def main() -> int:
             private_sshd(Path(tmp)) as bench:
         port = bench.port()
         bench.profile("one", port, ipv4_only=True)  # the very forward raw ssh -L makes
+        rows.extend(engineless(bench, args.runs))
         bench.sshwrap("up", "one")  # the engine runs from here on
         bench.sshwrap("down", "one")
         up, raw = paired_medians(
@@ -333,10 +349,6 @@ def main() -> int:
                          lambda: bench.sshwrap("down", "--all"))
         rows.append(("  the same, no engine running yet", f"{cold.ms()}",
                      f"raw ssh -f: {raw.ms()}", f"{cold / raw:.2f}x"))
-
-        startup = median_of(args.runs, lambda: bench.sshwrap("--version"), lambda: None)
-        rows.append(("  start-up of the full command line (--version)",
-                     f"{startup.ms()}", "", ""))
 
         bench.sshwrap("up", "one")
         time.sleep(SETTLE)
