@@ -27,6 +27,8 @@ def _needs_escape(char: str) -> bool:
     # printable ASCII is by far the common case: answer it without a table look-up
     if " " <= char <= "~":
         return False
+    if char < "\x80":  # the rest of ASCII is controls (a newline in every multi-line text)
+        return True
     import unicodedata  # loaded at the first character past printable ASCII: most text has none
 
     return unicodedata.category(char) in _HIDDEN

@@ -41,6 +41,24 @@ def test_visible_text_is_left_as_it_is() -> None:
     assert escaped("\U000e0041") == "\\U000e0041"  # a tag character: invisible
 
 
+def test_every_ascii_control_is_escaped_without_the_unicode_table() -> None:
+    # Multi-line text (every report the lane prints) must not load unicodedata, 1 MB of
+    # shared library, for its newlines: ASCII needs no table look-up.
+    import subprocess
+    import sys
+
+    code = ("import sys; from sshwrap.textsafe import escaped; "
+            "out = escaped(''.join(map(chr, range(128))), keep_layout=True); "
+            "print(out); print('unicodedata' in sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    out, loaded = ran.stdout.rsplit("\n", 2)[:2]
+    controls = [c for c in map(chr, range(128)) if not " " <= c <= "~" and c not in "\n\t"]
+    assert loaded == "False"
+    assert not any(c in out for c in controls)
+    assert all(f"\\x{ord(c):02x}" in out for c in controls)
+
+
 def test_long_values_keep_start_and_end() -> None:
     assert shortened("short") == "short"
     cut = shortened("A" * 10_000 + "END", 90)
